@@ -1,0 +1,2 @@
+"""Boot media, boot loaders, menus and kernel command lines."""
+

@@ -1,0 +1,105 @@
+"""Command line: ``pxewizard`` (the wizard) and its headless subcommands.
+
+Every subcommand lives in its own module and is imported only when used, so
+``pxewizard --version`` and ``--help`` stay fast. Errors meant for the
+operator (:class:`PxeError`) are printed as words with their fix, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import PxeError
+
+# subcommand -> "module:function"; the function takes the parsed args and returns an exit code
+COMMANDS: dict[str, str] = {
+    "wizard": "pxewizard.app:cli_wizard",
+    "serve": "pxewizard.serve:cli_serve",
+    "probe": "pxewizard.detect.dhcp_probe:cli_probe",
+    "doctor": "pxewizard.doctor:cli_doctor",
+    "lab": "pxewizard.lab:cli_lab",
+    "export": "pxewizard.export:cli_export",
+}
+
+
+def version_text() -> str:
+    """Our version, Python's, and our dependencies' (the first screen shows the same)."""
+    from importlib import metadata
+
+    deps = []
+    for dist in ("textual", "aiohttp", "pydantic", "psutil", "pyroute2", "netifaces-plus",
+                 "pycdlib", "tomli-w"):
+        try:
+            deps.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            deps.append(f"{dist} (missing)")
+    return (f"pxewizard {__version__} on Python {platform.python_version()} "
+            f"({sys.executable})\n" + ", ".join(deps))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pxewizard",
+        description="Turn this machine into a PXE boot server. Without a subcommand, "
+                    "start the wizard.")
+    p.add_argument("--version", action="store_true", help="print versions and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    w = sub.add_parser("wizard", help="the interactive wizard (the default)")
+    w.add_argument("--plan", help="start from this Plan file instead of detecting")
+
+    s = sub.add_parser("serve", help="run a Plan headless until Ctrl-C")
+    s.add_argument("--plan", required=True, help="Plan file (TOML)")
+    s.add_argument("--quiet", action="store_true", help="do not print events to stdout")
+
+    pr = sub.add_parser("probe", help="list the DHCP servers answering on an interface")
+    pr.add_argument("interface", help="interface to probe, e.g. eth0")
+    pr.add_argument("--timeout", type=float, default=4.0, help="seconds to listen (default 4)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+
+    d = sub.add_parser("doctor", help="check this host and a Plan for known PXE pitfalls")
+    d.add_argument("--plan", help="Plan file to check")
+    d.add_argument("--log", help="JSONL event log to diagnose")
+
+    lab = sub.add_parser("lab", help="boot a QEMU virtual client against the running servers")
+    lab.add_argument("--plan", required=True, help="Plan file of the running server")
+    lab.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
+    lab.add_argument("--memory", default="1024", help="VM RAM in MiB (default 1024)")
+    lab.add_argument("--timeout", type=float, default=0, help="stop after N seconds (0: never)")
+
+    e = sub.add_parser("export", help="write a Plan as configuration for production servers")
+    e.add_argument("--plan", required=True, help="Plan file")
+    e.add_argument("--to", required=True, help="output directory")
+    e.add_argument("--format", action="append", help="dnsmasq, isc-dhcpd, kea, tftpd-hpa, "
+                   "nginx, nbd-server, nfs-exports, systemd (repeatable; default all)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(version_text())
+        return 0
+    command = args.command or "wizard"
+    if command == "wizard" and not hasattr(args, "plan"):
+        args.plan = None
+    module_name, func_name = COMMANDS[command].split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args) or 0)
+    except PxeError as exc:
+        print(f"pxewizard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Events in words: one line each, for `serve`'s stdout and the Live view's Requests pane."""
+
+from __future__ import annotations
+
+import time
+
+from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
+                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
+                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def describe(ev: Event) -> str:
+    """What happened, without the time stamp."""
+    who = ev.client or getattr(ev, "peer", "") or "-"
+    match ev:
+        case ServiceStarted():
+            return f"{ev.service}: listening on {ev.address}:{ev.port}/{ev.proto}"
+        case ServiceStopped():
+            return f"{ev.service}: stopped" + (f" ({ev.reason})" if ev.reason else "")
+        case LogLine():
+            return f"{ev.service}: {ev.level}: {ev.message}"
+        case PacketDropped():
+            return f"{ev.service}: dropped {ev.size} bytes from {ev.peer}: {ev.reason}"
+        case DhcpExchange():
+            arch = f" {ev.arch_name}" if ev.arch_name else ""
+            out = f"{ev.msg_in} -> {ev.msg_out}"
+            extra = " ".join(x for x in (
+                ev.yiaddr and f"ip={ev.yiaddr}", ev.boot_file and f"file={ev.boot_file}",
+                ev.relay and f"via={ev.relay}") if x)
+            why = f" ({ev.reason})" if ev.reason else ""
+            return f"{ev.service} {ev.mac}{arch}: {out} {extra}{why}".rstrip()
+        case LeaseChanged():
+            return f"lease {ev.ip} {ev.state} for {ev.mac}" + (
+                f" ({ev.hostname})" if ev.hostname else "")
+        case DhcpServerSeen():
+            kind = "proxyDHCP" if ev.proxy else "DHCP"
+            return (f"{kind} server {ev.server_id} ({ev.server_mac}) offered "
+                    f"{ev.offered_ip or 'no address'} file={ev.boot_file or '-'}")
+        case TransferStarted():
+            opts = " ".join(f"{k}={v}" for k, v in ev.options.items())
+            return f"{ev.service} {who}: start {ev.path} ({_size(ev.size)}) {opts}".rstrip()
+        case TransferProgress():
+            return f"{ev.service} {who}: {ev.path} {_size(ev.sent)}/{_size(ev.size)}"
+        case TransferDone():
+            rate = ev.sent / ev.seconds / 1e6 if ev.seconds > 0 else 0.0
+            st = f" {ev.status}" if ev.status else ""
+            return (f"{ev.service} {who}:{st} done {ev.path} {_size(ev.sent)} in "
+                    f"{ev.seconds:.2f} s ({rate:.1f} MB/s)")
+        case TransferFailed():
+            tag = "probe" if ev.probe else "FAILED"
+            return f"{ev.service} {who}: {tag} {ev.path}: {ev.reason}"
+        case SessionOpened():
+            return f"{ev.service} {ev.peer}: open {ev.target} {ev.detail}".rstrip()
+        case SessionClosed():
+            return f"{ev.service} {ev.peer}: closed {ev.target} after {_size(ev.read)}" + (
+                f" ({ev.reason})" if ev.reason else "")
+        case ConsoleLine():
+            return f"[{ev.vm}] {ev.line}"
+    fields = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "ts", "client")}
+    return f"{ev.kind} {who} {fields}"
+
+
+def one_line(ev: Event) -> str:
+    """``HH:MM:SS.mmm  description``."""
+    t = time.localtime(ev.ts)
+    return f"{time.strftime('%H:%M:%S', t)}.{int(ev.ts % 1 * 1000):03d}  {describe(ev)}"

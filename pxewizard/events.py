@@ -1,0 +1,469 @@
+"""Typed events, the bus that fans them out, and the JSONL log.
+
+Events are the only output channel of the servers. Each is a frozen,
+keyword-only dataclass; ``kind`` is derived from the class name
+(``TransferDone`` -> ``transfer_done``) and is what the JSONL log, the
+timeline and the diagnosis rules key on.
+
+Servers running in their own thread (the TFTP hot loop) hand events to the
+bus with :meth:`EventBus.publish_threadsafe`; everything else publishes from
+the asyncio loop with :meth:`EventBus.publish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _kind_of(cls: type) -> str:
+    return _CAMEL.sub("_", cls.__name__).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event."""
+
+    kind: ClassVar[str] = "event"
+    ts: float = field(default_factory=time.time)
+    """Wall-clock time of the event (seconds since the epoch)."""
+    client: str = ""
+    """Client key: its MAC (``aa:bb:cc:dd:ee:ff``) where known, else its IP, else empty."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = _kind_of(cls)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (tuple, list)):
+                v = [x if isinstance(x, (int, float, str, bool, type(None))) else str(x) for x in v]
+            elif isinstance(v, dict):
+                v = {str(k): (x if isinstance(x, (int, float, str, bool, type(None))) else str(x))
+                     for k, x in v.items()}
+            elif not isinstance(v, (int, float, str, bool, type(None))):
+                v = str(v)
+            d[f.name] = v
+        return d
+
+
+# --- service lifecycle and log lines ------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStarted(Event):
+    """A server is listening."""
+
+    service: str
+    """Service name: ``dhcp``, ``proxydhcp``, ``tftp``, ``http``, ``nbd``, ``nfs``, ``mountd``, ``portmap``."""
+    address: str
+    """Address it listens on."""
+    port: int
+    """Port it listens on."""
+    proto: str = "udp"
+    """``udp`` or ``tcp``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStopped(Event):
+    """A server stopped listening."""
+
+    service: str
+    """Service name."""
+    reason: str = ""
+    """Why, when it was not asked to stop."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLine(Event):
+    """A free-form line for the operator, with a level."""
+
+    service: str
+    """Which part of pxewizard says it."""
+    level: str
+    """``debug``, ``info``, ``warning`` or ``error``."""
+    message: str
+    """The line, in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacketDropped(Event):
+    """A malformed or unwanted packet was logged and dropped."""
+
+    service: str
+    """Service that received it."""
+    peer: str
+    """``ip:port`` of the sender."""
+    reason: str
+    """Why it was dropped, in words."""
+    size: int = 0
+    """Its length in bytes."""
+
+
+# --- DHCP --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DhcpExchange(Event):
+    """One DHCP request and what we did with it (answered or not)."""
+
+    service: str
+    """``dhcp`` (port 67) or ``proxydhcp`` (port 4011)."""
+    mac: str
+    """Client hardware address."""
+    xid: int
+    """Transaction id."""
+    msg_in: str
+    """Message type received: DISCOVER, REQUEST, INFORM, RELEASE, DECLINE."""
+    msg_out: str
+    """Message type sent (OFFER, ACK, NAK) or ``-`` when we stayed silent."""
+    arch: int | None = None
+    """Option 93 client architecture, if sent."""
+    arch_name: str = ""
+    """Option 93 in words (``BIOS``, ``EFI x64`` ...)."""
+    vendor_class: str = ""
+    """Option 60."""
+    user_class: str = ""
+    """Option 77 (``iPXE`` for iPXE)."""
+    requested_ip: str = ""
+    """Option 50 or ciaddr."""
+    yiaddr: str = ""
+    """Address offered or acknowledged."""
+    boot_file: str = ""
+    """Boot file (option 67 / file field) given."""
+    next_server: str = ""
+    """siaddr / option 66 given."""
+    relay: str = ""
+    """giaddr when the request came through a relay agent."""
+    reason: str = ""
+    """Why this answer (or silence), in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseChanged(Event):
+    """A lease was bound, renewed, released, declined or expired."""
+
+    mac: str
+    """Client hardware address."""
+    ip: str
+    """The address."""
+    state: str
+    """``offered``, ``bound``, ``released``, ``declined``, ``expired``."""
+    expires: float = 0.0
+    """Expiry time (epoch seconds)."""
+    hostname: str = ""
+    """Option 12 from the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DhcpServerSeen(Event):
+    """The probe saw a DHCP server answer on the wire."""
+
+    server_id: str
+    """Option 54."""
+    server_mac: str
+    """Source MAC of the answer."""
+    offered_ip: str = ""
+    """yiaddr of the offer (empty for a proxyDHCP offer)."""
+    router: str = ""
+    """Option 3."""
+    dns: str = ""
+    """Option 6, comma-separated."""
+    next_server: str = ""
+    """siaddr."""
+    boot_file: str = ""
+    """File field or option 67."""
+    proxy: bool = False
+    """True when the offer carries no address (proxyDHCP)."""
+
+
+# --- file transfers (TFTP, HTTP, NBD, NFS) ------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferStarted(Event):
+    """A client started reading a file (or an export)."""
+
+    service: str
+    """``tftp``, ``http``, ``nbd`` or ``nfs``."""
+    path: str
+    """Path as the client asked for it."""
+    size: int | None = None
+    """Size in bytes, when known."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Negotiated options (TFTP blksize/tsize/windowsize, HTTP Range ...)."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferProgress(Event):
+    """Bytes sent so far on a running transfer (rate-limited, a few per second)."""
+
+    service: str
+    """Service name."""
+    path: str
+    """Path being read."""
+    sent: int
+    """Bytes sent so far."""
+    size: int | None = None
+    """Total size, when known."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferDone(Event):
+    """A transfer completed."""
+
+    service: str
+    """Service name."""
+    path: str
+    """Path read."""
+    sent: int
+    """Bytes sent."""
+    seconds: float
+    """Duration."""
+    status: int = 0
+    """HTTP status (0 for other services)."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferFailed(Event):
+    """A request was refused or a transfer broke off."""
+
+    service: str
+    """Service name."""
+    path: str
+    """Path asked for."""
+    reason: str
+    """What happened, in words (``file not found``, ``timed out after 5 retries`` ...)."""
+    code: int = 0
+    """Protocol error code (TFTP error code, HTTP status, NBD/NFS error)."""
+    sent: int = 0
+    """Bytes sent before it stopped."""
+    probe: bool = False
+    """True when this is a normal probe, not a failure (EDK2's tsize query aborted with ERROR 8)."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+# --- sessions (NBD connections, NFS mounts) -----------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOpened(Event):
+    """A client connected or mounted (NBD export, NFS mount)."""
+
+    service: str
+    """``nbd``, ``nfs`` or ``mountd``."""
+    peer: str
+    """``ip:port`` of the client."""
+    target: str = ""
+    """Export name or path."""
+    detail: str = ""
+    """Handshake style, flags, auth ..."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionClosed(Event):
+    """A client disconnected or unmounted."""
+
+    service: str
+    """Service name."""
+    peer: str
+    """``ip:port`` of the client."""
+    target: str = ""
+    """Export name or path."""
+    read: int = 0
+    """Bytes read during the session."""
+    reason: str = ""
+    """Why it closed."""
+
+
+# --- virtual client (lab) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleLine(Event):
+    """One line of a lab VM's serial console."""
+
+    vm: str
+    """Name of the VM."""
+    line: str
+    """The text, without its line ending."""
+
+
+# --- the bus -------------------------------------------------------------------------
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to subscribers, on one asyncio loop.
+
+    Subscribers are plain callables run synchronously in :meth:`publish`;
+    they must be quick (append to a buffer, put into a queue). An exception
+    in one subscriber is swallowed so it cannot take a server down.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Event] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def queue(self, maxsize: int = 0) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
+        """A queue that receives every event from now on, and its unsubscribe function."""
+        q: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+
+        def put(ev: Event) -> None:
+            try:
+                q.put_nowait(ev)
+            except asyncio.QueueFull:
+                pass
+
+        return q, self.subscribe(put)
+
+    def publish(self, event: Event) -> None:
+        """Deliver an event to every subscriber (call from the loop's thread)."""
+        for fn in list(self._subscribers):
+            try:
+                fn(event)
+            except Exception:  # a broken view must not stop a server
+                pass
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.publish(ev)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the loop that :meth:`publish_threadsafe` hands events to."""
+        self._loop = loop
+
+    def publish_threadsafe(self, event: Event) -> None:
+        """Queue an event from another thread; delivered in batches on the loop."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("EventBus.bind_loop() was not called")
+        with self._lock:
+            self._pending.append(event)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+        self.publish_many(batch)
+
+
+class JsonlLog:
+    """Appends every event as one JSON line; survives a full disk.
+
+    When a write fails (disk full, file removed) it says so once through the
+    bus as a warning and keeps trying on later events, so the servers keep
+    serving.
+    """
+
+    def __init__(self, path: Path, bus: EventBus | None = None) -> None:
+        self.path = path
+        self._bus = bus
+        self._fh: IO[str] | None = None
+        self._failing = False
+        self.lost = 0
+        """Events that could not be written."""
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def __call__(self, event: Event) -> None:
+        if self._fh is None:
+            self.open()
+        assert self._fh is not None
+        try:
+            self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+            if self._failing:
+                self._failing = False
+                self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
+        except OSError as exc:
+            self.lost += 1
+            if not self._failing:
+                self._failing = True
+                self._warn(f"cannot write the event log {self.path}: {exc.strerror}; "
+                           "servers keep running, events are not being saved")
+
+    def _warn(self, message: str) -> None:
+        if self._bus is not None:
+            self._bus.publish(LogLine(service="log", level="warning", message=message))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Read back a JSONL event log (for tests, the timeline and `doctor`)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return out
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by its kind (for decoding JSONL back into events)."""
+    seen: dict[str, type[Event]] = {}
+    stack: list[type[Event]] = [Event]
+    while stack:
+        cls = stack.pop()
+        seen[cls.kind] = cls
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSONL form (unknown fields are ignored)."""
+    cls = event_types().get(d.get("kind", ""), Event)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,226 @@
+"""The served file tree: one jailed view shared by TFTP, HTTP (and NBD/NFS lookups).
+
+A :class:`FileTree` is built from three kinds of entries, looked up in this
+order:
+
+1. generated files held in memory (menus, iPXE scripts),
+2. single files mapped from the boot media (``sysresccd/x86_64/airootfs.sfs``
+   -> ``/run/archiso/bootmnt/sysresccd/x86_64/airootfs.sfs``), and directories
+   mapped under a virtual prefix,
+3. root directories served as they are.
+
+Nothing is copied: the media stays where it lies. Every lookup is jailed:
+``..`` components, NUL bytes and symlinks that lead out of their directory are
+refused; a leading ``/`` or ``\\`` means the tree's root (as tftpd-hpa's
+``-s``), and backslashes are separators (Windows-made clients). Files that are
+not readable by others are refused like tftpd-hpa does, so a boot tree that
+works here works with any server.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PxeError
+
+
+class TreeError(PxeError):
+    """Base of lookup failures; ``code`` is a TFTP error code, ``status`` an HTTP status."""
+
+    code = 0
+    status = 500
+
+
+class NotFound(TreeError):
+    code = 1
+    status = 404
+
+
+class AccessDenied(TreeError):
+    code = 2
+    status = 403
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the tree resolved. Exactly one of ``data`` and ``real`` is set."""
+
+    path: str
+    """Normalised virtual path (no leading slash)."""
+    size: int
+    """Size in bytes."""
+    mtime: float
+    """Modification time."""
+    data: bytes | None = None
+    """Contents of a generated file."""
+    real: Path | None = None
+    """Path of a file on disk."""
+
+    def read(self) -> bytes:
+        """Whole contents (small files only: menus, configs)."""
+        if self.data is not None:
+            return self.data
+        assert self.real is not None
+        return self.real.read_bytes()
+
+
+def normalize(request: str) -> str:
+    """Client path -> virtual path, or raise AccessDenied.
+
+    ``\\`` is a separator, leading separators mean the root, ``.`` and empty
+    components vanish, ``..`` and NUL are refused.
+    """
+    if "\x00" in request:
+        raise AccessDenied(f"path {request!r} contains a NUL byte")
+    parts = []
+    for part in request.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise AccessDenied(f"path {request!r} goes up with '..': refused, "
+                               "nothing outside the served root is readable")
+        parts.append(part)
+    return "/".join(parts)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+class FileTree:
+    """Generated files, mapped files and directories, and plain roots, all jailed."""
+
+    def __init__(self, roots: list[Path] | None = None, *, case_insensitive: bool = False,
+                 require_world_readable: bool = True) -> None:
+        self._memory: dict[str, tuple[bytes, float]] = {}
+        self._files: dict[str, Path] = {}
+        self._dirs: list[tuple[str, Path]] = []  # (virtual prefix, real dir), longest prefix first
+        self.roots: list[Path] = [Path(r).resolve() for r in roots or []]
+        self.case_insensitive = case_insensitive
+        self.require_world_readable = require_world_readable
+
+    # --- building ---------------------------------------------------------------
+
+    def add_bytes(self, vpath: str, data: bytes | str, mtime: float | None = None) -> None:
+        """A generated file (menu, script)."""
+        if isinstance(data, str):
+            data = data.encode()
+        self._memory[normalize(vpath)] = (data, time.time() if mtime is None else mtime)
+
+    def add_file(self, vpath: str, real: Path) -> None:
+        """Map one real file (from the media or a loader directory) at a virtual path."""
+        self._files[normalize(vpath)] = Path(real)
+
+    def add_dir(self, vprefix: str, real: Path) -> None:
+        """Map a real directory under a virtual prefix ('' = at the root)."""
+        self._dirs.append((normalize(vprefix), Path(real).resolve()))
+        self._dirs.sort(key=lambda d: -len(d[0]))
+
+    def add_root(self, real: Path) -> None:
+        self.roots.append(Path(real).resolve())
+
+    # --- lookup -----------------------------------------------------------------
+
+    def resolve(self, request: str) -> FileRef:
+        """Find a file; raises NotFound or AccessDenied with a message in words."""
+        vpath = normalize(request)
+        if not vpath:
+            raise NotFound("no file name given")
+        key = self._key(vpath)
+        hit = self._memory.get(key)
+        if hit is not None:
+            return FileRef(path=key, size=len(hit[0]), mtime=hit[1], data=hit[0])
+        real = self._files.get(key)
+        if real is not None:
+            return self._stat(key, real, None)
+        for prefix, rdir in self._dirs:
+            if prefix == "" or key == prefix or key.startswith(prefix + "/"):
+                rest = key[len(prefix):].lstrip("/")
+                found = self._lookup_in(rdir, rest)
+                if found is not None:
+                    return self._stat(key, found, rdir)
+        for root in self.roots:
+            found = self._lookup_in(root, key)
+            if found is not None:
+                return self._stat(key, found, root)
+        raise NotFound(f"file not found: {vpath}")
+
+    def _key(self, vpath: str) -> str:
+        if not self.case_insensitive:
+            return vpath
+        low = vpath.lower()
+        for table in (self._memory, self._files):
+            for k in table:
+                if k.lower() == low:
+                    return k
+        return vpath
+
+    def _lookup_in(self, root: Path, rel: str) -> Path | None:
+        if not rel:
+            return None
+        cand = root / rel
+        if os.path.lexists(cand):
+            return cand
+        if not self.case_insensitive:
+            return None
+        cur = root
+        for part in rel.split("/"):
+            try:
+                names = os.listdir(cur)
+            except OSError:
+                return None
+            match = next((n for n in names if n.lower() == part.lower()), None)
+            if match is None:
+                return None
+            cur = cur / match
+        return cur
+
+    def _stat(self, vpath: str, real: Path, jail: Path | None) -> FileRef:
+        if jail is not None:
+            resolved = Path(os.path.realpath(real))
+            if not _inside(resolved, jail):
+                raise AccessDenied(f"{vpath} is a link that leads out of the served directory "
+                                   f"{jail}: refused")
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            raise NotFound(f"file not found: {vpath} (a dangling link or a file that "
+                           f"vanished: {real})") from None
+        except PermissionError:
+            raise AccessDenied(f"{vpath}: permission denied reading {real}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise NotFound(f"{vpath} is a directory, not a file")
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise AccessDenied(f"{vpath} is not a regular file")
+        if self.require_world_readable and not st.st_mode & stat.S_IROTH:
+            raise AccessDenied(f"{vpath}: file must have global read permissions "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r {real})")
+        size = st.st_size
+        if stat.S_ISBLK(st.st_mode):
+            with open(real, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+        return FileRef(path=vpath, size=size, mtime=st.st_mtime, real=real)
+
+    # --- listing (Review screen, export) ------------------------------------------
+
+    def entries(self) -> list[tuple[str, int, str]]:
+        """(virtual path, size, origin) of generated and mapped files, sorted."""
+        out = [(k, len(v[0]), "generated") for k, v in self._memory.items()]
+        for k, real in self._files.items():
+            try:
+                out.append((k, real.stat().st_size, str(real)))
+            except OSError:
+                out.append((k, -1, f"{real} (missing)"))
+        return sorted(out)
+
+    def sources(self) -> list[tuple[str, Path]]:
+        """Mapped directories and roots, as (virtual prefix, real directory)."""
+        return list(self._dirs) + [("", r) for r in self.roots]

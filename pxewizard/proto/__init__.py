@@ -1,0 +1,2 @@
+"""Sans-I/O protocol cores: bytes and `now` in; datagrams, timers and events out."""
+

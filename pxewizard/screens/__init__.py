@@ -1,0 +1,2 @@
+"""Textual screens of the wizard."""
+

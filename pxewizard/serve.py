@@ -1,0 +1,160 @@
+"""Run a Plan: build the boot tree, start every enabled server, stop them cleanly.
+
+This is the one way servers are started, by ``pxewizard serve`` and by the
+wizard's Live screen alike. Each ``_start_*`` below maps the Plan onto one
+server's keyword arguments; servers never see the Plan itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .boot.tree import build_tree
+from .errors import PxeError
+from .events import EventBus, JsonlLog, LogLine
+from .files import FileTree
+from .plan import DhcpMode, Plan
+from .servers.base import Service
+
+
+@dataclass
+class Running:
+    """The services of a running Plan."""
+
+    plan: Plan
+    tree: FileTree
+    services: list[Service] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for svc in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await svc.close()
+        self.services.clear()
+
+
+async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if plan.dhcp.mode is DhcpMode.none:
+        return []
+    from .servers.dhcp import start_dhcp
+
+    return [await start_dhcp(plan=plan, bus=bus)]
+
+
+async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.tftp.enabled:
+        return []
+    from .servers.tftp import start_tftp
+
+    t = plan.tftp
+    return [await start_tftp(
+        tree=tree, bus=bus, address=str(plan.server_ip), port=t.port, interface=plan.interface,
+        allow_write=t.allow_write, write_root=t.root, max_blksize=t.max_blksize,
+        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries)]
+
+
+async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.http.enabled:
+        return []
+    from .servers.http import start_http
+
+    return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip),
+                             port=plan.http.port, interface=plan.interface)]
+
+
+async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.nbd.enabled:
+        return []
+    from .boot.tree import nbd_exports
+    from .servers.nbd import start_nbd
+
+    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=plan.nbd.port,
+                            oldstyle_port=plan.nbd.oldstyle_port, exports=nbd_exports(plan),
+                            interface=plan.interface)]
+
+
+async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.nfs.enabled:
+        return []
+    from .boot.tree import nfs_exports
+    from .servers.nfs import start_nfs
+
+    n = plan.nfs
+    return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
+                            mount_port=n.mount_port, portmap=n.portmap,
+                            exports=nfs_exports(plan), interface=plan.interface)]
+
+
+STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
+    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_dhcp,
+]
+"""Order matters: DHCP last, so no client is sent to a server that is not up yet."""
+
+
+async def start_plan(plan: Plan, bus: EventBus) -> Running:
+    """Start everything the Plan asks for; on any failure stop what started and raise."""
+    bus.bind_loop(asyncio.get_running_loop())
+    tree = await asyncio.to_thread(build_tree, plan)
+    running = Running(plan=plan, tree=tree)
+    try:
+        for starter in STARTERS:
+            running.services.extend(await starter(plan, tree, bus))
+    except BaseException:
+        await running.close()
+        raise
+    return running
+
+
+def _print_event(ev: object) -> None:
+    from .eventfmt import one_line
+
+    try:
+        print(one_line(ev), flush=True)  # type: ignore[arg-type]
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
+    """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
+    bus = EventBus()
+    log = JsonlLog(plan.jsonl_path, bus)
+    bus.subscribe(log)
+    if not quiet:
+        bus.subscribe(_print_event)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        running = await start_plan(plan, bus)
+    except PxeError as exc:
+        bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        log.close()
+        raise
+    bus.publish(LogLine(service="serve", level="info",
+                        message=f"ready: serving on {plan.interface} {plan.server_ip}; "
+                                "Ctrl-C stops"))
+    try:
+        await stop.wait()
+    finally:
+        bus.publish(LogLine(service="serve", level="info", message="stopping"))
+        await running.close()
+        log.close()
+    return 0
+
+
+def cli_serve(args: object) -> int:
+    from .plan import load_plan
+
+    plan = load_plan(args.plan)  # type: ignore[attr-defined]
+    try:
+        return asyncio.run(serve_forever(plan, quiet=getattr(args, "quiet", False)))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sys.stdout.flush()

@@ -1,0 +1,2 @@
+"""Thin asyncio adapters around the protocol cores: sockets, files, timers."""
+

@@ -1,0 +1,109 @@
+"""What every server adapter shares: binding sockets with errors in words, the Service shape."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Protocol
+
+import psutil
+
+from ..errors import NeedsRoot, PortInUse, PxeError
+
+
+class Service(Protocol):
+    """A running server. ``start_*`` functions return one; ``close()`` stops it."""
+
+    name: str
+
+    async def close(self) -> None: ...
+
+
+def port_holder(port: int, proto: str = "udp") -> str | None:
+    """Name the process holding a local port: ``dnsmasq (pid 812)``, or None."""
+    try:
+        conns = psutil.net_connections(kind=proto)
+    except (psutil.AccessDenied, PermissionError, OSError):
+        return None
+    for c in conns:
+        if c.laddr and c.laddr.port == port and (proto == "udp" or c.status == psutil.CONN_LISTEN):
+            if c.pid is None:
+                return "an unknown process (run as root to see which)"
+            try:
+                p = psutil.Process(c.pid)
+                return f"{p.name()} (pid {c.pid})"
+            except psutil.Error:
+                return f"pid {c.pid}"
+    return None
+
+
+def _bind_error(exc: OSError, proto: str, address: str, port: int) -> PxeError:
+    if exc.errno == errno.EADDRINUSE:
+        return PortInUse(proto, address, port, port_holder(port, proto))
+    if exc.errno == errno.EACCES:
+        return NeedsRoot(f"cannot bind {proto.upper()} {address}:{port}: permission denied",
+                         "run pxewizard as root (ports below 1024 need it)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return PxeError(f"cannot bind {proto.upper()} {address}:{port}: this machine has no "
+                        f"address {address}",
+                        "check the plan's server_ip against `ip -4 addr` or assign the "
+                        "address to the interface")
+    return PxeError(f"cannot bind {proto.upper()} {address}:{port}: {exc.strerror}")
+
+
+def bind_device(sock: socket.socket, interface: str | None) -> None:
+    """SO_BINDTODEVICE, so a server only sees its interface's traffic."""
+    if not interface:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            raise PxeError(f"interface {interface} does not exist",
+                           "check `ip link` and the plan's interface") from None
+        if exc.errno == errno.EPERM:
+            raise NeedsRoot(f"cannot bind to interface {interface}: permission denied",
+                            "run pxewizard as root") from None
+        raise
+
+
+def udp_socket(address: str, port: int, *, interface: str | None = None,
+               broadcast: bool = False, reuse: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket, or a PxeError that says why not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        bind_device(sock, interface)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, PxeError):
+            raise
+        raise _bind_error(exc, "udp", address, port) from None
+    except PxeError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def tcp_listener(address: str, port: int, *, interface: str | None = None,
+                 backlog: int = 128) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket, or a PxeError that says why not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bind_device(sock, interface)
+        sock.bind((address, port))
+        sock.listen(backlog)
+    except PxeError:
+        sock.close()
+        raise
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(exc, "tcp", address, port) from None
+    sock.setblocking(False)
+    return sock
