@@ -95,9 +95,28 @@ STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] =
 """Order matters: DHCP last, so no client is sent to a server that is not up yet."""
 
 
+def check_interface(plan: Plan) -> None:
+    """The Plan's interface must exist and carry server_ip, or no client could reach us."""
+    import netifaces
+
+    if plan.interface not in netifaces.interfaces():
+        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
+        raise PxeError(f"interface {plan.interface} does not exist on this machine "
+                       f"(interfaces here: {names})",
+                       "set `interface` in the plan to one of them")
+    addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
+    if str(plan.server_ip) not in addrs:
+        have = ", ".join(a for a in addrs if a) or "no IPv4 address"
+        raise PxeError(f"interface {plan.interface} does not carry server_ip {plan.server_ip} "
+                       f"(it has {have})",
+                       f"run `ip addr add {plan.server_ip}/{plan.prefix} dev {plan.interface}` "
+                       "or set server_ip in the plan to the interface's address")
+
+
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     bus.bind_loop(asyncio.get_running_loop())
+    check_interface(plan)
     tree = await asyncio.to_thread(build_tree, plan)
     running = Running(plan=plan, tree=tree)
     try:
