@@ -1,0 +1,76 @@
+"""The served tree: jail rules shared by TFTP and HTTP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pxewizard.files import AccessDenied, FileTree, NotFound, normalize
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "pxelinux.cfg").mkdir(parents=True)
+    (r / "pxelinux.0").write_bytes(b"loader")
+    (r / "pxelinux.cfg" / "default").write_text("DEFAULT x\n")
+    (tmp_path / "secret").write_text("nope")
+    os.symlink(tmp_path / "secret", r / "escape")
+    os.symlink("pxelinux.0", r / "alias")
+    (r / "private").write_text("p")
+    os.chmod(r / "private", 0o600)
+    return r
+
+
+@pytest.mark.parametrize("raw,norm", [
+    ("/pxelinux.0", "pxelinux.0"), ("\\boot\\x", "boot/x"), ("a//./b", "a/b"), ("a", "a")])
+def test_normalize(raw: str, norm: str) -> None:
+    assert normalize(raw) == norm
+
+
+@pytest.mark.parametrize("raw", ["../etc/passwd", "a/../../b", "a\\..\\b", "x\x00y"])
+def test_normalize_refuses(raw: str) -> None:
+    with pytest.raises(AccessDenied):
+        normalize(raw)
+
+
+def test_lookup_order_and_jail(root: Path) -> None:
+    t = FileTree([root])
+    assert t.resolve("/pxelinux.0").read() == b"loader"
+    assert t.resolve("pxelinux.cfg\\default").size == 10
+    assert t.resolve("alias").read() == b"loader"
+    t.add_bytes("pxelinux.cfg/default", "generated")
+    assert t.resolve("pxelinux.cfg/default").read() == b"generated"
+    with pytest.raises(AccessDenied, match="leads out"):
+        t.resolve("escape")
+    with pytest.raises(AccessDenied, match="global read permissions"):
+        t.resolve("private")
+    with pytest.raises(NotFound):
+        t.resolve("pxelinux.cfg")
+    with pytest.raises(NotFound):
+        t.resolve("nothing")
+
+
+def test_mapped_file_and_dir(root: Path, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    (media / "x86_64").mkdir(parents=True)
+    (media / "x86_64" / "airootfs.sfs").write_bytes(b"sfs")
+    t = FileTree()
+    t.add_file("boot/vmlinuz", root / "pxelinux.0")
+    t.add_dir("sysresccd", media)
+    assert t.resolve("boot/vmlinuz").read() == b"loader"
+    assert t.resolve("sysresccd/x86_64/airootfs.sfs").size == 3
+    with pytest.raises(NotFound):
+        t.resolve("sysresccd/none")
+
+
+def test_case_insensitive(root: Path) -> None:
+    t = FileTree([root], case_insensitive=True)
+    assert t.resolve("PXELINUX.CFG/Default").read().startswith(b"DEFAULT")
+    t.add_bytes("boot.ipxe", "#!ipxe")
+    assert t.resolve("BOOT.IPXE").read() == b"#!ipxe"
+    assert FileTree([root]).resolve("pxelinux.0")
+    with pytest.raises(NotFound):
+        FileTree([root]).resolve("PXELINUX.0")

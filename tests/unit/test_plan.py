@@ -1,0 +1,115 @@
+"""The Plan: validation errors name the field, the value and the fix; TOML round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pxewizard.errors import PlanError
+from pxewizard.plan import (DhcpMode, Plan, Transport, dump_plan, field_docs, load_plan,
+                            normalize_mac, plan_from_dict, save_plan)
+
+BASE = {"interface": "pxe0", "server_ip": "10.99.0.1"}
+
+
+def full(**dhcp) -> dict:
+    d = {"mode": "full", "range_start": "10.99.0.100", "range_end": "10.99.0.199"}
+    d.update(dhcp)
+    return {**BASE, "dhcp": d}
+
+
+def problems(data: dict) -> list[str]:
+    with pytest.raises(PlanError) as err:
+        plan_from_dict(data)
+    return err.value.problems
+
+
+def test_minimal_plan_defaults() -> None:
+    p = plan_from_dict(BASE)
+    assert p.dhcp.mode is DhcpMode.proxy
+    assert p.boot.transport is Transport.http
+    assert str(p.netmask) == "255.255.255.0"
+    assert p.http_base == "http://10.99.0.1/"
+
+
+def test_http_base_port_and_external() -> None:
+    p = plan_from_dict({**BASE, "http": {"port": 8080}})
+    assert p.http_base == "http://10.99.0.1:8080/"
+    p = plan_from_dict({**BASE, "boot": {"external_http": "http://mirror.example/sr"}})
+    assert p.http_base == "http://mirror.example/sr/"
+
+
+def test_full_pool_must_be_in_subnet() -> None:
+    msgs = problems(full(range_start="10.98.0.5"))
+    assert any("dhcp.range_start" in m and "10.98.0.5" in m and "outside" in m for m in msgs)
+
+
+def test_pool_must_not_contain_server_or_router() -> None:
+    msgs = problems(full(range_start="10.99.0.1", router="10.99.0.150"))
+    assert any("contains server_ip" in m for m in msgs)
+    assert any("dhcp.router" in m for m in msgs)
+
+
+def test_full_needs_a_pool() -> None:
+    msgs = problems({**BASE, "dhcp": {"mode": "full"}})
+    assert any("needs a pool" in m for m in msgs)
+
+
+def test_unknown_field_and_bad_type_named() -> None:
+    msgs = problems({**BASE, "tftp": {"prot": 69, "port": "x"}})
+    assert any(m.startswith("tftp.prot: unknown setting") for m in msgs)
+    assert any(m.startswith("tftp.port:") and "'x'" in m for m in msgs)
+
+
+def test_reservations_unique_and_macs_normalised() -> None:
+    data = full(reservations=[{"mac": "52-54-00-99-00-10", "ip": "10.99.0.20"},
+                              {"mac": "525400990010", "ip": "10.99.0.21"}])
+    msgs = problems(data)
+    assert any("52:54:00:99:00:10 appears more than once" in m for m in msgs)
+    with pytest.raises(ValueError):
+        normalize_mac("52:54:00")
+
+
+def test_port_clash_between_tcp_services() -> None:
+    msgs = problems({**BASE, "nbd": {"enabled": True, "port": 80}})
+    assert any("also used by http" in m for m in msgs)
+
+
+def test_transport_needs_its_server() -> None:
+    msgs = problems({**BASE, "boot": {"transport": "nbd"}})
+    assert any("nbd.enabled" in m for m in msgs)
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    p = plan_from_dict(full(dns=["10.99.0.53"], reservations=[{"mac": "aa:bb:cc:dd:ee:ff",
+                                                                "boot_file": "ipxe.efi"}]))
+    path = tmp_path / "plan.toml"
+    save_plan(p, path)
+    assert load_plan(path) == p
+    assert "range_start" in dump_plan(p)
+
+
+def test_relative_paths_follow_the_plan_file(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    (tmp_path / "plan.toml").write_text(
+        'interface = "pxe0"\nserver_ip = "10.99.0.1"\nstate_dir = "state"\n'
+        '[boot]\nmedia = "media"\n')
+    p = load_plan(tmp_path / "plan.toml")
+    assert p.boot.media == (tmp_path / "media").resolve()
+    assert p.state_dir == (tmp_path / "state").resolve()
+
+
+def test_load_errors_in_words(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="no such file"):
+        load_plan(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("interface = \n")
+    with pytest.raises(PlanError, match="not valid TOML"):
+        load_plan(bad)
+
+
+def test_every_field_documented() -> None:
+    docs = field_docs(Plan)
+    undocumented = [k for k, v in docs.items() if not v]
+    assert not undocumented
