@@ -1,0 +1,298 @@
+"""HTTP server for iPXE scripts, menus and stage-3 images (aiohttp, low-level server).
+
+Only GET and HEAD of files resolved through the jailed :class:`FileTree`:
+generated files are answered from memory, real files go out with sendfile(2)
+in chunks (so progress can be reported and a big image never passes through
+Python). Range requests (RFC 9110 section 14) are honoured for one range,
+which is what every boot client sends: SystemRescue's archiso probes the
+server with ``Range: bytes=0-0`` before it downloads ``airootfs.sfs``.
+
+Every request gives one event pair: ``TransferStarted`` then ``TransferDone``
+(status, bytes, seconds), or a single ``TransferFailed`` (status, reason) when
+it was refused, plus ``TransferProgress`` a few times per second on long
+downloads. aiohttp's access log is off: the events are the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import mimetypes
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+
+from ..events import (EventBus, ServiceStarted, ServiceStopped, TransferDone, TransferFailed,
+                      TransferProgress, TransferStarted)
+from ..files import FileRef, FileTree, TreeError
+from .base import tcp_listener
+
+SERVICE = "http"
+CHUNK = 16 * 1024 * 1024
+"""Bytes per sendfile call: big enough to stay in the kernel, small enough for progress."""
+PROGRESS_INTERVAL = 0.25
+"""At most this often (seconds) a TransferProgress is published per download."""
+
+mimetypes.add_type("text/plain", ".ipxe")
+mimetypes.add_type("text/plain", ".cfg")
+mimetypes.add_type("text/plain", ".sha512")
+mimetypes.add_type("text/plain", ".md5")
+
+
+class RangeNotSatisfiable(Exception):
+    """The Range header is valid but selects no byte of the file (answer 416)."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``Range`` header -> (first, last) byte positions (inclusive), or None for "whole file".
+
+    RFC 9110 section 14.1.1/14.2: a header the server does not understand, or
+    one it chooses not to honour (several ranges), is ignored and the whole
+    file is sent with 200; a valid range that starts beyond the end raises
+    :class:`RangeNotSatisfiable` (416). Suffix ranges (``bytes=-N``) select the
+    last N bytes; open-ended ranges (``bytes=N-``) run to the end.
+    """
+    if not header:
+        return None
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) != 1:
+        return None  # several ranges: serving the whole file is allowed (section 14.2)
+    first_s, dash, last_s = parts[0].partition("-")
+    if not dash:
+        return None
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
+        return None
+    if not first_s:  # suffix range
+        if not last_s:
+            return None
+        n = int(last_s)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable(f"bytes=-{n} of a {size}-byte file")
+        return max(0, size - n), size - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None  # invalid: ignored (section 14.1.1)
+    if first >= size:
+        raise RangeNotSatisfiable(f"bytes={first}- of a {size}-byte file")
+    return first, min(last, size - 1)
+
+
+def etag_of(ref: FileRef) -> str:
+    """A strong validator from mtime and size (as nginx does), stable across restarts."""
+    return f'"{int(ref.mtime * 1_000_000):x}-{ref.size:x}"'
+
+
+def request_path(raw_path: str) -> str:
+    """The client's path, percent-decoded once, without the query.
+
+    Decoding happens here exactly once so ``%2e%2e`` and ``%2f`` reach the
+    tree's jail as the ``..`` and ``/`` they stand for and are refused there.
+    Raises ValueError for bytes that are not UTF-8.
+    """
+    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    return unquote_to_bytes(path).decode("utf-8")
+
+
+def _not_modified(request: web.BaseRequest, ref: FileRef, etag: str) -> bool:
+    """If-None-Match wins over If-Modified-Since (RFC 9110 section 13.2.2)."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        tags = [t.strip() for t in inm.split(",")]
+        return "*" in tags or etag in tags or f"W/{etag}" in tags
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            since = email.utils.parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return int(ref.mtime) <= since
+    return False
+
+
+def _if_range_ok(request: web.BaseRequest, ref: FileRef, etag: str, last_modified: str) -> bool:
+    """If-Range (section 13.1.5): honour Range only while the validator still matches."""
+    ir = request.headers.get("If-Range")
+    if ir is None:
+        return True
+    ir = ir.strip()
+    if ir.startswith('"') or ir.startswith("W/"):
+        return ir == etag
+    return ir == last_modified
+
+
+@dataclass
+class HttpService:
+    """The running HTTP server; ``close()`` stops accepting and ends open connections."""
+
+    name: str
+    runner: web.ServerRunner
+    bus: EventBus
+    address: str
+    port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        self.bus.publish(ServiceStopped(service=SERVICE))
+
+
+class _Handler:
+    """Turns one request into one response and its events; no protocol state between requests."""
+
+    def __init__(self, tree: FileTree, bus: EventBus) -> None:
+        self.tree = tree
+        self.bus = bus
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        peer_ip, peer = _peer(request)
+        raw = request.raw_path
+        if request.method not in ("GET", "HEAD"):
+            self._fail(peer_ip, peer, raw, 405, f"method {request.method} not allowed "
+                       "(this server is read-only: GET and HEAD only)")
+            return web.Response(status=405, text="405 method not allowed\n",
+                                headers={"Allow": "GET, HEAD"})
+        try:
+            path = request_path(raw)
+            ref = self.tree.resolve(path)
+        except UnicodeDecodeError:
+            self._fail(peer_ip, peer, raw, 400, "path is not valid UTF-8 after percent-decoding")
+            return web.Response(status=400, text="400 bad request\n")
+        except TreeError as exc:
+            self._fail(peer_ip, peer, raw, exc.status, exc.message)
+            return web.Response(status=exc.status, text=f"{exc.status} {exc.message}\n")
+        return await self._send(request, ref, peer_ip, peer)
+
+    def _fail(self, client: str, peer: str, path: str, status: int, reason: str,
+              sent: int = 0) -> None:
+        self.bus.publish(TransferFailed(service=SERVICE, path=path, reason=reason, code=status,
+                                        sent=sent, peer=peer, client=client))
+
+    async def _send(self, request: web.BaseRequest, ref: FileRef, client: str,
+                    peer: str) -> web.StreamResponse:
+        etag = etag_of(ref)
+        last_modified = email.utils.formatdate(ref.mtime, usegmt=True)
+        ctype = mimetypes.guess_type(ref.path)[0] or "application/octet-stream"
+        headers = {"ETag": etag, "Last-Modified": last_modified, "Accept-Ranges": "bytes",
+                   "Content-Type": ctype}
+        vpath = "/" + ref.path
+        if _not_modified(request, ref, etag):
+            self.bus.publish(TransferStarted(service=SERVICE, path=vpath, size=ref.size,
+                                             options={"method": request.method,
+                                                      "conditional": "yes"},
+                                             peer=peer, client=client))
+            self.bus.publish(TransferDone(service=SERVICE, path=vpath, sent=0, seconds=0.0,
+                                          status=304, peer=peer, client=client))
+            return web.Response(status=304, headers={"ETag": etag,
+                                                     "Last-Modified": last_modified})
+        rng_header = request.headers.get("Range")
+        try:
+            rng = parse_range(rng_header, ref.size) if _if_range_ok(
+                request, ref, etag, last_modified) else None
+        except RangeNotSatisfiable as exc:
+            self._fail(client, peer, vpath, 416, f"range not satisfiable: {exc}")
+            return web.Response(status=416, text="416 range not satisfiable\n",
+                                headers={"Content-Range": f"bytes */{ref.size}", **{
+                                    k: v for k, v in headers.items() if k != "Content-Type"}})
+        if rng is None:
+            status, first, count = 200, 0, ref.size
+        else:
+            status, first, count = 206, rng[0], rng[1] - rng[0] + 1
+            headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{ref.size}"
+        options = {"method": request.method}
+        if rng_header:
+            options["range"] = rng_header
+        self.bus.publish(TransferStarted(service=SERVICE, path=vpath, size=count,
+                                         options=options, peer=peer, client=client))
+        start = time.monotonic()
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = count
+        sent = 0
+        try:
+            if request.method == "HEAD" or count == 0:
+                await resp.prepare(request)
+                await resp.write_eof()
+            elif ref.data is not None:
+                await resp.prepare(request)
+                await resp.write(ref.data[first:first + count])
+                await resp.write_eof()
+                sent = count
+            else:
+                sent = await self._sendfile(request, resp, ref, first, count, vpath, client, peer)
+        except (ConnectionError, OSError, asyncio.CancelledError) as exc:
+            why = "client closed the connection" if isinstance(
+                exc, (ConnectionError, asyncio.CancelledError)) else f"read error: {exc}"
+            self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
+                       sent=sent)
+            raise
+        self.bus.publish(TransferDone(service=SERVICE, path=vpath, sent=sent,
+                                      seconds=time.monotonic() - start, status=status,
+                                      peer=peer, client=client))
+        return resp
+
+    async def _sendfile(self, request: web.BaseRequest, resp: web.StreamResponse, ref: FileRef,
+                        first: int, count: int, vpath: str, client: str, peer: str) -> int:
+        """Headers through aiohttp, body with sendfile(2) straight from the page cache."""
+        assert ref.real is not None
+        loop = asyncio.get_running_loop()
+        fobj = open(ref.real, "rb", buffering=0)  # O_RDONLY: servers are read-only
+        sent = 0
+        try:
+            await resp.prepare(request)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("connection lost before the body")
+            last_note = time.monotonic()
+            while sent < count:
+                n = min(CHUNK, count - sent)
+                await loop.sendfile(transport, fobj, first + sent, n)
+                sent += n
+                now = time.monotonic()
+                if sent < count and now - last_note >= PROGRESS_INTERVAL:
+                    last_note = now
+                    self.bus.publish(TransferProgress(service=SERVICE, path=vpath, sent=sent,
+                                                      size=count, peer=peer, client=client))
+            await resp.write_eof()
+        finally:
+            fobj.close()
+        return sent
+
+
+def _peer(request: web.BaseRequest) -> tuple[str, str]:
+    transport = request.transport
+    pn = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(pn, tuple) and len(pn) >= 2:
+        return str(pn[0]), f"{pn[0]}:{pn[1]}"
+    return "", ""
+
+
+async def start_http(*, tree: FileTree, bus: EventBus, address: str, port: int,
+                     interface: str | None) -> HttpService:
+    """Serve ``tree`` over HTTP on ``address:port`` (bound to ``interface``).
+
+    Raises PortInUse (naming the holder) or NeedsRoot from the bind, before
+    anything is started.
+    """
+    sock = tcp_listener(address, port, interface=interface)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = web.Server(_Handler(tree, bus), access_log=None)
+        runner = web.ServerRunner(server, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()
+    bus.publish(ServiceStarted(service=SERVICE, address=bound[0], port=bound[1], proto="tcp"))
+    return HttpService(name=SERVICE, runner=runner, bus=bus, address=bound[0], port=bound[1])
+
+
+__all__ = ["HttpService", "RangeNotSatisfiable", "etag_of", "parse_range", "request_path",
+           "start_http"]
