@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import NetPair, net_pair
+from tests.support.netns import NetPair, Netns, net_pair
 from tests.support.serving import serve, write_plan
 from tests.support.tools import require, require_root
 
@@ -40,8 +40,18 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     })
     with net_pair() as pair:
         pair.client_address()
-        with serve(pair.server, plan) as srv:
+        with serve(UnbufferedNs(pair.server.name, pair.server.procs), plan) as srv:
             yield pair, srv, img.read_bytes()
+
+
+class UnbufferedNs(Netns):
+    """serve() reads stdout with select() + readline(); with a buffered pipe a second line that
+    arrived with the first stays in Python's buffer, invisible to select(), and the "ready" line
+    is missed. An unbuffered pipe makes readline() take exactly one line."""
+
+    def popen(self, *args: str, **kw) -> subprocess.Popen:
+        kw.setdefault("bufsize", 0)
+        return super().popen(*args, **kw)
 
 
 def curl(pair: NetPair, *args: str) -> tuple[int, bytes, str]:
