@@ -93,6 +93,17 @@ def link_netns(a: Netns, a_if: str, b: Netns, b_if: str, a_addr: str | None = No
         ns.run("ip", "link", "set", ifname, "up")
 
 
+def stub_interface(ns: Netns, name: str, addr: str) -> None:
+    """An interface with an address inside ``ns`` and nothing behind it (a veth whose peer
+    stays in the same namespace; the kernel here has no dummy driver)."""
+    peer = f"v{secrets.token_hex(4)}"
+    sh("ip", "link", "add", name, "netns", ns.name, "type", "veth", "peer", "name", peer,
+       "netns", ns.name)
+    ns.run("ip", "addr", "add", addr, "dev", name)
+    ns.run("ip", "link", "set", peer, "up")
+    ns.run("ip", "link", "set", name, "up")
+
+
 @dataclass
 class NetPair:
     """A server namespace and a client namespace joined by a veth pair."""
