@@ -1,0 +1,159 @@
+"""Which DHCP servers already answer on an interface (``pxewizard probe IFACE``).
+
+Two DISCOVERs go out from the interface: a plain one (what any DHCP server
+answers) and a PXE one (vendor class PXEClient, option 93 = 0), which a
+proxyDHCP server also answers. Every OFFER heard within the timeout is listed.
+No REQUEST is ever sent, so no lease is taken.
+
+Packets go through an AF_PACKET socket, as a DHCP client's do: source address
+0.0.0.0, port 68, no need to bind UDP 67/68 (our own server or a dhclient may
+hold them), and the answer's Ethernet source gives the server's MAC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import socket
+import struct
+import time
+from pathlib import Path
+
+from ..errors import NeedsRoot, PxeError
+from ..events import DhcpServerSeen
+from ..proto.dhcp import FLAG_BROADCAST, MsgType, Packet, decode, ip_str, mac_bytes
+
+ETH_P_IP = 0x0800
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def udp_ip_packet(payload: bytes, src: int = 0, dst: int = 0xFFFFFFFF, sport: int = 68,
+                  dport: int = 67) -> bytes:
+    """An IPv4+UDP packet around ``payload`` (UDP checksum 0 = none, RFC 768)."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    hdr = struct.pack("!BBHHHBBHII", 0x45, 0x10, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
+    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
+    return hdr + udp
+
+
+def discover(mac: str, xid: int, *, pxe: bool, arch: int = 0) -> bytes:
+    """A DISCOVER with the broadcast flag (we have no address to receive unicast on)."""
+    opts: dict[int, bytes] = {53: bytes((MsgType.DISCOVER,)),
+                              55: bytes((1, 3, 6, 15, 28, 43, 54, 60, 66, 67))}
+    opts[61] = b"\x01" + mac_bytes(mac)
+    if pxe:
+        opts[93] = arch.to_bytes(2, "big")
+        opts[94] = b"\x01\x02\x01"
+        opts[60] = f"PXEClient:Arch:{arch:05d}:UNDI:002001".encode()
+        opts[97] = b"\x00" + bytes(16)
+    return Packet(xid=xid, flags=FLAG_BROADCAST, chaddr=mac_bytes(mac), options=opts).encode()
+
+
+def interface_mac(interface: str) -> str:
+    try:
+        return Path(f"/sys/class/net/{interface}/address").read_text().strip()
+    except OSError:
+        raise PxeError(f"interface {interface} does not exist",
+                       "check `ip link` for the interface name") from None
+
+
+def _seen(pkt: Packet, server_mac: str) -> DhcpServerSeen:
+    sid = pkt.server_id
+    file = pkt.options.get(67, b"").rstrip(b"\0").decode("utf-8", "replace") or \
+        pkt.file.decode("utf-8", "replace")
+    try:
+        routers = pkt.ip_list(3)
+        dns = pkt.ip_list(6)
+    except ValueError:
+        routers, dns = [], []
+    return DhcpServerSeen(client=server_mac, server_id=ip_str(sid) if sid else "",
+                          server_mac=server_mac,
+                          offered_ip=ip_str(pkt.yiaddr) if pkt.yiaddr else "",
+                          router=ip_str(routers[0]) if routers else "",
+                          dns=",".join(ip_str(d) for d in dns),
+                          next_server=ip_str(pkt.siaddr) if pkt.siaddr else "",
+                          boot_file=file, proxy=not pkt.yiaddr)
+
+
+def probe_sync(interface: str, timeout: float = 4.0) -> list[DhcpServerSeen]:
+    """Blocking probe (run it in a thread); see :func:`probe`."""
+    mac = interface_mac(interface)
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    except PermissionError:
+        raise NeedsRoot("probing for DHCP servers needs a raw socket",
+                        "run pxewizard as root") from None
+    try:
+        sock.bind((interface, ETH_P_IP))
+        base = int.from_bytes(os.urandom(4), "big") & 0xFFFFFFF0
+        xids = {base: False, base + 1: True}
+        for xid, pxe in xids.items():
+            pkt = udp_ip_packet(discover(mac, xid, pxe=pxe))
+            sock.sendto(pkt, (interface, ETH_P_IP, 0, 0, b"\xff" * 6))
+        seen: dict[tuple[str, str, str, str], DhcpServerSeen] = {}
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            r, _, _ = select.select([sock], [], [], left)
+            if not r:
+                break
+            data, addr = sock.recvfrom(65535)
+            if addr[2] == socket.PACKET_OUTGOING or len(data) < 28 or data[9] != 17:
+                continue
+            ihl = (data[0] & 0x0F) * 4
+            sport, dport = struct.unpack_from("!HH", data, ihl)
+            if dport != 68 or sport != 67:
+                continue
+            try:
+                pkt = decode(data[ihl + 8:])
+            except ValueError:
+                continue
+            if pkt.op != 2 or pkt.xid not in xids or pkt.msg_type != MsgType.OFFER:
+                continue
+            ev = _seen(pkt, addr[4][:6].hex(":"))
+            seen.setdefault((ev.server_id, ev.server_mac, ev.offered_ip, ev.boot_file), ev)
+        return list(seen.values())
+    except OSError as exc:
+        raise PxeError(f"cannot probe {interface}: {exc.strerror or exc}",
+                       "check that the interface is up (`ip link set IFACE up`)") from None
+    finally:
+        sock.close()
+
+
+async def probe(interface: str, timeout: float = 4.0) -> list[DhcpServerSeen]:
+    """Every DHCP / proxyDHCP server that answered our DISCOVERs within ``timeout`` s."""
+    return await asyncio.to_thread(probe_sync, interface, timeout)
+
+
+def format_table(interface: str, servers: list[DhcpServerSeen], timeout: float) -> str:
+    if not servers:
+        return f"no DHCP server answered on {interface} within {timeout:g} s"
+    head = ("kind", "server id", "server MAC", "offered", "router", "dns", "next-server",
+            "boot file")
+    rows = [head] + [("proxyDHCP" if s.proxy else "DHCP", s.server_id, s.server_mac,
+                      s.offered_ip or "-", s.router or "-", s.dns or "-", s.next_server or "-",
+                      s.boot_file or "-") for s in servers]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return (f"{len(servers)} DHCP answer(s) on {interface}:\n" + "\n".join(lines))
+
+
+def cli_probe(args: object) -> int:
+    """``pxewizard probe IFACE [--timeout N] [--json]``."""
+    interface: str = args.interface  # type: ignore[attr-defined]
+    timeout: float = args.timeout  # type: ignore[attr-defined]
+    servers = asyncio.run(probe(interface, timeout))
+    if getattr(args, "json", False):
+        print(json.dumps([s.to_dict() for s in servers], indent=2))
+    else:
+        print(format_table(interface, servers, timeout))
+    return 0

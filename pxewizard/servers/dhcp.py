@@ -1,0 +1,207 @@
+"""The DHCP / proxyDHCP server adapter: sockets in, decisions out, events published.
+
+All protocol decisions are in :mod:`pxewizard.proto.dhcp`; this module only
+reads datagrams, applies the decision's lease changes, commits them, and sends
+the replies. One flush path (:meth:`DhcpService._readable`): drain every
+datagram waiting on the socket, decide each in order (so two DISCOVERs in the
+same batch see each other's held offer), commit the lease changes once, then
+send the replies and publish the events.
+
+Sockets are bound to 0.0.0.0 (broadcast DHCP only reaches INADDR_ANY sockets)
+with SO_BINDTODEVICE so only the chosen interface's traffic is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import socket
+import struct
+import time
+from pathlib import Path
+
+from ..errors import PxeError
+from ..events import DhcpExchange, EventBus, LeaseChanged, LogLine, PacketDropped, ServiceStarted
+from ..events import ServiceStopped
+from ..proto.dhcp import (Decision, Destination, LeaseOp, LeaseState, Mode, Policy, decide, decode,
+                          ip_int, ip_str, mac_bytes)
+from .base import udp_socket
+from .leases import LeaseStore
+
+SIOCSARP = 0x8955
+ATF_COM = 0x02
+ARPHRD_ETHER = 1
+MAX_BATCH = 256
+"""Datagrams read per wake-up before committing and replying."""
+
+
+def set_neighbour(sock: socket.socket, interface: str, ip: int, mac: str) -> None:
+    """Put ``mac -> ip`` in the ARP table (SIOCSARP), as dnsmasq does before unicasting
+    an OFFER to a client that has no address yet and so cannot answer ARP."""
+    pa = struct.pack("=H", socket.AF_INET) + b"\0\0" + ip.to_bytes(4, "big") + b"\0" * 8
+    ha = struct.pack("=H", ARPHRD_ETHER) + mac_bytes(mac)[:6].ljust(14, b"\0")
+    req = pa + ha + struct.pack("=i", ATF_COM) + b"\0" * 16 + interface.encode()[:15].ljust(16, b"\0")
+    fcntl.ioctl(sock.fileno(), SIOCSARP, req)
+
+
+class DhcpService:
+    """A running DHCP (full) or proxyDHCP server."""
+
+    def __init__(self, *, bus: EventBus, policy: Policy, interface: str | None,
+                 store: LeaseStore, sockets: dict[int, socket.socket]) -> None:
+        self.name = "dhcp" if policy.mode is Mode.FULL else "proxydhcp"
+        self.bus = bus
+        self.policy = policy
+        self.interface = interface
+        self.store = store
+        self.sockets = sockets
+        self.stats = {"received": 0, "answered": 0, "dropped": 0}
+        self._loop = asyncio.get_running_loop()
+        for port, sock in sockets.items():
+            self._loop.add_reader(sock.fileno(), self._readable, sock, port)
+
+    # --- the one flush path ----------------------------------------------------------
+
+    def _readable(self, sock: socket.socket, port: int) -> None:
+        batch: list[tuple[bytes, tuple[str, int]]] = []
+        for _ in range(MAX_BATCH):
+            try:
+                batch.append(sock.recvfrom(4096))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+        if not batch:
+            return
+        now = time.time()
+        decisions: list[tuple[Decision, tuple[str, int]]] = []
+        events: list[LeaseChanged] = []
+        publish = self.bus.publish
+        for data, peer in batch:
+            self.stats["received"] += 1
+            try:
+                req = decode(data)
+                d = decide(req, self.policy, self.store, now, port=port,
+                           peer=(ip_int(peer[0]), peer[1]))
+                for op in d.ops:
+                    events.append(self._lease_event(op, self.store.apply(op)))
+            except ValueError as exc:
+                self.stats["dropped"] += 1
+                publish(PacketDropped(service=self._svc(port), peer=f"{peer[0]}:{peer[1]}",
+                                      reason=f"malformed DHCP packet: {exc}", size=len(data)))
+                continue
+            except Exception as exc:  # the server never dies of a packet
+                self.stats["dropped"] += 1
+                publish(PacketDropped(service=self._svc(port), peer=f"{peer[0]}:{peer[1]}",
+                                      reason=f"internal error on this packet: "
+                                             f"{type(exc).__name__}: {exc}", size=len(data)))
+                continue
+            decisions.append((d, peer))
+        try:
+            self.store.commit()
+        except Exception as exc:
+            # Not durable: say so and send nothing, the clients will retry.
+            publish(LogLine(service=self.name, level="error",
+                            message=f"cannot write the lease file {self.store.path}: {exc}; "
+                                    "replies withheld"))
+            return
+        for d, peer in decisions:
+            err = ""
+            if d.reply is not None and d.dest is not None:
+                err = self._send(sock, d.reply, d.dest)
+                if not err:
+                    self.stats["answered"] += 1
+            publish(self._exchange_event(d, port, err))
+        for ev in events:
+            publish(ev)
+
+    def _send(self, sock: socket.socket, data: bytes, dest: Destination) -> str:
+        """Send one reply; returns an error in words, or ''."""
+        try:
+            if dest.arp_mac and self.interface:
+                try:
+                    set_neighbour(sock, self.interface, dest.ip, dest.arp_mac)
+                except OSError:
+                    # cannot add the neighbour entry: broadcast instead (always delivered)
+                    sock.sendto(data, ("255.255.255.255", dest.port))
+                    return ""
+            elif dest.arp_mac:
+                sock.sendto(data, ("255.255.255.255", dest.port))
+                return ""
+            sock.sendto(data, (ip_str(dest.ip), dest.port))
+        except OSError as exc:
+            return f"send to {dest} failed: {exc.strerror or exc}"
+        return ""
+
+    def _svc(self, port: int) -> str:
+        return "proxydhcp" if self.policy.mode is Mode.PROXY else "dhcp"
+
+    def _exchange_event(self, d: Decision, port: int, err: str) -> DhcpExchange:
+        reason = d.reason
+        if port != 67:
+            reason = f"[port {port}] {reason}"
+        if err:
+            reason = f"{reason}; {err}"
+        return DhcpExchange(client=d.mac, service=self._svc(port), mac=d.mac, xid=d.xid,
+                            msg_in=d.msg_in, msg_out=d.msg_out if not err else "-",
+                            arch=d.arch, arch_name=d.arch_name, vendor_class=d.vendor_class,
+                            user_class=d.user_class, requested_ip=d.requested_ip,
+                            yiaddr=d.yiaddr, boot_file=d.boot_file, next_server=d.next_server,
+                            relay=d.relay, reason=reason)
+
+    @staticmethod
+    def _lease_event(op: LeaseOp, new: object) -> LeaseChanged:
+        # FREE: a held offer dropped because the client took another server's
+        state = "released" if op.state is LeaseState.FREE else str(op.state)
+        return LeaseChanged(client=op.mac, mac=op.mac, ip=ip_str(op.ip), state=state,
+                            expires=op.expires, hostname=op.hostname)
+
+    async def close(self) -> None:
+        for sock in self.sockets.values():
+            try:
+                self._loop.remove_reader(sock.fileno())
+            except (ValueError, OSError):
+                pass
+            sock.close()
+        self.sockets = {}
+        try:
+            self.store.close()
+        except Exception:
+            pass
+        self.bus.publish(ServiceStopped(service=self.name))
+
+
+async def start_dhcp(*, bus: EventBus, policy: Policy, interface: str | None,
+                     lease_file: Path | str | None = None, address: str = "0.0.0.0",
+                     port: int = 67, proxy_port: int = 4011) -> DhcpService:
+    """Start full DHCP (UDP 67) or proxyDHCP (UDP 67 and 4011) on ``interface``.
+
+    ``lease_file`` is the SQLite lease database (full mode; proxy mode keeps no
+    leases and may pass None: an in-memory database is used).
+    """
+    if policy.mode is Mode.FULL and lease_file is not None:
+        store = await asyncio.to_thread(LeaseStore, lease_file)
+    else:
+        store = LeaseStore(":memory:")
+    ports = [port] + ([proxy_port] if policy.mode is Mode.PROXY else [])
+    sockets: dict[int, socket.socket] = {}
+    try:
+        for p in ports:
+            sockets[p] = udp_socket(address, p, interface=interface, broadcast=True)
+    except PxeError:
+        for s in sockets.values():
+            s.close()
+        store.close()
+        raise
+    svc = DhcpService(bus=bus, policy=policy, interface=interface, store=store, sockets=sockets)
+    for p in ports:
+        bus.publish(ServiceStarted(service=svc._svc(p) if p == port else "proxydhcp",
+                                   address=f"{address}%{interface}" if interface else address,
+                                   port=p))
+    if policy.mode is Mode.FULL:
+        bus.publish(LogLine(service="dhcp", level="info",
+                            message=f"{len(store)} leases loaded from {store.path}"))
+    return svc
+
+
+__all__ = ["DhcpService", "set_neighbour", "start_dhcp"]
