@@ -40,9 +40,46 @@ class Running:
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
+    from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
     from .servers.dhcp import start_dhcp
 
-    return [await start_dhcp(plan=plan, bus=bus)]
+    d, bf = plan.dhcp, plan.dhcp.boot_files
+
+    def url(path: str | None) -> str | None:
+        if not path or path.startswith(("http://", "https://")):
+            return path
+        return plan.http_base + path.lstrip("/")
+
+    policy = Policy(
+        mode=Mode.FULL if d.mode is DhcpMode.full else Mode.PROXY, server_ip=plan.server_ip,
+        network=plan.network, range_start=d.range_start, range_end=d.range_end,
+        router=d.router, dns=tuple(d.dns), domain=d.domain, lease_time=d.lease_time,
+        reservations=tuple(Reservation(mac=r.mac, ip=r.ip, hostname=r.hostname,
+                                       boot_file=r.boot_file) for r in d.reservations),
+        relay_pools=tuple(Pool(subnet=p.subnet, range_start=p.range_start,
+                               range_end=p.range_end, router=p.router, dns=tuple(p.dns))
+                          for p in d.relay_pools),
+        boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
+                       efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
+                       ipxe_script=url(bf.ipxe_script)))
+    if policy.mode is Mode.FULL:
+        from .detect.dhcp_probe import probe
+
+        others = [s for s in await probe(plan.interface, timeout=2.5) if not s.proxy]
+        if others and not d.override_existing_server:
+            who = ", ".join(f"{s.server_id} ({s.server_mac}, offered {s.offered_ip})"
+                            for s in others)
+            raise PxeError(f"refusing to start full DHCP on {plan.interface}: another DHCP "
+                           f"server answers there: {who}",
+                           "use proxy mode (dhcp.mode = \"proxy\") beside that server, or set "
+                           "dhcp.override_existing_server = true if this segment is yours")
+        for s in others:
+            bus.publish(LogLine(service="dhcp", level="warning",
+                                message=f"another DHCP server answers on {plan.interface}: "
+                                        f"{s.server_id} ({s.server_mac}); starting anyway "
+                                        "(dhcp.override_existing_server)"))
+    return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
+                             lease_file=plan.lease_file)]
 
 
 async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
