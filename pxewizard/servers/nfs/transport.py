@@ -1,0 +1,262 @@
+"""ONC RPC over TCP and UDP: sockets in, calls dispatched to programs, replies out.
+
+One :class:`RpcEndpoint` per port (portmap 111, mountd, nfsd) serves a set of
+programs on both transports. Malformed input is handled here and only here:
+
+- a TCP fragment header announcing more than the record limit, or a record
+  that is not an RPC call: PacketDropped, and the connection is closed (the
+  stream position can no longer be trusted);
+- a UDP datagram that is not a call: PacketDropped, nothing sent;
+- a call for a program we do not serve: PROG_UNAVAIL; a version we do not
+  serve: PROG_MISMATCH; a procedure: PROC_UNAVAIL; arguments that do not
+  decode: GARBAGE_ARGS (RFC 5531 section 9);
+- a bug in a procedure: SYSTEM_ERR and an error LogLine; the server lives on.
+
+Calls on one TCP connection run concurrently (clients pipeline READs and
+WRITEs) up to :data:`MAX_INFLIGHT`; past that the socket stops being read, and
+replies wait while the client is not reading them, so a client can make us
+hold only a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ...events import EventBus, LogLine, PacketDropped
+from ...proto.rpc import (AcceptStat, Call, RecordReader, RecordTooLarge, RpcDenied,
+                          accepted_header, error_reply, frame_header, parse_call,
+                          prog_mismatch_reply)
+
+MAX_INFLIGHT = 32
+"""Calls of one TCP connection being served at once."""
+MAX_UDP_INFLIGHT = 256
+"""UDP calls being served at once (past that, datagrams are dropped; clients retransmit)."""
+MAX_RECORD = 4 * 1024 * 1024
+"""Largest RPC record accepted over TCP (a 1 MiB WRITE plus headers fits many times)."""
+UDP_MAX_REPLY = 65000
+
+
+Buffer = bytes | bytearray | memoryview
+Results = Sequence[Buffer]
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Where a call came from."""
+
+    peer: tuple[str, int]
+    proto: str
+    """``tcp`` or ``udp``."""
+    local: bool
+    """The caller is on this machine (loopback or our own address)."""
+
+    @property
+    def peer_str(self) -> str:
+        return f"{self.peer[0]}:{self.peer[1]}"
+
+    @property
+    def max_reply(self) -> int | None:
+        return UDP_MAX_REPLY if self.proto == "udp" else None
+
+
+class RpcProgram(Protocol):
+    """A program served by an endpoint."""
+
+    prog: int
+    low: int
+    high: int
+
+    async def dispatch(self, call: Call, ctx: CallContext) -> Results | None:
+        """Results of the call (without the RPC header); None: PROC_UNAVAIL.
+
+        ValueError: the arguments did not decode (GARBAGE_ARGS).
+        """
+        ...
+
+
+class RpcEndpoint:
+    """The programs behind one port, and the one place where bad input is caught."""
+
+    def __init__(self, service: str, programs: Sequence[RpcProgram], bus: EventBus,
+                 own_addresses: Sequence[str] = ()) -> None:
+        self.service = service
+        self.bus = bus
+        self.programs = {p.prog: p for p in programs}
+        self.own = set(own_addresses)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.udp: list[asyncio.DatagramTransport] = []
+        self.connections: set["_RpcTcp"] = set()
+        self.udp_inflight = 0
+
+    def is_local(self, ip: str) -> bool:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(ip).is_loopback:
+                return True
+        return ip in self.own
+
+    def dropped(self, peer: tuple[str, int], reason: str, size: int) -> None:
+        self.bus.publish(PacketDropped(service=self.service, peer=f"{peer[0]}:{peer[1]}",
+                                       reason=reason, size=size, client=peer[0]))
+
+    async def handle(self, record: Buffer, ctx: CallContext) -> list[Buffer] | None:
+        """Reply parts for one record, or None when it must be dropped (not a call)."""
+        try:
+            call = parse_call(record)
+        except RpcDenied as denied:
+            self.dropped(ctx.peer, f"call denied: {denied.reason}", len(record))
+            return [denied.reply]
+        except ValueError as exc:
+            self.dropped(ctx.peer, f"not an RPC call: {exc}", len(record))
+            return None
+        prog = self.programs.get(call.prog)
+        if prog is None:
+            return [error_reply(call.xid, AcceptStat.PROG_UNAVAIL)]
+        if not prog.low <= call.vers <= prog.high:
+            return [prog_mismatch_reply(call.xid, prog.low, prog.high)]
+        try:
+            results = await prog.dispatch(call, ctx)
+        except ValueError as exc:
+            self.dropped(ctx.peer, f"garbage arguments to program {call.prog} procedure "
+                                   f"{call.proc}: {exc}", len(record))
+            return [error_reply(call.xid, AcceptStat.GARBAGE_ARGS)]
+        except Exception as exc:  # a bug must not take the server down
+            self.bus.publish(LogLine(service=self.service, level="error",
+                                     message=f"internal error in program {call.prog} "
+                                             f"procedure {call.proc}: {exc!r}",
+                                     client=ctx.peer[0]))
+            return [error_reply(call.xid, AcceptStat.SYSTEM_ERR)]
+        if results is None:
+            return [error_reply(call.xid, AcceptStat.PROC_UNAVAIL)]
+        return [accepted_header(call.xid), *results]
+
+    async def start(self, address: str, port: int, sock_tcp, sock_udp) -> None:
+        loop = asyncio.get_running_loop()
+        self.servers.append(await loop.create_server(lambda: _RpcTcp(self), sock=sock_tcp))
+        transport, _ = await loop.create_datagram_endpoint(lambda: _RpcUdp(self), sock=sock_udp)
+        self.udp.append(transport)
+
+    async def close(self) -> None:
+        for s in self.servers:
+            s.close()
+        for c in list(self.connections):
+            c.abort()
+        for t in self.udp:
+            t.close()
+        for s in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2)
+        self.servers.clear()
+        self.udp.clear()
+
+
+class _RpcTcp(asyncio.Protocol):
+    def __init__(self, ep: RpcEndpoint) -> None:
+        self.ep = ep
+        self.reader = RecordReader(MAX_RECORD)
+        self.transport: asyncio.Transport | None = None
+        self.ctx: CallContext | None = None
+        self.inflight = 0
+        self.paused = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.tasks: set[asyncio.Task] = set()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.ctx = CallContext(peer=(peer[0], peer[1]), proto="tcp",
+                               local=self.ep.is_local(peer[0]))
+        self.ep.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ep.connections.discard(self)
+        self.writable.set()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None and self.ctx is not None
+        try:
+            records = self.reader.feed(data)
+        except RecordTooLarge as exc:
+            self.ep.dropped(self.ctx.peer, f"{exc}; closing the connection", len(data))
+            self.closed = True
+            self.transport.abort()
+            return
+        for rec in records:
+            self.inflight += 1
+            t = asyncio.ensure_future(self._serve(rec))
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+        if self.inflight >= MAX_INFLIGHT and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    async def _serve(self, record: bytes) -> None:
+        assert self.transport is not None and self.ctx is not None
+        try:
+            parts = await self.ep.handle(record, self.ctx)
+            if self.closed:
+                return
+            if parts is None:
+                self.closed = True
+                self.transport.close()
+                return
+            await self.writable.wait()
+            if self.closed or self.transport.is_closing():
+                return
+            total = sum(len(p) for p in parts)
+            self.transport.writelines([frame_header(total), *parts])
+        finally:
+            self.inflight -= 1
+            if self.paused and self.inflight < MAX_INFLIGHT // 2 and not self.closed:
+                self.paused = False
+                self.transport.resume_reading()
+
+
+class _RpcUdp(asyncio.DatagramProtocol):
+    def __init__(self, ep: RpcEndpoint) -> None:
+        self.ep = ep
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.ep.udp_inflight >= MAX_UDP_INFLIGHT:
+            return
+        self.ep.udp_inflight += 1
+        ctx = CallContext(peer=(addr[0], addr[1]), proto="udp", local=self.ep.is_local(addr[0]))
+        t = asyncio.ensure_future(self._serve(data, ctx))
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, data: bytes, ctx: CallContext) -> None:
+        try:
+            parts = await self.ep.handle(data, ctx)
+            if parts is not None and self.transport is not None \
+                    and not self.transport.is_closing():
+                self.transport.sendto(b"".join(parts), ctx.peer)
+        except OSError:
+            pass
+        finally:
+            self.ep.udp_inflight -= 1
+
+
+Handler = Callable[[Call, CallContext], Awaitable[Results]]
