@@ -59,12 +59,19 @@ class FileRef:
     """Contents of a generated file."""
     real: Path | None = None
     """Path of a file on disk."""
+    offset: int = 0
+    """Where the file starts inside ``real``: non-zero for a file inside an .iso (see
+    :meth:`FileTree.add_extent`); serve ``size`` bytes from there."""
 
     def read(self) -> bytes:
         """Whole contents (small files only: menus, configs)."""
         if self.data is not None:
             return self.data
         assert self.real is not None
+        if self.offset:
+            with open(self.real, "rb") as fh:
+                fh.seek(self.offset)
+                return fh.read(self.size)
         return self.real.read_bytes()
 
 
@@ -102,6 +109,7 @@ class FileTree:
                  require_world_readable: bool = True) -> None:
         self._memory: dict[str, tuple[bytes, float]] = {}
         self._files: dict[str, Path] = {}
+        self._extents: dict[str, tuple[Path, int, int]] = {}  # vpath -> (.iso, offset, size)
         self._dirs: list[tuple[str, Path]] = []  # (virtual prefix, real dir), longest prefix first
         self.roots: list[Path] = [Path(r).resolve() for r in roots or []]
         self.case_insensitive = case_insensitive
@@ -118,6 +126,11 @@ class FileTree:
     def add_file(self, vpath: str, real: Path) -> None:
         """Map one real file (from the media or a loader directory) at a virtual path."""
         self._files[normalize(vpath)] = Path(real)
+
+    def add_extent(self, vpath: str, real: Path, offset: int, size: int) -> None:
+        """Map ``size`` bytes at ``offset`` of a real file (a file inside an unmounted .iso:
+        ISO 9660 stores each file as one contiguous extent, so nothing is copied)."""
+        self._extents[normalize(vpath)] = (Path(real), offset, size)
 
     def add_dir(self, vprefix: str, real: Path) -> None:
         """Map a real directory under a virtual prefix ('' = at the root)."""
@@ -141,6 +154,11 @@ class FileTree:
         real = self._files.get(key)
         if real is not None:
             return self._stat(key, real, None)
+        extent = self._extents.get(key)
+        if extent is not None:
+            ref = self._stat(key, extent[0], None)
+            return FileRef(path=key, size=extent[2], mtime=ref.mtime, real=extent[0],
+                           offset=extent[1])
         for prefix, rdir in self._dirs:
             if prefix == "" or key == prefix or key.startswith(prefix + "/"):
                 rest = key[len(prefix):].lstrip("/")
@@ -157,7 +175,7 @@ class FileTree:
         if not self.case_insensitive:
             return vpath
         low = vpath.lower()
-        for table in (self._memory, self._files):
+        for table in (self._memory, self._files, self._extents):
             for k in table:
                 if k.lower() == low:
                     return k
@@ -219,6 +237,7 @@ class FileTree:
                 out.append((k, real.stat().st_size, str(real)))
             except OSError:
                 out.append((k, -1, f"{real} (missing)"))
+        out += [(k, size, f"{iso}@{offset}") for k, (iso, offset, size) in self._extents.items()]
         return sorted(out)
 
     def sources(self) -> list[tuple[str, Path]]:

@@ -2,30 +2,288 @@
 
 Built once when serving starts, from the Plan's roots, the boot media and the
 boot loaders found on this system, plus generated menus held in memory.
+Nothing is copied and nothing is written into the media: media files are
+mapped where they lie (an .iso's files as byte ranges of the .iso).
+
+Layout (virtual paths)::
+
+    pxelinux.0, lpxelinux.0, ldlinux.c32,        BIOS syslinux, in the directory of
+    menu.c32 vesamenu.c32 libutil.c32 libcom32.c32   dhcp.boot_files.bios (root by default)
+    pxelinux.cfg/default (+ 01-<mac> files)       BIOS menu
+    efi64/syslinux.efi, efi64/ldlinux.e64,       UEFI syslinux with its own modules:
+    efi64/menu.c32 ... efi64/libcom32.c32         the EFI modules have the BIOS names, so
+    efi64/pxelinux.cfg/default                    they need their own directory
+    undionly.kpxe, ipxe.efi, snponly.efi          iPXE loaders
+    boot.ipxe                                     iPXE menu (dhcp.boot_files.ipxe_script)
+    sysresccd/...                                 the boot medium, at the root
+    (tftp.root / http.root served below all that)
+
+syslinux.efi reads ``pxelinux.cfg/`` and its modules relative to its own
+directory, so ``dhcp.boot_files.efi_x64`` should be ``efi64/syslinux.efi``. When
+it names a ``syslinux.efi`` in the same directory as the BIOS loader (the old
+default ``syslinux.efi``), the EFI set still goes to ``efi64/`` and a warning says
+to point efi_x64 there.
 """
 
 from __future__ import annotations
 
+import posixpath
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import FileTree
-from ..plan import Plan
+from ..errors import PxeError
+from ..files import FileTree, NotFound
+from ..plan import NfsExport, Plan
+from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
+from .media import LOCAL_ENTRY, BootEntry, Media, entries_for, find_media
+from .menus import MenuSettings, RemoteEntry, menu_files
+
+EFI_DIR = "efi64"
 
 
-def build_tree(plan: Plan) -> FileTree:
-    """The served tree for a Plan (roots first; media, loaders and menus are mapped in)."""
+@dataclass
+class BootTree:
+    """Everything build_boot found and made, for serving and for the Review screen."""
+
+    tree: FileTree
+    media: Media | None
+    entries: list[BootEntry]
+    """Final entries in menu order (local boot last)."""
+    loaders: Loaders
+    menus: dict[str, str]
+    """Generated menu files: virtual path -> text."""
+    bios_dir: str
+    efi_dir: str
+    warnings: list[str] = field(default_factory=list)
+    """What the operator should know; nothing here stops serving."""
+
+
+_cache_lock = threading.Lock()
+_media_cache: dict[tuple[str, float, int], Media] = {}
+
+
+def plan_media(plan: Plan) -> Media | None:
+    """The Plan's boot medium (boot.media, else the first one autodetected, else None).
+
+    A boot.media that holds nothing bootable raises PxeError naming what was looked for.
+    """
+    path = plan.boot.media
+    if path is None:
+        found = find_media(None)
+        return found[0] if found else None
+    path = Path(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime, st.st_size)
+    except OSError:
+        key = None
+    if key is not None:
+        with _cache_lock:
+            hit = _media_cache.get(key)
+        if hit is not None:
+            return hit
+    media = find_media(path)[0]
+    if key is not None:
+        with _cache_lock:
+            _media_cache[key] = media
+    return media
+
+
+def _syslinux_dirs(plan: Plan) -> tuple[str, str, list[str]]:
+    """(BIOS directory, EFI directory, warnings) from the Plan's boot file names."""
+    bf = plan.dhcp.boot_files
+    warnings = []
+    bios_dir = posixpath.dirname(bf.bios.strip("/")) \
+        if posixpath.basename(bf.bios) in ("pxelinux.0", "lpxelinux.0") else ""
+    efi_dir = EFI_DIR
+    efi = (bf.efi_x64 or "").strip("/")
+    if posixpath.basename(efi) == "syslinux.efi":
+        d = posixpath.dirname(efi)
+        if d and d != bios_dir:
+            efi_dir = d
+        else:
+            warnings.append(
+                f"dhcp.boot_files.efi_x64 = {bf.efi_x64!r} puts syslinux.efi beside the BIOS "
+                "loader, where its modules would clash with the BIOS ones (same names): UEFI "
+                f"clients would not get a menu. Set dhcp.boot_files.efi_x64 = "
+                f"\"{EFI_DIR}/syslinux.efi\" (the EFI set is served from {EFI_DIR}/)")
+    return bios_dir, efi_dir, warnings
+
+
+def _join(d: str, name: str) -> str:
+    return f"{d}/{name}" if d else name
+
+
+def _map_loaders(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
+                 efi_dir: str) -> None:
+    bios = {"pxelinux.0": loaders.pxelinux, "lpxelinux.0": loaders.lpxelinux,
+            "ldlinux.c32": loaders.ldlinux_c32, **loaders.bios_modules}
+    for name, real in bios.items():
+        if real is not None:
+            tree.add_file(_join(bios_dir, name), real)
+    efi = {"syslinux.efi": loaders.syslinux_efi64, "ldlinux.e64": loaders.ldlinux_e64,
+           **loaders.efi64_modules}
+    for name, real in efi.items():
+        if real is not None:
+            tree.add_file(_join(efi_dir, name), real)
+    bf = plan.dhcp.boot_files
+    if loaders.syslinux_efi64 is not None and bf.efi_x64 \
+            and posixpath.basename(bf.efi_x64) == "syslinux.efi":
+        # the plan's own name for it (the clash warning says why it should be efi64/)
+        tree.add_file(bf.efi_x64, loaders.syslinux_efi64)
+        if loaders.ldlinux_e64 is not None:
+            tree.add_file(_join(posixpath.dirname(bf.efi_x64.strip("/")), "ldlinux.e64"),
+                          loaders.ldlinux_e64)
+    ipxe = {"undionly.kpxe": loaders.undionly_kpxe, "ipxe.efi": loaders.ipxe_efi,
+            "snponly.efi": loaders.snponly_efi}
+    for name, real in ipxe.items():
+        if real is not None:
+            tree.add_file(name, real)
+    for wanted in (bf.bios, bf.efi_x64, bf.efi_ia32, bf.efi_arm64, bf.uefi_http):
+        if wanted and posixpath.basename(wanted) in ipxe and ipxe[posixpath.basename(wanted)]:
+            tree.add_file(wanted, ipxe[posixpath.basename(wanted)])  # type: ignore[arg-type]
+
+
+def _map_media(tree: FileTree, media: Media) -> None:
+    if media.extents is not None:
+        for vpath, (offset, size) in media.extents.items():
+            tree.add_extent(vpath, media.path, offset, size)
+        if media.profile == "ubuntu-casper":
+            tree.add_file(media.path.name, media.path)  # casper's url= fetches the whole .iso
+    else:
+        tree.add_dir("", media.path)
+
+
+def _loader_warnings(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
+                     efi_dir: str) -> list[str]:
+    """A message per boot file the Plan hands out that the tree cannot serve."""
+    bf = plan.dhcp.boot_files
+    needed: list[tuple[str, str]] = []  # (virtual path, loader name)
+    for wanted in (bf.bios, bf.efi_x64, bf.efi_ia32, bf.efi_arm64, bf.uefi_http):
+        if wanted:
+            needed.append((wanted, posixpath.basename(wanted)))
+    if posixpath.basename(bf.bios) in ("pxelinux.0", "lpxelinux.0"):
+        needed += [(_join(bios_dir, "ldlinux.c32"), "ldlinux.c32")]
+        needed += [(_join(bios_dir, m), m) for m in MENU_MODULES if m != "vesamenu.c32"]
+    if bf.efi_x64 and posixpath.basename(bf.efi_x64) == "syslinux.efi":
+        needed += [(_join(efi_dir, "syslinux.efi"), "syslinux.efi"),
+                   (_join(efi_dir, "ldlinux.e64"), "ldlinux.e64")]
+        needed += [(_join(efi_dir, m), f"efi64/{m}") for m in MENU_MODULES
+                   if m != "vesamenu.c32"]
+    out, seen = [], set()
+    for vpath, name in needed:
+        if vpath in seen:
+            continue
+        seen.add(vpath)
+        try:
+            tree.resolve(vpath)
+        except NotFound:
+            out.append(f"{vpath}: " + missing_message(name, loaders.searched)
+                       + " (or put it in tftp.root)")
+        except PxeError:
+            pass
+    return out
+
+
+def _remote_entries(plan: Plan, remote: tuple[RemoteEntry, ...] | list[RemoteEntry]
+                    ) -> list[RemoteEntry]:
+    out = list(remote)
+    for r in getattr(plan.boot, "remote_entries", None) or ():
+        if isinstance(r, RemoteEntry):
+            out.append(r)
+        else:  # a Plan model with the same field names
+            out.append(RemoteEntry(id=r.id, label=r.label, kernel=r.kernel,
+                                   initrds=tuple(r.initrds), cmdline=r.cmdline,
+                                   local_kernel=getattr(r, "local_kernel", None),
+                                   local_initrds=tuple(getattr(r, "local_initrds", ()) or ())))
+    return out
+
+
+def ipxe_base(plan: Plan) -> str:
+    """URL prefix iPXE fetches tree files from: our HTTP (or external_http), else TFTP."""
+    if plan.http.enabled or plan.boot.external_http:
+        return plan.http_base
+    port = "" if plan.tftp.port == 69 else f":{plan.tftp.port}"
+    return f"tftp://{plan.server_ip}{port}/"
+
+
+def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry] = (),
+               loaders: Loaders | None = None) -> BootTree:
+    """Media, loaders and menus for the Plan, mapped into one FileTree."""
     tree = FileTree(case_insensitive=plan.tftp.case_insensitive)
+    warnings: list[str] = []
+    loaders = loaders if loaders is not None else find_loaders()
+    bios_dir, efi_dir, w = _syslinux_dirs(plan)
+    warnings += w
+    _map_loaders(tree, plan, loaders, bios_dir, efi_dir)
+    media = plan_media(plan)
+    if media is None:
+        entries = [LOCAL_ENTRY]
+        warnings.append("no boot medium found (boot.media unset, nothing autodetected): the "
+                        "menus offer local boot only")
+        title = "pxewizard"
+    else:
+        _map_media(tree, media)
+        entries = entries_for(media, plan)
+        warnings += list(media.warnings)
+        for e in entries:
+            warnings += [f"{e.id}: {n}" for n in e.notes]
+        title = f"pxewizard: {media.label}"
+    remotes = _remote_entries(plan, remote)
+    per_mac = tuple((r.mac, r.boot_entry) for r in plan.dhcp.reservations
+                    if getattr(r, "boot_entry", None))
+    settings = MenuSettings(title=title, default=plan.boot.default, timeout=plan.boot.timeout,
+                            per_mac=per_mac)
+    menus = menu_files(entries, settings, base=ipxe_base(plan),
+                       ipxe_path=plan.dhcp.boot_files.ipxe_script, efi_dir=efi_dir,
+                       bios_loader=_join(bios_dir, posixpath.basename(plan.dhcp.boot_files.bios)),
+                       remote=remotes)
+    for vpath, text in menus.items():
+        tree.add_bytes(_join(bios_dir, vpath) if vpath.startswith("pxelinux.cfg/") else vpath,
+                       text)
     for root in (plan.tftp.root, plan.http.root):
         if root is not None and Path(root).resolve() not in tree.roots:
             tree.add_root(Path(root))
-    return tree
+    warnings += _loader_warnings(tree, plan, loaders, bios_dir, efi_dir)
+    return BootTree(tree=tree, media=media, entries=entries, loaders=loaders, menus=menus,
+                    bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings)
+
+
+def build_tree(plan: Plan) -> FileTree:
+    """The served tree for a Plan: loaders, media, generated menus, then the Plan's roots."""
+    return build_boot(plan).tree
 
 
 def nbd_exports(plan: Plan) -> dict[str, Path]:
-    """Export name -> file, from the Plan (the media's image when none is listed)."""
-    return {e.name: e.path for e in plan.nbd.exports}
+    """Export name -> file, from the Plan, else the medium's: ``archiso`` = the ISO (or the
+    block device under the running medium) for SystemRescue, ``sysrcd`` = sysrcd.dat for old
+    SystemRescueCd (oldstyle NBD serves the first export)."""
+    if plan.nbd.exports:
+        return {e.name: e.path for e in plan.nbd.exports}
+    if not plan.nbd.enabled:
+        return {}
+    media = plan_media(plan)
+    if media is None:
+        return {}
+    if media.profile == "sysrescue-legacy" and media.image is not None:
+        return {"sysrcd": media.image}
+    if media.nbd_source is not None:
+        return {"archiso": media.nbd_source}
+    if plan.boot.transport.value == "nbd":
+        raise PxeError(f"nothing to export over NBD: {media.path} is a directory and NBD "
+                       "exports a whole disk image (SystemRescue reads the ISO itself)",
+                       "set boot.media to the .iso, or list it in nbd.exports")
+    return {}
 
 
-def nfs_exports(plan: Plan) -> list:
-    """The Plan's NFS exports (the media's directory when none is listed)."""
-    return list(plan.nfs.exports)
+def nfs_exports(plan: Plan) -> list[NfsExport]:
+    """The Plan's NFS exports, else the medium's directory, read-only."""
+    if plan.nfs.exports:
+        return list(plan.nfs.exports)
+    if not plan.nfs.enabled:
+        return []
+    media = plan_media(plan)
+    if media is None or media.is_iso:
+        return []
+    return [NfsExport(path=Path(media.path).resolve())]

@@ -1,0 +1,649 @@
+"""Boot media: what can be booted, found in a directory, a mounted CD or an .iso file.
+
+A medium is looked at through a small read-only view (:class:`DirSource` for a
+directory, :class:`IsoSource` for an ISO read with pycdlib, never mounted),
+then each profile below checks for its own files, in this order:
+
+==================== ==========================================================
+profile              recognised by
+==================== ==========================================================
+``sysrescue-archiso`` ``sysresccd/boot/x86_64/vmlinuz`` + ``sysresccd.img``
+                     (+ ``sysresccd/boot/{intel,amd}_ucode.img``),
+                     root image ``sysresccd/x86_64/airootfs.sfs`` (+ ``.sha512``)
+``sysrescue-legacy``  SystemRescueCd 1.x-5.x: ``rescue64``/``rescue32``/``altker*``
+                     + ``initram.igz`` (in ``isolinux/``, ``bootdisk/`` or the
+                     root), root image ``sysrcd.dat`` (+ ``sysrcd.md5``)
+``debian-live``      ``live/vmlinuz*`` + ``live/initrd*`` + ``live/*.squashfs``
+``ubuntu-casper``    ``casper/vmlinuz*`` + ``casper/initrd*`` + ``casper/*.squashfs``
+``nfsroot``          a directory holding a Linux root: ``etc/``, ``bin`` or
+                     ``usr/bin``, ``boot/vmlinuz*`` and ``boot/initrd*`` /
+                     ``boot/initramfs*`` (diskless clients, issue 12)
+``generic``          a kernel + initramfs pair at the top or in ``boot/``
+``memtest``          memtest86+ alone (``memtest``, ``memtest.bin``, ``memtest.efi``...)
+==================== ==========================================================
+
+Every medium also gets "Boot from local disk". Entries found here are
+*transport-agnostic*: their ``cmdline`` holds only what the profile always
+needs (``archisobasedir=sysresccd``...). :func:`entries_for` (with
+``cmdline.py``) turns them into the final entries for a Plan's transport and
+server address; menus are written from those.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import PxeError
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+
+PROFILES = ("sysrescue-archiso", "sysrescue-legacy", "debian-live", "ubuntu-casper",
+            "nfsroot", "generic", "memtest")
+
+# Where a running live system keeps its boot medium, and where CDs get mounted.
+AUTODETECT_DIRS: tuple[str, ...] = (
+    "/run/archiso/bootmnt", "/run/live/medium", "/run/initramfs/live", "/cdrom",
+    "/run/media/*/*", "/media/*", "/media/*/*", "/mnt", "/mnt/*")
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    """One menu entry: what the loader fetches and the kernel command line."""
+
+    id: str
+    """Menu label id (pxelinux LABEL, iPXE item); [a-z0-9_-]."""
+    label: str
+    """Text shown in the menu."""
+    kernel: str
+    """Virtual path of the kernel in the served tree ('' for local boot; a URL for remote)."""
+    initrds: tuple[str, ...]
+    """Virtual paths (or URLs) of the initramfs files, in load order (microcode first)."""
+    cmdline: str
+    """Kernel command line: final after :func:`entries_for`; the profile's fixed part before."""
+    files: tuple[tuple[str, int], ...]
+    """(virtual path, size) of every file the entry needs, stage-3 image included."""
+    image_size: int
+    """Bytes of the stage-3 root image (airootfs.sfs, sysrcd.dat, squashfs); 0 if none."""
+    kind: str
+    """linux, memtest, localboot or remote."""
+    firmware: str = "any"
+    """any, bios or efi: memtest86+ comes as a BIOS binary and an EFI one."""
+    notes: tuple[str, ...] = ()
+    """Things the operator should know (a transport fallback, a missing NFS module...)."""
+
+
+@dataclass(frozen=True)
+class Media:
+    """A bootable medium and the entries it offers."""
+
+    path: Path
+    """Directory (mount point) or .iso file."""
+    profile: str
+    """One of :data:`PROFILES`."""
+    label: str
+    """Human name, e.g. "SystemRescue 11.01"."""
+    version: str
+    """Version found on the medium ('' when unknown)."""
+    entries: tuple[BootEntry, ...]
+    """Entries, transport-agnostic (see the module docstring); local boot last."""
+    image: Path | None
+    """Stage-3 image on disk: airootfs.sfs / sysrcd.dat / squashfs; the .iso itself for an ISO."""
+    image_size: int
+    """Bytes of the stage-3 root image (inside the ISO for an ISO)."""
+    image_vpath: str = ""
+    """Virtual path of the stage-3 image in the served tree ('' if none)."""
+    nbd_source: Path | None = None
+    """What NBD exports for this medium: the .iso, or the block device under a mount point."""
+    flavour: str = ""
+    """nfsroot: dracut or initramfs-tools (from the initramfs); '' when unknown."""
+    warnings: tuple[str, ...] = ()
+    """Problems found that do not stop serving (e.g. an initramfs without NFS support)."""
+    extents: dict[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
+    """ISO only: virtual path -> (byte offset in the .iso, size) of every file."""
+
+    @property
+    def is_iso(self) -> bool:
+        return self.extents is not None
+
+
+LOCAL_ENTRY = BootEntry(id="local", label="Boot from local disk", kernel="", initrds=(),
+                        cmdline="", files=(), image_size=0, kind="localboot")
+
+
+# --- read-only views of a medium ---------------------------------------------------
+
+
+class Source(Protocol):
+    """A read-only view of a medium's files by virtual path ('a/b/c', no leading slash)."""
+
+    where: str
+
+    def size(self, vpath: str) -> int | None: ...
+    def is_dir(self, vpath: str) -> bool: ...
+    def listdir(self, vpath: str) -> list[str]: ...
+    def read(self, vpath: str, limit: int = 65536) -> bytes: ...
+
+
+class DirSource:
+    """A directory (or mount point) as a medium."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.where = str(root)
+
+    def size(self, vpath: str) -> int | None:
+        try:
+            st = os.stat(self.root / vpath)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def is_dir(self, vpath: str) -> bool:
+        return (self.root / vpath).is_dir()
+
+    def listdir(self, vpath: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.root / vpath))
+        except OSError:
+            return []
+
+    def read(self, vpath: str, limit: int = 65536) -> bytes:
+        with open(self.root / vpath, "rb") as fh:
+            return fh.read(limit)
+
+
+class IsoSource:
+    """An .iso file read with pycdlib (Rock Ridge names, else Joliet, else ISO 9660 ones)."""
+
+    def __init__(self, iso: Path) -> None:
+        self.iso = Path(iso)
+        self.where = str(iso)
+        self.files: dict[str, tuple[int, int]] = {}
+        self.dirs: dict[str, list[str]] = {"": []}
+        self.volume_id = ""
+        self.bootable = False
+        self._index()
+
+    def _index(self) -> None:
+        import pycdlib
+        from pycdlib.pycdlibexception import PyCdlibException
+
+        try:
+            total = self.iso.stat().st_size
+        except OSError as exc:
+            raise PxeError(f"cannot read {self.iso}: {exc.strerror}") from None
+        iso = pycdlib.PyCdlib()
+        try:
+            iso.open(str(self.iso))
+        except (PyCdlibException, OSError, ValueError, IndexError) as exc:
+            raise PxeError(
+                f"{self.iso} is not a readable ISO 9660 image ({total} bytes; pycdlib says: "
+                f"{exc}); looked for an ISO 9660 volume descriptor at byte 32768",
+                "the file may be truncated or not an ISO: download it again and compare its "
+                "checksum, or point boot.media at a directory") from None
+        try:
+            self.volume_id = iso.pvd.volume_identifier.decode("ascii", "replace").strip()
+            self.bootable = iso.eltorito_boot_catalog is not None
+            if iso.has_rock_ridge():
+                facility = "rr_path"
+            elif iso.has_joliet():
+                facility = "joliet_path"
+            else:
+                facility = "iso_path"
+            block = iso.logical_block_size
+            self._walk(iso, facility, "/", "", block)
+        except (PyCdlibException, OSError, ValueError, IndexError) as exc:
+            raise PxeError(f"{self.iso}: cannot read its directory tree ({exc})",
+                           "the ISO is damaged or truncated; download it again") from None
+        finally:
+            iso.close()
+        for vpath, (offset, size) in self.files.items():
+            if offset + size > total:
+                raise PxeError(
+                    f"{self.iso} is truncated: {vpath} needs bytes up to {offset + size} "
+                    f"but the file has only {total}",
+                    "download the ISO again and compare its checksum")
+
+    def _walk(self, iso: object, facility: str, path: str, vdir: str, block: int) -> None:
+        for child in iso.list_children(**{facility: path}):  # type: ignore[attr-defined]
+            if child.is_dot() or child.is_dotdot():
+                continue
+            name = _record_name(child, facility)
+            vpath = f"{vdir}/{name}" if vdir else name
+            self.dirs.setdefault(vdir, []).append(name)
+            child_path = path.rstrip("/") + "/" + (
+                name if facility != "iso_path" else child.file_identifier().decode())
+            if child.is_dir():
+                self.dirs.setdefault(vpath, [])
+                self._walk(iso, facility, child_path, vpath, block)
+            elif not child.is_symlink():
+                self.files[vpath] = (child.extent_location() * block, child.get_data_length())
+
+    def size(self, vpath: str) -> int | None:
+        hit = self.files.get(vpath)
+        return None if hit is None else hit[1]
+
+    def is_dir(self, vpath: str) -> bool:
+        return vpath in self.dirs
+
+    def listdir(self, vpath: str) -> list[str]:
+        return sorted(self.dirs.get(vpath, []))
+
+    def read(self, vpath: str, limit: int = 65536) -> bytes:
+        offset, size = self.files[vpath]
+        with open(self.iso, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(min(size, limit))
+
+
+def _record_name(rec: object, facility: str) -> str:
+    if facility == "rr_path" and rec.rock_ridge is not None:  # type: ignore[attr-defined]
+        return rec.rock_ridge.name().decode("utf-8", "replace")  # type: ignore[attr-defined]
+    ident: bytes = rec.file_identifier()  # type: ignore[attr-defined]
+    if facility == "joliet_path":
+        return ident.decode("utf-16_be", "replace")
+    name = ident.decode("ascii", "replace").split(";")[0]
+    return name.rstrip(".").lower()
+
+
+# --- profiles ---------------------------------------------------------------------
+
+
+@dataclass
+class _Found:
+    """What a profile saw; turned into a Media by :func:`_media_from`."""
+
+    profile: str
+    label: str
+    version: str
+    entries: list[BootEntry]
+    image_vpath: str = ""
+    flavour: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _files(src: Source, *vpaths: str) -> tuple[tuple[str, int], ...]:
+    return tuple((p, src.size(p) or 0) for p in vpaths if p)
+
+
+def _first_existing(src: Source, candidates: list[str]) -> str | None:
+    return next((c for c in candidates if src.size(c) is not None), None)
+
+
+def _text(src: Source, vpath: str) -> str:
+    try:
+        return src.read(vpath, 4096).decode("utf-8", "replace").strip()
+    except (OSError, KeyError):
+        return ""
+
+
+def _memtest_entries(src: Source, dirs: list[str], label_prefix: str = "") -> list[BootEntry]:
+    """memtest86+: a BIOS binary (loaded as a Linux kernel) and/or an EFI one."""
+    out = []
+    bios = _first_existing(src, [f"{d}{n}" for d in dirs
+                                 for n in ("memtest", "memtest.bin", "memtest86+.bin",
+                                           "memtest64.bin", "memtestp")])
+    efi = _first_existing(src, [f"{d}{n}" for d in dirs
+                                for n in ("memtest.efi", "memtest64.efi", "memtest86+.efi")])
+    if bios:
+        out.append(BootEntry(id="memtest", label=f"{label_prefix}Memtest86+ (RAM test)",
+                             kernel=bios, initrds=(), cmdline="", files=_files(src, bios),
+                             image_size=0, kind="memtest", firmware="bios" if efi else "any"))
+    if efi:
+        out.append(BootEntry(id="memtest-efi" if bios else "memtest",
+                             label=f"{label_prefix}Memtest86+ (RAM test, UEFI)",
+                             kernel=efi, initrds=(), cmdline="", files=_files(src, efi),
+                             image_size=0, kind="memtest", firmware="efi"))
+    return out
+
+
+def _sysrescue_archiso(src: Source) -> _Found | None:
+    for arch in ("x86_64", "i686"):
+        kernel = f"sysresccd/boot/{arch}/vmlinuz"
+        initrd = f"sysresccd/boot/{arch}/sysresccd.img"
+        if src.size(kernel) is None or src.size(initrd) is None:
+            continue
+        image = f"sysresccd/{arch}/airootfs.sfs"
+        if src.size(image) is None:
+            raise PxeError(f"{src.where}: found the SystemRescue kernel {kernel} but not its "
+                           f"root image {image}",
+                           "the medium is incomplete: copy the whole ISO content, or use the .iso")
+        ucode = [p for p in ("sysresccd/boot/intel_ucode.img", "sysresccd/boot/amd_ucode.img",
+                             f"sysresccd/boot/{arch}/intel_ucode.img",
+                             f"sysresccd/boot/{arch}/amd_ucode.img") if src.size(p) is not None]
+        initrds = tuple(ucode) + (initrd,)
+        extra = [p for p in (f"sysresccd/{arch}/airootfs.sha512",) if src.size(p) is not None]
+        version = _text(src, "sysresccd/VERSION") or _version_from_volume(src)
+        label = f"SystemRescue {version}".strip()
+        size = src.size(image) or 0
+        entry = BootEntry(id="sysresccd", label=f"{label} ({arch})", kernel=kernel,
+                          initrds=initrds, cmdline="archisobasedir=sysresccd",
+                          files=_files(src, kernel, *initrds, image, *extra),
+                          image_size=size, kind="linux")
+        entries = [entry] + _memtest_entries(src, [f"sysresccd/boot/{arch}/", "sysresccd/boot/",
+                                                   "sysresccd/boot/memtest86+/"])
+        return _Found("sysrescue-archiso", label, version, entries, image_vpath=image)
+    return None
+
+
+def _version_from_volume(src: Source) -> str:
+    vol = getattr(src, "volume_id", "")
+    m = re.match(r"^RESCUE(\d+)(\d\d)$", vol)
+    return f"{int(m.group(1))}.{m.group(2)}" if m else ""
+
+
+_LEGACY_KERNELS = (("rescue64", "64-bit standard kernel"), ("rescue32", "32-bit standard kernel"),
+                   ("altker64", "64-bit alternative kernel"),
+                   ("altker32", "32-bit alternative kernel"))
+
+
+def _sysrescue_legacy(src: Source) -> _Found | None:
+    if src.size("sysrcd.dat") is None:
+        return None
+    for d in ("isolinux/", "bootdisk/", "syslinux/", ""):
+        found = [(k, what) for k, what in _LEGACY_KERNELS if src.size(d + k) is not None]
+        if found and src.size(d + "initram.igz") is not None:
+            break
+    else:
+        raise PxeError(f"{src.where}: found sysrcd.dat but no kernel; looked for "
+                       "rescue64, rescue32, altker64, altker32 with initram.igz in isolinux/, "
+                       "bootdisk/, syslinux/ and the top directory",
+                       "copy the whole SystemRescueCd ISO content, or use the .iso")
+    version = _text(src, "version")
+    label = f"SystemRescueCd {version}".strip()
+    image_size = src.size("sysrcd.dat") or 0
+    extra = [p for p in ("sysrcd.md5",) if src.size(p) is not None]
+    entries = [BootEntry(id=k, label=f"{label} ({what})", kernel=d + k,
+                         initrds=(d + "initram.igz",), cmdline="",
+                         files=_files(src, d + k, d + "initram.igz", "sysrcd.dat", *extra),
+                         image_size=image_size, kind="linux") for k, what in found]
+    entries += _memtest_entries(src, [d, "bootdisk/"], "")
+    return _Found("sysrescue-legacy", label, version, entries, image_vpath="sysrcd.dat")
+
+
+_KERNEL_RE = re.compile(r"^(vmlinuz|vmlinux|bzImage|linux|kernel)([-.].*)?$")
+_INITRD_RE = re.compile(r"^(initrd|initramfs)([-.].*)?$")
+
+
+def _pairs(src: Source, d: str) -> list[tuple[str, str, str]]:
+    """(suffix, kernel vpath, initrd vpath) pairs in directory ``d`` ('' or 'x/')."""
+    names = src.listdir(d.rstrip("/"))
+    kernels = [n for n in names if _KERNEL_RE.match(n) and src.size(d + n) is not None
+               and not n.endswith((".sig", ".asc", ".old"))]
+    initrds = [n for n in names if _INITRD_RE.match(n) and src.size(d + n) is not None
+               and not n.endswith((".sig", ".asc", ".old"))]
+    out = []
+    for k in kernels:
+        suffix = _KERNEL_RE.match(k).group(2) or ""  # type: ignore[union-attr]
+        version = re.sub(r"^[-.]", "", suffix)
+        match = None
+        if version:
+            match = next((i for i in initrds if version in i), None)
+        if match is None and len(initrds) == 1:
+            match = initrds[0]
+        if match is None:
+            match = next((i for i in initrds if not (_INITRD_RE.match(i).group(2) or "")  # type: ignore[union-attr]
+                          or i.endswith((".img", ".gz", ".lz", ".xz", ".zst"))), None)
+        if match is not None:
+            out.append((version, d + k, d + match))
+    return out
+
+
+def _entry_id(prefix: str, version: str, taken: set[str]) -> str:
+    base = prefix if not version else f"{prefix}-{version}"
+    base = re.sub(r"[^a-z0-9_-]+", "-", base.lower()).strip("-") or prefix
+    out, n = base, 2
+    while out in taken:
+        out, n = f"{base}-{n}", n + 1
+    taken.add(out)
+    return out
+
+
+def _disk_info(src: Source) -> str:
+    return _text(src, ".disk/info").splitlines()[0] if _text(src, ".disk/info") else ""
+
+
+def _squashfs(src: Source, d: str) -> str | None:
+    names = [n for n in src.listdir(d) if n.endswith(".squashfs") and src.size(f"{d}/{n}")]
+    if not names:
+        return None
+    names.sort(key=lambda n: (n != "filesystem.squashfs", -(src.size(f"{d}/{n}") or 0)))
+    return f"{d}/{names[0]}"
+
+
+def _live(src: Source, d: str, profile: str, fixed: str, name: str) -> _Found | None:
+    if not src.is_dir(d):
+        return None
+    pairs = _pairs(src, d + "/")
+    image = _squashfs(src, d)
+    if not pairs or image is None:
+        return None
+    label = _disk_info(src) or name
+    taken: set[str] = set()
+    entries = [BootEntry(id=_entry_id(d, ver, taken), label=f"{label}" + (f" ({ver})" if ver else ""),
+                         kernel=k, initrds=(i,), cmdline=fixed,
+                         files=_files(src, k, i, image), image_size=src.size(image) or 0,
+                         kind="linux") for ver, k, i in pairs]
+    return _Found(profile, label, "", entries, image_vpath=image)
+
+
+def _debian_live(src: Source) -> _Found | None:
+    return _live(src, "live", "debian-live", "boot=live", "Debian live")
+
+
+def _ubuntu_casper(src: Source) -> _Found | None:
+    return _live(src, "casper", "ubuntu-casper", "boot=casper", "Ubuntu live")
+
+
+def _nfsroot(src: Source) -> _Found | None:
+    if not isinstance(src, DirSource):
+        return None
+    if not (src.is_dir("etc") and (src.is_dir("bin") or src.is_dir("usr/bin"))
+            and src.is_dir("boot")):
+        return None
+    pairs = _pairs(src, "boot/")
+    if not pairs:
+        return None
+    from .initramfs import nfs_support
+
+    osname = "Linux"
+    for line in _text(src, "etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            osname = line.split("=", 1)[1].strip().strip('"')
+    taken: set[str] = set()
+    entries, warnings, flavour = [], [], ""
+    for ver, k, i in pairs:
+        support = nfs_support(src.root / i)
+        flavour = flavour or support.flavour
+        notes = tuple(support.problems)
+        warnings += [f"{i}: {p}" for p in support.problems]
+        entries.append(BootEntry(id=_entry_id("nfsroot", ver, taken),
+                                 label=f"{osname} over NFS" + (f" ({ver})" if ver else ""),
+                                 kernel=k, initrds=(i,), cmdline="",
+                                 files=_files(src, k, i), image_size=0, kind="linux",
+                                 notes=notes))
+    return _Found("nfsroot", f"{osname} (NFS root)", "", entries, flavour=flavour,
+                  warnings=warnings)
+
+
+def _generic(src: Source) -> _Found | None:
+    for d in ("", "boot/"):
+        pairs = _pairs(src, d)
+        if pairs:
+            taken: set[str] = set()
+            entries = [BootEntry(id=_entry_id("linux", ver, taken),
+                                 label="Linux" + (f" {ver}" if ver else ""), kernel=k,
+                                 initrds=(i,), cmdline="", files=_files(src, k, i),
+                                 image_size=0, kind="linux") for ver, k, i in pairs]
+            return _Found("generic", "Linux kernel + initramfs", "", entries)
+    return None
+
+
+def _memtest(src: Source) -> _Found | None:
+    entries = _memtest_entries(src, ["", "boot/", "EFI/BOOT/"])
+    if not entries:
+        return None
+    return _Found("memtest", "Memtest86+", "", entries)
+
+
+DETECTORS = (_sysrescue_archiso, _sysrescue_legacy, _debian_live, _ubuntu_casper, _nfsroot,
+             _generic, _memtest)
+
+# What each profile looks for, for "nothing found" messages.
+LOOKED_FOR = (
+    "sysresccd/boot/x86_64/vmlinuz + sysresccd.img (SystemRescue 6+)",
+    "sysrcd.dat + isolinux/rescue64|rescue32 + initram.igz (SystemRescueCd 1-5)",
+    "live/vmlinuz* + live/initrd* + live/*.squashfs (Debian live)",
+    "casper/vmlinuz* + casper/initrd* + casper/*.squashfs (Ubuntu)",
+    "etc/ + bin/ + boot/vmlinuz* + boot/initrd* (an NFS root tree)",
+    "vmlinuz*|bzImage + initrd*|initramfs* at the top or in boot/ (generic)",
+    "memtest, memtest.bin, memtest.efi (memtest86+)",
+)
+
+
+def _block_device_of(mountpoint: Path) -> Path | None:
+    """The block device mounted at ``mountpoint`` (for NBD of the running medium)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 2 and parts[1] == str(mountpoint) and parts[0].startswith("/dev/"):
+                    return Path(parts[0])
+    except OSError:
+        pass
+    return None
+
+
+def probe(path: Path) -> Media | None:
+    """The medium at ``path`` (directory or .iso), or None when no profile matches.
+
+    Raises PxeError when ``path`` is unreadable or a profile finds a half medium.
+    """
+    path = Path(path)
+    if path.is_dir():
+        src: Source = DirSource(path)
+    elif path.is_file():
+        src = IsoSource(path)
+    else:
+        raise PxeError(f"boot medium {path} does not exist",
+                       "set boot.media to a directory, a mounted CD or an .iso file")
+    for detect in DETECTORS:
+        found = detect(src)
+        if found is not None:
+            return _media_from(path, src, found)
+    return None
+
+
+def _media_from(path: Path, src: Source, found: _Found) -> Media:
+    iso = isinstance(src, IsoSource)
+    image_size = src.size(found.image_vpath) or 0 if found.image_vpath else 0
+    if iso:
+        image: Path | None = path
+        nbd: Path | None = path
+    else:
+        image = path / found.image_vpath if found.image_vpath else None
+        nbd = _block_device_of(path.resolve()) if found.profile == "sysrescue-archiso" else None
+        if found.profile == "sysrescue-legacy":
+            nbd = image
+    warnings = list(found.warnings)
+    if iso and not src.bootable:  # type: ignore[union-attr]
+        warnings.append(f"{path} has no El Torito boot record (it does not boot from a CD); "
+                        "its kernels are served anyway")
+    entries = tuple(found.entries) + (LOCAL_ENTRY,)
+    return Media(path=path, profile=found.profile, label=found.label, version=found.version,
+                 entries=entries, image=image, image_size=image_size,
+                 image_vpath=found.image_vpath, nbd_source=nbd, flavour=found.flavour,
+                 warnings=tuple(warnings),
+                 extents=dict(src.files) if iso else None)  # type: ignore[union-attr]
+
+
+def _nothing_found(path: Path, src_kind: str, extra: str = "") -> PxeError:
+    looked = "\n".join(f"    - {w}" for w in LOOKED_FOR)
+    return PxeError(f"no bootable system found in {src_kind} {path}{extra}; looked for:\n{looked}",
+                    "point boot.media at a SystemRescue ISO or its mounted/copied content")
+
+
+def _autodetect_dirs(patterns: tuple[str, ...]) -> Iterator[Path]:
+    import glob
+
+    seen: set[Path] = set()
+    for pattern in patterns:
+        for hit in sorted(glob.glob(pattern)):
+            p = Path(hit)
+            if p.is_dir() and p not in seen:
+                seen.add(p)
+                yield p
+
+
+def find_media(path: Path | None = None, *,
+               search: tuple[str, ...] | list[str] | None = None) -> list[Media]:
+    """Bootable media at ``path`` (a directory, a mounted CD or an .iso), or autodetected.
+
+    With ``path`` None, the running live system's medium and mounted CDs are looked at
+    (:data:`AUTODETECT_DIRS`, or ``search`` glob patterns); media that match no profile
+    are skipped there. With a ``path``, it must hold a bootable system, else PxeError says
+    what was looked for and where.
+    """
+    if path is not None:
+        path = Path(path)
+        media = probe(path)
+        if media is None:
+            if path.is_file():
+                src = "ISO"
+                extra = ""
+                try:
+                    if not IsoSource(path).bootable:
+                        extra = " (it is not bootable: no El Torito boot record)"
+                except PxeError:
+                    raise
+                raise _nothing_found(path, src, extra)
+            raise _nothing_found(path, "directory")
+        return [media]
+    patterns = tuple(search) if search is not None else AUTODETECT_DIRS
+    found = []
+    for d in _autodetect_dirs(patterns):
+        try:
+            m = probe(d)
+        except PxeError:
+            continue
+        if m is not None:
+            found.append(m)
+    return found
+
+
+def autodetect_message(search: tuple[str, ...] = AUTODETECT_DIRS) -> PxeError:
+    """The error for "no medium given and none found", naming where we looked."""
+    return PxeError("no boot medium found; looked in " + ", ".join(search),
+                    "mount the SystemRescue CD/USB, or set boot.media to a directory or .iso")
+
+
+def entries_for(media: Media, plan: Plan, remote: tuple = ()) -> list[BootEntry]:
+    """The medium's entries made final for the Plan: transport, server address, extra options.
+
+    Filters and orders them by ``plan.boot.entries`` when set (unknown ids raise PxeError
+    naming the ids that exist). Local boot stays last.
+    """
+    from .cmdline import finish_entry
+
+    entries = [finish_entry(e, media, plan) for e in media.entries]
+    wanted = plan.boot.entries
+    if wanted is not None:
+        known = {e.id: e for e in entries}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise PxeError(f"boot.entries: {', '.join(unknown)} not found on {media.path}; "
+                           f"entries there: {', '.join(known)}",
+                           "use ids from that list, or leave boot.entries unset")
+        entries = [known[w] for w in wanted]
+    return entries
+
+
+def with_notes(entry: BootEntry, *notes: str) -> BootEntry:
+    return replace(entry, notes=entry.notes + tuple(n for n in notes if n))

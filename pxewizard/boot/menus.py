@@ -1,0 +1,246 @@
+"""Boot menus generated from one list of boot entries.
+
+Three menus, same entries, same default and timeout (from ``plan.boot``):
+
+- ``pxelinux.cfg/default`` for BIOS ``pxelinux.0`` (at the tree root);
+- ``efi64/pxelinux.cfg/default`` for UEFI ``syslinux.efi``, which sits in
+  ``efi64/`` with its own ``ldlinux.e64`` and EFI ``*.c32`` modules, because
+  those share names with the BIOS modules and syslinux looks for modules and
+  its config relative to its own directory. Both configs write every path
+  with syslinux's ``::`` prefix ("from the TFTP root, no path prefix"), so the
+  same media paths work from either directory. Entries that exist only for one
+  firmware (memtest86+ BIOS vs EFI) appear only in that firmware's menu.
+- the iPXE script (``boot.ipxe``, served over HTTP) with a ``menu``/``choose``
+  loop; firmware-only entries are shown with ``iseq ${platform}``.
+
+Per-MAC defaults: when a reservation names a boot entry (``boot_entry``), the
+pxelinux menus get a ``pxelinux.cfg/01-aa-bb-cc-dd-ee-ff`` copy whose DEFAULT is
+that entry, and the iPXE script sets its default by ``${netX/mac}``.
+
+Remote entries (kernel and initramfs at http:// URLs, e.g. an installer on a
+mirror) go into the iPXE menu as they are. pxelinux.0 and syslinux.efi have no
+HTTP: there they use the local copies when the entry names some, else they are
+shown disabled with a note. lpxelinux.0 fetches URLs itself, so a BIOS menu for
+it keeps the URLs.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath
+
+from .media import BootEntry
+
+FIRMWARES = ("bios", "efi64")
+
+
+class _Template(string.Template):
+    # "$" belongs to iPXE (${platform}); "@{name}" is ours.
+    delimiter = "@"
+
+
+def _template(name: str) -> _Template:
+    text = resources.files("pxewizard").joinpath("assets", "menus", name).read_text("utf-8")
+    return _Template(text)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """A menu entry whose kernel and initramfs are http:// URLs (iPXE fetches them)."""
+
+    id: str
+    """Menu id, [a-z0-9_-]."""
+    label: str
+    """Text shown in the menu."""
+    kernel: str
+    """Kernel URL."""
+    initrds: tuple[str, ...] = ()
+    """Initramfs URLs, in load order."""
+    cmdline: str = ""
+    """Kernel command line."""
+    local_kernel: str | None = None
+    """Virtual path of a local copy of the kernel, for pxelinux (no HTTP there)."""
+    local_initrds: tuple[str, ...] = ()
+    """Virtual paths of local copies of the initramfs files, for pxelinux."""
+
+    def __post_init__(self) -> None:
+        for url in (self.kernel, *self.initrds):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"remote entry {self.id}: {url!r} is not an http:// URL")
+
+    def as_boot_entry(self) -> BootEntry:
+        return BootEntry(id=self.id, label=self.label, kernel=self.kernel, initrds=self.initrds,
+                         cmdline=self.cmdline, files=(), image_size=0, kind="remote")
+
+
+@dataclass(frozen=True)
+class MenuSettings:
+    """What the menus share: title, default entry id, timeout in seconds."""
+
+    title: str
+    default: str | None = None
+    timeout: int = 10
+    per_mac: tuple[tuple[str, str], ...] = ()
+    """(MAC aa:bb:cc:dd:ee:ff, entry id) pairs."""
+
+
+def _for_firmware(entries: list[BootEntry], firmware: str) -> list[BootEntry]:
+    want = "bios" if firmware == "bios" else "efi"
+    return [e for e in entries if e.firmware in ("any", want)]
+
+
+def _default(entries: list[BootEntry], wanted: str | None) -> str:
+    ids = [e.id for e in entries]
+    if wanted in ids:
+        return wanted  # type: ignore[return-value]
+    return next((e.id for e in entries if e.kind != "localboot"), ids[0] if ids else "local")
+
+
+def _sx(path: str) -> str:
+    """A tree path as syslinux reads it from the TFTP root (``::`` = no path prefix)."""
+    return "::/" + path.lstrip("/")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _help(notes: tuple[str, ...] | list[str]) -> str:
+    if not notes:
+        return ""
+    lines = "".join(f"  {_one_line(n)}\n" for n in notes)
+    return f"  TEXT HELP\n{lines}  ENDTEXT\n"
+
+
+def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
+                    firmware: str = "bios", remote: list[RemoteEntry] | tuple = (),
+                    loader: str | None = None, default: str | None = None) -> str:
+    """pxelinux.cfg text for ``firmware`` "bios" (pxelinux.0) or "efi64" (syslinux.efi)."""
+    if firmware not in FIRMWARES:
+        raise ValueError(f"firmware {firmware!r}: use one of {FIRMWARES}")
+    loader = loader or ("pxelinux.0" if firmware == "bios" else "efi64/syslinux.efi")
+    http_capable = loader.endswith("lpxelinux.0")
+    shown = _for_firmware(entries, firmware)
+    local = [e for e in shown if e.kind == "localboot"]
+    shown = [e for e in shown if e.kind != "localboot"]
+    out = [_template("pxelinux_head.cfg").substitute(
+        firmware="BIOS" if firmware == "bios" else "UEFI x64", loader=loader,
+        default=_default(shown + local, default if default is not None else settings.default),
+        timeout=settings.timeout * 10, title=_one_line(settings.title))]
+    for e in shown:
+        out.append(_pxelinux_entry(e))
+    for r in remote:
+        out.append(_pxelinux_remote(r, http_capable))
+    for e in local:
+        out.append(_pxelinux_entry(e))
+    return "".join(out)
+
+
+def _pxelinux_entry(e: BootEntry) -> str:
+    if e.kind == "localboot":
+        text = _template("pxelinux_localboot.cfg").substitute(id=e.id, label=_one_line(e.label))
+    elif e.kind == "memtest":
+        text = _template("pxelinux_memtest.cfg").substitute(
+            id=e.id, label=_one_line(e.label), kernel=_sx(e.kernel))
+    else:
+        text = _linux(e.id, e.label, _sx(e.kernel), [_sx(i) for i in e.initrds], e.cmdline)
+    return text + _help(e.notes)
+
+
+def _linux(id_: str, label: str, kernel: str, initrds: list[str], cmdline: str) -> str:
+    text = _template("pxelinux_linux.cfg").substitute(
+        id=id_, label=_one_line(label), kernel=kernel, initrds=",".join(initrds),
+        cmdline=_one_line(cmdline))
+    lines = text.split("\n")
+    if not initrds:
+        lines = [ln for ln in lines if not ln.startswith("  INITRD ")]
+    if not cmdline.strip():
+        lines = [ln for ln in lines if not ln.startswith("  APPEND ")]
+    return "\n".join(lines)
+
+
+def _pxelinux_remote(r: RemoteEntry, http_capable: bool) -> str:
+    if http_capable:
+        return _linux(r.id, r.label, r.kernel, list(r.initrds), r.cmdline) + _help(
+            ["lpxelinux.0 fetches this entry's files over HTTP from " + r.kernel])
+    if r.local_kernel:
+        return _linux(r.id, r.label, _sx(r.local_kernel), [_sx(i) for i in r.local_initrds],
+                      r.cmdline) + _help([
+                          f"pxelinux has no HTTP: this entry boots the copy served here "
+                          f"({r.local_kernel}) instead of {r.kernel}"])
+    text = _template("pxelinux_disabled.cfg").substitute(
+        id=r.id, label=_one_line(r.label) + " (iPXE only)")
+    return text + _help([f"pxelinux has no HTTP and no local copy of {r.kernel} is "
+                         "served: boot this entry from the iPXE menu"])
+
+
+def _mac_file(mac: str) -> str:
+    return "01-" + mac.lower().replace(":", "-")
+
+
+def _ipxe_url(base: str, path: str) -> str:
+    if path.startswith(("http://", "https://", "tftp://")):
+        return path
+    return base + path.lstrip("/")
+
+
+def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
+                remote: list[RemoteEntry] | tuple = ()) -> str:
+    """The iPXE menu script; ``base`` is the URL prefix of tree paths (ends with '/')."""
+    all_entries = [e for e in entries if e.kind != "localboot"]
+    all_entries += [r.as_boot_entry() for r in remote]
+    all_entries += [e for e in entries if e.kind == "localboot"]
+    default = _default(all_entries, settings.default)
+    per_mac = "\n".join(f"iseq ${{netX/mac}} {mac} && set menu-default {entry} ||"
+                        for mac, entry in settings.per_mac
+                        if any(e.id == entry for e in all_entries))
+    out = [_template("ipxe_head.ipxe").substitute(
+        base=base, default=default, per_mac=per_mac, title=_one_line(settings.title))]
+    for e in all_entries:
+        item = f"item {e.id} {_one_line(e.label)}"
+        if e.firmware == "bios":
+            item = f"iseq ${{platform}} pcbios && {item} ||"
+        elif e.firmware == "efi":
+            item = f"iseq ${{platform}} efi && {item} ||"
+        out.append(item + "\n")
+    timeout = f"--timeout {settings.timeout * 1000} " if settings.timeout else ""
+    out.append(_template("ipxe_tail.ipxe").substitute(timeout=timeout))
+    for e in all_entries:
+        if e.kind == "localboot":
+            out.append(_template("ipxe_localboot.ipxe").substitute(id=e.id))
+            continue
+        args = [f"initrd={PurePosixPath(i).name}" for i in e.initrds]
+        if e.cmdline:
+            args.append(_one_line(e.cmdline))
+        if e.kind == "linux":
+            args.append("BOOTIF=01-${netX/mac:hexhyp}")
+        initrds = "\n".join(f"initrd {_ipxe_url(base, i)}" for i in e.initrds)
+        text = _template("ipxe_linux.ipxe").substitute(
+            id=e.id, kernel=_ipxe_url(base, e.kernel),
+            cmdline="".join(" " + a for a in args), initrds=initrds)
+        if not initrds:
+            text = text.replace("\n\nboot ||", "\nboot ||")
+        out.append(text)
+    return "".join(out)
+
+
+def menu_files(entries: list[BootEntry], settings: MenuSettings, *, base: str,
+               ipxe_path: str | None = "boot.ipxe", efi_dir: str = "efi64",
+               bios_loader: str = "pxelinux.0", remote: list[RemoteEntry] | tuple = ()
+               ) -> dict[str, str]:
+    """Every generated menu file: virtual path -> text."""
+    files: dict[str, str] = {}
+    efi_loader = f"{efi_dir}/syslinux.efi" if efi_dir else "syslinux.efi"
+    for firmware, prefix, loader in (("bios", "", bios_loader),
+                                     ("efi64", f"{efi_dir}/" if efi_dir else "", efi_loader)):
+        files[f"{prefix}pxelinux.cfg/default"] = pxelinux_config(
+            entries, settings, firmware=firmware, remote=remote, loader=loader)
+        for mac, entry in settings.per_mac:
+            files[f"{prefix}pxelinux.cfg/{_mac_file(mac)}"] = pxelinux_config(
+                entries, settings, firmware=firmware, remote=remote, loader=loader,
+                default=entry)
+    if ipxe_path:
+        files[ipxe_path.lstrip("/")] = ipxe_script(entries, settings, base=base, remote=remote)
+    return files
