@@ -1,0 +1,516 @@
+"""The lab: a QEMU virtual client that PXE-boots from the servers we run.
+
+Before an operator walks to real hardware, ``pxewizard lab`` boots real
+firmware nobody here wrote (SeaBIOS with QEMU's iPXE option ROM, or OVMF
+UEFI) from the same network the Plan serves. The VM's NIC is a tap device
+joined to a bridge that reaches the serving interface, so its DHCP, TFTP and
+HTTP requests appear in the event stream like any real client's; its serial
+console is streamed as :class:`~pxewizard.events.ConsoleLine` events, so any
+view (the Live screen, ``serve``'s stdout, the JSONL log) can show it.
+
+KVM is used only when the CPU advertises vmx or svm *and* /dev/kvm opens:
+some machines have /dev/kvm without the flags (nested setups) and firmware
+then fails in odd ways. Otherwise QEMU runs under TCG (slower, always works).
+
+Public API: :func:`find_qemu`, :func:`find_ovmf`, :func:`choose_accel`,
+:func:`qemu_argv`, :func:`create_tap` / :func:`delete_tap`, :class:`LabVM`,
+:func:`run_vm` and :func:`cli_lab` (``pxewizard lab``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PxeError, NeedsRoot
+from .events import ConsoleLine, EventBus, LogLine
+
+QEMU_NAMES = ("qemu-system-x86_64",)
+
+# (code, vars) pairs, most specific first: Debian 12+, older Debian/Ubuntu, Arch, Fedora/RHEL.
+OVMF_CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
+    ("/usr/share/edk2/x64/OVMF_CODE.fd", "/usr/share/edk2/x64/OVMF_VARS.fd"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd"),
+)
+
+# Where QEMU looks for the iPXE option ROMs of its emulated NICs.
+ROM_DIRS = ("/usr/share/qemu", "/usr/lib/ipxe/qemu", "/usr/share/ipxe/qemu")
+
+NIC_ROMS = {"virtio-net-pci": "virtio", "e1000": "e1000", "rtl8139": "rtl8139"}
+
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>c78])")
+
+
+class MissingTool(PxeError):
+    """QEMU or a firmware file is not installed."""
+
+
+def find_qemu() -> str:
+    """Path of qemu-system-x86_64, or an error naming the package to install."""
+    for name in QEMU_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise MissingTool("qemu-system-x86_64 is not installed, so no virtual client can be started",
+                      "install it: Debian/Ubuntu `apt-get install qemu-system-x86 ipxe-qemu "
+                      "ovmf`, Arch `pacman -S qemu-system-x86 qemu-system-x86-firmware edk2-ovmf`")
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    """(OVMF_CODE, OVMF_VARS template) for UEFI boots, or an error naming the package."""
+    for code, vars_ in OVMF_CANDIDATES:
+        if os.path.exists(code) and os.path.exists(vars_):
+            return Path(code), Path(vars_)
+    raise MissingTool("no OVMF UEFI firmware found (looked for "
+                      f"{', '.join(c for c, _ in OVMF_CANDIDATES[:3])}, ...)",
+                      "install it: Debian/Ubuntu `apt-get install ovmf`, Arch `pacman -S "
+                      "edk2-ovmf`, Fedora `dnf install edk2-ovmf`")
+
+
+def find_nic_rom(nic: str, firmware: str) -> Path | None:
+    """QEMU's iPXE ROM for this NIC (efi-*.rom also carries the BIOS image), or None."""
+    stem = NIC_ROMS.get(nic)
+    if stem is None:
+        return None
+    names = (f"efi-{stem}.rom", f"pxe-{stem}.rom") if firmware == "uefi" else (
+        f"efi-{stem}.rom", f"pxe-{stem}.rom")
+    for d in ROM_DIRS:
+        for n in names:
+            p = Path(d) / n
+            if p.exists():
+                return p
+    return None
+
+
+def check_bios_rom(nic: str) -> None:
+    """A BIOS client can only PXE-boot through the NIC's iPXE option ROM."""
+    if nic in NIC_ROMS and find_nic_rom(nic, "bios") is None:
+        raise MissingTool(f"QEMU's iPXE option ROM for {nic} is missing (pxe-/efi-"
+                          f"{NIC_ROMS[nic]}.rom in {' or '.join(ROM_DIRS)}), so a BIOS VM "
+                          "cannot network-boot",
+                          "install it: Debian/Ubuntu `apt-get install ipxe-qemu`, Arch "
+                          "`pacman -S qemu-system-x86-firmware`")
+
+
+def cpu_virt_flags(cpuinfo: str) -> bool:
+    """True when /proc/cpuinfo's flags show hardware virtualisation (vmx or svm)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") and re.search(r"\b(vmx|svm)\b", line):
+            return True
+    return False
+
+
+def choose_accel() -> tuple[str, str]:
+    """("kvm"|"tcg", why). KVM only with vmx/svm in the CPU flags and an openable /dev/kvm."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    if not cpu_virt_flags(cpuinfo):
+        return "tcg", "CPU flags show neither vmx nor svm (no hardware virtualisation): TCG"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as exc:
+        return "tcg", f"/dev/kvm cannot be opened ({exc.strerror}): TCG"
+    os.close(fd)
+    return "kvm", "KVM (vmx/svm present and /dev/kvm opens)"
+
+
+def random_mac() -> str:
+    """A locally administered MAC in QEMU's 52:54:00 range."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmSpec:
+    """Everything that decides the QEMU command line."""
+
+    tap: str
+    """Tap device the NIC uses (must exist; see :func:`create_tap`)."""
+    firmware: str = "bios"
+    """bios (SeaBIOS + the NIC's iPXE ROM) or uefi (OVMF)."""
+    memory: int = 512
+    """RAM in MiB."""
+    mac: str = field(default_factory=random_mac)
+    """NIC MAC address."""
+    nic: str = "virtio-net-pci"
+    """QEMU NIC model: virtio-net-pci, e1000, rtl8139."""
+    romfile: str | None = None
+    """Option ROM of the NIC; None: QEMU's default (its iPXE ROM); "": none at all
+    (UEFI then uses OVMF's own network stack, a client that is not iPXE)."""
+    accel: str = "auto"
+    """kvm, tcg or auto (see :func:`choose_accel`)."""
+    name: str = "pxw-lab"
+    """VM name, also the ``vm`` of its ConsoleLine events."""
+    ovmf_vars: Path | None = None
+    """Writable copy of OVMF_VARS (UEFI); made in a temporary directory when None."""
+    extra: tuple[str, ...] = ()
+    """More QEMU arguments."""
+
+
+def qemu_argv(spec: VmSpec, *, ovmf_vars: Path | None = None) -> list[str]:
+    """The QEMU command for a PXE boot: -boot n, serial on stdout, no display, no reboot."""
+    qemu = find_qemu()
+    accel = spec.accel if spec.accel != "auto" else choose_accel()[0]
+    argv = [qemu, "-name", spec.name, "-accel", accel, "-m", str(spec.memory), "-smp", "1",
+            "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
+            "-no-reboot", "-boot", "n"]
+    if spec.firmware == "uefi":
+        code, _ = find_ovmf()
+        vars_ = ovmf_vars or spec.ovmf_vars
+        if vars_ is None:
+            raise ValueError("UEFI needs a writable OVMF_VARS copy (ovmf_vars=)")
+        argv += ["-machine", "q35",
+                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_}"]
+    elif spec.firmware == "bios":
+        if spec.romfile is None:
+            check_bios_rom(spec.nic)
+    else:
+        raise ValueError(f"firmware {spec.firmware!r}: use bios or uefi")
+    dev = f"{spec.nic},netdev=n0,mac={spec.mac},bootindex=1"
+    if spec.romfile is not None:
+        dev += f",romfile={spec.romfile}"
+    argv += ["-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
+             "-device", dev, *spec.extra]
+    return argv
+
+
+# --- tap devices ----------------------------------------------------------------------
+
+def _ip(netns: str | None, *args: str) -> subprocess.CompletedProcess:
+    cmd = ["ip", *(["-n", netns] if netns else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def create_tap(tap: str, bridge: str, netns: str | None = None) -> None:
+    """A persistent tap device, enslaved to ``bridge`` and up (in ``netns`` when given)."""
+    if os.geteuid() != 0:
+        raise NeedsRoot("creating a tap device for the virtual client needs root",
+                        "run `pxewizard lab` as root")
+    for args in (("tuntap", "add", "dev", tap, "mode", "tap"),
+                 ("link", "set", tap, "master", bridge),
+                 ("link", "set", tap, "up")):
+        proc = _ip(netns, *args)
+        if proc.returncode != 0:
+            delete_tap(tap, netns)
+            raise PxeError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}",
+                           f"check that bridge {bridge} exists and is up")
+
+
+def delete_tap(tap: str, netns: str | None = None) -> None:
+    """Remove a tap device made by :func:`create_tap` (no error if it is gone)."""
+    _ip(netns, "link", "del", tap)
+
+
+def is_bridge(interface: str) -> bool:
+    """True when the interface is a Linux bridge (it has /sys/class/net/IF/bridge)."""
+    return Path(f"/sys/class/net/{interface}/bridge").is_dir()
+
+
+def clean_console(raw: str) -> str:
+    """A console line without CR, ANSI escapes and other control characters."""
+    text = _ANSI.sub("", raw.replace("\r", ""))
+    return "".join(c for c in text if c >= " " or c == "\t")
+
+
+# --- the VM -----------------------------------------------------------------------------
+
+@dataclass
+class VmResult:
+    """How a lab boot ended."""
+
+    returncode: int | None
+    """QEMU's exit code (None: killed at the timeout or by stop())."""
+    seconds: float
+    """From QEMU start to the matching line (or to the end)."""
+    matched: str | None
+    """The console line that satisfied ``until``, if any."""
+    lines: list[str]
+    """Every console line."""
+    stderr: str = ""
+    """QEMU's own messages."""
+    timed_out: bool = False
+
+
+class LabVM:
+    """One QEMU virtual client: owns its tap (when given a bridge) and its process.
+
+    ``async with LabVM(...) as vm`` starts it; leaving the block kills QEMU (by
+    its PID) and removes the tap it created. Console lines go to the bus as
+    ConsoleLine events (client = the VM's MAC) and to :attr:`lines`.
+    """
+
+    def __init__(self, spec: VmSpec, *, bus: EventBus | None = None, bridge: str | None = None,
+                 netns: str | None = None) -> None:
+        self.spec = spec
+        self.bus = bus
+        self.bridge = bridge
+        """Bridge to join the tap to; None: the tap exists already and is not ours."""
+        self.netns = netns
+        """Network namespace holding the tap/bridge; QEMU runs inside it."""
+        self.lines: list[str] = []
+        self.started_at = 0.0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._reader: asyncio.Task | None = None
+        self._stderr: asyncio.Task | None = None
+        self._stderr_text = ""
+        self._new_line = asyncio.Event()
+        self._made_tap = False
+
+    def argv(self) -> list[str]:
+        vars_ = None
+        if self.spec.firmware == "uefi" and self.spec.ovmf_vars is None:
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="pxw-lab-")
+            vars_ = Path(self._tmp.name) / "OVMF_VARS.fd"
+            if not vars_.exists():
+                shutil.copyfile(find_ovmf()[1], vars_)
+        argv = qemu_argv(self.spec, ovmf_vars=vars_)
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        return argv
+
+    def _publish(self, ev: object) -> None:
+        if self.bus is not None:
+            self.bus.publish(ev)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        argv = self.argv()
+        if self.bridge is not None:
+            await asyncio.to_thread(create_tap, self.spec.tap, self.bridge, self.netns)
+            self._made_tap = True
+        try:
+            self.started_at = time.monotonic()
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True)
+        except BaseException:
+            await self._cleanup_tap()
+            raise
+        accel = argv[argv.index("-accel") + 1]
+        self._publish(LogLine(service="lab", level="info", client=self.spec.mac,
+                              message=f"{self.spec.name}: {self.spec.firmware} VM started "
+                                      f"({accel}, {self.spec.memory} MiB, NIC {self.spec.nic} "
+                                      f"{self.spec.mac} on {self.spec.tap})"))
+        self._reader = asyncio.create_task(self._read_console())
+        self._stderr = asyncio.create_task(self._read_stderr())
+
+    async def _read_console(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        buf = b""
+        while True:
+            chunk = await self.proc.stdout.read(4096)
+            if not chunk:
+                break
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for raw in complete:
+                self._line(raw)
+        if buf:
+            self._line(buf)
+
+    def _line(self, raw: bytes) -> None:
+        text = clean_console(raw.decode("utf-8", errors="replace"))
+        if not text.strip():
+            return
+        self.lines.append(text)
+        self._publish(ConsoleLine(vm=self.spec.name, line=text, client=self.spec.mac))
+        self._new_line.set()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        data = await self.proc.stderr.read()
+        self._stderr_text = data.decode("utf-8", errors="replace")
+
+    async def wait(self, timeout: float | None = None,
+                   until: Callable[[str], bool] | None = None) -> VmResult:
+        """Wait for QEMU to exit, for a console line matching ``until``, or the timeout."""
+        assert self.proc is not None
+        deadline = None if not timeout else time.monotonic() + timeout
+        seen = 0
+        matched: str | None = None
+        exit_task = asyncio.create_task(self.proc.wait())
+        try:
+            while True:
+                if until is not None:
+                    for line in self.lines[seen:]:
+                        if until(line):
+                            matched = line
+                            break
+                    seen = len(self.lines)
+                    if matched is not None:
+                        break
+                if exit_task.done():
+                    break
+                self._new_line.clear()
+                line_task = asyncio.create_task(self._new_line.wait())
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = await asyncio.wait({exit_task, line_task}, timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                line_task.cancel()
+                if not done:
+                    break
+        finally:
+            if not exit_task.done():
+                exit_task.cancel()
+        elapsed = time.monotonic() - self.started_at
+        if exit_task.done() and not exit_task.cancelled() and self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2)
+            if until is not None and matched is None:
+                matched = next((ln for ln in self.lines[seen:] if until(ln)), None)
+        timed_out = matched is None and self.proc.returncode is None
+        return VmResult(returncode=self.proc.returncode, seconds=elapsed, matched=matched,
+                        lines=list(self.lines), stderr=self._stderr_text, timed_out=timed_out)
+
+    async def stop(self) -> None:
+        """Kill QEMU (by its PID; its process group holds only it) and remove our tap."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                await proc.wait()
+        for task in (self._reader, self._stderr):
+            if task is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(task, 2)
+        if proc is not None:
+            self._publish(LogLine(service="lab", level="info", client=self.spec.mac,
+                                  message=f"{self.spec.name}: VM stopped "
+                                          f"(exit {proc.returncode})"))
+        await self._cleanup_tap()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def _cleanup_tap(self) -> None:
+        if self._made_tap:
+            await asyncio.to_thread(delete_tap, self.spec.tap, self.netns)
+            self._made_tap = False
+
+    async def __aenter__(self) -> "LabVM":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_vm(spec: VmSpec, *, bus: EventBus | None = None, bridge: str | None = None,
+                 netns: str | None = None, timeout: float | None = None,
+                 until: Callable[[str], bool] | None = None) -> VmResult:
+    """Boot one VM until ``until`` matches a console line, QEMU exits, or the timeout; clean up.
+
+    This is what the wizard's Live screen calls (with its EventBus) for its
+    "test with a virtual client" key.
+    """
+    vm = LabVM(spec, bus=bus, bridge=bridge, netns=netns)
+    await vm.start()
+    try:
+        return await vm.wait(timeout=timeout, until=until)
+    finally:
+        await vm.stop()
+
+
+# --- pxewizard lab ---------------------------------------------------------------------
+
+def _bridge_advice(interface: str) -> str:
+    return (f"{interface} is not a bridge, and a VM's tap can only reach the serving network "
+            "through one")
+
+
+def lab_bridge_for(interface: str) -> str:
+    """The bridge a lab VM's tap joins: the serving interface itself, when it is a bridge."""
+    if not Path(f"/sys/class/net/{interface}").exists():
+        raise PxeError(f"interface {interface} does not exist on this machine",
+                       "start `pxewizard serve` with this plan first, or fix `interface`")
+    if is_bridge(interface):
+        return interface
+    master = Path(f"/sys/class/net/{interface}/master")
+    if master.exists() and is_bridge(master.resolve().name):
+        return master.resolve().name
+    raise PxeError(
+        _bridge_advice(interface),
+        f"serve on a bridge instead: `ip link add br0 type bridge stp_state 0 forward_delay 0; "
+        f"ip link set {interface} master br0; ip link set br0 up`, move the address "
+        f"from {interface} to br0 and set `interface = \"br0\"` in the plan; or, for a trial "
+        "without touching the real network, serve on one end of a veth pair whose other end "
+        "is in a bridge of a lab network namespace")
+
+
+async def _lab_main(args: object) -> int:
+    from .eventfmt import one_line
+    from .plan import load_plan
+
+    plan = load_plan(args.plan)  # type: ignore[attr-defined]
+    bridge = lab_bridge_for(plan.interface)
+    firmware = getattr(args, "firmware", "bios")
+    if firmware == "uefi":
+        find_ovmf()
+    find_qemu()
+    memory = int(getattr(args, "memory", 1024) or 1024)
+    timeout = float(getattr(args, "timeout", 0) or 0) or None
+    tap = f"pxwlab{secrets.token_hex(2)}"
+    spec = VmSpec(tap=tap, firmware=firmware, memory=memory, name="lab")
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+
+    def show(ev: object) -> None:
+        if isinstance(ev, ConsoleLine):
+            print(f"[{ev.vm}] {ev.line}", flush=True)
+        else:
+            print(one_line(ev), flush=True)  # type: ignore[arg-type]
+
+    bus.subscribe(show)
+    accel, why = choose_accel()
+    print(f"lab: {firmware} VM, {why}; NIC {spec.mac} on tap {tap} in bridge {bridge}; "
+          "Ctrl-C stops", flush=True)
+    vm = LabVM(spec, bus=bus, bridge=bridge)
+    await vm.start()
+    try:
+        result = await vm.wait(timeout=timeout)
+    finally:
+        await vm.stop()
+    if result.stderr.strip():
+        print(result.stderr.strip(), file=sys.stderr)
+    if result.timed_out:
+        print(f"lab: stopped after {timeout:.0f} s", flush=True)
+        return 0
+    return 0 if result.returncode in (0, None) else 1
+
+
+def cli_lab(args: object) -> int:
+    """``pxewizard lab --plan FILE [--firmware bios|uefi] [--memory MiB] [--timeout S]``."""
+    try:
+        return asyncio.run(_lab_main(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def describe_argv(argv: Sequence[str]) -> str:
+    """A QEMU command as one shell-pastable line (for logs and error messages)."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)

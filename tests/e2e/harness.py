@@ -1,0 +1,306 @@
+"""The e2e lab network, boot trees, reference servers and the boot runner.
+
+Network (every piece created here and removed in ``finally``)::
+
+    [bridge ns]  tap0 (QEMU) --+-- br0 (STP off, forward delay 0) --+-- veth --> [server ns] pxe0 10.99.0.1/24
+                               |                                    +-- veth --> [dhcp ns]  eth0 10.99.0.2/24 (proxy case)
+
+QEMU runs inside the bridge namespace (``ip netns exec``) so its tap can be
+enslaved to br0; the servers (``pxewizard serve`` or the dnsmasq + nginx
+reference) run in the server namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pxewizard.lab import LabVM, VmResult, VmSpec, choose_accel
+from tests.support.netns import Netns, link_netns, namespace
+
+from .guest import FAIL_MARKER, MARKER, GuestImages
+
+SERVER_IP = "10.99.0.1"
+PROXY_DHCP_IP = "10.99.0.2"
+PREFIX = 24
+POOL = ("10.99.0.100", "10.99.0.199")
+BOOT_TIMEOUT = float(os.environ.get("PXWTEST_BOOT_TIMEOUT", "240"))
+
+PXELINUX_DIRS = ("/usr/lib/PXELINUX",)
+SYSLINUX_BIOS_MODULES = "/usr/lib/syslinux/modules/bios"
+SYSLINUX_EFI64 = "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi"
+SYSLINUX_EFI64_MODULES = "/usr/lib/syslinux/modules/efi64"
+IPXE_DIR = "/usr/lib/ipxe"
+
+
+@dataclass
+class LabNet:
+    """The namespaces of one e2e boot."""
+
+    bridge: Netns
+    server: Netns
+    dhcp: Netns | None = None
+    server_if: str = "pxe0"
+    server_ip: str = SERVER_IP
+
+
+@contextlib.contextmanager
+def lab_network(with_dhcp_ns: bool = False) -> Iterator[LabNet]:
+    """Bridge namespace + server namespace (+ a namespace for a foreign DHCP server)."""
+    with contextlib.ExitStack() as stack:
+        br = stack.enter_context(namespace("br"))
+        br.run("ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
+               "forward_delay", "0")
+        br.run("ip", "link", "set", "br0", "up")
+        srv = stack.enter_context(namespace("srv"))
+        link_netns(br, "p-srv", srv, "pxe0", b_addr=f"{SERVER_IP}/{PREFIX}")
+        br.run("ip", "link", "set", "p-srv", "master", "br0")
+        dhcp = None
+        if with_dhcp_ns:
+            dhcp = stack.enter_context(namespace("dhcp"))
+            link_netns(br, "p-dhcp", dhcp, "eth0", b_addr=f"{PROXY_DHCP_IP}/{PREFIX}")
+            br.run("ip", "link", "set", "p-dhcp", "master", "br0")
+        yield LabNet(bridge=br, server=srv, dhcp=dhcp)
+
+
+# --- boot trees -------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_stage3(path: Path, size: int) -> str:
+    """A stage-3 file of pseudo-random bytes; returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return sha256_file(path)
+
+
+def _copy(src: str | Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def install_loaders(root: Path) -> None:
+    """pxelinux (BIOS), syslinux.efi (x64 UEFI) and iPXE binaries at the root of a TFTP tree."""
+    _copy(Path(PXELINUX_DIRS[0]) / "pxelinux.0", root / "pxelinux.0")
+    _copy(Path(PXELINUX_DIRS[0]) / "lpxelinux.0", root / "lpxelinux.0")
+    _copy(Path(SYSLINUX_BIOS_MODULES) / "ldlinux.c32", root / "ldlinux.c32")
+    _copy(SYSLINUX_EFI64, root / "syslinux.efi")
+    _copy(Path(SYSLINUX_EFI64_MODULES) / "ldlinux.e64", root / "ldlinux.e64")
+    for name in ("undionly.kpxe", "ipxe.efi", "snponly.efi"):
+        _copy(Path(IPXE_DIR) / name, root / name)
+
+
+def kernel_cmdline(stage3: str, extra: str = "") -> str:
+    return f"console=ttyS0,115200 quiet panic=1 pxwtest.stage3={stage3} {extra}".strip()
+
+
+def pxelinux_cfg(kernel: str, initrd: str, cmdline: str) -> str:
+    """A one-entry pxelinux menu that boots at once and talks on the serial port."""
+    return (f"SERIAL 0 115200\nDEFAULT pxwtest\nPROMPT 0\nTIMEOUT 0\n"
+            f"LABEL pxwtest\n  KERNEL {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n")
+
+
+def ipxe_script(base: str, cmdline: str) -> str:
+    return (f"#!ipxe\necho pxwtest: iPXE script from {base}\n"
+            f"kernel {base}boot/vmlinuz initrd=initrd.gz {cmdline}\n"
+            f"initrd {base}boot/initrd.gz\nboot\n")
+
+
+@dataclass
+class BootTree:
+    """A directory served over TFTP and HTTP, and what the guest must print."""
+
+    root: Path
+    stage3_sha: str
+    stage3_name: str = "stage3.bin"
+
+
+def build_tree(root: Path, guest: GuestImages, *, stage3: str, stage3_size: int = 3 * 2**20 + 1234,
+               extra_cmdline: str = "", server_ip: str = SERVER_IP) -> BootTree:
+    """A hand-made boot tree (for the dnsmasq reference and cases whose menus we write)."""
+    root.mkdir(parents=True, exist_ok=True)
+    install_loaders(root)
+    _copy(guest.kernel, root / "boot" / "vmlinuz")
+    _copy(guest.initrd, root / "boot" / "initrd.gz")
+    sha = make_stage3(root / "stage3.bin", stage3_size)
+    cmdline = kernel_cmdline(stage3, extra_cmdline)
+    cfg = pxelinux_cfg("boot/vmlinuz", "boot/initrd.gz", cmdline)
+    (root / "pxelinux.cfg").mkdir(exist_ok=True)
+    (root / "pxelinux.cfg" / "default").write_text(cfg)
+    (root / "boot.ipxe").write_text(ipxe_script(f"http://{server_ip}/", cmdline))
+    return BootTree(root=root, stage3_sha=sha)
+
+
+# --- reference servers: dnsmasq (DHCP + TFTP) and nginx (HTTP) --------------------------
+
+def dnsmasq_conf(work: Path, *, tftp_root: Path | None, mode: str, interface: str,
+                 server_ip: str = SERVER_IP, bios_file: str = "pxelinux.0",
+                 efi_file: str = "syslinux.efi", ipxe_url: str | None = None) -> Path:
+    """dnsmasq as the reference: full DHCP + TFTP, proxyDHCP + TFTP, or plain DHCP only."""
+    lines = [f"interface={interface}", "bind-interfaces", "port=0", "log-dhcp",
+             f"dhcp-leasefile={work / 'dnsmasq.leases'}", f"pid-file={work / 'dnsmasq.pid'}"]
+    if mode == "full":
+        lines.append(f"dhcp-range={POOL[0]},{POOL[1]},255.255.255.0,1h")
+    elif mode == "proxy":
+        lines.append(f"dhcp-range={server_ip},proxy")
+    elif mode == "dhcp-only":
+        lines.append("dhcp-range=10.99.0.200,10.99.0.250,255.255.255.0,1h")
+    if mode in ("full", "proxy"):
+        lines += ["dhcp-match=set:efi64,option:client-arch,7",
+                  "dhcp-match=set:efi64,option:client-arch,9",
+                  "dhcp-userclass=set:ipxe,iPXE"]
+        if mode == "full":
+            lines += [f"dhcp-boot=tag:!efi64,tag:!ipxe,{bios_file},,{server_ip}",
+                      f"dhcp-boot=tag:efi64,tag:!ipxe,{efi_file},,{server_ip}"]
+            if ipxe_url:
+                lines.append(f"dhcp-boot=tag:ipxe,{ipxe_url}")
+            else:
+                lines.append(f"dhcp-boot=tag:ipxe,tag:!efi64,{bios_file},,{server_ip}")
+                lines.append(f"dhcp-boot=tag:ipxe,tag:efi64,{efi_file},,{server_ip}")
+        else:
+            lines += [f"pxe-service=tag:!ipxe,x86PC,\"pxwtest\",{Path(bios_file).stem}",
+                      f"pxe-service=tag:!ipxe,X86-64_EFI,\"pxwtest\",{Path(efi_file).stem}",
+                      f"dhcp-boot=tag:ipxe,{bios_file}"]
+    if tftp_root is not None:
+        lines += ["enable-tftp", f"tftp-root={tftp_root}"]
+    conf = work / f"dnsmasq-{mode}.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def start_dnsmasq(ns: Netns, conf: Path) -> subprocess.Popen:
+    proc = ns.popen("dnsmasq", "--keep-in-foreground", f"--conf-file={conf}", "--log-facility=-")
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        raise AssertionError(f"dnsmasq exited with {proc.returncode}:\n{out}")
+    return proc
+
+
+def nginx_conf(work: Path, root: Path, server_ip: str = SERVER_IP, port: int = 80) -> Path:
+    conf = work / "nginx.conf"
+    conf.write_text(f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {work / 'nginx.pid'};
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  client_body_temp_path {work}/nginx-body;
+  proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fcgi;
+  uwsgi_temp_path {work}/nginx-uwsgi;
+  scgi_temp_path {work}/nginx-scgi;
+  server {{
+    listen {server_ip}:{port};
+    root {root};
+  }}
+}}
+""")
+    return conf
+
+
+def start_nginx(ns: Netns, conf: Path) -> subprocess.Popen:
+    proc = ns.popen("nginx", "-c", str(conf), "-e", "stderr")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise AssertionError(f"nginx exited with {proc.returncode}:\n{out}")
+        r = ns.run("sh", "-c", f"ss -ltn | grep -q '{SERVER_IP}:80 '", check=False)
+        if r.returncode == 0:
+            return proc
+        time.sleep(0.1)
+    raise AssertionError("nginx did not start listening")
+
+
+@contextlib.contextmanager
+def reference_servers(net: LabNet, work: Path, tree_root: Path, *, dhcp_mode: str = "full",
+                      ipxe: bool = False, bios_file: str = "pxelinux.0",
+                      efi_file: str = "syslinux.efi") -> Iterator[None]:
+    """dnsmasq (DHCP + TFTP) and nginx (HTTP) in the server namespace, stopped by PID."""
+    work.mkdir(parents=True, exist_ok=True)
+    conf = dnsmasq_conf(work, tftp_root=tree_root, mode=dhcp_mode, interface=net.server_if,
+                        bios_file=bios_file, efi_file=efi_file,
+                        ipxe_url=f"http://{SERVER_IP}/boot.ipxe" if ipxe else None)
+    try:
+        start_nginx(net.server, nginx_conf(work, tree_root))
+        start_dnsmasq(net.server, conf)
+        yield
+    finally:
+        net.server.kill_all()
+
+
+# --- the boot ---------------------------------------------------------------------------
+
+@dataclass
+class Boot:
+    """The outcome of one e2e boot."""
+
+    case: str
+    result: VmResult
+    expected_sha: str
+    accel: str = field(default_factory=lambda: choose_accel()[0])
+
+    @property
+    def printed_sha(self) -> str | None:
+        line = self.result.matched or ""
+        if MARKER in line and "sha256=" in line:
+            return line.split("sha256=", 1)[1].split()[0]
+        return None
+
+    def timing_line(self) -> str:
+        return (f"E2E-TIMING case={self.case} firmware_start_to_marker={self.result.seconds:.1f}s "
+                f"accel={self.accel}")
+
+    def explain(self) -> str:
+        tail = "\n".join(self.result.lines[-40:])
+        why = ("timed out" if self.result.timed_out else
+               f"qemu exited with {self.result.returncode}")
+        return (f"{self.case}: no good marker ({why} after {self.result.seconds:.1f} s); "
+                f"expected sha256={self.expected_sha}\n--- console tail ---\n{tail}\n"
+                f"--- qemu stderr ---\n{self.result.stderr.strip()}")
+
+
+def _until(line: str) -> bool:
+    return MARKER in line or FAIL_MARKER in line or "Kernel panic" in line
+
+
+def boot(net: LabNet, case: str, expected_sha: str, *, firmware: str = "bios",
+         nic: str = "virtio-net-pci", romfile: str | None = None, memory: int = 512,
+         timeout: float = BOOT_TIMEOUT, mac: str | None = None) -> Boot:
+    """Boot one VM on the lab bridge until the guest's marker (or failure) line."""
+    kw = {"mac": mac} if mac else {}
+    spec = VmSpec(tap="tap0", firmware=firmware, memory=memory, nic=nic, romfile=romfile,
+                  name=case, **kw)
+    vm = LabVM(spec, bridge="br0", netns=net.bridge.name)
+
+    async def go() -> VmResult:
+        await vm.start()
+        try:
+            return await vm.wait(timeout=timeout, until=_until)
+        finally:
+            await vm.stop()
+
+    result = asyncio.run(go())
+    b = Boot(case=case, result=result, expected_sha=expected_sha)
+    print(b.timing_line(), flush=True)
+    return b
