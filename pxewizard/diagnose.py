@@ -1,0 +1,990 @@
+"""Guided troubleshooting: rules over timelines and host facts -> findings in words.
+
+A PXE client that stops shows the operator a firmware code on another
+machine's screen. These rules read what the servers saw (a
+:class:`~pxewizard.timeline.Snapshot`) and what is true of the host
+(:class:`HostFacts`: bridge, ports, the Plan's settings) and say where the boot
+stopped, why, with the events that prove it, and what to do.
+
+Rules are pure functions of (snapshot, facts, thresholds); time-based rules
+compare against ``snapshot.now``, so a finding appears as soon as the
+threshold passes, and replaying a saved log gives the same answer.
+
+What must stay quiet: pxelinux's config-file search (01-MAC, UUID, hex IP,
+then ``default``), EDK2's ``tsize`` probe ended with ERROR 8, iPXE's optional
+``autoexec.ipxe``, and a proxyDHCP server ignoring a non-PXE DHCP client.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .events import (DhcpExchange, DhcpServerSeen, Event, LogLine, SessionOpened, TransferFailed,
+                     TransferStarted)
+from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
+                       TimelineBuilder, human_size, loader_family, loader_firmware)
+
+
+class Severity(IntEnum):
+    """How bad a finding is; ``error`` makes ``pxewizard doctor`` exit 1."""
+
+    ok = 0
+    info = 1
+    warning = 2
+    error = 3
+
+    @property
+    def label(self) -> str:
+        return ("ok", "info", "warning", "ERROR")[self]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One diagnosis: what is wrong, why, the proof, and the fix."""
+
+    severity: Severity
+    """ok (doctor's passed checks), info, warning or error."""
+    rule: str
+    """Id of the rule that made it (``tftp-not-found``)."""
+    client: str
+    """Client key (MAC or IP); empty for the host."""
+    title: str
+    """One line, in words."""
+    cause: str
+    """Why it happens, in words."""
+    fix: str = ""
+    """What to do."""
+    evidence: tuple[Event, ...] = ()
+    """The events that show it."""
+    details: tuple[str, ...] = ()
+    """Facts that are not events (bridge settings, port holders, file modes)."""
+    stage: Stage | None = None
+    """Stage of the boot it concerns."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Stable identity across re-diagnoses (for the UI to keep a finding's row)."""
+        return (self.rule, self.client, self.title)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BridgeState:
+    """The bridge facts the rules need (``detect.bridge.BridgeFacts`` satisfies this)."""
+
+    interface: str
+    """Interface asked about."""
+    bridge: str | None = None
+    """The bridge it is or belongs to (None: not bridged)."""
+    stp: bool = False
+    """Spanning tree on."""
+    forward_delay: float = 0.0
+    """Seconds."""
+    ports_not_forwarding: tuple[str, ...] = ()
+    """Ports still listening/learning/blocking, as ``name (state)``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFacts:
+    """What the rules know about the host and the Plan (all optional: unknown stays quiet)."""
+
+    server_ip: str = ""
+    """Our address (to tell our DHCP answers from others')."""
+    interface: str = ""
+    """Interface we serve on."""
+    dhcp_mode: str = ""
+    """``full``, ``proxy``, ``none`` or empty when unknown."""
+    boot_files: tuple[tuple[str, str], ...] = ()
+    """(field, file) of dhcp.boot_files that are set."""
+    transport: str = ""
+    """Stage-3 transport (http, tftp, nfs, nbd)."""
+    menu_timeout: int | None = None
+    """Menu timeout in seconds (0 waits forever), to tell a menu from a stall."""
+    tftp_max_blksize: int | None = None
+    """The Plan's tftp.max_blksize."""
+    bridge: object | None = None
+    """Bridge facts of the interface (``detect.bridge.BridgeFacts`` or :class:`BridgeState`)."""
+    files: tuple[str, ...] = ()
+    """Paths we serve (for 'did you mean' on a missing file)."""
+    client_ram: int | None = None
+    """RAM of the clients in bytes, when the operator stated it."""
+    ram_needed: int | None = None
+    """RAM a client needs for the Plan's stage 3, estimated, in bytes."""
+    ports_held: tuple[tuple[str, int, str, str], ...] = ()
+    """(proto, port, service, holder) of ports we need that another process holds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    """Seconds of silence before a time-based rule speaks (firmware timeouts in mind)."""
+
+    offer_wait: float = 8.0
+    """After our OFFER, a client requests within ~4 s (PXE ROMs wait for proxy offers)."""
+    ack_wait: float = 10.0
+    """After the ACK (or proxy offer), the first TFTP request follows within a second or two."""
+    loader_wait: float = 15.0
+    """After the boot loader, its modules/config/DHCP follow within seconds."""
+    stall: float = 30.0
+    """Silence in the middle of a stage."""
+    no_dhcp: float = 60.0
+    """Services up but no DHCP request from anyone."""
+    stage3_wait: float = 90.0
+    """Kernel and initramfs loaded, no stage-3 request yet (the kernel has to boot)."""
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+PACKAGES = {
+    "pxelinux.0": "pxelinux", "lpxelinux.0": "pxelinux", "gpxelinux.0": "pxelinux",
+    "syslinux.efi": "syslinux-efi", "ldlinux.e64": "syslinux-efi", "ldlinux.e32": "syslinux-efi",
+    "ldlinux.c32": "syslinux-common",
+    "undionly.kpxe": "ipxe", "ipxe.efi": "ipxe", "snponly.efi": "ipxe", "ipxe.pxe": "ipxe",
+    "ipxe.lkrn": "ipxe", "grubx64.efi": "grub-efi-amd64-signed",
+    "grubnetx64.efi.signed": "grub-efi-amd64-signed", "shimx64.efi": "shim-signed",
+    "shimx64.efi.signed": "shim-signed",
+}
+"""Debian package providing a boot loader file (Arch: syslinux, ipxe, grub, shim)."""
+
+
+def package_for(path: str) -> str | None:
+    name = posixpath.basename(path).lower()
+    if name in PACKAGES:
+        return PACKAGES[name]
+    if name.endswith(".c32"):
+        return "syslinux-common (BIOS modules) or syslinux-efi (efi64/ modules)"
+    return None
+
+
+def closest_name(path: str, files: Iterable[str]) -> str:
+    """'did you mean' words for a missing file: case difference, other folder, close spelling."""
+    files = [f.lstrip("/") for f in files]
+    if not files:
+        return ""
+    want = path.lstrip("/")
+    for f in files:
+        if f.lower() == want.lower():
+            return (f"it exists as {f} (the case differs: rename it or set "
+                    "tftp.case_insensitive = true)")
+    base = posixpath.basename(want).lower()
+    same_base = [f for f in files if posixpath.basename(f).lower() == base]
+    if same_base:
+        return f"a file of that name exists in another folder: {same_base[0]}"
+    close = difflib.get_close_matches(want, files, n=1, cutoff=0.6)
+    if close:
+        return f"the closest served name is {close[0]}"
+    return ""
+
+
+def _fmt_mode(reason: str) -> str:
+    m = re.search(r"mode (0?[0-7]{3,4})", reason)
+    return m.group(1) if m else ""
+
+
+def _ev(step: Step) -> tuple[Event, ...]:
+    return step.events
+
+
+def _failed(tl: Timeline) -> list[Step]:
+    return [s for s in tl.steps if s.kind == "transfer" and s.status is Status.failed]
+
+
+def _reason(step: Step) -> str:
+    for e in reversed(step.events):
+        if isinstance(e, TransferFailed):
+            return e.reason
+    return step.detail
+
+
+def _code(step: Step) -> int:
+    for e in reversed(step.events):
+        if isinstance(e, TransferFailed):
+            return e.code
+    return 0
+
+
+def _is_not_found(step: Step) -> bool:
+    return _code(step) in (1, 404) or "not found" in _reason(step).lower()
+
+
+def _is_permission(step: Step) -> bool:
+    r = _reason(step).lower()
+    return "global read permission" in r or "permission denied" in r or (
+        _code(step) in (2, 403) and "permission" in r)
+
+
+def _is_timeout(step: Step) -> bool:
+    r = _reason(step).lower()
+    return "timed out" in r or "timeout" in r or "retries" in r
+
+
+def _recovered(tl: Timeline, step: Step) -> bool:
+    """A later request for the same file went through."""
+    return any(s.path == step.path and s.started > step.started and s.status is Status.ok
+               for s in tl.steps if s.kind == "transfer")
+
+
+def _our_ids(snap: Snapshot, facts: HostFacts) -> set[str]:
+    ids = {s.address for s in snap.services if s.service in ("dhcp", "proxydhcp")}
+    if facts.server_ip:
+        ids.add(facts.server_ip)
+    ids.discard("0.0.0.0")
+    return ids
+
+
+def _dhcp_mode(snap: Snapshot, facts: HostFacts) -> str:
+    if facts.dhcp_mode:
+        return facts.dhcp_mode
+    names = {s.service for s in snap.services}
+    if "proxydhcp" in names:
+        return "proxy"
+    if "dhcp" in names:
+        return "full"
+    return ""
+
+
+def _finding(sev: Severity, rule: str, tl: Timeline | None, title: str, cause: str, fix: str,
+             evidence: Iterable[Event] = (), details: Iterable[str] = (),
+             stage: Stage | None = None) -> Finding:
+    return Finding(severity=sev, rule=rule, client=tl.client if tl else "", title=title,
+                   cause=cause, fix=fix, evidence=tuple(evidence), details=tuple(details),
+                   stage=stage if stage is not None else (tl.stage if tl else None))
+
+
+def _who(tl: Timeline) -> str:
+    return tl.mac or tl.client
+
+
+# --- rules -------------------------------------------------------------------------------
+
+Rule = Callable[[Snapshot, HostFacts, Thresholds], Iterable[Finding]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+@rule
+def dhcp_no_offer(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """DISCOVERs we stayed silent to (pool full, not a PXE client, no boot file for the arch)."""
+    mode = _dhcp_mode(snap, facts)
+    for tl in snap.clients:
+        dh = tl.dhcp_events()
+        silent = [e for e in dh if e.msg_in.upper() == "DISCOVER" and e.msg_out == "-"]
+        if not silent:
+            continue
+        last = silent[-1]
+        if any(e.ts > last.ts and e.msg_out.upper() in ("OFFER", "ACK") for e in dh):
+            continue
+        if any(e.msg_out.upper() in ("OFFER", "ACK") for e in dh) and tl.stage >= Stage.loader:
+            continue   # a later DHCP (the kernel's) in proxy mode: not ours to answer
+        why = last.reason
+        low = why.lower()
+        ev = silent[-3:]
+        if "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
+            yield _finding(Severity.error, "dhcp-pool-full", tl,
+                           f"no address left for {_who(tl)}: the DHCP pool is full",
+                           f"every address of the pool is leased or offered ({why})",
+                           "enlarge dhcp.range_start..range_end, shorten dhcp.lease_time, "
+                           "or delete stale leases", ev)
+        elif "not a pxe client" in low or (mode == "proxy" and
+                                           not tl.vendor_class.startswith("PXEClient")):
+            if tl.stage <= Stage.dhcp:
+                yield _finding(Severity.info, "dhcp-not-pxe", tl,
+                               f"{_who(tl)} is not a PXE client; proxyDHCP ignores it",
+                               "proxyDHCP answers only requests with vendor class PXEClient; "
+                               f"this one sent {tl.vendor_class or 'none'!r} ({why})",
+                               "nothing to do if this machine is not meant to PXE boot; "
+                               "otherwise enable network boot in its firmware", ev)
+        elif "boot file" in low or "boot_files" in low or "architecture" in low:
+            yield _finding(Severity.error, "dhcp-no-boot-file", tl,
+                           f"{_who(tl)} ({tl.arch_name or 'arch ' + str(tl.arch)}): "
+                           "no boot file configured for its architecture",
+                           f"the client's architecture has no boot file in the plan ({why})",
+                           "set the matching dhcp.boot_files field (efi_ia32, efi_arm64, "
+                           "uefi_http ...) or a per-MAC boot_file in dhcp.reservations", ev)
+        else:
+            yield _finding(Severity.warning, "dhcp-no-offer", tl,
+                           f"DISCOVER from {_who(tl)} got no offer from us",
+                           why or "the DHCP server stayed silent",
+                           "read the reason above; check dhcp.mode and the pool", ev)
+
+
+@rule
+def offer_not_requested(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Full mode: we offered, the client never requested it (another server won, or it rejected ours)."""
+    if _dhcp_mode(snap, facts) == "proxy":
+        return
+    ours = _our_ids(snap, facts)
+    others = [s for s in snap.dhcp_servers if s.server_id not in ours and not s.proxy]
+    for tl in snap.clients:
+        dh = [e for e in tl.dhcp_events() if e.service == "dhcp"]
+        offers = [e for e in dh if e.msg_out.upper() == "OFFER"]
+        if not offers or tl.stage > Stage.dhcp:
+            continue
+        first = offers[0]
+        if any(e.msg_out.upper() == "ACK" for e in dh if e.ts >= first.ts):
+            continue
+        chose_other = [e for e in dh if e.msg_in.upper() == "REQUEST" and e.msg_out == "-"
+                       and e.ts >= first.ts]
+        if not chose_other and snap.now - offers[-1].ts < th.offer_wait:
+            continue
+        if chose_other or others:
+            ids = ", ".join(sorted({f"{s.server_id} ({s.server_mac})" for s in others}))
+            noboot = [s for s in others if not s.boot_file]
+            cause = ("another DHCP server answered and the client took its offer"
+                     + (f": {ids}" if ids else "")
+                     + (" (its offer carries no boot file, so the client cannot PXE boot)"
+                        if noboot else "")
+                     + "".join(f"; {e.reason}" for e in chose_other[-1:]))
+            yield _finding(Severity.error, "dhcp-other-server-won", tl,
+                           f"{_who(tl)} took another DHCP server's offer",
+                           cause,
+                           "use dhcp.mode = proxy beside that server, or stop it (full DHCP "
+                           "belongs on a segment you own)",
+                           [*offers[-2:], *chose_other[-2:], *others[-3:]])
+        else:
+            yield _finding(Severity.warning, "dhcp-offer-ignored", tl,
+                           f"{_who(tl)} never requested our offer",
+                           f"we offered {first.yiaddr} {snap.now - first.ts:.0f} s ago and no "
+                           "REQUEST followed: the client rejected the offer (missing boot "
+                           "options it needs) or our answer does not reach it (a broadcast "
+                           "filtered on the way, a VLAN)",
+                           "run `pxewizard probe` from another machine on the segment, or "
+                           "tcpdump -ni IFACE port 67 or port 68 to see what the client gets",
+                           offers[-3:])
+
+
+@rule
+def no_dhcp_at_all(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Services up for a while, no DHCP request from anyone."""
+    mode = _dhcp_mode(snap, facts)
+    if mode not in ("full", "proxy") or snap.started is None or snap.dhcp_requests:
+        return
+    waited = snap.now - snap.started
+    if waited < th.no_dhcp:
+        return
+    causes = ["no client is booting yet", "the cable or switch port is down",
+              "the client is on another VLAN (the port must be untagged in the server's VLAN)",
+              "a switch port with spanning tree and no portfast, or a Linux bridge with STP "
+              "and a forward delay, holds the client's link for 30 s or more",
+              "a firewall on this host drops UDP 67"]
+    details: list[str] = []
+    b = facts.bridge
+    if b is not None and getattr(b, "stp", False) and getattr(b, "forward_delay", 0) > 0:
+        causes.insert(0, f"the bridge {getattr(b, 'bridge', '')} has STP on with forward "
+                         f"delay {b.forward_delay:.0f} s: new ports forward nothing for "  # type: ignore[attr-defined]
+                         f"{2 * b.forward_delay:.0f} s")  # type: ignore[attr-defined]
+        details.append(_bridge_words(b))
+    yield _finding(Severity.warning, "no-dhcp", None,
+                   f"no DHCP request seen in {waited:.0f} s on {facts.interface or 'the interface'}",
+                   "nothing asked for an address since the servers started. Likely: "
+                   + "; ".join(causes),
+                   "check link lights and `ip link`, the switch port's VLAN and portfast, "
+                   "and `nft list ruleset` / `iptables -S` for rules on UDP 67",
+                   details=details, stage=Stage.dhcp)
+
+
+def _bridge_words(b: object) -> str:
+    name = getattr(b, "bridge", None) or getattr(b, "interface", "?")
+    fd = getattr(b, "forward_delay", 0.0)
+    stp = getattr(b, "stp", False)
+    s = f"{name}: STP {'on' if stp else 'off'}, forward delay {fd:.1f} s"
+    if stp and fd:
+        s += f" (a new port forwards nothing for {2 * fd:.0f} s)"
+    waiting = getattr(b, "ports_not_forwarding", ())
+    if waiting:
+        s += "; ports not forwarding yet: " + ", ".join(waiting)
+    return s
+
+
+@rule
+def bridge_forward_delay(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """STP on with a forward delay: a new port is blocked for 2 x delay, PXE ROMs give up first."""
+    b = facts.bridge
+    if b is None or not getattr(b, "bridge", None):
+        return
+    stp, fd = getattr(b, "stp", False), float(getattr(b, "forward_delay", 0.0))
+    if not stp or fd <= 0:
+        return
+    name = getattr(b, "bridge")
+    sev = Severity.error if 2 * fd > 2 else Severity.warning
+    yield _finding(sev, "bridge-forward-delay", None,
+                   f"bridge {name} holds new ports for {2 * fd:.0f} s (STP on, forward delay "
+                   f"{fd:.0f} s)",
+                   "with spanning tree on, a port that comes up (a client's NIC after power "
+                   "on or a VM's tap) spends the forward delay listening and again learning "
+                   "before it forwards; PXE ROMs send their DISCOVERs in that window and "
+                   "time out",
+                   f"`ip link set dev {name} type bridge forward_delay 0` (or stp_state 0; "
+                   f"old tools: `brctl setfd {name} 0`); pxewizard can do it for you",
+                   details=[_bridge_words(b)], stage=Stage.dhcp)
+
+
+@rule
+def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """DHCP done with a boot file, but no file was ever asked for."""
+    ours = _our_ids(snap, facts)
+    for tl in snap.clients:
+        if tl.stage > Stage.dhcp or tl.transfers():
+            continue
+        given = [e for e in tl.dhcp_events() if e.boot_file and (
+            e.msg_out.upper() == "ACK" or (e.msg_out.upper() == "OFFER"
+                                           and (e.service == "proxydhcp" or not e.yiaddr)))]
+        if not given:
+            continue
+        last = given[-1]
+        if _dhcp_mode(snap, facts) == "proxy" and any(
+                not o.mac and o.transfers() and o.first_seen >= last.ts - 1
+                for o in snap.clients):
+            continue   # an address we cannot join to a MAC yet may well be this client
+        wait = th.ack_wait + (th.offer_wait if last.msg_out.upper() == "OFFER" else 0)
+        if snap.now - last.ts < wait or tl.idle < th.ack_wait / 2:
+            continue
+        causes = []
+        if last.next_server and ours and last.next_server not in ours:
+            causes.append(f"next-server is {last.next_server}, not this machine")
+        causes += [f"the client cannot reach TFTP on {last.next_server or 'us'}: a firewall "
+                   "on this host drops UDP 69 (or the replies from the high port)",
+                   "the boot file name or next-server did not reach the firmware "
+                   "(some firmware wants them in the 4011 answer)",
+                   "the firmware gave up after DHCP (watch its screen for PXE-E32/E11)"]
+        yield _finding(Severity.error, "ack-no-tftp", tl,
+                       f"{_who(tl)} got boot file {last.boot_file} but asked for no file",
+                       f"DHCP finished {snap.now - last.ts:.0f} s ago and no TFTP/HTTP request "
+                       "came. Likely: " + "; ".join(causes),
+                       "check `nft list ruleset` / `iptables -S` for UDP 69, the plan's "
+                       "server_ip, and the client's screen",
+                       [last], stage=Stage.dhcp)
+
+
+_LOADER_STAGE_ROLES = (Role.loader, Role.module, Role.config, Role.kernel, Role.initramfs)
+
+
+@rule
+def tftp_not_found(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """A file the boot needs is missing (not the normal config search, not a probe)."""
+    for tl in snap.clients:
+        seen: set[str] = set()
+        for s in _failed(tl):
+            if s.role not in _LOADER_STAGE_ROLES or not _is_not_found(s) or s.path in seen \
+                    or _recovered(tl, s):
+                continue
+            seen.add(s.path)
+            near = closest_name(s.path, facts.files)
+            details = [near] if near else []
+            pkg = package_for(s.path)
+            if s.role in (Role.loader, Role.module):
+                title = f"boot loader file {s.path} is missing"
+                cause = (f"{_who(tl)} asked {s.service.upper()} for {s.path} and it is not "
+                         "in the served tree" + (f" ({near})" if near else ""))
+                fix = (f"install the package {pkg} (pxewizard maps its files in) or copy "
+                       f"{posixpath.basename(s.path)} into the TFTP root" if pkg else
+                       "copy the file into the TFTP root, or fix the name the client is given")
+            elif s.role is Role.config:
+                title = f"config file {s.path} is missing"
+                cause = ("the boot loader found no config file: it tried its whole search "
+                         f"list and then {s.path}" if s.path.endswith("default") else
+                         f"{_who(tl)} asked for {s.path} and it is not served")
+                fix = ("write pxelinux.cfg/default (pxewizard generates it from the boot "
+                       "media; check boot.media and the Review screen)"
+                       if s.path.endswith("default") else
+                       "serve that file or point the client at an existing one")
+            else:
+                title = f"{s.role.value} {s.path} is missing"
+                cause = (f"the boot menu names {s.path} and {_who(tl)} asked for it, but it "
+                         "is not served" + (f" ({near})" if near else ""))
+                fix = "fix the KERNEL/LINUX/INITRD line of the menu or add the file"
+            yield _finding(Severity.error, "tftp-not-found", tl, title, cause, fix, _ev(s),
+                           details, stage=s.stage)
+
+
+@rule
+def not_world_readable(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """tftpd-hpa's 'File must have global read permissions' (mode 0600) and its cousins."""
+    for tl in snap.clients:
+        seen: set[str] = set()
+        for s in _failed(tl):
+            if not _is_permission(s) or s.path in seen or _recovered(tl, s):
+                continue
+            seen.add(s.path)
+            mode = _fmt_mode(_reason(s))
+            yield _finding(Severity.error, "not-world-readable", tl,
+                           f"{s.path} is not readable by others" + (f" (mode {mode})" if mode
+                                                                     else ""),
+                           "TFTP servers (tftpd-hpa: 'File must have global read "
+                           "permissions') serve only files every user may read; "
+                           f"{_reason(s)}",
+                           f"chmod o+r the file (chmod 644 {posixpath.basename(s.path)}), or "
+                           "chmod -R o+rX the boot tree", _ev(s), stage=s.stage)
+    lines = [e for e in snap.host_events if isinstance(e, LogLine)
+             and "global read permission" in e.message.lower()]
+    if lines:
+        yield _finding(Severity.error, "not-world-readable", None,
+                       "files are not readable by others",
+                       "the log says 'File must have global read permissions' (tftpd-hpa)",
+                       "chmod -R o+rX the TFTP root", lines[-3:], stage=Stage.loader)
+
+
+@rule
+def bin_kernel(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """pxelinux decides by extension: KERNEL foo.bin boots a boot sector, not Linux."""
+    for tl in snap.clients:
+        syslinux = any(loader_family(s.path) == "syslinux" for s in tl.transfers(Role.loader)) \
+            or any(s.path.lower().split("/")[-2:-1] == ["pxelinux.cfg"] for s in tl.transfers())
+        if not syslinux:
+            continue
+        for s in tl.transfers(Role.kernel):
+            if s.path.lower().endswith(".bin"):
+                yield _finding(Severity.error, "bin-kernel", tl,
+                               f"kernel {s.path} is named .bin: pxelinux boots it as a boot "
+                               "sector",
+                               "pxelinux picks the file type from the extension of the KERNEL "
+                               "line: *.bin is loaded as a boot sector, so a Linux kernel "
+                               "with that name hangs or reboots",
+                               f"rename the kernel (e.g. vmlinuz) or write `LINUX {s.path}` "
+                               "instead of `KERNEL` in the menu", _ev(s), stage=Stage.kernel)
+                break
+
+
+@rule
+def wrong_arch_loader(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """A UEFI client handed a BIOS loader, or the reverse."""
+    for tl in snap.clients:
+        fw = tl.firmware
+        if not fw:
+            continue
+        for s in tl.transfers(Role.loader):
+            lf = loader_firmware(s.path)
+            if lf and lf != fw:
+                dh = [e for e in tl.dhcp_events() if e.arch is not None][:1]
+                field_ = "bios" if fw == "bios" else "efi_x64"
+                yield _finding(Severity.error, "wrong-arch-loader", tl,
+                               f"{(tl.arch_name or fw.upper())} client got the "
+                               f"{lf.upper()} loader {s.path}",
+                               f"the client's firmware is {fw.upper()} (option 93 = {tl.arch}) "
+                               f"but {s.path} only runs on {lf.upper()} firmware; it cannot "
+                               "start",
+                               f"set dhcp.boot_files.{field_} to a {fw.upper()} loader "
+                               f"({'pxelinux.0 or undionly.kpxe' if fw == 'bios' else 'syslinux.efi, ipxe.efi or snponly.efi'})",
+                               [*dh, *_ev(s)], stage=Stage.loader)
+                break
+
+
+@rule
+def loader_stuck(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Boot loader fetched, then nothing: ldlinux mismatch, wrong loader, iPXE without a driver."""
+    for tl in snap.clients:
+        if tl.stage != Stage.loader or tl.idle < th.loader_wait:
+            continue
+        loaders = [s for s in tl.transfers(Role.loader) if s.status is Status.ok]
+        if not loaders:
+            continue
+        ld = loaders[-1]
+        if any(s.started > ld.started for s in tl.steps if s.kind in ("transfer", "session")
+               and s.status is not Status.failed) and tl.current and \
+                tl.current.role is not Role.module:
+            continue
+        if tl.firmware and loader_firmware(ld.path) and loader_firmware(ld.path) != tl.firmware:
+            continue  # wrong_arch_loader says it
+        if any(s.status is Status.failed for s in tl.steps if s.started > ld.started):
+            continue  # a missing module or file: tftp_not_found says it
+        fam = loader_family(ld.path)
+        modules = [s for s in tl.transfers(Role.module) if s.started > ld.started]
+        ev = [*_ev(ld), *(e for m in modules[-2:] for e in _ev(m))]
+        if fam == "syslinux" and any(posixpath.basename(m.path).startswith("ldlinux.")
+                                     for m in modules):
+            yield _finding(Severity.error, "ldlinux-mismatch", tl,
+                           f"{_who(tl)} loaded {ld.path} and ldlinux but asked for no config",
+                           "ldlinux is from another syslinux version than the loader (they "
+                           "must match exactly), so the loader stops before reading "
+                           "pxelinux.cfg",
+                           "serve pxelinux.0/syslinux.efi and ldlinux.* from the same "
+                           "syslinux build (Debian: pxelinux + syslinux-common, or "
+                           "syslinux-efi for efi64/)", ev, stage=Stage.loader)
+        elif fam == "ipxe":
+            yield _finding(Severity.error, "ipxe-no-start", tl,
+                           f"{_who(tl)} loaded iPXE ({ld.path}) and went silent",
+                           "iPXE started no DHCP of its own: it found no driver for the NIC "
+                           "or the firmware refused the image (Secure Boot)",
+                           "on UEFI use snponly.efi (uses the firmware's network driver); on "
+                           "BIOS undionly.kpxe; with Secure Boot chain through shim",
+                           ev, stage=Stage.loader)
+        else:
+            yield _finding(Severity.error, "loader-no-next", tl,
+                           f"{_who(tl)} loaded {ld.path} and asked for nothing more",
+                           "the loader did not start or could not continue: a loader for the "
+                           "wrong firmware (BIOS pxelinux.0 on UEFI), a damaged file, or "
+                           "Secure Boot refusing it",
+                           "check the client's firmware mode against dhcp.boot_files; compare "
+                           "the file with its package's copy", ev, stage=Stage.loader)
+
+
+@rule
+def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """A transfer gave up after its retries: client gone, or blocks larger than the path MTU."""
+    for tl in snap.clients:
+        for s in _failed(tl):
+            if not _is_timeout(s) or _recovered(tl, s):
+                continue
+            m = re.search(r"blksize=(\d+)", s.detail) or re.search(
+                r"blksize=(\d+)", " ".join(" ".join(f"{k}={v}" for k, v in e.options.items())
+                                           for e in s.events if isinstance(e, TransferStarted)))
+            blk = int(m.group(1)) if m else None
+            mid = s.sent > 0
+            where = (f"after {human_size(s.sent)} of {human_size(s.size)}" if mid
+                     else "before the first block was acknowledged")
+            cause = (f"the transfer of {s.path} timed out {where} ({_reason(s)}). "
+                     + ("The client stopped answering in the middle: it rebooted or crashed, "
+                        "or some blocks do not get through" if mid else
+                        "The first data block never arrived: a firewall on the way drops the "
+                        "server's replies, or the blocks are larger than the path MTU")
+                     + (f"; the block size was {blk}" if blk else ""))
+            fix = ("lower tftp.max_blksize in the plan (1468 fits a 1500-byte MTU, 1408 or "
+                   "512 through tunnels and VLAN trunks) and check the client is still on")
+            yield _finding(Severity.error if not mid or (blk or 0) > 1468 else Severity.warning,
+                           "tftp-timeout", tl, f"transfer of {s.path} timed out {where}",
+                           cause, fix, _ev(s), stage=s.stage)
+
+
+@rule
+def ipxe_loop(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """iPXE handed the iPXE binary again: it chainloads itself forever."""
+    for tl in snap.clients:
+        given = [e for e in tl.dhcp_events() if e.user_class.lower().startswith("ipxe")
+                 and posixpath.basename(e.boot_file).lower() in IPXE_BINARIES]
+        fetched: dict[str, list[Step]] = {}
+        for s in tl.transfers(Role.loader):
+            if posixpath.basename(s.path).lower() in IPXE_BINARIES:
+                fetched.setdefault(s.path, []).append(s)
+        repeats = {p: ss for p, ss in fetched.items()
+                   if len([x for x in ss if x.status is not Status.probe]) >= 3}
+        if not given and not repeats:
+            continue
+        ev: list[Event] = list(given[-2:])
+        for ss in repeats.values():
+            ev.extend(e for x in ss[-3:] for e in x.events[:1])
+        yield _finding(Severity.error, "ipxe-loop", tl,
+                       f"iPXE loop: {_who(tl)} keeps loading the iPXE binary",
+                       "an iPXE client (user class iPXE) was given the iPXE binary as its boot "
+                       "file, so it loads iPXE again, which asks DHCP again, forever",
+                       "give iPXE clients the iPXE script: set dhcp.boot_files.ipxe_script "
+                       "(boot.ipxe); pxewizard then answers user class iPXE with its URL",
+                       ev, stage=Stage.loader)
+
+
+def _kernel_dhcp_after(tl: Timeline, t: float) -> list[DhcpExchange]:
+    return [e for e in tl.dhcp_events() if e.ts > t and not e.vendor_class.startswith("PXEClient")]
+
+
+@rule
+def no_stage3(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Kernel and initramfs loaded, yet nothing asked for the root image."""
+    for tl in snap.clients:
+        if tl.stage != Stage.initramfs:
+            continue
+        kern = [s for s in tl.transfers(Role.kernel) if s.status is Status.ok]
+        init = [s for s in tl.transfers(Role.initramfs) if s.status is Status.ok]
+        if not kern or not init or any(s.status is Status.running for s in tl.transfers()):
+            continue
+        t = max(s.ended or s.started for s in (*kern, *init))
+        if snap.now - t < th.stage3_wait:
+            continue
+        later = _kernel_dhcp_after(tl, t)
+        ev = [*_ev(kern[-1]), *_ev(init[-1]), *later[-2:]]
+        if later:
+            cause = ("the kernel's network came up (it asked DHCP at +"
+                     f"{later[0].ts - t:.0f} s) but it never asked for the root image: the "
+                     "kernel command line points elsewhere (archiso_http_srv / "
+                     "archisobasedir / netboot= / nfsroot=) or the initramfs lacks the hook")
+        else:
+            cause = ("the kernel booted (or crashed) without any network request to us: the "
+                     "initramfs lacks the driver of this NIC, `ip=dhcp` is missing from the "
+                     "command line, or the kernel stopped (watch the console)")
+            if _dhcp_mode(snap, facts) == "proxy":
+                cause += "; in proxy mode its DHCP goes to the other server, so we may not see it"
+        yield _finding(Severity.error, "no-stage3", tl,
+                       f"{_who(tl)} loaded kernel and initramfs but never asked for stage 3",
+                       cause,
+                       "check the menu's APPEND line (literal server IP, trailing slash on "
+                       "archiso_http_srv) and that the initramfs carries the NIC driver; the "
+                       "client's console says which", ev, stage=Stage.initramfs)
+
+
+@rule
+def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Stage-3 request refused: 404 (wrong base dir/URL), 416 (range), other errors."""
+    for tl in snap.clients:
+        seen: set[str] = set()
+        for s in _failed(tl):
+            if s.stage is not Stage.stage3 or s.path in seen or _recovered(tl, s) \
+                    or _is_timeout(s) or _is_permission(s):
+                continue
+            seen.add(s.path)
+            code = _code(s)
+            near = closest_name(s.path, facts.files)
+            if _is_not_found(s):
+                title = f"stage 3: {s.path} is not served ({code or 'not found'})"
+                cause = ("the kernel command line asks for a path we do not serve: "
+                         "archisobasedir, archiso_http_srv or netboot= does not match the "
+                         "media" + (f" ({near})" if near else ""))
+                fix = "fix the URL/path on the menu's APPEND line, or serve the file there"
+            elif code == 416:
+                title = f"stage 3: range request for {s.path} refused (416)"
+                cause = ("the client asked a byte range outside the file: the file changed "
+                         "size or the client's idea of it is wrong; " + _reason(s))
+                fix = "make sure the image is complete (compare with its .sha512/.md5)"
+            else:
+                title = f"stage 3: {s.service} {s.path} failed"
+                cause = _reason(s)
+                fix = "see the reason; check the image file and the server's log"
+            yield _finding(Severity.error, "stage3-failed", tl, title, cause, fix, _ev(s),
+                           [near] if near else [], stage=Stage.stage3)
+
+
+_NFS4 = re.compile(r"nfs\s*v?4|v(?:ers(?:ion)?)?\s*[=:]?\s*4\b|version 4|program version 4", re.I)
+
+
+@rule
+def nfs_v4(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """The client's kernel asked NFSv4; we serve NFSv3 (and MOUNT) only."""
+
+    def text(e: Event) -> str:
+        return " ".join(str(getattr(e, a, "")) for a in ("detail", "reason", "message"))
+
+    def nfs_event(e: Event) -> bool:
+        return getattr(e, "service", "") in ("nfs", "mountd", "portmap")
+
+    for tl in snap.clients:
+        v4 = [e for e in tl.events if nfs_event(e) and _NFS4.search(text(e))]
+        opened = [e for e in tl.events if isinstance(e, SessionOpened) and e.service == "nfs"]
+        mounted = any(getattr(e, "service", "") in ("mountd", "portmap") for e in tl.events)
+        if v4:
+            yield _finding(Severity.error, "nfs-v4", tl,
+                           f"{_who(tl)}'s kernel asked for NFSv4; pxewizard serves NFSv3",
+                           "the client spoke NFS version 4 to port 2049 (no portmapper or "
+                           "MOUNT request first), which this server does not implement",
+                           "kernel asked NFSv4; add vers=3 to the NFS options on the kernel "
+                           "command line (e.g. nfsroot=IP:/path,vers=3,tcp or the media's "
+                           "NFS options)", v4[-3:], stage=Stage.stage3)
+        elif opened and not mounted:
+            yield _finding(Severity.warning, "nfs-v4", tl,
+                           f"{_who(tl)} connected to NFS without asking MOUNT first",
+                           "an NFSv3 client asks the portmapper and MOUNT before port 2049; "
+                           "going straight to 2049 is what an NFSv4 client does",
+                           "add vers=3 to the NFS options on the kernel command line",
+                           opened[:2], stage=Stage.stage3)
+    v4h = [e for e in snap.host_events if nfs_event(e) and _NFS4.search(text(e))]
+    if v4h:
+        yield _finding(Severity.error, "nfs-v4", None,
+                       "a client asked for NFSv4; pxewizard serves NFSv3",
+                       "an NFS request with program version 4 reached port 2049",
+                       "kernel asked NFSv4; add vers=3 to the NFS options on the kernel "
+                       "command line", v4h[-3:], stage=Stage.stage3)
+
+
+_OOM = re.compile(r"out of memory|oom-killer|oom_reaper|killed process|cannot allocate memory"
+                  r"|initramfs unpacking failed|no space left on device|not enough (?:free )?"
+                  r"(?:memory|ram|space)|unable to allocate|kernel panic.*memory", re.I)
+
+
+@rule
+def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Console shows OOM, a large stage-3 copy stalls, or the Plan needs more RAM than stated."""
+    if facts.ram_needed and facts.client_ram and facts.ram_needed > facts.client_ram:
+        yield _finding(Severity.error, "client-ram", None,
+                       f"clients need about {human_size(facts.ram_needed)} of RAM, they have "
+                       f"{human_size(facts.client_ram)}",
+                       f"stage 3 over {facts.transport or 'this transport'} copies the image "
+                       "into the client's RAM (HTTP peaks at about twice its size)",
+                       "use NBD or NFS with copytoram=n (read on demand), or clients with "
+                       "more RAM", stage=Stage.stage3)
+    for tl in snap.clients:
+        oom = [c for c in tl.console if _OOM.search(c.line)]
+        if oom:
+            yield _finding(Severity.error, "client-ram", tl,
+                           f"{_who(tl)} ran out of memory",
+                           "its console says so: " + oom[0].line.strip()[:160],
+                           "give the client more RAM, or boot with NBD/NFS and copytoram=n "
+                           "so the image is read on demand", oom[:3], stage=tl.stage)
+            continue
+        if tl.stage != Stage.stage3 or tl.idle < th.stall:
+            continue
+        big = [s for s in tl.steps if s.kind == "transfer" and s.role is Role.rootfs
+               and s.service in ("http", "tftp") and s.status in (Status.running, Status.failed)
+               and s.size and s.sent < s.size and s.size > 64 * 1024 * 1024]
+        if not big or _recovered(tl, big[-1]):
+            continue
+        s = big[-1]
+        need = ""
+        if facts.client_ram:
+            need = (f"; the client has {human_size(facts.client_ram)} and the copy needs "
+                    f"about {human_size(2 * s.size)}")
+        sev = Severity.error if facts.client_ram and facts.client_ram < 2 * s.size \
+            else Severity.warning
+        yield _finding(sev, "client-ram", tl,
+                       f"{_who(tl)} stopped reading {s.path} at {human_size(s.sent)} of "
+                       f"{human_size(s.size)}",
+                       "the image is copied into the client's RAM (HTTP peaks at about twice "
+                       "its size); a client that stops mid-copy most often ran out of memory, "
+                       "else it crashed or lost its link" + need,
+                       "give the client more RAM, or use NBD/NFS with copytoram=n",
+                       _ev(s), stage=Stage.stage3)
+
+
+@rule
+def competing_dhcp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Another DHCP server answers on a segment where we run full DHCP."""
+    if _dhcp_mode(snap, facts) != "full":
+        return
+    ours = _our_ids(snap, facts)
+    by_id: dict[str, list[DhcpServerSeen]] = {}
+    for s in snap.dhcp_servers:
+        if s.server_id not in ours and not s.proxy:
+            by_id.setdefault(s.server_id, []).append(s)
+    for sid, seen in by_id.items():
+        yield _finding(Severity.error, "competing-dhcp", None,
+                       f"another DHCP server answers here: {sid} ({seen[0].server_mac})",
+                       f"we run full DHCP and {sid} also offers addresses"
+                       + (f" ({seen[0].offered_ip})" if seen[0].offered_ip else "")
+                       + "; each client takes whichever answers first, so some get no boot "
+                         "file",
+                       "stop that server, or switch to dhcp.mode = proxy so it hands out "
+                       "addresses and pxewizard adds the boot information",
+                       seen[-3:], stage=Stage.dhcp)
+
+
+@rule
+def ports_held(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """A port a service needs is held by another process."""
+    for proto, port, service, holder in facts.ports_held:
+        yield _finding(Severity.error, "port-held", None,
+                       f"{proto.upper()} port {port} ({service}) is held by {holder}",
+                       f"{service} cannot listen while {holder} holds the port",
+                       f"stop {holder} (systemctl stop ...), or give {service} another port in "
+                       "the plan where clients allow it", stage=None)
+
+
+@rule
+def server_errors(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Error lines of our own services (a bind failure, a vanished file) are findings too."""
+    seen: set[str] = set()
+    for e in snap.host_events:
+        if isinstance(e, LogLine) and e.level == "error" and e.message not in seen \
+                and "global read permission" not in e.message.lower():
+            seen.add(e.message)
+            head, _, fix = e.message.partition("\n  fix: ")
+            yield _finding(Severity.error, "server-error", None, f"{e.service}: {head}",
+                           head, fix or "see the message", [e])
+
+
+_STALL_CAUSES = {
+    Stage.loader: "the boot loader is loading its modules or waiting for an answer; a "
+                  "module may be missing or the loader hung",
+    Stage.config: "the boot menu is waiting for a key, or the client hung after reading "
+                  "its config",
+    Stage.kernel: "the kernel transfer stopped: the client reset, or blocks are lost "
+                  "(blksize larger than the path MTU)",
+    Stage.initramfs: "the initramfs transfer stopped: the client reset, ran out of memory, "
+                     "or blocks are lost (blksize/MTU)",
+    Stage.stage3: "the root image copy stopped: out of client RAM, a crash, or a lost link",
+}
+
+
+@rule
+def stall(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Silent too long in the middle of a stage (when no more precise rule explains it)."""
+    for tl in snap.clients:
+        st = tl.stage
+        if st in (Stage.waiting, Stage.dhcp, Stage.done):
+            continue
+        cur = tl.current
+        wait = th.stall
+        if st is Stage.config:
+            if facts.menu_timeout == 0:
+                continue   # a menu that waits forever is not a stall
+            wait += facts.menu_timeout if facts.menu_timeout is not None else 60
+        if st is Stage.loader:
+            wait = max(wait, th.loader_wait)
+        if st is Stage.initramfs and (cur is None or cur.status is not Status.running):
+            continue      # waiting for the kernel to boot: no_stage3 judges that
+        if st is Stage.stage3 and (cur is None or cur.kind == "session"
+                                   or cur.status is not Status.running):
+            continue      # NBD/NFS read on demand; idle is normal once booted
+        if tl.idle < wait:
+            continue
+        what = f" ({cur.service} {cur.path}, {human_size(cur.sent)} sent)" if cur else ""
+        yield _finding(Severity.warning, "stall", tl,
+                       f"{_who(tl)} silent for {tl.idle:.0f} s in the {st.label} stage",
+                       f"no request for {tl.idle:.0f} s{what}. Likely: {_STALL_CAUSES[st]}",
+                       "look at the client's screen; the timeline shows the last file",
+                       [e for e in (cur.events if cur else ())][-2:], stage=st)
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def diagnose(snap: Snapshot, facts: HostFacts | None = None,
+             thresholds: Thresholds | None = None) -> list[Finding]:
+    """Every finding for a snapshot, worst first; the stall rule defers to precise ones."""
+    facts = facts or HostFacts()
+    th = thresholds or Thresholds()
+    out: list[Finding] = []
+    for r in RULES:
+        try:
+            found = list(r(snap, facts, th))
+        except Exception as exc:  # one broken rule must not hide the others
+            found = [Finding(severity=Severity.warning, rule="internal", client="",
+                             title=f"diagnosis rule {r.__name__} failed: {exc!r}",
+                             cause="a bug in pxewizard; the other rules still ran",
+                             fix="report it with the event log")]
+        if r is stall:
+            flagged = {f.client for f in out if f.severity >= Severity.warning}
+            found = [f for f in found if f.client not in flagged]
+        out.extend(found)
+    uniq: dict[tuple[str, str, str], Finding] = {}
+    for f in out:
+        uniq.setdefault(f.key, f)
+    return sorted(uniq.values(), key=lambda f: (-f.severity, f.client, f.rule))
+
+
+def diagnose_events(events: Iterable[Event], facts: HostFacts | None = None,
+                    now: float | None = None, thresholds: Thresholds | None = None,
+                    neighbours: dict[str, str] | None = None) -> tuple[Snapshot, list[Finding]]:
+    """Timelines and findings from a list of events (tests, replay of a JSONL log)."""
+    b = TimelineBuilder()
+    for ip, mac in (neighbours or {}).items():
+        b.learn(ip, mac)
+    evs = list(events)
+    b.feed_many(evs)
+    if now is None:
+        now = max((e.ts for e in evs), default=0.0)
+    snap = b.snapshot(now)
+    return snap, diagnose(snap, facts, thresholds)
+
+
+def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
+    """A finding as lines of text."""
+    from .eventfmt import one_line
+
+    who = f" [{f.client}]" if f.client else ""
+    lines = [f"{f.severity.label.upper():<7}{who} {f.title}"]
+    if f.severity is not Severity.ok:
+        lines.append(f"        cause: {f.cause}")
+        for d in f.details:
+            lines.append(f"        fact: {d}")
+        if with_evidence:
+            for e in f.evidence[:6]:
+                lines.append(f"        seen: {one_line(e)}")
+        if f.fix:
+            lines.append(f"        fix: {f.fix}")
+    return lines
+
+
+__all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",
+           "closest_name", "diagnose", "diagnose_events", "format_finding", "package_for"]

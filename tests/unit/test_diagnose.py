@@ -1,0 +1,272 @@
+"""Diagnosis rules, each against a recorded event sequence (tests/data/timeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pxewizard.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
+                                closest_name, diagnose, diagnose_events, format_finding,
+                                package_for)
+from pxewizard.events import ConsoleLine, DhcpServerSeen, LogLine, from_dict, read_jsonl
+from pxewizard.timeline import Stage, TimelineBuilder
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "timeline"
+MAC = "52:54:00:99:00:10"
+FULL = HostFacts(server_ip="10.99.0.1", interface="pxe0", dhcp_mode="full")
+PROXY = HostFacts(server_ip="10.99.0.1", interface="pxe0", dhcp_mode="proxy")
+
+
+def load(name: str) -> list:
+    return [from_dict(d) for d in read_jsonl(DATA / f"{name}.jsonl")]
+
+
+def run(name: str, after: float, facts: HostFacts = FULL, **kw) -> list[Finding]:
+    evs = load(name)
+    now = max(e.ts for e in evs) + after
+    return diagnose_events(evs, facts, now=now, **kw)[1]
+
+
+def rules(findings: list[Finding]) -> list[str]:
+    return sorted(f.rule for f in findings)
+
+
+# --- what must stay quiet ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["bios-pxelinux-http-ok", "uefi-ovmf-syslinux-ok",
+                                  "uefi-ipxe-http-ok"])
+def test_healthy_boots_raise_nothing(name: str) -> None:
+    # the pxelinux config search (9 misses), EDK2's tsize probe + ERROR 8, autoexec.ipxe
+    assert run(name, 5) == []
+
+
+def test_completed_boot_stays_quiet_long_after() -> None:
+    assert run("bios-pxelinux-http-ok", 3600) == []
+
+
+def test_proxy_boot_joined_by_neighbour_table_raises_nothing() -> None:
+    assert run("proxy-bios-ok", 600, PROXY, neighbours={"10.99.0.77": MAC}) == []
+
+
+def test_proxy_boot_without_the_join_does_not_blame_the_client() -> None:
+    assert run("proxy-bios-ok", 600, PROXY) == []
+
+
+# --- one fault each ----------------------------------------------------------------------
+
+def test_missing_boot_loader_names_file_and_package() -> None:
+    (f,) = run("fault-loader-missing", 1)
+    assert f.rule == "tftp-not-found" and f.severity is Severity.error and f.client == MAC
+    assert "pxelinux.0" in f.title and "pxelinux" in f.fix
+    assert all(e.kind == "transfer_failed" for e in f.evidence)
+
+
+def test_missing_file_suggests_the_case_twin() -> None:
+    facts = HostFacts(server_ip="10.99.0.1", dhcp_mode="full", files=("PXELINUX.0", "x.c32"))
+    (f,) = run("fault-loader-missing", 1, facts)
+    assert "PXELINUX.0" in f.cause and "case" in f.cause
+
+
+def test_mode_0600() -> None:
+    (f,) = run("fault-mode-0600", 1)
+    assert f.rule == "not-world-readable" and "0600" in f.title and "chmod" in f.fix
+
+
+def test_tftpd_hpa_log_line_global_read() -> None:
+    b = TimelineBuilder()
+    b.feed(LogLine(ts=1.0, service="tftpd-hpa", level="error",
+                   message="tftpd: File must have global read permissions"))
+    fs = diagnose(b.snapshot(2.0))
+    assert rules(fs) == ["not-world-readable"]
+
+
+def test_bin_kernel() -> None:
+    (f,) = run("fault-bin-kernel", 1)
+    assert f.rule == "bin-kernel" and "rescue64.bin" in f.title and "LINUX" in f.fix
+
+
+def test_ldlinux_mismatch_after_the_loader_wait() -> None:
+    assert run("fault-ldlinux-mismatch", 5) == []
+    (f,) = run("fault-ldlinux-mismatch", 20)
+    assert f.rule == "ldlinux-mismatch" and f.stage is Stage.loader
+
+
+def test_efi_client_given_bios_loader() -> None:
+    (f,) = run("fault-wrong-arch", 1)
+    assert f.rule == "wrong-arch-loader" and "efi_x64" in f.fix
+    assert any(e.kind == "dhcp_exchange" for e in f.evidence)
+
+
+def test_tftp_timeout_mid_file_suggests_smaller_blksize() -> None:
+    (f,) = run("fault-tftp-timeout", 1)
+    assert f.rule == "tftp-timeout" and "vmlinuz" in f.title
+    assert "8192" in f.cause and "max_blksize" in f.fix and f.severity is Severity.error
+
+
+def test_ipxe_loop() -> None:
+    fs = run("fault-ipxe-loop", 1)
+    assert rules(fs) == ["ipxe-loop"]
+    assert "ipxe_script" in fs[0].fix
+
+
+def test_no_stage3_after_kernel_and_initramfs() -> None:
+    assert run("fault-no-stage3", 30) == []
+    (f,) = run("fault-no-stage3", 120)
+    assert f.rule == "no-stage3" and "command line" in f.cause
+    assert rules(run("fault-no-stage3", 20, thresholds=Thresholds(stage3_wait=10))) == [
+        "no-stage3"]
+
+
+def test_nfs_v4() -> None:
+    (f,) = run("fault-nfs-v4", 1)
+    assert f.rule == "nfs-v4" and "vers=3" in f.fix
+
+
+def test_client_ram_from_console() -> None:
+    (f,) = run("fault-ram-console", 1)
+    assert f.rule == "client-ram" and "Out of memory" in f.cause
+    assert isinstance(f.evidence[0], ConsoleLine)
+
+
+def test_client_ram_from_a_stalled_http_copy() -> None:
+    assert run("fault-ram-http-stall", 5) == []
+    (f,) = run("fault-ram-http-stall", 40)
+    assert f.rule == "client-ram" and f.severity is Severity.warning
+    facts = HostFacts(server_ip="10.99.0.1", dhcp_mode="full", client_ram=512 << 20)
+    (f,) = run("fault-ram-http-stall", 40, facts)
+    assert f.severity is Severity.error and "512.0 MiB" in f.cause
+
+
+def test_client_ram_host_fact() -> None:
+    facts = HostFacts(transport="http", ram_needed=2 << 30, client_ram=1 << 30)
+    fs = diagnose(TimelineBuilder().snapshot(0.0), facts)
+    assert rules(fs) == ["client-ram"] and fs[0].client == ""
+
+
+def test_competing_dhcp_server_in_full_mode() -> None:
+    (f,) = run("fault-competing-dhcp", 1)
+    assert f.rule == "competing-dhcp" and "10.99.0.2" in f.title
+    assert isinstance(f.evidence[0], DhcpServerSeen)
+
+
+def test_other_server_in_proxy_mode_is_expected() -> None:
+    assert run("fault-competing-dhcp", 1, PROXY) == []
+
+
+def test_client_took_another_servers_offer() -> None:
+    fs = run("fault-other-server-won", 1)
+    assert rules(fs) == ["competing-dhcp", "dhcp-other-server-won"]
+    won = next(f for f in fs if f.rule == "dhcp-other-server-won")
+    assert "10.99.0.2" in won.cause and "no boot file" in won.cause
+
+
+def test_offer_never_requested() -> None:
+    assert run("fault-offer-ignored", 2) == []
+    (f,) = run("fault-offer-ignored", 10)
+    assert f.rule == "dhcp-offer-ignored" and f.severity is Severity.warning
+
+
+def test_no_dhcp_at_all() -> None:
+    assert run("fault-no-dhcp", 30) == []
+    (f,) = run("fault-no-dhcp", 61)
+    assert f.rule == "no-dhcp" and "VLAN" in f.cause and "forward" in f.cause
+
+
+def test_no_dhcp_names_the_bridge_when_it_blocks() -> None:
+    br = BridgeState(interface="br0", bridge="br0", stp=True, forward_delay=15.0)
+    facts = HostFacts(server_ip="10.99.0.1", interface="br0", dhcp_mode="full", bridge=br)
+    fs = run("fault-no-dhcp", 61, facts)
+    assert rules(fs) == ["bridge-forward-delay", "no-dhcp"]
+    nd = next(f for f in fs if f.rule == "no-dhcp")
+    assert nd.cause.index("br0") < nd.cause.index("VLAN")
+
+
+def test_bridge_forward_delay_is_a_host_fact() -> None:
+    br = BridgeState(interface="br0", bridge="br0", stp=True, forward_delay=15.0,
+                     ports_not_forwarding=("tap0 (listening)",))
+    (f,) = diagnose(TimelineBuilder().snapshot(0.0), HostFacts(bridge=br))
+    assert f.rule == "bridge-forward-delay" and f.severity is Severity.error
+    assert "30 s" in f.title and "forward_delay 0" in f.fix
+    assert "tap0 (listening)" in f.details[0]
+    off = BridgeState(interface="br0", bridge="br0", stp=False, forward_delay=15.0)
+    assert diagnose(TimelineBuilder().snapshot(0.0), HostFacts(bridge=off)) == []
+
+
+def test_pool_full() -> None:
+    (f,) = run("fault-pool-full", 1)
+    assert f.rule == "dhcp-pool-full" and "range" in f.fix
+
+
+def test_unknown_arch_without_boot_file() -> None:
+    (f,) = run("fault-no-boot-file-arch", 1)
+    assert f.rule == "dhcp-no-boot-file" and "efi_arm64" in f.cause
+
+
+def test_not_a_pxe_client_in_proxy_mode_is_info_only() -> None:
+    (f,) = run("proxy-not-pxe", 1, PROXY)
+    assert f.rule == "dhcp-not-pxe" and f.severity is Severity.info
+
+
+def test_ack_but_no_tftp() -> None:
+    assert run("fault-ack-no-tftp", 3) == []
+    (f,) = run("fault-ack-no-tftp", 15)
+    assert f.rule == "ack-no-tftp" and "69" in f.cause
+
+
+def test_stage3_404() -> None:
+    (f,) = run("fault-stage3-404", 1)
+    assert f.rule == "stage3-failed" and "archisobasedir" in f.cause
+    files = ("sysresccd/x86_64/airootfs.sfs",)
+    (f,) = run("fault-stage3-404", 1, HostFacts(server_ip="10.99.0.1", files=files))
+    assert "sysresccd/x86_64/airootfs.sfs" in f.details[0]
+
+
+def test_stall_names_the_stage() -> None:
+    assert run("fault-stall-initramfs", 10) == []
+    (f,) = run("fault-stall-initramfs", 31)
+    assert f.rule == "stall" and "initramfs" in f.title and f.stage is Stage.initramfs
+
+
+def test_port_held_and_server_error() -> None:
+    facts = HostFacts(ports_held=(("udp", 69, "tftp", "in.tftpd (pid 812)"),))
+    b = TimelineBuilder()
+    b.feed(LogLine(ts=1.0, service="serve", level="error",
+                   message="cannot bind UDP 10.99.0.1:67: held by dnsmasq (pid 9)\n  fix: stop "
+                           "dnsmasq (pid 9)"))
+    fs = diagnose(b.snapshot(1.0), facts)
+    assert rules(fs) == ["port-held", "server-error"]
+    err = next(f for f in fs if f.rule == "server-error")
+    assert err.fix.startswith("stop dnsmasq")
+
+
+def test_findings_sorted_worst_first_and_words() -> None:
+    fs = run("fault-other-server-won", 1) + run("proxy-not-pxe", 1, PROXY)
+    fs = sorted(fs, key=lambda f: -f.severity)
+    lines = format_finding(fs[0])
+    assert lines[0].startswith("ERROR") and any(x.strip().startswith("fix:") for x in lines)
+    assert any("seen:" in x for x in lines)
+
+
+def test_every_rule_has_a_sequence() -> None:
+    from pxewizard.diagnose import RULES
+    assert len(RULES) >= 18
+
+
+def test_helpers() -> None:
+    assert package_for("efi64/syslinux.efi") == "syslinux-efi"
+    assert package_for("undionly.kpxe") == "ipxe"
+    assert "another folder" in closest_name("pxelinux.0", ["bios/pxelinux.0"])
+    assert closest_name("x", []) == ""
+
+
+def test_a_broken_rule_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pxewizard import diagnose as d
+
+    def boom(*a):
+        raise RuntimeError("x")
+
+    monkeypatch.setattr(d, "RULES", [boom, *d.RULES])
+    evs = load("fault-loader-missing")
+    _, fs = diagnose_events(evs, FULL)
+    assert {"internal", "tftp-not-found"} <= {f.rule for f in fs}
