@@ -1,0 +1,109 @@
+"""What every wizard step shares: the step line, Back/Next, problems in words, the footer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Static
+
+if TYPE_CHECKING:
+    from ..app import PxeWizardApp
+    from .draft import Draft
+
+
+def size_text(n: int | None) -> str:
+    """Bytes in words: ``2.1 GiB``, ``300 MiB``."""
+    if n is None or n < 0:
+        return "?"
+    if n >= 1024**3:
+        return f"{n / 1024**3:.1f} GiB"
+    if n >= 1024**2:
+        return f"{n / 1024**2:.0f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n} B"
+
+
+class WizardScreen(Screen[Any]):
+    """One step: a scrolling body between the step line and the Back/Next row."""
+
+    STEP = ""
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", key_display="^n"),
+        Binding("escape", "back", "Back", key_display="esc"),
+    ]
+
+    @property
+    def wizard(self) -> "PxeWizardApp":
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def draft(self) -> "Draft":
+        return self.wizard.draft
+
+    def compose(self) -> ComposeResult:
+        from ..app import STEPS
+
+        names = [s for s, _ in STEPS]
+        i = names.index(self.STEP)
+        yield Header(icon="*")
+        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i][1]}", id="step")
+        with VerticalScroll(id="body"):
+            yield from self.body()
+        yield Static("", id="problem")
+        with Horizontal(id="nav"):
+            yield Button("< Back", id="back", compact=True)
+            yield Button(self.next_label(), id="next", compact=True, variant="primary")
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def next_label(self) -> str:
+        return "Next >"
+
+    # --- problems ----------------------------------------------------------------
+
+    def show_problem(self, text: str | Text | None) -> None:
+        """Say what stops the operator from going on (empty: nothing)."""
+        w = self.query_one("#problem", Static)
+        w.update(text or "")
+        w.set_class(bool(text), "-shown")
+
+    # --- navigation --------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write this screen's fields into the draft (also on Back)."""
+
+    def check(self) -> str | None:
+        """Why Next cannot go on yet, in words; None when it can."""
+        return None
+
+    def action_next(self) -> None:
+        self.save()
+        problem = self.check()
+        if problem:
+            self.show_problem(problem)
+            return
+        self.show_problem(None)
+        self.wizard.go_next()
+
+    def action_back(self) -> None:
+        self.save()
+        self.wizard.go_back()
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_back()

@@ -1,0 +1,81 @@
+"""Events as rows of the Live view's Requests and Log panes (text only, no widgets)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+
+from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
+                       SessionOpened, TransferDone, TransferFailed, TransferStarted)
+from ..base import size_text
+
+REQUEST_KINDS = (DhcpExchange, LeaseChanged, TransferStarted, TransferDone, TransferFailed,
+                 SessionOpened, SessionClosed)
+"""Events shown in Requests; everything else (but progress) goes to Log."""
+
+
+def hms(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def who(ev: Event) -> str:
+    """Client column: the MAC when known, else the peer's IP."""
+    mac = getattr(ev, "mac", "")
+    if ev.client:
+        return ev.client
+    if mac:
+        return mac
+    peer = getattr(ev, "peer", "")
+    return peer.rsplit(":", 1)[0] if peer else "-"
+
+
+def _what(ev: Event) -> tuple[str, str]:
+    """(description, style) of a request event."""
+    match ev:
+        case DhcpExchange():
+            extra = " ".join(x for x in (ev.yiaddr, ev.boot_file and f"file={ev.boot_file}",
+                                         ev.arch_name) if x)
+            style = "" if ev.msg_out != "-" else "dim"
+            return f"{ev.msg_in}->{ev.msg_out} {extra}".rstrip(), style
+        case LeaseChanged():
+            return f"lease {ev.ip} {ev.state}", ""
+        case TransferStarted():
+            return f"get {ev.path} {size_text(ev.size) if ev.size is not None else ''}" \
+                .rstrip(), "dim"
+        case TransferDone():
+            rate = ev.sent / ev.seconds / 1e6 if ev.seconds > 0 else 0.0
+            status = f"{ev.status} " if ev.status else ""
+            return (f"{status}done {ev.path} {size_text(ev.sent)} {ev.seconds:.1f}s "
+                    f"{rate:.1f}MB/s"), "green"
+        case TransferFailed():
+            if ev.probe:
+                return f"probe {ev.path}: {ev.reason}", "dim"
+            code = f" ({ev.code})" if ev.code else ""
+            return f"FAIL {ev.path}: {ev.reason}{code}", "bold red"
+        case SessionOpened():
+            return f"open {ev.target} {ev.detail}".rstrip(), ""
+        case SessionClosed():
+            return f"closed {ev.target} read {size_text(ev.read)}", ""
+    return ev.kind, ""
+
+
+def request_row(ev: Event) -> Text:
+    """``12:00:01 52:54:00:99:00:10 tftp  done pxelinux.0 42 KiB 0.1s 0.4MB/s``."""
+    svc = getattr(ev, "service", "dhcp" if isinstance(ev, LeaseChanged) else "")
+    what, style = _what(ev)
+    t = Text(f"{hms(ev.ts)} {who(ev):<17} {svc:<5} ")
+    t.append(what, style=style)
+    return t
+
+
+def log_row(ev: Event) -> Text:
+    """A Log pane line from any event (eventfmt's words), coloured by level."""
+    from ...eventfmt import describe
+
+    style = ""
+    if isinstance(ev, LogLine):
+        style = {"error": "bold red", "warning": "yellow", "debug": "dim"}.get(ev.level, "")
+    elif isinstance(ev, ConsoleLine):
+        style = "cyan"
+    return Text(f"{hms(ev.ts)} {describe(ev)}", style=style)

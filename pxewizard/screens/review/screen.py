@@ -1,0 +1,231 @@
+"""Step 7: the Plan as the operator will get it, what is served, the ports; save; start."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, Static
+
+from ..base import WizardScreen, size_text
+
+if TYPE_CHECKING:
+    from ...plan import Plan
+
+
+def plan_ports(plan: "Plan") -> list[tuple[str, int, str]]:
+    """(proto, port, service) the Plan will bind."""
+    from ...plan import DhcpMode
+
+    out: list[tuple[str, int, str]] = []
+    if plan.dhcp.mode is not DhcpMode.none:
+        out.append(("udp", 67, "DHCP" if plan.dhcp.mode is DhcpMode.full else "proxyDHCP"))
+        out.append(("udp", 4011, "proxyDHCP (UEFI)"))
+    if plan.tftp.enabled:
+        out.append(("udp", plan.tftp.port, "TFTP"))
+    if plan.http.enabled:
+        out.append(("tcp", plan.http.port, "HTTP"))
+    if plan.nbd.enabled:
+        out.append(("tcp", plan.nbd.port, "NBD"))
+        if plan.nbd.oldstyle_port:
+            out.append(("tcp", plan.nbd.oldstyle_port, "NBD oldstyle"))
+    if plan.nfs.enabled:
+        out += [("tcp", plan.nfs.nfs_port, "NFS"), ("udp", plan.nfs.nfs_port, "NFS"),
+                ("tcp", plan.nfs.mount_port, "mountd"), ("udp", plan.nfs.mount_port, "mountd")]
+        if plan.nfs.portmap:
+            out += [("tcp", 111, "portmap"), ("udp", 111, "portmap")]
+    return out
+
+
+def documented_toml(plan: "Plan") -> Text:
+    """The Plan's TOML, each setting followed by its field doc (dimmed)."""
+    from ...plan import dump_plan, field_docs
+
+    docs = field_docs()
+    t = Text()
+    section = ""
+    for line in dump_plan(plan).splitlines():
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            section = s.strip("[]").strip()
+            t.append(line + "\n", style="bold")
+            continue
+        t.append(line + "\n")
+        key = s.split("=", 1)[0].strip() if "=" in s else ""
+        doc = docs.get(f"{section}.{key}" if section else key, "") if key else ""
+        if doc:
+            t.append("  # " + " ".join(doc.split()) + "\n", style="dim")
+    return t
+
+
+class ReviewScreen(WizardScreen):
+    """Everything that will happen, before it happens."""
+
+    STEP = "review"
+    BINDINGS = [Binding("ctrl+s", "save_plan", "Save plan", key_display="^s")]
+
+    def next_label(self) -> str:
+        return "Start >"
+
+    def body(self) -> ComposeResult:
+        yield Static("", id="summary")
+        with Horizontal(classes="row"):
+            yield Label("save plan as", classes="label")
+            yield Input(id="plan-path", compact=True)
+        with Horizontal(classes="row", id="buttons"):
+            yield Button("Save plan", id="save", compact=True)
+            yield Button("Export for a permanent server", id="export", compact=True)
+        yield Static("", id="save-status")
+        yield Static("", id="served")
+        yield Static("", id="plan-toml")
+
+    def on_mount(self) -> None:
+        from ...errors import PlanError
+
+        self.query_one("#plan-path", Input).value = self.draft.plan_path
+        self.query_one("#export").display = self.wizard.export_available
+        try:
+            plan = self.draft.to_plan()
+        except PlanError as exc:
+            self.wizard.plan = None
+            self.show_problem(str(exc))
+            return
+        self.wizard.plan = plan
+        self.query_one("#summary", Static).update(self.summary(plan))
+        self.query_one("#plan-toml", Static).update(
+            Text("Plan file (TOML) with what each setting means:\n", style="bold")
+            + documented_toml(plan))
+        self.query_one("#next").focus()
+        self.load_served(plan)
+
+    def summary(self, plan: "Plan") -> Text:
+        from ...plan import DhcpMode
+
+        d = plan.dhcp
+        t = Text()
+        t.append(f"Serve on {plan.interface} {plan.server_ip}/{plan.prefix}\n", style="bold")
+        if d.mode is DhcpMode.full:
+            t.append(f"DHCP full: {d.range_start} - {d.range_end}, router "
+                     f"{d.router or 'none'}, DNS {', '.join(map(str, d.dns)) or 'none'}, "
+                     f"lease {d.lease_time} s\n")
+            if d.override_existing_server:
+                t.append("  beside another DHCP server: confirmed by the operator\n",
+                         style="bold red")
+        elif d.mode is DhcpMode.proxy:
+            t.append("DHCP proxy: boot information only, beside the existing server\n")
+        else:
+            t.append("DHCP none: the existing server points clients here\n")
+        b = plan.boot
+        media = self.draft.media
+        t.append(f"Boot {media.label if media is not None else (b.media or 'autodetect')}, "
+                 f"stage 3 over {b.transport.value.upper()}"
+                 + (f" (copy to RAM: {'yes' if b.copytoram else 'no'})"
+                    if b.copytoram is not None else "")
+                 + (f" from {b.external_http}" if b.external_http else "") + "\n")
+        t.append(f"Menu: {', '.join(b.entries) if b.entries else 'every entry'}; default "
+                 f"{b.default or 'the first'}; timeout {b.timeout} s\n")
+        ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
+        line = []
+        for proto, port, svc in plan_ports(plan):
+            held = ports.get((proto, port))
+            mark = f" HELD by {held.holder}" if held is not None and not held.free else ""
+            line.append(f"{svc} {proto}/{port}{mark}")
+        t.append("Ports: " + "; ".join(line) + "\n")
+        return t
+
+    @work(exclusive=True, group="served", thread=True)
+    def load_served(self, plan: "Plan") -> None:
+        try:
+            from ...boot.tree import build_tree
+
+            tree = build_tree(plan)
+            entries = tree.entries()
+            sources = tree.sources()
+            menu = ""
+            for vpath in ("pxelinux.cfg/default", "boot.ipxe"):
+                try:
+                    ref = tree.resolve(vpath)
+                except Exception:
+                    continue
+                if ref.data is not None:
+                    menu += f"--- {vpath} ---\n{ref.data.decode(errors='replace')}\n"
+        except Exception as exc:  # advice only: Live reports the real error when it starts
+            self.app.call_from_thread(self.query_one("#served", Static).update,
+                                      Text(f"What is served cannot be listed yet: {exc}",
+                                           style="yellow"))
+            return
+        t = Text("Served files\n", style="bold")
+        for vpath, size, origin in entries[:200]:
+            t.append(f"  {vpath}  {size_text(size)}  {'' if origin == 'generated' else origin}"
+                     "\n")
+        if len(entries) > 200:
+            t.append(f"  ... and {len(entries) - 200} more\n")
+        for prefix, real in sources:
+            t.append(f"  {prefix or '/'}* from {real}\n")
+        if menu:
+            t.append("Boot menu and kernel command lines\n", style="bold")
+            t.append(menu)
+        self.app.call_from_thread(self.query_one("#served", Static).update, t)
+
+    # --- save / export -----------------------------------------------------------------
+
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted, "#plan-path")
+    def action_save_plan(self) -> None:
+        from ...plan import save_plan
+
+        plan = self.wizard.plan
+        status = self.query_one("#save-status", Static)
+        path = self.query_one("#plan-path", Input).value.strip()
+        if plan is None or not path:
+            status.update(Text("nothing to save: fix the problems above first"
+                               if plan is None else "type a file name first", style="yellow"))
+            return
+        try:
+            save_plan(plan, path)
+        except OSError as exc:
+            status.update(Text(f"cannot write {path}: {exc.strerror}", style="red"))
+            return
+        self.draft.plan_path = path
+        status.update(Text(f"saved to {path}; run it headless with: pxewizard serve --plan "
+                           f"{path}", style="green"))
+
+    @on(Button.Pressed, "#export")
+    def _export(self) -> None:
+        self.export()
+
+    @work(exclusive=True, group="export", thread=True)
+    def export(self) -> None:
+        import importlib
+        from pathlib import Path
+
+        plan = self.wizard.plan
+        status = self.query_one("#save-status", Static)
+        if plan is None:
+            return
+        path = Path(self.query_one("#plan-path", Input).value.strip() or "pxewizard-plan.toml")
+        out_dir = path.resolve().parent / "pxewizard-export"
+        try:
+            from ...plan import save_plan
+
+            save_plan(plan, path)
+            mod: Any = importlib.import_module("pxewizard.export")
+            written = mod.export(plan, out_dir, None, path.resolve())
+        except Exception as exc:
+            self.app.call_from_thread(status.update, Text(f"export failed: {exc}", style="red"))
+            return
+        self.app.call_from_thread(status.update, Text(
+            f"exported {len(written)} files to {out_dir}", style="green"))
+
+    def save(self) -> None:
+        self.draft.plan_path = self.query_one("#plan-path", Input).value.strip() \
+            or self.draft.plan_path
+
+    def check(self) -> str | None:
+        if self.wizard.plan is None:
+            return "the plan is not valid; go back and fix the fields named above"
+        return None
