@@ -49,10 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn this machine into a PXE boot server. Without a subcommand, "
                     "start the wizard.")
     p.add_argument("--version", action="store_true", help="print versions and exit")
+    p.add_argument("--plan", dest="wizard_plan", metavar="FILE",
+                   help="open the wizard at Review with this Plan (same as `wizard --plan`)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     w = sub.add_parser("wizard", help="the interactive wizard (the default)")
     w.add_argument("--plan", help="start from this Plan file instead of detecting")
+    w.add_argument("--state-dir", help="state directory of a new Plan (default /var/lib/pxewizard)")
 
     s = sub.add_parser("serve", help="run a Plan headless until Ctrl-C")
     s.add_argument("--plan", required=True, help="Plan file (TOML)")
