@@ -11,6 +11,7 @@ import contextlib
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +90,13 @@ def serve_dhcp(ns: Netns, plan_path: Path, *, ready_timeout: float = 20.0,
             if time.monotonic() > deadline:
                 raise AssertionError("pxewizard serve not ready in time:\n"
                                      + "\n".join(served.output))
+        # keep reading: `serve` prints every event, a full pipe would block the server
+        def pump() -> None:
+            with contextlib.suppress(EOFError, OSError, ValueError):
+                while proc.poll() is None:
+                    served.output.extend(lines.read(0.5))
+
+        threading.Thread(target=pump, daemon=True).start()
         yield served
     finally:
         ns.kill_all()
