@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import os
 import shutil
 import subprocess
 import zlib
@@ -123,6 +124,7 @@ def _list_compressed(fh: BinaryIO, magic: bytes) -> list[str]:
     if shutil.which(tool[0]) is None:
         raise ValueError(f"it is {tool[0]}-compressed and the {tool[0]} command is not "
                          f"installed (apt-get install {tool[0]})")
+    os.lseek(fh.fileno(), fh.tell(), os.SEEK_SET)  # the child reads the fd, not our buffer
     proc = subprocess.Popen([tool[0], tool[1]], stdin=fh, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     try:
