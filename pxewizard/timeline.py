@@ -603,6 +603,8 @@ class TimelineBuilder:
         mac = _norm_mac(mac)
         self._ip_to_mac[ip] = mac
         by_ip = self._clients.pop(ip, None)
+        if by_ip is None and mac not in self._clients:
+            return   # nothing seen from it yet: remember the pair only
         target = self._client(mac)
         target.mac = mac
         self._add_ip(target, ip)
