@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check this host and a Plan for known PXE pitfalls")
     d.add_argument("--plan", help="Plan file to check")
     d.add_argument("--log", help="JSONL event log to diagnose")
+    d.add_argument("--client-ram", type=int, metavar="MIB",
+                   help="RAM of the clients in MiB, checked against the plan's estimate")
+    d.add_argument("--no-probe", action="store_true",
+                   help="do not send a DHCP DISCOVER to look for other DHCP servers")
+    d.add_argument("--no-checksum", action="store_true",
+                   help="do not verify the root image against its .sha512/.md5")
+    d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--verbose", action="store_true", help="print whole timelines")
 
     lab = sub.add_parser("lab", help="boot a QEMU virtual client against the running servers")
     lab.add_argument("--plan", required=True, help="Plan file of the running server")
