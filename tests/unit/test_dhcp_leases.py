@@ -1,0 +1,73 @@
+"""The SQLite lease store: bindings survive a reopen, offers do not, a MAC that moves
+leaves no stale row, and the file is WAL with synchronous=NORMAL."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pxewizard.errors import PxeError
+from pxewizard.proto.dhcp import LeaseOp, LeaseState, ip_int
+from pxewizard.servers.leases import LeaseStore
+
+A, B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+IP1, IP2 = ip_int("10.99.0.100"), ip_int("10.99.0.101")
+
+
+def test_bindings_persist_offers_do_not(tmp_path: Path) -> None:
+    path = tmp_path / "leases.sqlite"
+    s = LeaseStore(path)
+    s.apply(LeaseOp(LeaseState.OFFERED, A, IP1, 10.0))
+    s.apply(LeaseOp(LeaseState.BOUND, A, IP1, 3700.0, "host-a", 7))
+    s.apply(LeaseOp(LeaseState.OFFERED, B, IP2, 10.0))
+    s.commit()
+    s2 = LeaseStore(path)  # a second reader before close: WAL makes the commit visible
+    assert s2.by_mac(A) is not None and s2.by_mac(A).ip == IP1  # type: ignore[union-attr]
+    assert s2.by_mac(A).arch == 7 and s2.by_mac(A).hostname == "host-a"  # type: ignore[union-attr]
+    assert s2.by_mac(B) is None
+    s.close()
+    s2.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_move_and_decline_and_release(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    s = LeaseStore(path)
+    s.apply(LeaseOp(LeaseState.BOUND, A, IP1, 3700.0))
+    s.apply(LeaseOp(LeaseState.DECLINED, A, IP1, 600.0))
+    s.apply(LeaseOp(LeaseState.BOUND, A, IP2, 3700.0))
+    s.commit()
+    s.apply(LeaseOp(LeaseState.RELEASED, A, IP2, 100.0))
+    s.close()
+    s = LeaseStore(path)
+    assert s.by_ip(IP1).state is LeaseState.DECLINED  # type: ignore[union-attr]
+    assert s.by_mac(A).ip == IP2 and s.by_mac(A).state is LeaseState.RELEASED  # type: ignore
+    s.apply(LeaseOp(LeaseState.BOUND, B, IP2, 5000.0))  # reclaimed by another client
+    s.close()
+    s = LeaseStore(path)
+    assert s.by_mac(A) is None and s.by_mac(B).ip == IP2  # type: ignore[union-attr]
+    rows = sqlite3.connect(path).execute("SELECT ip, mac FROM leases ORDER BY ip").fetchall()
+    assert rows == [(IP1, A), (IP2, B)]
+    s.close()
+
+
+def test_find_free_prefers_unused_then_oldest_expired(tmp_path: Path) -> None:
+    s = LeaseStore(tmp_path / "l.sqlite")
+    for i, mac in enumerate((A, B)):
+        s.apply(LeaseOp(LeaseState.BOUND, mac, IP1 + i, 100.0 + i))
+    assert s.find_free(IP1, IP1 + 2, 50.0, ()) == IP1 + 2
+    s.apply(LeaseOp(LeaseState.BOUND, "02:00:00:00:00:0c", IP1 + 2, 500.0))
+    assert s.find_free(IP1, IP1 + 2, 50.0, ()) is None
+    assert s.find_free(IP1, IP1 + 2, 200.0, ()) == IP1
+    assert s.find_free(IP1, IP1 + 2, 200.0, {IP1}) == IP1 + 1
+    s.close()
+
+
+def test_unwritable_lease_file_says_what_to_do(tmp_path: Path) -> None:
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    with pytest.raises(PxeError, match="lease file"):
+        LeaseStore(bad / "leases.sqlite")
