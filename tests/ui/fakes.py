@@ -33,6 +33,11 @@ def _media(**kw: Any) -> Media:
 
 
 SRCD_IMAGE = 900 * MIB
+SRCD_FILES = (("sysresccd/boot/x86_64/vmlinuz", 12 * MIB),
+              ("sysresccd/boot/intel_ucode.img", 8 * MIB),
+              ("sysresccd/boot/amd_ucode.img", 0),
+              ("sysresccd/boot/x86_64/sysresccd.img", 92 * MIB),
+              ("sysresccd/x86_64/airootfs.sfs", SRCD_IMAGE))
 
 
 def sysrescue_media(path: str = "/run/archiso/bootmnt") -> Any:
@@ -40,14 +45,15 @@ def sysrescue_media(path: str = "/run/archiso/bootmnt") -> Any:
         _entry(id="sysresccd", label="Boot SystemRescue", kernel="sysresccd/boot/x86_64/vmlinuz",
                initrds=("sysresccd/boot/intel_ucode.img", "sysresccd/boot/amd_ucode.img",
                         "sysresccd/boot/x86_64/sysresccd.img"),
-               cmdline="archisobasedir=sysresccd", image_size=SRCD_IMAGE),
+               cmdline="archisobasedir=sysresccd", image_size=SRCD_IMAGE, files=SRCD_FILES),
         _entry(id="sysresccd-copytoram", label="Boot SystemRescue and copy system to RAM",
                kernel="sysresccd/boot/x86_64/vmlinuz",
                initrds=("sysresccd/boot/x86_64/sysresccd.img",),
-               cmdline="archisobasedir=sysresccd copytoram", image_size=SRCD_IMAGE),
+               cmdline="archisobasedir=sysresccd copytoram", image_size=SRCD_IMAGE,
+               files=SRCD_FILES),
         LOCAL_ENTRY,
     )
-    return _media(path=Path(path), profile="sysresccd", label="SystemRescue 11.02", version="11.02",
+    return _media(path=Path(path), profile="sysrescue-archiso", label="SystemRescue 11.02", version="11.02",
                   entries=entries, image=Path(path) / "sysresccd/x86_64/airootfs.sfs",
                   image_size=SRCD_IMAGE, image_vpath="sysresccd/x86_64/airootfs.sfs")
 

@@ -83,7 +83,8 @@ class MediaScreen(WizardScreen):
                         if chosen is not None and m.path == chosen.path), 0)
             table.move_cursor(row=idx)
             self.show_entries(found[idx])
-            table.focus()
+            if select is None:  # never steal the focus from the path being typed
+                table.focus()
 
     def current(self) -> Any:
         table = self.query_one("#media", DataTable)
