@@ -289,7 +289,10 @@ def _text(src: Source, vpath: str) -> str:
 
 
 def _memtest_entries(src: Source, dirs: list[str], label_prefix: str = "") -> list[BootEntry]:
-    """memtest86+: a BIOS binary (loaded as a Linux kernel) and/or an EFI one."""
+    """memtest86+: a BIOS binary (loaded as a Linux kernel) and/or an EFI one.
+
+    A lone BIOS binary is kept out of UEFI menus: memtest86+ before 6.0 is BIOS only.
+    """
     out = []
     bios = _first_existing(src, [f"{d}{n}" for d in dirs
                                  for n in ("memtest", "memtest.bin", "memtest86+.bin",
@@ -299,7 +302,7 @@ def _memtest_entries(src: Source, dirs: list[str], label_prefix: str = "") -> li
     if bios:
         out.append(BootEntry(id="memtest", label=f"{label_prefix}Memtest86+ (RAM test)",
                              kernel=bios, initrds=(), cmdline="", files=_files(src, bios),
-                             image_size=0, kind="memtest", firmware="bios" if efi else "any"))
+                             image_size=0, kind="memtest", firmware="bios"))
     if efi:
         out.append(BootEntry(id="memtest-efi" if bios else "memtest",
                              label=f"{label_prefix}Memtest86+ (RAM test, UEFI)",
@@ -367,7 +370,9 @@ def _sysrescue_legacy(src: Source) -> _Found | None:
     entries = [BootEntry(id=k, label=f"{label} ({what})", kernel=d + k,
                          initrds=(d + "initram.igz",), cmdline="",
                          files=_files(src, d + k, d + "initram.igz", "sysrcd.dat", *extra),
-                         image_size=image_size, kind="linux") for k, what in found]
+                         image_size=image_size, kind="linux",
+                         # 32-bit kernels cannot start from 64-bit UEFI
+                         firmware="bios" if k.endswith("32") else "any") for k, what in found]
     entries += _memtest_entries(src, [d, "bootdisk/"], "")
     return _Found("sysrescue-legacy", label, version, entries, image_vpath="sysrcd.dat")
 
