@@ -73,11 +73,10 @@ def plan_media(plan: Plan) -> Media | None:
         found = find_media(None)
         return found[0] if found else None
     path = Path(path)
-    try:
+    key = None
+    if path.is_file():  # an .iso is read once (pycdlib); a directory is looked at every time
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime, st.st_size)
-    except OSError:
-        key = None
     if key is not None:
         with _cache_lock:
             hit = _media_cache.get(key)
