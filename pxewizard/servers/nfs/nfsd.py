@@ -484,7 +484,7 @@ class NfsProgram:
         if a.mode is n3.CreateMode.EXCLUSIVE:
             # RFC 1813 section 3.3.8: keep the verifier in the file (atime/mtime seconds, as
             # knfsd does) so a retransmitted CREATE finds "its" file and succeeds.
-            va, vm = struct.unpack(">II", a.verf)
+            va, vm = (v & 0x7FFFFFFF for v in struct.unpack(">II", a.verf))  # as knfsd
             if old is not None:
                 if stat.S_ISREG(old.st_mode) and int(old.st_atime) == va \
                         and int(old.st_mtime) == vm:
