@@ -28,3 +28,13 @@ async def wait_for(pilot: Any, pred: Any, timeout: float = 5.0, what: str = "") 
             raise AssertionError(f"timed out waiting for {what or pred}:\n"
                                  + screen_text(pilot.app))
         await pilot.pause(0.02)
+
+
+async def wait_text(pilot: Any, *texts: str, timeout: float = 5.0) -> str:
+    """Wait until every ``text`` is on screen (spaces normalised); returns the screen text."""
+    def shown() -> bool:
+        flat = " ".join(screen_text(pilot.app).split())
+        return all(" ".join(t.split()) in flat for t in texts)
+
+    await wait_for(pilot, shown, timeout=timeout, what=" & ".join(texts))
+    return screen_text(pilot.app)

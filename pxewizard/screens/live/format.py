@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.text import Text
 
@@ -19,15 +20,21 @@ def hms(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def who(ev: Event) -> str:
-    """Client column: the MAC when known, else the peer's IP."""
+def who(ev: Event, mac_of: Callable[[str], str | None] | None = None) -> str:
+    """Client column: the MAC when known (also through ``mac_of(ip)``), else the peer's IP."""
     mac = getattr(ev, "mac", "")
     if ev.client:
         return ev.client
     if mac:
         return mac
     peer = getattr(ev, "peer", "")
-    return peer.rsplit(":", 1)[0] if peer else "-"
+    ip = peer.rsplit(":", 1)[0] if peer else ""
+    if ip and mac_of is not None:
+        try:
+            return mac_of(ip) or ip
+        except Exception:
+            return ip
+    return ip or "-"
 
 
 def _what(ev: Event) -> tuple[str, str]:
@@ -60,11 +67,11 @@ def _what(ev: Event) -> tuple[str, str]:
     return ev.kind, ""
 
 
-def request_row(ev: Event) -> Text:
+def request_row(ev: Event, mac_of: Callable[[str], str | None] | None = None) -> Text:
     """``12:00:01 52:54:00:99:00:10 tftp  done pxelinux.0 42 KiB 0.1s 0.4MB/s``."""
     svc = getattr(ev, "service", "dhcp" if isinstance(ev, LeaseChanged) else "")
     what, style = _what(ev)
-    t = Text(f"{hms(ev.ts)} {who(ev):<17} {svc:<5} ")
+    t = Text(f"{hms(ev.ts)} {who(ev, mac_of):<17} {svc:<5} ")
     t.append(what, style=style)
     return t
 

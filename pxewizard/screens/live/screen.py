@@ -90,6 +90,8 @@ class LiveScreen(Screen[Any]):
         self.rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.clients_simple: dict[str, list[str]] = {}
         self.findings: list[Any] = []
+        self.snap: Any = None
+        self.snap_at = 0.0
         self.running: Any = None
         self.state = "starting"
         self.lab_worker: Any = None
@@ -180,7 +182,7 @@ class LiveScreen(Screen[Any]):
             if isinstance(ev, TransferProgress):
                 continue
             if isinstance(ev, REQUEST_KINDS):
-                requests.append(request_row(ev))
+                requests.append(request_row(ev, self.mac_of))
                 self.counts["requests"] += 1
             elif isinstance(ev, ConsoleLine):
                 self.query_one("#console", RichLog).write(ev.line)
@@ -194,6 +196,9 @@ class LiveScreen(Screen[Any]):
             self.held_log = (self.held_log + log)[-MAX_LINES:]
             return
         self.write_rows(requests, log)
+
+    def mac_of(self, ip: str) -> str | None:
+        return self.builder.mac_of(ip) if self.builder is not None else None
 
     def write_rows(self, requests: list[Text], log: list[Text]) -> None:
         if requests:
@@ -239,12 +244,23 @@ class LiveScreen(Screen[Any]):
             f"active {len(self.active)}  sent {size_text(self.counts['bytes'])}  "
             f"failed {self.counts['failed']}  {rate:.0f} ev/s{paused}")
 
+    def snapshot(self, max_age: float = 1.0) -> Any:
+        """The timeline snapshot, rebuilt at most once per ``max_age`` seconds."""
+        if self.builder is None:
+            return None
+        now = time.monotonic()
+        if self.snap is None or now - self.snap_at > max_age:
+            try:
+                self.snap = self.builder.snapshot(time.time())
+            except Exception:  # the timeline is a view; never lose the stream over it
+                return self.snap
+            self.snap_at = now
+        return self.snap
+
     def client_count(self) -> int:
         if self.builder is not None:
-            try:
-                return len(self.builder.snapshot(time.time()).clients)
-            except Exception:
-                return 0
+            snap = self.snapshot(max_age=2.0)
+            return len(snap.clients) if snap is not None else 0
         return len(self.clients_simple)
 
     def refresh_clients(self) -> None:
@@ -253,8 +269,8 @@ class LiveScreen(Screen[Any]):
         table = self.query_one("#clients-table", DataTable)
         rows: list[tuple[str, ...]] = []
         detail = Text()
-        if self.builder is not None:
-            snap = self.builder.snapshot(time.time())
+        snap = self.snapshot()
+        if snap is not None:
             for s in snap.summaries():
                 rows.append((s.client, s.ip or "-", s.firmware or "-", s.label,
                              f"{s.idle:.0f}s"))
@@ -287,8 +303,11 @@ class LiveScreen(Screen[Any]):
             server_ip=str(plan.server_ip), interface=plan.interface,
             dhcp_mode=plan.dhcp.mode.value, transport=plan.boot.transport.value,
             menu_timeout=plan.boot.timeout, tftp_max_blksize=plan.tftp.max_blksize)
+        snap = self.snapshot()
+        if snap is None:
+            return
         try:
-            findings = diagnose(self.builder.snapshot(time.time()), facts)
+            findings = diagnose(snap, facts)
         except Exception:
             return
         keys = [f.key for f in findings]

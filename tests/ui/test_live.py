@@ -1,0 +1,187 @@
+"""The Live screen: requests, clients, log, diagnosis; stop/start; quit; a 1,000 events/s flood."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import ContentSwitcher, DataTable, RichLog
+
+from pxewizard.errors import PxeError
+from pxewizard.events import (DhcpExchange, LeaseChanged, TransferDone, TransferProgress,
+                              TransferStarted)
+from pxewizard.plan import Plan, plan_from_dict
+
+from .helpers import screen_text, wait_for, wait_text
+
+SIZE = (80, 25)
+MAC = "52:54:00:99:00:10"
+
+
+def plan_for(tmp_path: Path) -> Plan:
+    return plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                           "state_dir": str(tmp_path / "state"),
+                           "dhcp": {"mode": "full", "range_start": "10.99.0.100",
+                                    "range_end": "10.99.0.150"},
+                           "boot": {"transport": "tftp"}})
+
+
+async def to_live(pilot: Any) -> Any:
+    app = pilot.app
+    await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review", what="review")
+    await pilot.press("ctrl+n")
+    await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "live"
+                   and app.screen.state == "serving", what="live serving")
+    return app.screen
+
+
+def boot_events(ts: float, n: int = 0) -> list[Any]:
+    peer = "10.99.0.100:2070"
+    return [
+        DhcpExchange(ts=ts, client=MAC, service="dhcp", mac=MAC, xid=n, msg_in="DISCOVER",
+                     msg_out="OFFER", yiaddr="10.99.0.100", boot_file="pxelinux.0",
+                     arch=0, arch_name="BIOS"),
+        DhcpExchange(ts=ts, client=MAC, service="dhcp", mac=MAC, xid=n, msg_in="REQUEST",
+                     msg_out="ACK", yiaddr="10.99.0.100", boot_file="pxelinux.0"),
+        LeaseChanged(ts=ts, client=MAC, mac=MAC, ip="10.99.0.100", state="bound"),
+        TransferStarted(ts=ts, service="tftp", path="pxelinux.0", size=42_000, peer=peer),
+        TransferProgress(ts=ts, service="tftp", path="pxelinux.0", sent=20_000, size=42_000,
+                         peer=peer),
+        TransferDone(ts=ts, service="tftp", path="pxelinux.0", sent=42_000, seconds=0.05,
+                     peer=peer),
+    ]
+
+
+async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        assert servers.plans[0] == app.plan  # started only through start_plan
+        servers.bus.publish_many(boot_events(time.time()))
+        requests = live.query_one("#requests", RichLog)
+        await wait_for(pilot, lambda: len(requests.lines) >= 5, what="requests")
+        await wait_text(pilot, f"{MAC} dhcp  DISCOVER->OFFER 10.99.0.100 file=pxelinux.0",
+                        f"{MAC} tftp  done pxelinux.0",
+                        "done pxelinux.0 41 KiB", "req 5", "sent 41 KiB")
+        await pilot.press("2")
+        table = live.query_one("#clients-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="client row")
+        await wait_text(pilot, MAC)
+        await pilot.press("3")
+        await wait_text(pilot, "fake servers up")
+        await pilot.press("slash")
+        await pilot.press(*"lease")
+        await pilot.pause()
+        log = live.query_one("#log-view", RichLog)
+        await wait_for(pilot, lambda: all("lease" in ln.text.lower() for ln in log.lines),
+                       what="filter")
+        await pilot.press("enter", "4")
+        await pilot.pause()
+        assert live.query_one("#panes", ContentSwitcher).current == "diagnosis"
+        events = (Path(app.plan.state_dir) / "events.jsonl").read_text()
+        assert '"kind":"transfer_done"' in events  # the JSONL log is written too
+
+
+async def test_quit_asks_while_a_transfer_runs(wizard: Any, servers: Any,
+                                               tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        servers.bus.publish(TransferStarted(ts=time.time(), service="tftp",
+                                            path="sysresccd/x86_64/airootfs.sfs",
+                                            size=900 << 20, peer="10.99.0.100:2070"))
+        await wait_for(pilot, lambda: len(live.active) == 1, what="active transfer")
+        await pilot.press("q")
+        await wait_text(pilot, "Quit anyway?")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and not servers.running[0].closed
+        await pilot.press("q")
+        await wait_text(pilot, "Quit anyway?")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: servers.running[0].closed, what="servers closed")
+
+
+async def test_stop_and_start_again(wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
+        assert servers.running[0].closed
+        await pilot.press("s")
+        await wait_for(pilot, lambda: live.state == "serving" and len(servers.plans) == 2,
+                       what="serving again")
+
+
+async def test_a_server_that_cannot_start_is_explained(wizard: Any, tmp_path: Path) -> None:
+    async def refuse(plan: Any, bus: Any) -> Any:
+        raise PxeError("cannot bind UDP 10.99.0.1:67: held by dnsmasq (pid 812)",
+                       "stop dnsmasq (pid 812)")
+
+    app = wizard(plan=plan_for(tmp_path), start_plan=refuse)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: getattr(app.screen, "state", "") == "failed")
+        await wait_text(pilot, "held by dnsmasq")
+        assert app.screen.query_one("#panes", ContentSwitcher).current == "log"
+
+
+async def test_lab_key_hidden_without_lab(wizard: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path), lab=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_live(pilot)
+        assert "Test VM" not in screen_text(app) and "VM console" not in screen_text(app)
+    app = wizard(plan=plan_for(tmp_path), lab=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_live(pilot)
+        assert "Test VM" in screen_text(app)
+
+
+async def test_responsive_under_1000_events_per_second(wizard: Any, servers: Any,
+                                                       tmp_path: Path) -> None:
+    """Flood the bus at 1,000 events/s; pane keys are still handled and panes keep updating."""
+    app = wizard(plan=plan_for(tmp_path))
+    latencies: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        stop = asyncio.Event()
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                t = time.time()
+                batch = []
+                for _ in range(10):
+                    batch += boot_events(t, sent)
+                servers.bus.publish_many(batch[:50])
+                sent += 50
+                await asyncio.sleep(0.05)  # 50 events per 50 ms = 1,000/s
+
+        task = asyncio.create_task(flood())
+        try:
+            switcher = live.query_one("#panes", ContentSwitcher)
+            requests = live.query_one("#requests", RichLog)
+            for key, pane in (("3", "log"), ("1", "requests"), ("2", "clients"),
+                              ("1", "requests"), ("3", "log"), ("1", "requests")):
+                await asyncio.sleep(0.5)
+                t0 = time.monotonic()
+                await pilot.press(key)
+                await wait_for(pilot, lambda: switcher.current == pane, timeout=5, what=pane)
+                latencies.append(time.monotonic() - t0)
+            before = live.counts["events"]
+            lines_before = len(requests.lines)
+            await asyncio.sleep(1.0)
+            await pilot.pause()
+            assert live.counts["events"] > before  # the view keeps up with the stream
+            assert len(requests.lines) >= min(lines_before + 1, 5000)
+        finally:
+            stop.set()
+            await task
+    print(f"\nkey-to-pane latency under 1,000 events/s: max {max(latencies) * 1000:.0f} ms, "
+          f"median {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms; {sent} events sent")
+    assert max(latencies) < 2.0, latencies
