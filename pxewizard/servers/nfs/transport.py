@@ -221,7 +221,15 @@ class _RpcTcp(asyncio.Protocol):
             if self.closed or self.transport.is_closing():
                 return
             total = sum(len(p) for p in parts)
-            self.transport.writelines([frame_header(total), *parts])
+            if total > 65536:
+                # Separate writes: a big READ payload goes to the socket straight from its
+                # buffer (writelines would join everything into one more copy first).
+                self.transport.write(frame_header(total) + bytes(parts[0]))
+                for p in parts[1:]:
+                    if p:
+                        self.transport.write(p)
+            else:
+                self.transport.writelines([frame_header(total), *parts])
         finally:
             self.inflight -= 1
             if self.paused and self.inflight < MAX_INFLIGHT // 2 and not self.closed:
