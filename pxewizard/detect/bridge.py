@@ -149,7 +149,8 @@ def set_forward_delay_sync(bridge: str, seconds: float = 0.0, *, stp: bool | Non
     """Set a bridge's forward delay (and optionally STP on/off) through netlink.
 
     The kernel refuses a delay under 2 s while STP is on; asking for less turns
-    STP off (``stp=None``), which makes new ports forward at once.
+    STP off (``stp=None``), which makes new ports forward at once; ports already
+    waiting in listening/learning are moved to forwarding.
     """
     from pyroute2 import IPRoute
 
@@ -172,6 +173,18 @@ def set_forward_delay_sync(bridge: str, seconds: float = 0.0, *, stp: bool | Non
                      br_forward_delay=int(round(seconds * 100)))
             if stp:
                 ipr.link("set", index=idx[0], kind="bridge", br_stp_state=1)
+            elif stp is not None and not stp:
+                # Turning STP off leaves ports in listening/learning until their timer
+                # (armed with the old delay) fires: move them to forwarding now.
+                for link in ipr.get_links():
+                    if _attr(link, "IFLA_MASTER") != idx[0]:
+                        continue
+                    slave = _kind(link)[3]
+                    state = _attr(slave, "IFLA_BRPORT_STATE") if slave is not None else None
+                    if state in (1, 2, 4):
+                        ipr.link("set", index=link["index"], IFLA_LINKINFO={"attrs": [
+                            ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                            ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_STATE", 3)]})]})
     except PxeError:
         raise
     except Exception as exc:

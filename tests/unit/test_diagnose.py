@@ -270,3 +270,23 @@ def test_a_broken_rule_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch)
     evs = load("fault-loader-missing")
     _, fs = diagnose_events(evs, FULL)
     assert {"internal", "tftp-not-found"} <= {f.rule for f in fs}
+
+
+# --- sequences recorded from the tests/net runs (real udhcpc + tftp-hpa, our servers) ------
+
+def test_recorded_healthy_tftp_boot_raises_nothing() -> None:
+    evs = load("net-healthy-tftp")
+    snap, fs = diagnose_events(evs, FULL, now=max(e.ts for e in evs) + 5)
+    assert fs == []
+    tl = next(t for t in snap.clients if t.transfers())
+    assert tl.mac == MAC and tl.stage is Stage.initramfs
+
+
+def test_recorded_missing_file() -> None:
+    (f,) = run("net-missing-file", 1)
+    assert f.rule == "tftp-not-found" and "PXELINUX.0" in f.title
+
+
+def test_recorded_mode_0600() -> None:
+    (f,) = run("net-mode-0600", 1)
+    assert f.rule == "not-world-readable" and "0600" in f.title
