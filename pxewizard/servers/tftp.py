@@ -54,8 +54,10 @@ SCAN_INTERVAL = 0.1
 """Seconds between scans for timeouts and progress reports."""
 PROGRESS_INTERVAL = 0.5
 """At most two progress events per second per transfer."""
-SPIN_WINDOW = 0.002
-"""Busy-poll while the single running transfer had a packet this recently (seconds)."""
+SPIN_WINDOW = float(os.environ.get("PXW_TFTP_SPIN", "0.0002"))
+"""Busy-poll while the single running transfer had a packet this recently (seconds): long
+enough to catch a loopback or LAN ACK without sleeping, short enough not to burn a core
+while a client thinks (PXW_TFTP_SPIN overrides it, for benchmarks; 0 turns it off)."""
 NETASCII_MAX = 64 << 20
 """netascii is for text; larger files are converted by nobody sane."""
 WRITE_MAX = 4 << 30
@@ -191,8 +193,9 @@ class TftpEngine:
         next_scan = now + SCAN_INTERVAL
         last_rx = 0.0
         busy = self.busy_poll
+        spin = SPIN_WINDOW
         while not self._stopping:
-            if busy and len(transfers) == 1 and now - last_rx < SPIN_WINDOW:
+            if busy and len(transfers) == 1 and now - last_rx < spin:
                 timeout = 0.0
             else:
                 timeout = next_scan - now

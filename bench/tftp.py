@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""TFTP throughput: pxewizard's server against tftpd-hpa and dnsmasq, in one run.
+
+    python3 bench/tftp.py [--runs 5] [--big-mib 64] [--small-mib 16] [--clients 20]
+
+Run as root. dnsmasq cannot move its TFTP port, so every server runs in turn
+on port 69 of 127.0.0.1 inside a private network namespace (``pxwt-bench-*``,
+removed at the end); a veth pair is kept inside it because in.tftpd ``-a``
+exits when the namespace only has loopback. Peers come from Debian: dnsmasq
+(dnsmasq-base, installed with apt-get when missing) and tftpd-hpa (fetched with
+``apt-get download`` and unpacked with ``dpkg-deb -x``: it conflicts with
+atftpd and its package would start a system service). Clients: curl
+(``--tftp-blksize``, lockstep) and atftp (``--option windowsize``), both C.
+
+Workloads (each server, each run; servers alternate within a run so noise hits
+all of them alike):
+
+- one 64 MiB download at blksize 1468 (curl), and at 8192 (curl);
+- one 64 MiB download at blksize 1468 + windowsize 8 (atftp; neither peer
+  implements RFC 7440, so they run it lockstep and the ratio is against that);
+- 20 concurrent curl downloads of a 16 MiB file at blksize 1468 (aggregate MB/s).
+
+Prints MB/s per run, medians and our/peer ratios. The machine may be shared:
+ratios from the same run matter, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def ensure_peers(cache: Path) -> tuple[str, str]:
+    """(dnsmasq binary, in.tftpd binary), installing from Debian packages when missing."""
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not os.path.exists(dnsmasq):
+        sh("apt-get", "install", "-y", "--no-install-recommends", "dnsmasq-base")
+    intftpd = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
+    if not os.path.exists(intftpd):
+        unpacked = cache / "tftpd-hpa" / "usr" / "sbin" / "in.tftpd"
+        if not unpacked.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            sh("bash", "-c", f"cd {cache} && rm -f tftpd-hpa_*.deb && "
+                             "apt-get download tftpd-hpa")
+            deb = next(cache.glob("tftpd-hpa_*.deb"))
+            sh("dpkg-deb", "-x", str(deb), str(cache / "tftpd-hpa"))
+        intftpd = str(unpacked)
+    for tool, pkg in (("curl", "curl"), ("atftp", "atftp")):
+        if not shutil.which(tool):
+            sh("apt-get", "install", "-y", "--no-install-recommends", pkg)
+    return dnsmasq, intftpd
+
+
+@contextlib.contextmanager
+def bench_namespace() -> Iterator[str]:
+    name = f"pxwt-bench-{secrets.token_hex(3)}"
+    sh("ip", "netns", "add", name)
+    try:
+        ex = ("ip", "netns", "exec", name)
+        sh(*ex, "ip", "link", "set", "lo", "up")
+        sh(*ex, "ip", "link", "add", "bv0", "type", "veth", "peer", "name", "bv1")
+        sh(*ex, "ip", "addr", "add", "10.98.0.1/24", "dev", "bv0")
+        sh(*ex, "ip", "link", "set", "bv0", "up")
+        sh(*ex, "ip", "link", "set", "bv1", "up")
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+class Server:
+    def __init__(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None):
+        self.name, self.ns, self.cmd, self.env = name, ns, cmd, env
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Server":
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *self.cmd],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self.env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise RuntimeError(f"{self.name} exited: {out}")
+            if ":69 " in sh("ip", "netns", "exec", self.ns, "ss", "-uln").stdout:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not bind port 69")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        # wait until the port is free again for the next server
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and ":69 " in sh(
+                "ip", "netns", "exec", self.ns, "ss", "-uln").stdout:
+            time.sleep(0.05)
+
+
+def timed(ns: str, cmds: list[list[str]]) -> float:
+    """Run commands concurrently in the namespace; seconds until all ended (all must succeed)."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns, *c], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for c in cmds]
+    errs = []
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        if p.returncode != 0:
+            errs.append(err.decode(errors="replace")[-300:])
+    dt = time.perf_counter() - t0
+    if errs:
+        raise RuntimeError(f"{len(errs)} client(s) failed: {errs[0]}")
+    return dt
+
+
+def curl(name: str, blksize: int, out: str) -> list[str]:
+    return ["curl", "-sS", "--fail", "-o", out, "--tftp-blksize", str(blksize),
+            f"tftp://127.0.0.1/{name}"]
+
+
+def atftp(name: str, blksize: int, windowsize: int, out: str) -> list[str]:
+    return ["atftp", "--option", f"blksize {blksize}", "--option", f"windowsize {windowsize}",
+            "-g", "-r", name, "-l", out, "127.0.0.1", "69"]
+
+
+def sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument("--small-mib", type=int, default=16)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--only", nargs="*", help="servers to run (ours, tftpd-hpa, dnsmasq)")
+    ap.add_argument("--cache", default="/var/tmp/pxw-bench-peers")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (network namespace, port 69)")
+    dnsmasq, intftpd = ensure_peers(Path(args.cache))
+
+    work = Path(tempfile.mkdtemp(prefix="pxw-bench-tftp-"))
+    os.chmod(work, 0o755)
+    root = work / "root"
+    root.mkdir(mode=0o755)
+    out_dir = Path(tempfile.mkdtemp(prefix="pxw-bench-out-", dir="/dev/shm"))
+    try:
+        big, small = root / "big.bin", root / "small.bin"
+        big.write_bytes(os.urandom(args.big_mib * MiB))
+        small.write_bytes(os.urandom(args.small_mib * MiB))
+        for f in (big, small):
+            os.chmod(f, 0o644)
+        big_sha = sha(big)
+        state = work / "state"
+        plan = work / "plan.toml"
+        plan.write_text(
+            f'interface = "lo"\nserver_ip = "127.0.0.1"\nprefix = 8\nstate_dir = "{state}"\n'
+            f'[dhcp]\nmode = "none"\n[http]\nenabled = false\n[boot]\ntransport = "tftp"\n'
+            f'[tftp]\nroot = "{root}"\nwindowsize = 16\n')
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with bench_namespace() as ns:
+            servers = {
+                "ours": lambda: Server("ours", ns, [sys.executable, "-m", "pxewizard", "serve",
+                                                    "--quiet", "--plan", str(plan)], env),
+                "tftpd-hpa": lambda: Server("tftpd-hpa", ns, [
+                    intftpd, "-L", "-s", str(root), "-a", "127.0.0.1:69", "-u", "nobody"]),
+                "dnsmasq": lambda: Server("dnsmasq", ns, [
+                    dnsmasq, "-k", "-C", "/dev/null", "--port=0", "--enable-tftp",
+                    f"--tftp-root={root}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                    "--user=nobody", f"--pid-file={work}/dnsmasq.pid", "--log-facility=-"]),
+            }
+            names = args.only or list(servers)
+            tests = {
+                "1468": lambda o: [curl("big.bin", 1468, o + "/a")],
+                "8192": lambda o: [curl("big.bin", 8192, o + "/a")],
+                "1468 w8": lambda o: [atftp("big.bin", 1468, 8, o + "/a")],
+                f"{args.clients}x{args.small_mib}MiB": lambda o: [
+                    curl("small.bin", 1468, f"{o}/c{i}") for i in range(args.clients)],
+            }
+            volume = {"1468": args.big_mib, "8192": args.big_mib, "1468 w8": args.big_mib,
+                      f"{args.clients}x{args.small_mib}MiB": args.small_mib * args.clients}
+            res: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            for run in range(args.runs):
+                for n in (names if run % 2 == 0 else list(reversed(names))):
+                    with servers[n]():
+                        for t, make in tests.items():
+                            dt = timed(ns, make(str(out_dir)))
+                            mbs = volume[t] * MiB / dt / 1e6
+                            res[n][t].append(mbs)
+                            if run == 0 and t in ("1468", "1468 w8"):
+                                got = sha(out_dir / "a")
+                                if got != big_sha:
+                                    raise RuntimeError(f"{n} {t}: download differs")
+                            for f in out_dir.iterdir():
+                                f.unlink()
+                print(f"run {run + 1}: " + "  ".join(
+                    f"{n}[" + " ".join(f"{t}={res[n][t][-1]:.0f}" for t in tests) + "]"
+                    for n in names), flush=True)
+        print(f"\nmedians of {args.runs} runs, MB/s (1 MB = 10^6 bytes); clients: curl "
+              "(lockstep), atftp (windowsize)")
+        header = f"{'test':<14}" + "".join(f"{n:>11}" for n in names)
+        peers = [n for n in names if n != "ours"]
+        if "ours" in names and peers:
+            header += "".join(f"{'ours/' + p:>16}" for p in peers) + f"{'ours/best':>11}"
+        print(header)
+        for t in tests:
+            med = {n: statistics.median(res[n][t]) for n in names}
+            line = f"{t:<14}" + "".join(f"{med[n]:>11.1f}" for n in names)
+            if "ours" in names and peers:
+                line += "".join(f"{med['ours'] / med[p]:>16.2f}" for p in peers)
+                line += f"{med['ours'] / max(med[p] for p in peers):>11.2f}"
+            print(line)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
