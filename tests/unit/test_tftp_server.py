@@ -1,0 +1,225 @@
+"""The TFTP adapter on 127.0.0.1 with a minimal in-test client: jail, NAKs, writes, bad input.
+
+Loopback only, no root, no namespaces: real third-party clients are in tests/net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pxewizard.events import (Event, EventBus, PacketDropped, ServiceStarted, ServiceStopped,
+                              TransferDone, TransferFailed, TransferStarted)
+from pxewizard.files import FileTree
+from pxewizard.proto.tftp import Ack, Data, Error, OAck, Opcode, Request, decode, encode
+from pxewizard.servers.tftp import READ_ONLY_MESSAGE, TftpService, start_tftp
+
+
+class Client:
+    """Blocking, one-request-at-a-time TFTP client (in a thread)."""
+
+    def __init__(self, port: int) -> None:
+        self.server = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, name: str, op: Opcode = Opcode.RRQ, mode: str = "octet",
+                **options: object) -> tuple[object, tuple[str, int]]:
+        req = Request(opcode=op, filename=name, mode=mode,
+                      options={k: str(v) for k, v in options.items()})
+        self.sock.sendto(encode(req), self.server)
+        raw, addr = self.sock.recvfrom(70000)
+        return decode(raw), addr
+
+    def get(self, name: str, **options: object) -> bytes | Error:
+        pkt, tid = self.request(name, **options)
+        blksize = int(options.get("blksize", 512))  # type: ignore[arg-type]
+        got = bytearray()
+        if isinstance(pkt, Error):
+            return pkt
+        if isinstance(pkt, OAck):
+            self.sock.sendto(encode(Ack(0)), tid)
+            pkt = decode(self.sock.recvfrom(70000)[0])
+        while True:
+            assert isinstance(pkt, Data), pkt
+            got += pkt.payload
+            self.sock.sendto(encode(Ack(pkt.block)), tid)
+            if len(pkt.payload) < blksize:
+                return bytes(got)
+            pkt = decode(self.sock.recvfrom(70000)[0])
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "sub").mkdir(parents=True)
+    (r / "hello.txt").write_bytes(b"hello\nworld\n")
+    (r / "sub" / "k.bin").write_bytes(os.urandom(3000))
+    (r / "secret").write_bytes(b"no")
+    os.chmod(r / "secret", 0o600)
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    os.chmod(tmp_path / "outside.txt", 0o644)
+    (r / "escape").symlink_to(tmp_path / "outside.txt")
+    for p in (r / "hello.txt", r / "sub" / "k.bin"):
+        os.chmod(p, 0o644)
+    return r
+
+
+async def _start(root: Path, **kw: object) -> tuple[TftpService, list[Event]]:
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(events.append)
+    tree = FileTree([root])
+    tree.add_bytes("menu/generated.cfg", "DEFAULT linux\n")
+    svc = await start_tftp(tree=tree, bus=bus, address="127.0.0.1", port=0, **kw)  # type: ignore
+    return svc, events
+
+
+@pytest.fixture
+async def server(root: Path) -> AsyncIterator[tuple[TftpService, list[Event]]]:
+    svc, events = await _start(root)
+    yield svc, events
+    await svc.close()
+
+
+async def wait_for(events: list[Event], kind: type, n: int = 1) -> list[Event]:
+    for _ in range(300):
+        found = [e for e in events if isinstance(e, kind)]
+        if len(found) >= n:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no {kind.__name__} in {events}")
+
+
+async def test_serves_files_and_generated_files(server, root: Path) -> None:
+    svc, events = server
+    c = Client(svc.port)
+    try:
+        assert await asyncio.to_thread(c.get, "hello.txt") == b"hello\nworld\n"
+        assert await asyncio.to_thread(c.get, "/sub/k.bin", blksize=1000, tsize=0) == \
+            (root / "sub" / "k.bin").read_bytes()
+        assert await asyncio.to_thread(c.get, "sub\\k.bin") == (root / "sub/k.bin").read_bytes()
+        assert await asyncio.to_thread(c.get, "menu/generated.cfg") == b"DEFAULT linux\n"
+        assert await asyncio.to_thread(c.get, "hello.txt", mode="netascii") == \
+            b"hello\r\nworld\r\n"
+    finally:
+        c.close()
+    done = await wait_for(events, TransferDone, 5)
+    assert {e.path for e in done} >= {"hello.txt", "/sub/k.bin", "menu/generated.cfg"}
+    started = [e for e in events if isinstance(e, TransferStarted)]
+    assert started[1].options == {"blksize": "1000", "tsize": "3000"}
+    assert isinstance(events[0], ServiceStarted)
+
+
+@pytest.mark.parametrize("name, nak", [
+    ("../outside.txt", "Access violation"),
+    ("sub/../../outside.txt", "Access violation"),
+    ("escape", "Access violation"),
+    ("secret", "File must have global read permissions"),
+    ("missing.bin", "File not found"),
+    ("sub", "File not found"),
+])
+async def test_refusals_in_words(server, name: str, nak: str) -> None:
+    svc, events = server
+    c = Client(svc.port)
+    try:
+        got = await asyncio.to_thread(c.get, name)
+    finally:
+        c.close()
+    assert isinstance(got, Error) and got.message == nak
+    (failed,) = await wait_for(events, TransferFailed)
+    assert failed.code == got.code and failed.reason  # the operator's version, with details
+
+
+async def test_absolute_path_outside_is_inside_the_root(server, tmp_path: Path) -> None:
+    svc, events = server
+    c = Client(svc.port)
+    try:
+        got = await asyncio.to_thread(c.get, str(tmp_path / "outside.txt"))
+    finally:
+        c.close()
+    assert isinstance(got, Error) and got.message == "File not found"
+    # A NUL inside the name ends the name field; what follows no longer parses as
+    # mode + option pairs, so the request is malformed: logged and dropped.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"\x00\x01hello.txt\x00../../outside.txt\x00octet\x00", ("127.0.0.1", svc.port))
+    s.close()
+    (dropped,) = await wait_for(events, PacketDropped)
+    assert "name/value pairs" in dropped.reason
+
+
+async def test_write_refused_when_read_only(server) -> None:
+    svc, events = server
+    c = Client(svc.port)
+    try:
+        got, _ = await asyncio.to_thread(c.request, "up.bin", Opcode.WRQ)
+    finally:
+        c.close()
+    assert isinstance(got, Error) and got.code == 2 and got.message == READ_ONLY_MESSAGE
+
+
+async def test_write_allowed_into_write_root(root: Path, tmp_path: Path) -> None:
+    wroot = tmp_path / "incoming"
+    wroot.mkdir()
+    svc, events = await _start(root, allow_write=True, write_root=wroot)
+    c = Client(svc.port)
+    payload = os.urandom(1300)
+
+    def upload() -> object:
+        pkt, tid = c.request("up.bin", Opcode.WRQ, blksize=512)
+        assert pkt == OAck(options={"blksize": "512"})
+        for i in range(3):
+            c.sock.sendto(encode(Data(block=i + 1, payload=payload[i * 512:(i + 1) * 512])), tid)
+            assert decode(c.sock.recvfrom(100)[0]) == Ack(block=i + 1)
+        again, _ = c.request("up.bin", Opcode.WRQ)
+        escape, _ = c.request("../up.bin", Opcode.WRQ)
+        return again, escape
+
+    try:
+        again, escape = await asyncio.to_thread(upload)
+    finally:
+        c.close()
+        await svc.close()
+    assert (wroot / "up.bin").read_bytes() == payload
+    assert isinstance(again, Error) and again.code == 6
+    assert isinstance(escape, Error) and escape.code == 2
+    assert [p.name for p in wroot.iterdir()] == ["up.bin"]
+    assert any(isinstance(e, TransferDone) and e.path == "up.bin" for e in events)
+
+
+async def test_garbage_is_dropped_and_server_keeps_serving(server, root: Path) -> None:
+    svc, events = server
+    junk = [b"", b"\x00", b"\x00\x09hello", b"\x00\x01noterm", b"\x00\x04\x00\x01",
+            b"\x00\x03\x00\x01data", b"\x00\x01f\x00octet\x00blksize\x00",
+            b"\x00\x01hello.txt\x00mail\x00"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for j in junk:
+        s.sendto(j, ("127.0.0.1", svc.port))
+    s.close()
+    dropped = await wait_for(events, PacketDropped, 6)
+    assert any("unknown opcode 9" in e.reason for e in dropped)
+    c = Client(svc.port)
+    try:
+        assert await asyncio.to_thread(c.get, "hello.txt") == b"hello\nworld\n"
+    finally:
+        c.close()
+
+
+async def test_close_stops_everything(root: Path) -> None:
+    svc, events = await _start(root)
+    port = svc.port
+    await svc.close()
+    assert isinstance(events[-1], ServiceStopped)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))  # the port is free again
+    s.close()
+    assert not svc.engine._thread.is_alive()
