@@ -65,11 +65,13 @@ class Finding:
     """Facts that are not events (bridge settings, port holders, file modes)."""
     stage: Stage | None = None
     """Stage of the boot it concerns."""
+    subject: str = ""
+    """What it is about (a file, a server id, a stage); with rule and client, its identity."""
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """Stable identity across re-diagnoses (for the UI to keep a finding's row)."""
-        return (self.rule, self.client, self.title)
+        """Stable identity across re-diagnoses (titles with counters change; keys do not)."""
+        return (self.rule, self.client, self.subject or self.title)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,10 +250,11 @@ def _dhcp_mode(snap: Snapshot, facts: HostFacts) -> str:
 
 def _finding(sev: Severity, rule: str, tl: Timeline | None, title: str, cause: str, fix: str,
              evidence: Iterable[Event] = (), details: Iterable[str] = (),
-             stage: Stage | None = None) -> Finding:
+             stage: Stage | None = None, subject: str = "") -> Finding:
     return Finding(severity=sev, rule=rule, client=tl.client if tl else "", title=title,
                    cause=cause, fix=fix, evidence=tuple(evidence), details=tuple(details),
-                   stage=stage if stage is not None else (tl.stage if tl else None))
+                   stage=stage if stage is not None else (tl.stage if tl else None),
+                   subject=subject)
 
 
 def _who(tl: Timeline) -> str:
@@ -357,7 +360,7 @@ def offer_not_requested(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Ite
                            "filtered on the way, a VLAN)",
                            "run `pxewizard probe` from another machine on the segment, or "
                            "tcpdump -ni IFACE port 67 or port 68 to see what the client gets",
-                           offers[-3:])
+                           offers[-3:], subject="offer")
 
 
 @rule
@@ -387,7 +390,7 @@ def no_dhcp_at_all(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator
                    + "; ".join(causes),
                    "check link lights and `ip link`, the switch port's VLAN and portfast, "
                    "and `nft list ruleset` / `iptables -S` for rules on UDP 67",
-                   details=details, stage=Stage.dhcp)
+                   details=details, stage=Stage.dhcp, subject="no-dhcp")
 
 
 def _bridge_words(b: object) -> str:
@@ -460,7 +463,7 @@ def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fi
                        "came. Likely: " + "; ".join(causes),
                        "check `nft list ruleset` / `iptables -S` for UDP 69, the plan's "
                        "server_ip, and the client's screen",
-                       [last], stage=Stage.dhcp)
+                       [last], stage=Stage.dhcp, subject=last.boot_file)
 
 
 _LOADER_STAGE_ROLES = (Role.loader, Role.module, Role.config, Role.kernel, Role.initramfs)
@@ -713,7 +716,8 @@ def no_stage3(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Find
                        cause,
                        "check the menu's APPEND line (literal server IP, trailing slash on "
                        "archiso_http_srv) and that the initramfs carries the NIC driver; the "
-                       "client's console says which", ev, stage=Stage.initramfs)
+                       "client's console says which", ev, stage=Stage.initramfs,
+                       subject="no-stage3")
 
 
 @rule
@@ -834,7 +838,7 @@ def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
                        "its size); a client that stops mid-copy most often ran out of memory, "
                        "else it crashed or lost its link" + need,
                        "give the client more RAM, or use NBD/NFS with copytoram=n",
-                       _ev(s), stage=Stage.stage3)
+                       _ev(s), stage=Stage.stage3, subject=s.path)
 
 
 @rule
@@ -923,7 +927,8 @@ def stall(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]
                        f"{_who(tl)} silent for {tl.idle:.0f} s in the {st.label} stage",
                        f"no request for {tl.idle:.0f} s{what}. Likely: {_STALL_CAUSES[st]}",
                        "look at the client's screen; the timeline shows the last file",
-                       [e for e in (cur.events if cur else ())][-2:], stage=st)
+                       [e for e in (cur.events if cur else ())][-2:], stage=st,
+                       subject=st.name)
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -951,6 +956,11 @@ def diagnose(snap: Snapshot, facts: HostFacts | None = None,
     for f in out:
         uniq.setdefault(f.key, f)
     return sorted(uniq.values(), key=lambda f: (-f.severity, f.client, f.rule))
+
+
+def findings_for(findings: Iterable[Finding], client: str) -> list[Finding]:
+    """The findings of one client (the Clients view), worst first."""
+    return [f for f in findings if f.client == client]
 
 
 def diagnose_events(events: Iterable[Event], facts: HostFacts | None = None,
@@ -987,4 +997,5 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
 
 
 __all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",
-           "closest_name", "diagnose", "diagnose_events", "format_finding", "package_for"]
+           "closest_name", "diagnose", "diagnose_events", "findings_for", "format_finding",
+           "package_for"]

@@ -651,6 +651,32 @@ def report_json(rep: Report) -> str:
                       indent=2)
 
 
+def cli_replay(args: Any) -> int:
+    """``pxewizard replay LOG.jsonl``: timelines and findings of a saved log, no host checks.
+
+    Takes ``args.log`` (or ``args.file``); exit 1 when a finding is an error.
+    """
+    try:
+        path = getattr(args, "log", None) or getattr(args, "file", None)
+        rep = Report()
+        events = _guard("log", lambda: load_events(path), [], rep)
+        snap, findings = None, []
+        if events:
+            b = TimelineBuilder()
+            b.feed_many(events)
+            snap = b.snapshot(max(e.ts for e in events))
+            findings = diagnose(snap)
+        rep.snapshot, rep.findings = snap, findings
+        if getattr(args, "json", False):
+            print(report_json(rep))
+        else:
+            print(format_report(rep, verbose=getattr(args, "verbose", False)))
+        return 1 if rep.errors else 0
+    except Exception as exc:  # never a traceback
+        print(f"replay: internal error: {exc!r}; please report it", file=sys.stderr)
+        return 1
+
+
 def cli_doctor(args: Any) -> int:
     """``pxewizard doctor``: exit 0 when no error-level finding, 1 otherwise."""
     try:

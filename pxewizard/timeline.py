@@ -673,7 +673,9 @@ class TimelineBuilder:
         c.attempt += 1
         c.steps.clear()
         c.events.clear()
+        c.console.clear()
         c.stage = Stage.waiting
+        c.arch, c.arch_name, c.vendor_class, c.ipxe = None, "", "", False
 
     def _dhcp(self, ev: DhcpExchange) -> str:
         self._dhcp_requests += 1
@@ -682,9 +684,10 @@ class TimelineBuilder:
         c.mac = mac
         ts = ev.ts
         msg_in, msg_out = ev.msg_in.upper(), ev.msg_out.upper()
-        if msg_in == "DISCOVER" and ev.vendor_class.startswith("PXEClient") \
-                and c.stage >= Stage.kernel:
-            self._new_attempt(c)
+        if msg_in == "DISCOVER" and ev.vendor_class.startswith("PXEClient") and (
+                c.stage >= Stage.kernel
+                or (ev.arch is not None and c.arch is not None and ev.arch != c.arch)):
+            self._new_attempt(c)   # a reboot, or the same machine now in the other firmware
         if ev.arch is not None and c.arch is None:
             c.arch, c.arch_name = ev.arch, ev.arch_name
         if ev.vendor_class and not c.vendor_class:

@@ -71,3 +71,20 @@ async def neighbours(interface: str | None = None) -> list[Neighbour]:
 def ip_to_mac(entries: list[Neighbour]) -> dict[str, str]:
     """{ip: mac} for :meth:`pxewizard.timeline.TimelineBuilder.learn`."""
     return {n.ip: n.mac for n in entries}
+
+
+async def join_unknown(builder: Any, interface: str | None = None) -> int:
+    """Join a TimelineBuilder's IP-only clients to MACs from the table; how many were joined.
+
+    The Live screen calls this every few seconds while ``builder.unknown_ips()`` is
+    not empty (proxyDHCP clients, whose addresses another server gave).
+    """
+    unknown = set(builder.unknown_ips())
+    if not unknown:
+        return 0
+    joined = 0
+    for n in await neighbours(interface):
+        if n.ip in unknown:
+            builder.learn(n.ip, n.mac)
+            joined += 1
+    return joined

@@ -290,3 +290,19 @@ def test_recorded_missing_file() -> None:
 def test_recorded_mode_0600() -> None:
     (f,) = run("net-mode-0600", 1)
     assert f.rule == "not-world-readable" and "0600" in f.title
+
+
+def test_keys_stay_stable_while_counters_grow() -> None:
+    a = {f.key for f in run("fault-stall-initramfs", 31)}
+    b = {f.key for f in run("fault-stall-initramfs", 95)}
+    assert a == b and len(a) == 1
+    a = {f.key for f in run("fault-no-dhcp", 61)}
+    assert a == {f.key for f in run("fault-no-dhcp", 300)}
+
+
+def test_findings_for_one_client() -> None:
+    from pxewizard.diagnose import findings_for
+
+    fs = run("fault-other-server-won", 1)
+    assert [f.rule for f in findings_for(fs, MAC)] == ["dhcp-other-server-won"]
+    assert [f.rule for f in findings_for(fs, "")] == ["competing-dhcp"]

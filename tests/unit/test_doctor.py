@@ -204,3 +204,28 @@ def test_served_paths_walks_roots(tmp_path: Path) -> None:
     t = FileTree([tmp_path])
     t.add_bytes("gen/menu.cfg", "x")
     assert set(served_paths(t)) == {"gen/menu.cfg", "a/b/c.txt"}
+
+
+def test_replay_without_host_checks(capsys: pytest.CaptureFixture) -> None:
+    from pxewizard.doctor import cli_replay
+
+    assert cli_replay(argparse.Namespace(log=str(DATA / "fault-bin-kernel.jsonl"))) == 1
+    out = capsys.readouterr().out
+    assert "Host checks" not in out and "rescue64.bin" in out
+    assert cli_replay(argparse.Namespace(file=str(DATA / "uefi-ipxe-http-ok.jsonl"))) == 0
+
+
+async def test_join_unknown_from_the_neighbour_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pxewizard.detect import neighbours as nb
+    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.events import from_dict, read_jsonl
+
+    async def fake(interface=None):
+        return [nb.Neighbour(ip="10.99.0.77", mac="52:54:00:99:00:10"),
+                nb.Neighbour(ip="10.99.0.5", mac="52:54:00:00:00:05")]
+
+    monkeypatch.setattr(nb, "neighbours", fake)
+    b = TimelineBuilder()
+    b.feed_many(from_dict(d) for d in read_jsonl(DATA / "proxy-bios-ok.jsonl"))
+    assert await nb.join_unknown(b, "pxe0") == 1
+    assert b.unknown_ips() == [] and len(b.snapshot(0).clients) == 1

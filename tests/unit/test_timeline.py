@@ -226,3 +226,17 @@ def test_snapshot_caches_unchanged_clients() -> None:
     a, c = b.snapshot(end(evs)), b.snapshot(end(evs) + 3)
     assert a.clients[0].steps is c.clients[0].steps
     assert c.clients[0].idle == pytest.approx(3.0)
+
+
+def test_switching_firmware_starts_a_new_attempt() -> None:
+    evs = load("fault-wrong-arch")                 # EFI x64 client, BIOS loader
+    b = TimelineBuilder()
+    b.feed_many(evs)
+    t = end(evs) + 30
+    b.feed(DhcpExchange(ts=t, client=MAC, service="dhcp", mac=MAC, xid=5, msg_in="DISCOVER",
+                        msg_out="OFFER", arch=0, arch_name="BIOS",
+                        vendor_class="PXEClient:Arch:00000:UNDI:002001",
+                        yiaddr="10.99.0.115", boot_file="pxelinux.0"))
+    (tl,) = b.snapshot(t).clients
+    assert tl.attempt == 2 and tl.arch == 0 and tl.firmware == "bios"
+    assert not tl.transfers()
