@@ -24,7 +24,6 @@ from textual.app import App
 from textual.binding import Binding
 
 from .screens.console import apply_console_glyphs, is_linux_console
-from .screens.draft import Draft
 
 if TYPE_CHECKING:
     from textual.screen import Screen
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from .detect.ports import PortStatus
     from .events import EventBus
     from .plan import Plan
+    from .screens.draft import Draft
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -128,12 +128,7 @@ class PxeWizardApp(App[int]):
             else config.lab
         self.export_available = _module_present("pxewizard.export") if config.export is None \
             else config.export
-        if config.plan is not None:
-            self.draft = Draft.from_plan(config.plan, config.plan_path)
-        else:
-            self.draft = Draft(base=dict(config.base))
-            if config.plan_path:
-                self.draft.plan_path = config.plan_path
+        self.wizard_draft: Draft | None = None
         self.host: HostFacts | None = None
         """Filled by Preflight (or on demand)."""
         self.ports: list[PortStatus] | None = None
@@ -144,9 +139,33 @@ class PxeWizardApp(App[int]):
         """The Plan Review shows and Live runs."""
         self.step = "review" if config.plan is not None else "preflight"
 
+    @property
+    def draft(self) -> "Draft":
+        """The operator's answers (built on first use: the Plan model is slow to import)."""
+        if self.wizard_draft is None:
+            from .screens.draft import Draft
+
+            cfg = self.config
+            if cfg.plan is not None:
+                self.wizard_draft = Draft.from_plan(cfg.plan, cfg.plan_path)
+            else:
+                self.wizard_draft = Draft(base=dict(cfg.base))
+                if cfg.plan_path:
+                    self.wizard_draft.plan_path = cfg.plan_path
+        return self.wizard_draft
+
     def on_mount(self) -> None:
         self.theme = "ansi-dark" if self.linux_console else "textual-dark"
         self.push_screen(self.make_screen(self.step))
+        self.call_after_refresh(self.warm_up)
+
+    def warm_up(self) -> None:
+        """Import what the later steps need while the operator reads the first one."""
+        def imports() -> None:
+            from . import plan  # noqa: F401
+            from .screens import draft  # noqa: F401
+
+        self.run_worker(imports, thread=True, group="warm-up")
 
     # --- navigation ----------------------------------------------------------------
 
