@@ -698,8 +698,10 @@ class TimelineBuilder:
             self.learn(ev.yiaddr, mac)
         elif ev.yiaddr and msg_out == "OFFER" and ev.yiaddr not in self._ip_to_mac:
             self.learn(ev.yiaddr, mac)
-        if ev.service == "proxydhcp" and ev.requested_ip:
-            self.learn(ev.requested_ip, mac)   # a 4011 request comes from the client's address
+        if ev.service == "proxydhcp" and ev.requested_ip and msg_in in ("REQUEST", "INFORM"):
+            # the REQUEST to the other server names the address (option 50), and a 4011
+            # request comes from it (ciaddr): either way it is this client's address
+            self.learn(ev.requested_ip, mac)
         c = self._client(mac)
         c.events.append(ev)
         c.touch(ts)

@@ -307,3 +307,56 @@ def test_bridge_forward_delay_is_flagged_and_fixed(tmp_path: Path) -> None:
             assert lease["ip"].startswith("10.99.0.1")
             rc, rep = doctor(srv, plan, "--no-probe")
             assert not [f for f in rep["findings"] if f["rule"] == "bridge-forward-delay"]
+
+
+def test_proxy_client_joined_through_the_neighbour_table(tmp_path: Path) -> None:
+    """dnsmasq gives the address, we give the boot file (proxyDHCP): the TFTP requests
+    come from an IP we never handed out; the server's ARP table puts them on the MAC."""
+    require_root()
+    require("udhcpc", "tftp")
+    from pxewizard.detect.neighbours import neighbours_sync
+    from pxewizard.timeline import TimelineBuilder
+    from tests.net.dhcp_support import pxe_request, raw_exchange
+
+    with segment(tmp_path) as (srv, dn, cli):
+        plan = diag_plan(tmp_path, mode="proxy")
+        with serve_dhcp(srv, plan) as served:
+            # the PXE ROM's DISCOVER: our proxy offer carries the boot file, no address
+            replies = raw_exchange(cli, "eth0", pxe_request(CLIENT_MAC, 0x5EED), 0x5EED,
+                                   want=2)
+            assert replies
+            # its address comes from dnsmasq (a plain client: proxyDHCP stays out of it)
+            env = dict(os.environ)
+            script = tmp_path / "plain.sh"
+            script.write_text(UDHCPC_SCRIPT.replace("{out}", str(tmp_path / "plain.env")))
+            script.chmod(0o755)
+            cli.run("udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "4", "-T", "1",
+                    "-s", str(script), env=env, timeout=60)
+            ip = dict(line.split("=", 1) for line in
+                      (tmp_path / "plain.env").read_text().splitlines() if "=" in line)["ip"]
+            assert ip.startswith("10.99.0.15") or ip.startswith("10.99.0.16")
+            assert tftp_get(cli, tmp_path, "pxelinux.0")
+            assert tftp_get(cli, tmp_path, "ldlinux.c32")
+            wait_for(served, lambda e: e["kind"] == "transfer_done"
+                     and e["path"] == "ldlinux.c32")
+            events = [from_dict(d) for d in served.events()]
+            table = {n.ip: n.mac for n in neighbours_sync("pxe0", netns=srv.name)}
+        assert table.get(ip) == CLIENT_MAC
+        now = max(e.ts for e in events) + 1
+        # the client's REQUEST to dnsmasq (option 50) already names its address ...
+        b = TimelineBuilder()
+        b.feed_many(events)
+        assert not b.unknown_ips()
+        assert [t.client for t in b.snapshot(now).clients if t.transfers()] == [CLIENT_MAC]
+        # ... and without it (a firmware whose REQUEST we missed) the ARP table joins them
+        b = TimelineBuilder()
+        b.feed_many(e for e in events if not getattr(e, "requested_ip", ""))
+        assert ip in b.unknown_ips()
+        b.learn(ip, table[ip])
+        snap = b.snapshot(now)
+        (tl,) = [t for t in snap.clients if t.mac == CLIENT_MAC]
+        assert ip in tl.ips and tl.stage is Stage.loader
+        assert tl.steps[0].kind == "dhcp" and tl.steps[0].service == "proxydhcp"
+        from pxewizard.diagnose import diagnose
+
+        assert diagnose(snap, facts_for(plan)) == []
