@@ -161,7 +161,6 @@ class _RpcTcp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ctx: CallContext | None = None
         self.inflight = 0
-        self.paused = False
         self.writable = asyncio.Event()
         self.writable.set()
         self.tasks: set[asyncio.Task] = set()
@@ -203,9 +202,16 @@ class _RpcTcp(asyncio.Protocol):
             t = asyncio.ensure_future(self._serve(rec))
             self.tasks.add(t)
             t.add_done_callback(self.tasks.discard)
-        if self.inflight >= MAX_INFLIGHT and not self.paused:
-            self.paused = True
+        self._flow()
+
+    def _flow(self) -> None:
+        """Stop reading calls while too many are being served; start again at half."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        if self.inflight >= MAX_INFLIGHT and self.transport.is_reading():
             self.transport.pause_reading()
+        elif self.inflight < MAX_INFLIGHT // 2 and not self.transport.is_reading():
+            self.transport.resume_reading()
 
     async def _serve(self, record: bytes) -> None:
         assert self.transport is not None and self.ctx is not None
@@ -232,9 +238,7 @@ class _RpcTcp(asyncio.Protocol):
                 self.transport.writelines([frame_header(total), *parts])
         finally:
             self.inflight -= 1
-            if self.paused and self.inflight < MAX_INFLIGHT // 2 and not self.closed:
-                self.paused = False
-                self.transport.resume_reading()
+            self._flow()
 
 
 class _RpcUdp(asyncio.DatagramProtocol):
