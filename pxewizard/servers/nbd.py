@@ -1,0 +1,315 @@
+"""Read-only NBD server: the asyncio adapter around :mod:`pxewizard.proto.nbd`.
+
+One task per connection reads requests and feeds the protocol core; a second
+task writes the replies, so a client may pipeline as many requests as it
+likes. Read data goes from the export file to the socket with sendfile(2)
+right after the 16-byte reply header (sent with MSG_MORE so both leave in the
+same segment): the image never passes through Python. Exports are opened
+O_RDONLY once and shared by every connection (sendfile takes explicit
+offsets, so no file position is shared).
+
+The newstyle handshake listens on ``port`` (10809, what SystemRescue's
+``archiso_nbd_srv`` uses); the oldstyle one, for old SystemRescueCd's
+``netboot=nbd://ip:port``, on ``oldstyle_port`` and always serves the first
+export.
+
+Events: ``SessionOpened`` when a client enters transmission (export, handshake
+style), ``TransferProgress`` at most once a second while it reads, and on
+close ``TransferDone`` (bytes, seconds) when it read anything plus
+``SessionClosed`` with the bytes read and why. A protocol violation is a
+``PacketDropped`` and a closed connection, never a dead server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PxeError
+from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
+                      SessionClosed, SessionOpened, TransferDone, TransferFailed,
+                      TransferProgress)
+from ..proto.nbd import (Closed, ExportSelected, NbdConnection, NbdProtocolError, Read, Refused,
+                         Send, reply_header)
+from .base import tcp_listener
+
+SERVICE = "nbd"
+PROGRESS_INTERVAL = 1.0
+"""Seconds between TransferProgress events of one session."""
+RECV_SIZE = 256 * 1024
+QUEUE_DEPTH = 256
+"""Replies queued per connection before the reader stops reading (backpressure)."""
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
+@dataclass
+class Export:
+    """An export file, opened read-only for the whole life of the server."""
+
+    name: str
+    path: Path
+    fd: int
+    size: int
+
+
+def open_export(name: str, path: Path) -> Export:
+    """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise PxeError(f"NBD export {name!r}: {path} does not exist",
+                       "fix the export's path in the plan (nbd.exports)") from None
+    except PermissionError:
+        raise PxeError(f"NBD export {name!r}: {path} is not readable",
+                       "run pxewizard as root or make the file readable") from None
+    except IsADirectoryError:
+        raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
+                       "(an ISO or disk image) or a block device",
+                       "point the export at the image file, or use NFS for a directory") from None
+    st = os.fstat(fd)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        os.close(fd)
+        raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device",
+                       "point the export at an image file")
+    size = os.lseek(fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
+    return Export(name=name, path=Path(path), fd=fd, size=size)
+
+
+class _Session:
+    """One client connection: a reader feeding the protocol core, a writer sending replies."""
+
+    def __init__(self, server: "NbdService", sock: socket.socket, peer: tuple[str, int],
+                 oldstyle: bool) -> None:
+        self.server = server
+        self.sock = sock
+        self.client = peer[0]
+        self.peer = f"{peer[0]}:{peer[1]}"
+        self.conn = NbdConnection({n: e.size for n, e in server.exports.items()},
+                                  oldstyle=oldstyle)
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Send | Read | Closed | None] = asyncio.Queue(QUEUE_DEPTH)
+        self.export: Export | None = None
+        self.read = 0
+        self.opened_at = time.monotonic()
+        self.last_note = self.opened_at
+        self.reason = ""
+        self.refused: set[str] = set()
+
+    # --- the two tasks ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        bus = self.server.bus
+        writer = asyncio.create_task(self._writer())
+        try:
+            for out in self.conn.initiate():
+                await self._handle(out)
+            while self.conn.state.name != "CLOSED":
+                data = await self.loop.sock_recv(self.sock, RECV_SIZE)
+                self.conn.receive_data(data)
+                while (out := self.conn.next_event()) is not None:
+                    await self._handle(out)
+                if not data:
+                    break
+        except NbdProtocolError as exc:
+            self.reason = f"protocol error: {exc}"
+            bus.publish(PacketDropped(service=SERVICE, peer=self.peer, reason=str(exc),
+                                      client=self.client))
+        except (ConnectionError, OSError) as exc:
+            self.reason = self.reason or f"connection error: {exc.strerror or exc}"
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+            if not writer.done():
+                try:
+                    await asyncio.wait_for(writer, 30)
+                except (asyncio.TimeoutError, Exception):
+                    writer.cancel()
+            self._closed()
+
+    async def _handle(self, out: object) -> None:
+        if isinstance(out, (Send, Read)):
+            await self.queue.put(out)
+        elif isinstance(out, ExportSelected):
+            self.export = self.server.exports[out.name]
+            self.server.bus.publish(SessionOpened(
+                service=SERVICE, peer=self.peer, client=self.client, target=out.name,
+                detail=f"{out.style} ({out.option}), read-only, {out.size} bytes"))
+        elif isinstance(out, Refused):
+            if out.what not in self.refused:  # once per kind per session: no log floods
+                self.refused.add(out.what)
+                self.server.bus.publish(TransferFailed(
+                    service=SERVICE, path=self.export.name if self.export else "",
+                    reason=f"{out.what} refused: {out.reason}", code=out.error,
+                    peer=self.peer, client=self.client))
+        elif isinstance(out, Closed):
+            self.reason = out.reason
+            await self.queue.put(out)
+
+    async def _writer(self) -> None:
+        """Send replies in order; a Read goes out as header (MSG_MORE) + sendfile."""
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None or isinstance(item, Closed):
+                    break
+                if isinstance(item, Send):
+                    await self._send(item.data, 0)
+                    continue
+                assert self.export is not None
+                await self._send(reply_header(item.handle, 0), _MSG_MORE)
+                await self._sendfile(self.export.fd, item.offset, item.length)
+                self.read += item.length
+                now = time.monotonic()
+                if now - self.last_note >= PROGRESS_INTERVAL:
+                    self.last_note = now
+                    self.server.bus.publish(TransferProgress(
+                        service=SERVICE, path=self.export.name, sent=self.read,
+                        size=self.export.size, peer=self.peer, client=self.client))
+        except (ConnectionError, OSError) as exc:
+            self.reason = self.reason or f"connection error: {exc.strerror or exc}"
+        finally:
+            # unblock the reader (it may wait on a full queue or on the socket)
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            while not self.queue.empty():
+                self.queue.get_nowait()
+
+    async def _writable(self) -> None:
+        fut = self.loop.create_future()
+        fd = self.sock.fileno()
+        self.loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self.loop.remove_writer(fd)
+
+    async def _send(self, data: bytes, flags: int) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = self.sock.send(view, flags)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            view = view[n:]
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        out = self.sock.fileno()
+        while count:
+            try:
+                n = os.sendfile(out, fd, offset, count)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            if n == 0:  # the export shrank under us: the stream cannot be repaired
+                raise OSError(f"export ended early at offset {offset}")
+            offset += n
+            count -= n
+
+    def _closed(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        bus = self.server.bus
+        secs = time.monotonic() - self.opened_at
+        name = self.export.name if self.export else ""
+        if self.read:
+            bus.publish(TransferDone(service=SERVICE, path=name, sent=self.read, seconds=secs,
+                                     peer=self.peer, client=self.client))
+        bus.publish(SessionClosed(service=SERVICE, peer=self.peer, client=self.client,
+                                  target=name, read=self.read,
+                                  reason=self.reason or "connection closed"))
+
+
+@dataclass
+class NbdService:
+    """The running NBD server (newstyle port, optional oldstyle port)."""
+
+    name: str
+    bus: EventBus
+    exports: dict[str, Export]
+    listeners: list[tuple[socket.socket, bool]]
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    ports: dict[str, int] = field(default_factory=dict)
+    """``newstyle`` / ``oldstyle`` -> bound port."""
+
+    def start(self) -> None:
+        for lsock, oldstyle in self.listeners:
+            self._spawn(self._accept(lsock, oldstyle))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _accept(self, lsock: socket.socket, oldstyle: bool) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(lsock)
+            except (ConnectionAbortedError, InterruptedError):
+                continue
+            except OSError as exc:  # EMFILE and friends: say so, breathe, keep accepting
+                self.bus.publish(LogLine(service=SERVICE, level="warning",
+                                         message=f"accept failed: {exc}"))
+                await asyncio.sleep(0.5)
+                continue
+            sock.setblocking(False)
+            self._spawn(_Session(self, sock, addr, oldstyle).run())
+
+    async def close(self) -> None:
+        for lsock, _ in self.listeners:
+            with contextlib.suppress(OSError):
+                lsock.close()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        for e in self.exports.values():
+            with contextlib.suppress(OSError):
+                os.close(e.fd)
+        self.bus.publish(ServiceStopped(service=SERVICE))
+
+
+async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: int | None,
+                    exports: dict[str, Path], interface: str | None) -> NbdService:
+    """Export ``exports`` (name -> file or block device) read-only over NBD.
+
+    The newstyle handshake listens on ``address:port``; when ``oldstyle_port``
+    is set, the oldstyle handshake listens there and serves the first export.
+    Raises PxeError (missing export, port in use naming the holder, ...)
+    before anything is started.
+    """
+    if not exports:
+        raise PxeError("the NBD server has nothing to export",
+                       "add an export to the plan (nbd.exports) or pick another transport")
+    opened: dict[str, Export] = {}
+    listeners: list[tuple[socket.socket, bool]] = []
+    try:
+        for name, path in exports.items():
+            opened[name] = open_export(name, Path(path))
+        listeners.append((tcp_listener(address, port, interface=interface), False))
+        if oldstyle_port is not None:
+            listeners.append((tcp_listener(address, oldstyle_port, interface=interface), True))
+    except BaseException:
+        for e in opened.values():
+            os.close(e.fd)
+        for s, _ in listeners:
+            s.close()
+        raise
+    svc = NbdService(name=SERVICE, bus=bus, exports=opened, listeners=listeners)
+    for lsock, oldstyle in listeners:
+        host, bound = lsock.getsockname()[:2]
+        svc.ports["oldstyle" if oldstyle else "newstyle"] = bound
+        bus.publish(ServiceStarted(service=SERVICE, address=host, port=bound, proto="tcp"))
+    svc.start()
+    return svc
+
+
+__all__ = ["Export", "NbdService", "open_export", "start_nbd"]
