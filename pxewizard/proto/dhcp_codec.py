@@ -45,6 +45,9 @@ class MsgType(IntEnum):
     INFORM = 8
 
 
+_MSG_NAMES = {t.value: t.name for t in MsgType}
+
+
 class Opt(IntEnum):
     """Option codes we read or write (RFC 2132 unless noted)."""
 
@@ -199,10 +202,7 @@ class Packet:
         t = self.msg_type
         if t is None:
             return "BOOTP"
-        try:
-            return MsgType(t).name
-        except ValueError:
-            return f"type {t}"
+        return _MSG_NAMES.get(t) or f"type {t}"
 
     def _ip_opt(self, code: int) -> int | None:
         v = self.options.get(code)
@@ -293,24 +293,41 @@ class Packet:
         IP datagram size) are dropped from the end; the caller orders them by
         importance.
         """
-        head = HEADER.pack(self.op, self.htype, self.hlen, self.hops, self.xid, self.secs,
+        head = pack_header(self.op, self.htype, self.hlen, self.hops, self.xid, self.secs,
                            self.flags, self.ciaddr, self.yiaddr, self.siaddr, self.giaddr,
-                           self.chaddr.ljust(16, b"\0")[:16],
-                           self.sname[:63].ljust(64, b"\0"), self.file[:127].ljust(128, b"\0"))
-        parts = [head, MAGIC]
-        size = len(head) + 4 + 1
-        budget = max_size - 28  # IP + UDP headers
-        for code, val in self.options.items():
-            chunk = encode_option(code, val)
-            if size + len(chunk) > budget:
-                continue
-            parts.append(chunk)
-            size += len(chunk)
-        parts.append(b"\xff")
-        out = b"".join(parts)
-        if len(out) < MIN_REPLY:
-            out += b"\0" * (MIN_REPLY - len(out))
-        return out
+                           self.chaddr, self.sname, self.file)
+        return assemble(head, [encode_option(c, v) for c, v in self.options.items()], max_size)
+
+
+def pack_header(op: int, htype: int, hlen: int, hops: int, xid: int, secs: int, flags: int,
+                ciaddr: int, yiaddr: int, siaddr: int, giaddr: int, chaddr: bytes,
+                sname: bytes = b"", file: bytes = b"") -> bytes:
+    """The 236-byte fixed header (RFC 2131 §2); sname/file NUL-terminated and cut to fit."""
+    return HEADER.pack(op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
+                       chaddr.ljust(16, b"\0")[:16], sname[:63].ljust(64, b"\0"),
+                       file[:127].ljust(128, b"\0"))
+
+
+def assemble(head: bytes, chunks: list[bytes], max_size: int = 1500) -> bytes:
+    """Header + cookie + encoded options + End, padded to 300 bytes (RFC 1542 §3.3).
+
+    Options that would push the datagram past ``max_size`` (the client's option
+    57, counted as an IP datagram: 28 bytes of IP and UDP headers) are left out;
+    callers list them by importance.
+    """
+    body = b"".join(chunks)
+    if len(head) + 5 + len(body) > max_size - 28:
+        parts = []
+        size = len(head) + 5
+        for chunk in chunks:
+            if size + len(chunk) <= max_size - 28:
+                parts.append(chunk)
+                size += len(chunk)
+        body = b"".join(parts)
+    out = head + MAGIC + body + b"\xff"
+    if len(out) < MIN_REPLY:
+        out += bytes(MIN_REPLY - len(out))
+    return out
 
 
 def encode_option(code: int, val: bytes) -> bytes:

@@ -75,6 +75,11 @@ class LeaseStore(LeaseTable):
                                         new.hostname, new.arch)))
         return new
 
+    @property
+    def dirty(self) -> bool:
+        """Changes are queued that the next :meth:`commit` writes."""
+        return bool(self._pending)
+
     def commit(self) -> None:
         """Write the queued changes in one transaction (call before sending the replies)."""
         if not self._pending:
