@@ -63,8 +63,10 @@ NETASCII_MAX = 64 << 20
 WRITE_MAX = 4 << 30
 """Largest upload accepted when writes are allowed."""
 SOCK_BUF = 1 << 20
+LISTEN_BUF = 8 << 20
 READ_ONLY_MESSAGE = "write requests are refused; this server is read-only"
 _SIOCGIFMTU = 0x8921
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python names it from 3.12
 
 
 def interface_mtu(interface: str | None) -> int | None:
@@ -78,6 +80,18 @@ def interface_mtu(interface: str | None) -> int | None:
         except OSError:
             return None
     return struct.unpack("16si", res)[1]
+
+
+def _big_rcvbuf(sock: socket.socket, size: int) -> None:
+    """A receive buffer that absorbs a burst (many clients booting at once, a flood).
+
+    SO_RCVBUFFORCE passes net.core.rmem_max when we are root; else the capped SO_RCVBUF.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def nak_message(exc: TreeError) -> str:
@@ -617,8 +631,7 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
     limits = Limits(max_blksize=cap, max_windowsize=max(1, windowsize), timeout=timeout,
                     retries=retries)
     listen = udp_socket(address, port, interface=interface)
-    with contextlib.suppress(OSError):
-        listen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
+    _big_rcvbuf(listen, LISTEN_BUF)
     actual_port = listen.getsockname()[1]
     engine = TftpEngine(listen=listen, tree=tree, bus=bus, address=address, interface=interface,
                         limits=limits, allow_write=allow_write, write_root=write_root,
