@@ -431,3 +431,56 @@ def test_reader_helpers_are_symmetric():
     s = n3.Sattr(mode=0o755, uid=1, gid=2, size=3, atime="server", mtime=(4, 5))
     n3.push_sattr(w, s)
     assert n3.pull_sattr(Reader(bytes(w))) == s
+
+
+@pytest.fixture(scope="module")
+def fuzz_harness(tmp_path_factory) -> Harness:
+    root = tmp_path_factory.mktemp("fuzz") / "export"
+    (root / "d").mkdir(parents=True)
+    (root / "f").write_text("x" * 100)
+    return Harness(root, rw=False)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(proc=hst.integers(0, 23), body=hst.binary(max_size=120), with_root=hst.booleans())
+def test_fuzzed_arguments_get_a_reply_never_a_crash(fuzz_harness, proc, body, with_root):
+    """Random argument bytes (optionally after a valid root handle) to every procedure."""
+    h = fuzz_harness
+    args = (bytes(Writer().push_opaque(h.mnt())) + body) if with_root else body
+    rep = h.call(proc, args)
+    assert rep.accepted
+    assert rep.stat in (AcceptStat.SUCCESS, AcceptStat.GARBAGE_ARGS, AcceptStat.PROC_UNAVAIL)
+    if rep.stat == AcceptStat.SUCCESS and proc:
+        st = rep.body.pull_u32()
+        assert st == 0 or st in {s.value for s in Stat}
+    assert sorted(os.listdir(h.export.root)) == ["d", "f"]  # read-only: nothing changed
+
+
+@pytest.fixture(scope="module")
+def fuzz_rw(tmp_path_factory) -> Harness:
+    root = tmp_path_factory.mktemp("fuzzrw") / "export"
+    (root / "d").mkdir(parents=True)
+    (root / "f").write_text("x" * 100)
+    return Harness(root, rw=True, squash="no_root_squash")
+
+
+NAMES = hst.sampled_from(["f", "d", "new", "..", ".", "d/x", ""])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(proc=hst.integers(1, 21), name=NAMES, name2=NAMES, tail=hst.binary(max_size=60),
+       uid=hst.sampled_from([0, 1000]))
+def test_fuzzed_writes_on_a_rw_export_never_crash(fuzz_rw, proc, name, name2, tail, uid):
+    """Plausible-looking arguments (a real handle and names, then random bytes) to every
+    procedure of a rw export: an NFS status or GARBAGE_ARGS, never SYSTEM_ERR."""
+    h = fuzz_rw
+    root = h.mnt()
+    w = Writer().push_opaque(root).push_string(name).push_opaque(root).push_string(name2)
+    rep = h.call(proc, bytes(w) + tail, uid=uid, gid=uid)
+    assert rep.accepted and rep.stat in (AcceptStat.SUCCESS, AcceptStat.GARBAGE_ARGS), rep
+    assert not any(e.kind == "log_line" and e.level == "error" for e in h.events)
+    assert os.path.isdir(h.export.root)
