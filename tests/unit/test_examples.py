@@ -51,3 +51,13 @@ def test_example_builds(name: str) -> None:
         assert [e.path for e in nfs_exports(plan)] == [(EXAMPLES / "demo-media").resolve()]
     if plan.nbd.enabled:
         assert list(nbd_exports(plan)) == ["archiso"]
+
+
+def test_readme_plan_reference_names_every_field() -> None:
+    from pxewizard.plan import field_docs
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## Plan format"):]
+    missing = [key for key in field_docs()
+               if f"`{key.split('.')[-1]}`" not in section and "`[" + key + "]`" not in section]
+    assert missing == [], f"README's Plan format section lacks {missing}: document them there"
