@@ -36,12 +36,14 @@ from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceS
                       SessionClosed, SessionOpened, TransferDone, TransferFailed,
                       TransferProgress)
 from ..proto.nbd import (Closed, ExportSelected, NbdConnection, NbdProtocolError, Read, Refused,
-                         Send, reply_header)
+                         Send, State, reply_header)
 from .base import tcp_listener
 
 SERVICE = "nbd"
 PROGRESS_INTERVAL = 1.0
 """Seconds between TransferProgress events of one session."""
+HANDSHAKE_TIMEOUT = 30.0
+"""Seconds a client may take from connecting to choosing an export."""
 RECV_SIZE = 256 * 1024
 QUEUE_DEPTH = 256
 """Replies queued per connection before the reader stops reading (backpressure)."""
@@ -68,11 +70,12 @@ def open_export(name: str, path: Path) -> Export:
     except PermissionError:
         raise PxeError(f"NBD export {name!r}: {path} is not readable",
                        "run pxewizard as root or make the file readable") from None
-    except IsADirectoryError:
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
         raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
                        "(an ISO or disk image) or a block device",
-                       "point the export at the image file, or use NFS for a directory") from None
-    st = os.fstat(fd)
+                       "point the export at the image file, or use NFS for a directory")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         os.close(fd)
         raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device",
@@ -109,8 +112,16 @@ class _Session:
         try:
             for out in self.conn.initiate():
                 await self._handle(out)
-            while self.conn.state.name != "CLOSED":
-                data = await self.loop.sock_recv(self.sock, RECV_SIZE)
+            while self.conn.state is not State.CLOSED:
+                if self.conn.state is State.TRANSMISSION:
+                    data = await self.loop.sock_recv(self.sock, RECV_SIZE)
+                else:  # a client that never finishes the handshake must not pin a session
+                    try:
+                        data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
+                                                      HANDSHAKE_TIMEOUT)
+                    except asyncio.TimeoutError:
+                        self.reason = f"handshake not finished within {HANDSHAKE_TIMEOUT:.0f} s"
+                        break
                 self.conn.receive_data(data)
                 while (out := self.conn.next_event()) is not None:
                     await self._handle(out)
