@@ -158,6 +158,9 @@ class DirSource:
         with open(self.root / vpath, "rb") as fh:
             return fh.read(limit)
 
+    def is_symlink(self, vpath: str) -> bool:
+        return (self.root / vpath).is_symlink()
+
 
 class IsoSource:
     """An .iso file read with pycdlib (Rock Ridge names, else Joliet, else ISO 9660 ones)."""
@@ -379,15 +382,22 @@ def _sysrescue_legacy(src: Source) -> _Found | None:
 
 _KERNEL_RE = re.compile(r"^(vmlinuz|vmlinux|bzImage|linux|kernel)([-.].*)?$")
 _INITRD_RE = re.compile(r"^(initrd|initramfs)([-.].*)?$")
+_NOT_BOOTABLE = (".sig", ".asc", ".old", ".txt", ".cfg", ".conf", ".md", ".sha256", ".sha512",
+                 ".md5", ".config")
 
 
 def _pairs(src: Source, d: str) -> list[tuple[str, str, str]]:
     """(suffix, kernel vpath, initrd vpath) pairs in directory ``d`` ('' or 'x/')."""
     names = src.listdir(d.rstrip("/"))
+    # a root tree's boot/vmlinuz -> vmlinuz-6.1... links would give each kernel twice
+    if isinstance(src, DirSource):
+        real = [n for n in names if not src.is_symlink(d + n)]
+        if any(_KERNEL_RE.match(n) for n in real):
+            names = real
     kernels = [n for n in names if _KERNEL_RE.match(n) and src.size(d + n) is not None
-               and not n.endswith((".sig", ".asc", ".old"))]
+               and not n.endswith(_NOT_BOOTABLE)]
     initrds = [n for n in names if _INITRD_RE.match(n) and src.size(d + n) is not None
-               and not n.endswith((".sig", ".asc", ".old"))]
+               and not n.endswith(_NOT_BOOTABLE)]
     out = []
     for k in kernels:
         suffix = _KERNEL_RE.match(k).group(2) or ""  # type: ignore[union-attr]
@@ -471,6 +481,10 @@ def _nfsroot(src: Source) -> _Found | None:
     for ver, k, i in pairs:
         support = nfs_support(src.root / i)
         flavour = flavour or support.flavour
+        for f in (k, i):
+            if not os.stat(src.root / f).st_mode & stat.S_IROTH:
+                support.problems.append(f"{f} is not world-readable, so TFTP and HTTP refuse "
+                                        f"it: chmod o+r {src.root / f}")
         notes = tuple(support.problems)
         warnings += [f"{i}: {p}" for p in support.problems]
         entries.append(BootEntry(id=_entry_id("nfsroot", ver, taken),
@@ -633,7 +647,7 @@ def autodetect_message(search: tuple[str, ...] = AUTODETECT_DIRS) -> PxeError:
                     "mount the SystemRescue CD/USB, or set boot.media to a directory or .iso")
 
 
-def entries_for(media: Media, plan: Plan, remote: tuple = ()) -> list[BootEntry]:
+def entries_for(media: Media, plan: Plan) -> list[BootEntry]:
     """The medium's entries made final for the Plan: transport, server address, extra options.
 
     Filters and orders them by ``plan.boot.entries`` when set (unknown ids raise PxeError

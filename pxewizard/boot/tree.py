@@ -150,6 +150,11 @@ def _map_media(tree: FileTree, media: Media) -> None:
             tree.add_extent(vpath, media.path, offset, size)
         if media.profile == "ubuntu-casper":
             tree.add_file(media.path.name, media.path)  # casper's url= fetches the whole .iso
+    elif media.profile == "nfsroot":
+        # a client's root filesystem (shadow file included): TFTP/HTTP get its kernels only
+        for entry in media.entries:
+            for vpath, _size in entry.files:
+                tree.add_file(vpath, media.path / vpath)
     else:
         tree.add_dir("", media.path)
 

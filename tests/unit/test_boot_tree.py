@@ -227,3 +227,24 @@ def test_ram_legacy_local_and_memtest(tmp_path: Path) -> None:
     assert ram_estimate(m, m.entries[-1], "http", None).needed_bytes == 0
     mt = ram_estimate(m, next(x for x in m.entries if x.kind == "memtest"), "http", None)
     assert mt.needed_mib == 17
+
+
+def test_nfs_root_tree_serves_only_its_kernels(tmp_path: Path) -> None:
+    root = fx.make_nfsroot(tmp_path / "root", fx.INITRAMFS_TOOLS_NFS)
+    fx.put(root, "etc/shadow", data=b"root:$6$secret:19000::::::\n")
+    (root / "boot/vmlinuz").symlink_to("vmlinuz-6.1.0-13-amd64")
+    plan = make_plan(root, "nfs", nfs={"enabled": True})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "l"))
+    assert [e.id for e in boot.entries] == ["nfsroot-6-1-0-13-amd64", "local"]
+    assert boot.tree.resolve("boot/vmlinuz-6.1.0-13-amd64").size == 1500
+    with pytest.raises(NotFound):
+        boot.tree.resolve("etc/shadow")
+    assert [e.path for e in nfs_exports(plan)] == [root.resolve()]
+
+
+def test_nfs_root_initramfs_not_world_readable_is_said(tmp_path: Path) -> None:
+    root = fx.make_nfsroot(tmp_path / "root", fx.DRACUT_NFS, kver="5.14.0-362.el9.x86_64")
+    initrd = root / "boot/initrd.img-5.14.0-362.el9.x86_64"
+    initrd.chmod(0o600)
+    [m] = find_media(root)
+    assert any(f"chmod o+r {initrd}" in w for w in m.warnings)
