@@ -43,13 +43,15 @@ class Harness:
         self.mountd = MountProgram([self.export], resolver, self.bus)
         self.ep = RpcEndpoint("nfs", [self.nfsd, self.mountd], self.bus)
         self.ctx = CallContext(peer=("10.0.0.7", 800), proto="tcp", local=False)
+        self.xid = 1000
 
     def call(self, proc: int, args: bytes = b"", *, prog: int = n3.NFS_PROG, vers: int = 3,
              uid: int | None = 0, gid: int = 0, gids: tuple[int, ...] = (),
-             proto: str = "tcp") -> Reply:
+             proto: str = "tcp", xid: int | None = None) -> Reply:
         cred = (AuthFlavor.AUTH_NONE, b"") if uid is None else \
             (AuthFlavor.AUTH_SYS, encode_auth_sys(uid, gid, gids))
-        rec = encode_call(42, prog, vers, proc, args, cred=cred)
+        self.xid += 1
+        rec = encode_call(self.xid if xid is None else xid, prog, vers, proc, args, cred=cred)
         ctx = CallContext(peer=self.ctx.peer, proto=proto, local=False)
         parts = asyncio.run(self.ep.handle(rec, ctx))
         assert parts is not None
@@ -88,7 +90,7 @@ def tree(tmp_path: Path) -> Path:
     (root / "dir" / "a.txt").write_text("hello\n")
     (root / "escape").symlink_to("/etc")
     (root / "dir" / "up").symlink_to("../../..")
-    for i in range(300):
+    for i in range(120):
         (root / "dir" / "deeper" / f"entry-{i:04d}").write_text(str(i))
     (tmp_path / "outside.txt").write_text("secret")
     return root
@@ -248,7 +250,7 @@ def test_readdir_paging(tree, plus):
     h = Harness(tree)
     fh = h.path_fh("dir/deeper")
     names = _readdir_all(h, fh, plus, count=1024)
-    assert sorted(names) == sorted([".", ".."] + [f"entry-{i:04d}" for i in range(300)])
+    assert sorted(names) == sorted([".", ".."] + [f"entry-{i:04d}" for i in range(120)])
     small = Writer().push_opaque(fh).push_u64(0).push_fixed(bytes(8)).push_u32(100)
     assert status(h.call(Proc.READDIR, bytes(small))) == Stat.TOOSMALL
 
@@ -484,3 +486,25 @@ def test_fuzzed_writes_on_a_rw_export_never_crash(fuzz_rw, proc, name, name2, ta
     assert rep.accepted and rep.stat in (AcceptStat.SUCCESS, AcceptStat.GARBAGE_ARGS), rep
     assert not any(e.kind == "log_line" and e.level == "error" for e in h.events)
     assert os.path.isdir(h.export.root)
+
+
+@needs_root
+def test_retransmitted_remove_gets_the_first_answer(tree):
+    """The duplicate request cache: the same xid again is answered, not redone (NOENT)."""
+    h = Harness(tree, rw=True, squash="no_root_squash")
+    root = h.mnt()
+    (tree / "gone.txt").write_text("x")
+    first = h.call(Proc.REMOVE, dirop_args(root, "gone.txt"), xid=7)
+    again = h.call(Proc.REMOVE, dirop_args(root, "gone.txt"), xid=7)  # a retransmission
+    assert status(first) == 0 and status(again) == 0
+    h.ctx = CallContext(peer=("10.0.0.8", 800), proto="tcp", local=False)
+    assert status(h.call(Proc.REMOVE, dirop_args(root, "gone.txt"), xid=7)) == Stat.NOENT
+
+
+def test_readdirplus_over_udp_fits_a_datagram(tree):
+    h = Harness(tree)
+    fh = h.path_fh("dir/deeper")
+    w = Writer().push_opaque(fh).push_u64(0).push_fixed(bytes(8)).push_u32(1 << 20)
+    w.push_u32(1 << 20)
+    rep = h.call(Proc.READDIRPLUS, bytes(w), proto="udp")
+    assert status(rep) == 0 and len(rep.body.data) < 65000

@@ -117,6 +117,9 @@ class NfsProgram:
     prog = n3.NFS_PROG
     low = n3.NFS_VERS
     high = n3.NFS_VERS
+    nonidempotent = frozenset({Proc.CREATE, Proc.MKDIR, Proc.SYMLINK, Proc.MKNOD, Proc.REMOVE,
+                               Proc.RMDIR, Proc.RENAME, Proc.LINK, Proc.SETATTR})
+    """Procedures whose retransmission must be answered from the duplicate request cache."""
 
     def __init__(self, exports: list[Export], resolver: Resolver, bus: EventBus,
                  clock: Callable[[], float] = time.time) -> None:
@@ -321,10 +324,10 @@ class NfsProgram:
         return [w.data, data, bytes(pad_len(len(data)))]
 
     async def readdir(self, a: n3.ReaddirArgs, call: Call, ctx: CallContext) -> Results:
-        return self._readdir(a, call, plus=False)
+        return self._readdir(a, call, plus=False, udp=ctx.proto == "udp")
 
     async def readdirplus(self, a: n3.ReaddirArgs, call: Call, ctx: CallContext) -> Results:
-        return self._readdir(a, call, plus=True)
+        return self._readdir(a, call, plus=True, udp=ctx.proto == "udp")
 
     def _listing(self, d: Node) -> list[tuple[int, str, int]]:
         """(cookie, name, inode) of a directory, sorted by cookie; cached while unchanged."""
@@ -340,7 +343,7 @@ class NfsProgram:
             self._dirs.popitem(last=False)
         return entries
 
-    def _readdir(self, a: n3.ReaddirArgs, call: Call, plus: bool) -> Results:
+    def _readdir(self, a: n3.ReaddirArgs, call: Call, plus: bool, udp: bool = False) -> Results:
         d = self._node(a.dir)
         self._dir(d)
         auth.may_list(d.st, self._ids(d, call))
@@ -354,6 +357,8 @@ class NfsProgram:
             head.append((2, "..", pst.st_ino if pst else d.st.st_ino))
         start = 0 if a.cookie < 3 else bisect.bisect_right(entries, (a.cookie, "\U0010ffff"))
         limit = a.maxcount if plus else a.count
+        if udp:
+            limit = min(limit, UDP_RTMAX)  # the reply must fit one datagram
         used = 4 + 4 + n3.FATTR_SIZE + 8 + 8  # status, dir attrs, cookieverf, list end, eof
         dirused = 0
         w = Writer()

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +41,8 @@ MAX_UDP_INFLIGHT = 256
 MAX_RECORD = 4 * 1024 * 1024
 """Largest RPC record accepted over TCP (a 1 MiB WRITE plus headers fits many times)."""
 UDP_MAX_REPLY = 65000
+DRC_SIZE = 1024
+"""Replies of non-idempotent calls remembered for retransmissions."""
 
 
 Buffer = bytes | bytearray | memoryview
@@ -92,6 +96,7 @@ class RpcEndpoint:
         self.udp: list[asyncio.DatagramTransport] = []
         self.connections: set["_RpcTcp"] = set()
         self.udp_inflight = 0
+        self.drc: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
 
     def is_local(self, ip: str) -> bool:
         with contextlib.suppress(ValueError):
@@ -114,6 +119,14 @@ class RpcEndpoint:
             self.dropped(ctx.peer, f"not an RPC call: {exc}", len(record))
             return None
         prog = self.programs.get(call.prog)
+        key = None
+        if prog is not None and call.proc in getattr(prog, "nonidempotent", ()):
+            # Duplicate request cache: a retransmitted CREATE/REMOVE/RENAME... must get the
+            # first answer again, not EXIST/NOENT from doing it twice (knfsd keeps one too).
+            key = (ctx.peer[0], call.xid, zlib.crc32(record))
+            cached = self.drc.get(key)
+            if cached is not None:
+                return [cached]
         if prog is None:
             return [error_reply(call.xid, AcceptStat.PROG_UNAVAIL)]
         if not prog.low <= call.vers <= prog.high:
@@ -132,6 +145,12 @@ class RpcEndpoint:
             return [error_reply(call.xid, AcceptStat.SYSTEM_ERR)]
         if results is None:
             return [error_reply(call.xid, AcceptStat.PROC_UNAVAIL)]
+        if key is not None:
+            reply = accepted_header(call.xid) + b"".join(bytes(r) for r in results)
+            self.drc[key] = reply
+            if len(self.drc) > DRC_SIZE:
+                self.drc.popitem(last=False)
+            return [reply]
         return [accepted_header(call.xid), *results]
 
     async def start(self, address: str, port: int, sock_tcp, sock_udp) -> None:
