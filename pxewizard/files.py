@@ -47,7 +47,7 @@ class AccessDenied(TreeError):
 
 @dataclass(frozen=True)
 class FileRef:
-    """A file the tree resolved. Exactly one of ``data`` and ``real`` is set."""
+    """A file the tree resolved. Exactly one of ``data``, ``real`` and ``container`` is set."""
 
     path: str
     """Normalised virtual path (no leading slash)."""
@@ -59,19 +59,33 @@ class FileRef:
     """Contents of a generated file."""
     real: Path | None = None
     """Path of a file on disk."""
+    container: Path | None = None
+    """A file stored inside another one (a file of an unmounted .iso, see
+    :meth:`FileTree.add_extent`): its ``size`` bytes start at ``offset`` of ``container``.
+    ``real`` stays None so code that would read a whole file fails instead of serving the
+    .iso's first bytes."""
     offset: int = 0
-    """Where the file starts inside ``real``: non-zero for a file inside an .iso (see
-    :meth:`FileTree.add_extent`); serve ``size`` bytes from there."""
+    """Byte offset of the file inside ``container`` (0 otherwise)."""
+
+    def location(self) -> tuple[Path, int] | None:
+        """(file on disk, offset where this file's bytes start), or None for generated data.
+
+        Servers read ``size`` bytes from there (mmap: map from the page below ``offset``)."""
+        if self.real is not None:
+            return self.real, 0
+        if self.container is not None:
+            return self.container, self.offset
+        return None
 
     def read(self) -> bytes:
         """Whole contents (small files only: menus, configs)."""
         if self.data is not None:
             return self.data
-        assert self.real is not None
-        if self.offset:
-            with open(self.real, "rb") as fh:
+        if self.container is not None:
+            with open(self.container, "rb") as fh:
                 fh.seek(self.offset)
                 return fh.read(self.size)
+        assert self.real is not None
         return self.real.read_bytes()
 
 
@@ -157,7 +171,7 @@ class FileTree:
         extent = self._extents.get(key)
         if extent is not None:
             ref = self._stat(key, extent[0], None)
-            return FileRef(path=key, size=extent[2], mtime=ref.mtime, real=extent[0],
+            return FileRef(path=key, size=extent[2], mtime=ref.mtime, container=extent[0],
                            offset=extent[1])
         for prefix, rdir in self._dirs:
             if prefix == "" or key == prefix or key.startswith(prefix + "/"):
