@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from pxewizard.plan import plan_from_dict
-from tests.support.serving import serve, write_plan
+from tests.support.serving import write_plan
 
 from .guest import GuestImages
 from .harness import (POOL, PREFIX, PROXY_DHCP_IP, SERVER_IP, Boot, LabNet, boot, dnsmasq_conf,
-                      lab_network, make_stage3, nginx_conf, start_dnsmasq, start_nginx)
+                      lab_network, make_stage3, nginx_conf, serve_ours, start_dnsmasq,
+                      start_nginx)
 
 NBD_EXPORT = "pxwtest"
 NBD_PORT = 10809
@@ -193,7 +194,7 @@ def run_ours(prep: Prepared, *, timeout: float | None = None) -> Boot:
             ctx = _nullcontext()
         with ctx:
             plan_path = write_plan(prep.work, prep.plan)
-            with serve(net.server, plan_path, ready_timeout=30) as served:
+            with serve_ours(net.server, plan_path) as served:
                 kw = {"timeout": timeout} if timeout else {}
                 b = boot(net, case.name, prep.stage3_sha, firmware=case.firmware,
                          romfile=case.romfile, **kw)

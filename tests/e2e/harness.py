@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import select
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from pxewizard.lab import LabVM, VmResult, VmSpec, choose_accel
 from tests.support.netns import Netns, link_netns, namespace
+from tests.support.serving import REPO, Served
 
 from .guest import FAIL_MARKER, MARKER, GuestImages
 
@@ -247,6 +250,55 @@ def reference_servers(net: LabNet, work: Path, tree_root: Path, *, dhcp_mode: st
         yield
     finally:
         net.server.kill_all()
+
+
+# --- our servers ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def serve_ours(ns: Netns, plan_path: Path, *, ready_timeout: float = 30.0) -> Iterator[Served]:
+    """`pxewizard serve --plan` in ``ns`` until its ready line; stopped by PID.
+
+    Like tests.support.serving.serve, but reads the pipe unbuffered: with a
+    buffered pipe, a "ready" line that arrives in the same read as the line
+    before it sits in Python's buffer while select() waits on an empty fd.
+    """
+    from pxewizard.plan import load_plan
+
+    plan = load_plan(plan_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = ns.popen(sys.executable, "-m", "pxewizard", "serve", "--plan", str(plan_path),
+                    env=env, cwd=str(REPO), bufsize=0)
+    served = Served(proc=proc, plan_path=plan_path, jsonl=plan.jsonl_path, output=[])
+    try:
+        deadline = time.monotonic() + ready_timeout
+        pending = b""
+        ready = False
+        while not ready:
+            if time.monotonic() > deadline:
+                raise AssertionError("pxewizard serve not ready in time:\n"
+                                     + "\n".join(served.output))
+            r, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if not r:
+                if proc.poll() is not None:
+                    raise AssertionError(f"pxewizard serve exited with {proc.returncode}:\n"
+                                         + "\n".join(served.output))
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)  # type: ignore[union-attr]
+            if not chunk:
+                proc.wait(5)
+                raise AssertionError(f"pxewizard serve exited with {proc.returncode}:\n"
+                                     + "\n".join(served.output))
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                served.output.append(line)
+                ready = ready or "ready: serving" in line
+        if pending:
+            served.output.append(pending.decode(errors="replace"))
+        yield served
+    finally:
+        ns.kill_all()
 
 
 # --- the boot ---------------------------------------------------------------------------
