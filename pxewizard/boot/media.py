@@ -619,14 +619,9 @@ def find_media(path: Path | None = None, *,
         media = probe(path)
         if media is None:
             if path.is_file():
-                src = "ISO"
-                extra = ""
-                try:
-                    if not IsoSource(path).bootable:
-                        extra = " (it is not bootable: no El Torito boot record)"
-                except PxeError:
-                    raise
-                raise _nothing_found(path, src, extra)
+                extra = "" if IsoSource(path).bootable else \
+                    " (it is not bootable: no El Torito boot record)"
+                raise _nothing_found(path, "ISO", extra)
             raise _nothing_found(path, "directory")
         return [media]
     patterns = tuple(search) if search is not None else AUTODETECT_DIRS

@@ -235,6 +235,10 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
             warnings += [f"{e.id}: {n}" for n in e.notes]
         title = f"pxewizard: {media.label}"
     remotes = _remote_entries(plan, remote)
+    ids = [e.id for e in entries] + [r.id for r in remotes]
+    if plan.boot.default is not None and plan.boot.default not in ids:
+        warnings.append(f"boot.default: {plan.boot.default!r} is not a menu entry (entries: "
+                        f"{', '.join(ids)}); the first entry is the default")
     per_mac = tuple((r.mac, r.boot_entry) for r in plan.dhcp.reservations
                     if getattr(r, "boot_entry", None))
     settings = MenuSettings(title=title, default=plan.boot.default, timeout=plan.boot.timeout,

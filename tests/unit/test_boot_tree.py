@@ -248,3 +248,10 @@ def test_nfs_root_initramfs_not_world_readable_is_said(tmp_path: Path) -> None:
     initrd.chmod(0o600)
     [m] = find_media(root)
     assert any(f"chmod o+r {initrd}" in w for w in m.warnings)
+
+
+def test_unknown_default_is_warned(tmp_path: Path) -> None:
+    plan = make_plan(fx.make_archiso(tmp_path / "sr"), "http", boot={"default": "sysrescue"})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "l"))
+    assert any("boot.default: 'sysrescue' is not a menu entry" in w for w in boot.warnings)
+    assert "DEFAULT sysresccd\n" in boot.menus["pxelinux.cfg/default"]
