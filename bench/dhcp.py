@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """DHCP DORA transactions per second: pxewizard against dnsmasq and kea-dhcp4, in one run.
 
-    sudo python3 bench/dhcp.py [--macs 5000] [--window 64] [--runs 1] [--servers ours,dnsmasq,kea]
+    sudo python3 bench/dhcp.py [--macs 5000] [--rounds 2] [--window 64] [--runs 3]
+                               [--servers ours,ours-serve,dnsmasq,kea]
 
 Topology: a server namespace (pxe0 10.99.0.1/16) and a client namespace
 (eth0 10.99.0.2/16) joined by a veth pair (``pxwt-bench-*``, removed at the end).
@@ -84,8 +85,10 @@ def _opt(data: bytes, code: int) -> bytes | None:
     return None
 
 
-def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
-    """Run ``macs`` DORAs with ``window`` in flight; returns counts and the rate."""
+def loadgen(macs: int, window: int, server: str, relay: str, seed: int,
+            rounds: int = 1) -> dict:
+    """Run ``rounds`` DORAs for each of ``macs`` MACs (round 1 fills the lease table,
+    later rounds re-bind at that table size) with ``window`` in flight."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -94,7 +97,8 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
     gi = socket.inet_aton(relay)
     dest = (server, 67)
     base = seed << 24
-    mac_of = [bytes((0x02, seed & 0xFF)) + i.to_bytes(4, "big") for i in range(macs)]
+    total = macs * rounds
+    mac_of = [bytes((0x02, seed & 0xFF)) + (i % macs).to_bytes(4, "big") for i in range(total)]
     # per transaction: [state, sent_at, tries, last_packet]; xid = base + index
     state: dict[int, list] = {}
     acked: dict[bytes, str] = {}  # address -> MAC
@@ -108,7 +112,7 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
         sock.sendto(pkt, dest)
 
     now = time.perf_counter()
-    while nxt < macs and len(state) < window:
+    while nxt < total and len(state) < window:
         start(nxt, now)
         nxt += 1
     last_scan = now
@@ -143,13 +147,13 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
                     acked[yi] = mac_of[i]
                     done += 1
                     del state[i]
-                    if nxt < macs:
+                    if nxt < total:
                         start(nxt, now)
                         nxt += 1
                 elif mt == b"\x06":
                     naks += 1
                     del state[i]
-                    if nxt < macs:
+                    if nxt < total:
                         start(nxt, now)
                         nxt += 1
         if now - last_scan > 0.2:
@@ -159,7 +163,7 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
                     if st[2] >= 3:
                         failed += 1
                         del state[i]
-                        if nxt < macs:
+                        if nxt < total:
                             start(nxt, now)
                             nxt += 1
                     else:
@@ -167,7 +171,7 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int) -> dict:
                         retrans += 1
                         sock.sendto(st[3], dest)
     elapsed = time.perf_counter() - t0
-    return {"macs": macs, "done": done, "naks": naks, "failed": failed, "dup": dup,
+    return {"macs": macs, "rounds": rounds, "done": done, "naks": naks, "failed": failed, "dup": dup,
             "retransmits": retrans, "distinct_ips": len(acked), "seconds": elapsed,
             "rate": done / elapsed if elapsed else 0.0}
 
@@ -300,7 +304,8 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int) -> dict:
+def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int,
+            rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="pxwt-bench-dhcp-", dir="/dev/shm") as d:
         tmp = Path(d)
         proc = start_server(name, srv, tmp)
@@ -308,7 +313,7 @@ def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int) ->
             cpu0 = _cpu(proc.pid)
             r = sh("ip", "netns", "exec", cli, sys.executable, str(Path(__file__).resolve()),
                    "--loadgen", "--macs", str(macs), "--window", str(window),
-                   "--seed", str(seed))
+                   "--seed", str(seed), "--rounds", str(rounds))
             res = json.loads(r.stdout)
             res["server_cpu"] = _cpu(proc.pid) - cpu0
         finally:
@@ -331,7 +336,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--macs", type=int, default=5000)
     ap.add_argument("--window", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="DORAs per MAC (round 1 fills the table; longer runs, less noise)")
     ap.add_argument("--servers", default="ours,ours-serve,dnsmasq,kea")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
@@ -339,7 +346,7 @@ def main() -> int:
     ap.add_argument("--lease-file", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loadgen:
-        print(json.dumps(loadgen(a.macs, a.window, SERVER, CLIENT, a.seed)))
+        print(json.dumps(loadgen(a.macs, a.window, SERVER, CLIENT, a.seed, a.rounds)))
         return 0
     if a.run_ours:
         prof = os.environ.get("PXW_BENCH_PROFILE")  # profile the server's hot path
@@ -354,13 +361,14 @@ def main() -> int:
         raise SystemExit("run as root (network namespaces)")
     names = a.servers.split(",")
     ensure_peers(names)
-    print(f"DORA/s, {a.macs} distinct MACs per server, {a.window} in flight, "
+    print(f"DORA/s, {a.macs} distinct MACs x {a.rounds} DORAs each per server, "
+          f"{a.window} in flight, "
           f"pool 10,240 addresses, {os.cpu_count()} CPUs (shared machine: compare ratios)")
     results: dict[str, list[dict]] = {n: [] for n in names}
     with topology() as (srv, cli):
         for run in range(a.runs):
             for n in names:
-                res = run_one(n, srv, cli, a.macs, a.window, a.seed + run)
+                res = run_one(n, srv, cli, a.macs, a.window, a.seed + run, a.rounds)
                 results[n].append(res)
                 print(f"  run {run + 1} {n:11s} {res['rate']:9.0f} DORA/s  done={res['done']} "
                       f"naks={res['naks']} failed={res['failed']} dup={res['dup']} "

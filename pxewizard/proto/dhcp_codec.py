@@ -379,7 +379,8 @@ def decode(data: bytes) -> Packet:
         raise ValueError(f"option 53 (message type) has length {len(options[53])}, must be 1")
     return Packet(op=op, htype=htype, hlen=hlen, hops=hops, xid=xid, secs=secs, flags=flags,
                   ciaddr=ciaddr, yiaddr=yiaddr, siaddr=siaddr, giaddr=giaddr,
-                  chaddr=chaddr, sname=sname.split(b"\0", 1)[0], file=file.split(b"\0", 1)[0],
+                  chaddr=chaddr, sname=sname.split(b"\0", 1)[0] if sname[:1] != b"\0" else b"",
+                  file=file.split(b"\0", 1)[0] if file[:1] != b"\0" else b"",
                   options=options)
 
 

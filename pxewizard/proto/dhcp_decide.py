@@ -31,7 +31,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
-from typing import Protocol
+from typing import Any, Protocol
 
 from .dhcp_codec import (BOOTREQUEST, FLAG_BROADCAST, MsgType, Packet, arch_from_vendor_class,
                          arch_name, assemble, encode_option, encode_suboptions, ip_int, ip_str,
@@ -236,7 +236,7 @@ class Policy:
                                                default_factory=dict)
     _excluded: frozenset[int] = field(init=False, repr=False, compare=False,
                                       default=frozenset())
-    _static: dict[object, object] = field(init=False, repr=False, compare=False,
+    _static: dict[object, Any] = field(init=False, repr=False, compare=False,
                                           default_factory=dict)
     """Options encoded once: server id, lease times, TFTP server, each pool's network."""
 
@@ -261,13 +261,13 @@ class Policy:
         excluded |= {int(p.router) for p in self.pools if p.router is not None}
         s(self, "_excluded", frozenset(excluded))
         t = self.lease_time
-        static: dict[object, object] = {
+        static: dict[object, Any] = {
             "sid": encode_option(54, self.server_ip.packed),
             "lease": encode_option(51, t.to_bytes(4, "big"))
             + encode_option(58, (t // 2).to_bytes(4, "big"))
             + encode_option(59, (t * 7 // 8).to_bytes(4, "big")),
             "tftp": encode_option(66, str(self.server_ip).encode()),
-            "siaddr": int(self.server_ip)}
+            "siaddr": int(self.server_ip), "ns": str(self.server_ip)}
         for p in self.pools:
             static[id(p)] = _pool_options(p, self.domain)
         static["pools"] = self.pools
@@ -291,7 +291,7 @@ class Policy:
         """RFC 2131 §4.3.1: the relay's giaddr picks the subnet; no relay: our own pool."""
         if not giaddr:
             return self._pool
-        for p in self._static["pools"]:  # type: ignore[attr-defined]
+        for p in self._static["pools"]:
             if p.net_lo <= giaddr <= p.net_hi:
                 return p
         return None
@@ -580,7 +580,7 @@ def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
         dest = Destination(BROADCAST, CLIENT_PORT, broadcast=True)
     where = "proxy offer" if out is MsgType.OFFER else f"proxy ACK on port {port}"
     return _decision(c, out.name, data, dest, f"{where}: {why}", boot_file=f,
-                     next_server=str(policy.server_ip))
+                     next_server=policy._static["ns"])
 
 
 # --- full DHCP ----------------------------------------------------------------------------
@@ -650,7 +650,7 @@ def _full_discover(c: _Client, policy: Policy, leases: LeaseView, now: float) ->
                   hostname=res.hostname if res else None)
     return _decision(c, "OFFER", data, _destination(c.req, MsgType.OFFER, ip),
                      f"{why}; boot: {fwhy}", ops, yiaddr=ip, boot_file=f or "",
-                     next_server=str(policy.server_ip) if f else "")
+                     next_server=policy._static["ns"] if f else "")
 
 
 def _nak(c: _Client, policy: Policy, why: str) -> Decision:
@@ -700,7 +700,7 @@ def _full_request(c: _Client, policy: Policy, leases: LeaseView, now: float) -> 
     return _decision(c, "ACK", data, _destination(req, MsgType.ACK, target),
                      f"{phase}: bound for {policy.lease_time} s; boot: {fwhy}", (op,),
                      yiaddr=target, boot_file=f or "",
-                     next_server=str(policy.server_ip) if f else "")
+                     next_server=policy._static["ns"] if f else "")
 
 
 def _full_decline(c: _Client, policy: Policy, leases: LeaseView, now: float) -> Decision:
@@ -731,7 +731,7 @@ def _full_inform(c: _Client, policy: Policy, leases: LeaseView, now: float) -> D
     data = _build(c, policy, MsgType.ACK, pool=pool, boot_file=f, lease=False)
     return _decision(c, "ACK", data, _destination(c.req, MsgType.ACK, 0),
                      f"INFORM: options only (RFC 2131 §4.3.5); boot: {fwhy}", boot_file=f or "",
-                     next_server=str(policy.server_ip) if f else "")
+                     next_server=policy._static["ns"] if f else "")
 
 
 def _server_only(c: _Client, policy: Policy, leases: LeaseView, now: float) -> Decision:
