@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import mimetypes
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from ..events import (EventBus, ServiceStarted, ServiceStopped, TransferDone, TransferFailed,
+from ..events import (EventBus, LogLine, ServiceStarted, ServiceStopped, TransferDone, TransferFailed,
                       TransferProgress, TransferStarted)
 from ..files import FileRef, FileTree, TreeError
 from .base import tcp_listener
@@ -200,13 +202,31 @@ class _Handler:
             return web.Response(status=416, text="416 range not satisfiable\n",
                                 headers={"Content-Range": f"bytes */{ref.size}", **{
                                     k: v for k, v in headers.items() if k != "Content-Type"}})
+        fobj = None
+        if ref.real is not None and request.method != "HEAD":
+            try:
+                fobj = open(ref.real, "rb", buffering=0)  # O_RDONLY: servers are read-only
+            except OSError as exc:
+                code = 404 if isinstance(exc, FileNotFoundError) else 403
+                self._fail(client, peer, vpath, code, f"cannot open {ref.real}: {exc.strerror}")
+                return web.Response(status=code, text=f"{code} cannot open {vpath}\n")
+        try:
+            return await self._respond(request, ref, fobj, rng, headers, client, peer, vpath)
+        finally:
+            if fobj is not None:
+                fobj.close()
+
+    async def _respond(self, request: web.BaseRequest, ref: FileRef, fobj: Any,
+                       rng: tuple[int, int] | None, headers: dict[str, str], client: str,
+                       peer: str, vpath: str) -> web.StreamResponse:
+        rng_header = request.headers.get("Range")
         if rng is None:
             status, first, count = 200, 0, ref.size
         else:
             status, first, count = 206, rng[0], rng[1] - rng[0] + 1
             headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{ref.size}"
         options = {"method": request.method}
-        if rng_header:
+        if rng_header and rng is not None:
             options["range"] = rng_header
         self.bus.publish(TransferStarted(service=SERVICE, path=vpath, size=count,
                                          options=options, peer=peer, client=client))
@@ -214,6 +234,7 @@ class _Handler:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         sent = 0
+        progress = [0]  # bytes handed to the kernel so far, also when sendfile fails midway
         try:
             if request.method == "HEAD" or count == 0:
                 await resp.prepare(request)
@@ -224,44 +245,67 @@ class _Handler:
                 await resp.write_eof()
                 sent = count
             else:
-                sent = await self._sendfile(request, resp, ref, first, count, vpath, client, peer)
-        except (ConnectionError, OSError, asyncio.CancelledError) as exc:
-            why = "client closed the connection" if isinstance(
-                exc, (ConnectionError, asyncio.CancelledError)) else f"read error: {exc}"
-            self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
+                await self._sendfile(request, resp, fobj, first, count, vpath, client, peer,
+                                     progress)
+                sent = progress[0]
+        except asyncio.CancelledError:
+            sent = max(sent, progress[0])
+            self._fail(client, peer, vpath, status, f"cancelled after {sent} of {count} bytes",
                        sent=sent)
             raise
+        except OSError as exc:
+            sent = max(sent, progress[0])
+            # the client went away (or the file could not be read): the event says so, the
+            # connection is dropped, and nothing is raised into aiohttp's stderr logger
+            why = ("client closed the connection" if isinstance(exc, ConnectionError)
+                   else f"read error on {ref.real}: {exc.strerror or exc}")
+            self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
+                       sent=sent)
+            if request.transport is not None:
+                request.transport.close()
+            return resp
         self.bus.publish(TransferDone(service=SERVICE, path=vpath, sent=sent,
                                       seconds=time.monotonic() - start, status=status,
                                       peer=peer, client=client))
         return resp
 
-    async def _sendfile(self, request: web.BaseRequest, resp: web.StreamResponse, ref: FileRef,
-                        first: int, count: int, vpath: str, client: str, peer: str) -> int:
+    async def _sendfile(self, request: web.BaseRequest, resp: web.StreamResponse, fobj: Any,
+                        first: int, count: int, vpath: str, client: str, peer: str,
+                        progress: list[int]) -> None:
         """Headers through aiohttp, body with sendfile(2) straight from the page cache."""
-        assert ref.real is not None
         loop = asyncio.get_running_loop()
-        fobj = open(ref.real, "rb", buffering=0)  # O_RDONLY: servers are read-only
         sent = 0
-        try:
-            await resp.prepare(request)
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("connection lost before the body")
-            last_note = time.monotonic()
-            while sent < count:
-                n = min(CHUNK, count - sent)
-                await loop.sendfile(transport, fobj, first + sent, n)
-                sent += n
-                now = time.monotonic()
-                if sent < count and now - last_note >= PROGRESS_INTERVAL:
-                    last_note = now
-                    self.bus.publish(TransferProgress(service=SERVICE, path=vpath, sent=sent,
-                                                      size=count, peer=peer, client=client))
-            await resp.write_eof()
-        finally:
-            fobj.close()
-        return sent
+        await resp.prepare(request)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost before the body")
+        last_note = time.monotonic()
+        while sent < count:
+            n = min(CHUNK, count - sent)
+            await loop.sendfile(transport, fobj, first + sent, n)
+            sent += n
+            progress[0] = sent
+            now = time.monotonic()
+            if sent < count and now - last_note >= PROGRESS_INTERVAL:
+                last_note = now
+                self.bus.publish(TransferProgress(service=SERVICE, path=vpath, sent=sent,
+                                                  size=count, peer=peer, client=client))
+        await resp.write_eof()
+
+
+class _BusLogHandler(logging.Handler):
+    """aiohttp's own error log (``aiohttp.server``) as LogLine events, never on stderr."""
+
+    def __init__(self, bus: EventBus) -> None:
+        super().__init__(logging.WARNING)
+        self.bus = bus
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            msg += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        level = "error" if record.levelno >= logging.ERROR else "warning"
+        self.bus.publish(LogLine(service=SERVICE, level=level, message=msg))
 
 
 def _peer(request: web.BaseRequest) -> tuple[str, str]:
@@ -280,6 +324,11 @@ async def start_http(*, tree: FileTree, bus: EventBus, address: str, port: int,
     anything is started.
     """
     sock = tcp_listener(address, port, interface=interface)
+    log = logging.getLogger("aiohttp.server")
+    for old in [h for h in log.handlers if isinstance(h, _BusLogHandler)]:
+        log.removeHandler(old)  # the latest server's bus gets aiohttp's complaints
+    log.addHandler(_BusLogHandler(bus))
+    log.propagate = False
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = web.Server(_Handler(tree, bus), access_log=None)

@@ -168,3 +168,45 @@ async def test_port_in_use_names_holder(tmp_path: Path) -> None:
         assert str(svc.port) in str(ei.value)
     finally:
         await svc.close()
+
+
+async def test_progress_events_rate_limited(server, monkeypatch) -> None:
+    import pxewizard.servers.http as http_mod
+
+    monkeypatch.setattr(http_mod, "CHUNK", 256 * 1024)
+    monkeypatch.setattr(http_mod, "PROGRESS_INTERVAL", 0.0)
+    base, s, events, root = server
+    st, _, body = await _get(s, f"{base}/big.bin")
+    assert st == 200 and len(body) == (root / "big.bin").stat().st_size
+    prog = [e for e in events if type(e).__name__ == "TransferProgress"]
+    assert len(prog) >= 5 and all(0 < e.sent < len(body) for e in prog)
+    assert [e.sent for e in prog] == sorted(e.sent for e in prog)
+
+
+async def test_client_abort_is_an_event_not_a_traceback(server, monkeypatch, capfd) -> None:
+    import pxewizard.servers.http as http_mod
+
+    monkeypatch.setattr(http_mod, "CHUNK", 64 * 1024)
+    base, s, events, root = server
+    big = root / "huge.bin"
+    with open(big, "wb") as fh:
+        fh.truncate(512 * 1024 * 1024)  # sparse: sendfile outruns any socket buffer
+    big.chmod(0o644)
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    await reader.readexactly(1000)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_LINGER,
+                    b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close with RST
+    writer.close()
+    for _ in range(100):
+        if any(isinstance(e, TransferFailed) for e in events):
+            break
+        await asyncio.sleep(0.05)
+    fail = [e for e in events if isinstance(e, TransferFailed)]
+    assert fail and "client closed the connection" in fail[0].reason and fail[0].code == 200
+    # the server still serves
+    st, _, body = await _get(s, f"{base}/small.txt")
+    assert st == 200 and body == b"0123456789"
+    assert "Traceback" not in capfd.readouterr().err
