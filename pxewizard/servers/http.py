@@ -1,7 +1,8 @@
 """HTTP server for iPXE scripts, menus and stage-3 images (aiohttp, low-level server).
 
 Only GET and HEAD of files resolved through the jailed :class:`FileTree`:
-generated files are answered from memory, real files go out with sendfile(2)
+generated files are answered from memory, files on disk (or inside an
+unmounted ISO, as an extent at an offset) go out with sendfile(2)
 in chunks (so progress can be reported and a big image never passes through
 Python). Range requests (RFC 9110 section 14) are honoured for one range,
 which is what every boot client sends: SystemRescue's archiso probes the
@@ -203,20 +204,22 @@ class _Handler:
                                 headers={"Content-Range": f"bytes */{ref.size}", **{
                                     k: v for k, v in headers.items() if k != "Content-Type"}})
         fobj = None
-        if ref.real is not None and request.method != "HEAD":
+        loc = ref.location()  # a file on disk, or a file's extent inside an unmounted ISO
+        if loc is not None and request.method != "HEAD":
             try:
-                fobj = open(ref.real, "rb", buffering=0)  # O_RDONLY: servers are read-only
+                fobj = open(loc[0], "rb", buffering=0)  # O_RDONLY: servers are read-only
             except OSError as exc:
                 code = 404 if isinstance(exc, FileNotFoundError) else 403
-                self._fail(client, peer, vpath, code, f"cannot open {ref.real}: {exc.strerror}")
+                self._fail(client, peer, vpath, code, f"cannot open {loc[0]}: {exc.strerror}")
                 return web.Response(status=code, text=f"{code} cannot open {vpath}\n")
         try:
-            return await self._respond(request, ref, fobj, rng, headers, client, peer, vpath)
+            return await self._respond(request, ref, fobj, loc[1] if loc else 0, rng, headers,
+                                       client, peer, vpath)
         finally:
             if fobj is not None:
                 fobj.close()
 
-    async def _respond(self, request: web.BaseRequest, ref: FileRef, fobj: Any,
+    async def _respond(self, request: web.BaseRequest, ref: FileRef, fobj: Any, base: int,
                        rng: tuple[int, int] | None, headers: dict[str, str], client: str,
                        peer: str, vpath: str) -> web.StreamResponse:
         rng_header = request.headers.get("Range")
@@ -245,8 +248,8 @@ class _Handler:
                 await resp.write_eof()
                 sent = count
             else:
-                await self._sendfile(request, resp, fobj, first, count, vpath, client, peer,
-                                     progress)
+                await self._sendfile(request, resp, fobj, base + first, count, vpath, client,
+                                     peer, progress)
                 sent = progress[0]
         except asyncio.CancelledError:
             sent = max(sent, progress[0])
@@ -258,7 +261,8 @@ class _Handler:
             # the client went away (or the file could not be read): the event says so, the
             # connection is dropped, and nothing is raised into aiohttp's stderr logger
             why = ("client closed the connection" if isinstance(exc, ConnectionError)
-                   else f"read error on {ref.real}: {exc.strerror or exc}")
+                   else f"read error on {getattr(fobj, 'name', vpath)}: "
+                        f"{exc.strerror or exc}")
             self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
                        sent=sent)
             if request.transport is not None:

@@ -72,6 +72,8 @@ async def server(tmp_path: Path):
     (root / "link-out").symlink_to(tmp_path / "outside.txt")
     tree = FileTree([root])
     tree.add_bytes("boot.ipxe", "#!ipxe\nchain http://x/menu\n")
+    # a file inside an unmounted ISO: an extent of the container
+    tree.add_extent("iso/vmlinuz", root / "big.bin", 1000, 70000)
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     events: list = []
@@ -210,3 +212,14 @@ async def test_client_abort_is_an_event_not_a_traceback(server, monkeypatch, cap
     st, _, body = await _get(s, f"{base}/small.txt")
     assert st == 200 and body == b"0123456789"
     assert "Traceback" not in capfd.readouterr().err
+
+
+async def test_extent_inside_a_container(server) -> None:
+    base, s, events, root = server
+    data = (root / "big.bin").read_bytes()[1000:71000]
+    st, h, body = await _get(s, f"{base}/iso/vmlinuz")
+    assert st == 200 and body == data and h["Content-Length"] == "70000"
+    st, _, body = await _get(s, f"{base}/iso/vmlinuz", headers={"Range": "bytes=-10"})
+    assert st == 206 and body == data[-10:]
+    st, _, body = await _get(s, f"{base}/iso/vmlinuz", headers={"Range": "bytes=0-0"})
+    assert st == 206 and body == data[:1]
