@@ -63,6 +63,7 @@ class MediaScreen(WizardScreen):
                 self.query_one("#path-status", Static).update(
                     "No boot medium found on this machine: type the path of an ISO or a "
                     "directory.")
+                self.query_one("#path", Input).focus()
             else:
                 self.query_one("#path-status", Static).update("")
         self.fill()

@@ -48,7 +48,8 @@ class PreflightScreen(WizardScreen):
         found = [ld for ld in host.loaders if ld.found]
         missing = [ld for ld in host.loaders if not ld.found]
         if found:
-            t.append("  found:   " + ", ".join(ld.name for ld in found) + "\n")
+            t.append(f"  found {len(found)} of {len(host.loaders)} files"
+                     + (" (all)\n" if not missing else "\n"))
         if missing:
             t.append("  missing: ", style="yellow")
             t.append(", ".join(ld.name for ld in missing) + "\n")
@@ -58,11 +59,13 @@ class PreflightScreen(WizardScreen):
         for note in host.notes:
             t.append(f"  {note}\n", style="yellow")
         t.append("Ports\n", style="bold")
+        free = [f"{p.port}/{p.proto}" for p in ports if p.free]
+        if free:
+            t.append("  free: ", style="green")
+            t.append(" ".join(free) + "\n")
         for p in ports:
-            t.append(f"  {p.proto.upper()} {p.port:<6}{p.service:<27}")
-            if p.free:
-                t.append("free\n", style="green")
-            else:
+            if not p.free:
+                t.append(f"  {p.port}/{p.proto} ({p.service}) ", style="bold red")
                 t.append(f"held by {p.holder}\n", style="bold red")
         t.append("Versions\n", style="bold")
         for line in host.versions.splitlines():

@@ -1,0 +1,106 @@
+"""The real `pxewizard` on a Linux console (TERM=linux, 80x25), driven by keys through tmux.
+
+Inside a namespace with a veth the test made, the wizard detects pxe0, scans for
+DHCP servers (none), offers full DHCP, takes a boot medium by path, and starts
+serving. From the peer namespace busybox udhcpc gets a lease and tftp-hpa
+downloads the generated menu; both show in the Requests pane. Every screen
+captured must hold only characters the VGA console font has.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from pxewizard.screens.console import foreign_chars
+from tests.support.netns import NetPair
+from tests.support.serving import REPO
+from tests.support.tools import require
+
+from .tmux import tmux_session
+
+
+def make_medium(root: Path) -> Path:
+    """A tiny SystemRescue-shaped directory (real names, small files)."""
+    for rel, size in (("sysresccd/boot/x86_64/vmlinuz", 300_000),
+                      ("sysresccd/boot/x86_64/sysresccd.img", 100_000),
+                      ("sysresccd/x86_64/airootfs.sfs", 2_000_000)):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(size))
+    (root / "sysresccd/VERSION").write_text("11.02\n")
+    return root
+
+
+def test_wizard_on_a_linux_console_to_live(netpair: NetPair, tmp_path: Path) -> None:
+    require("tmux", "busybox", "tftp")
+    medium = make_medium(tmp_path / "medium")
+    state = tmp_path / "state"
+    script = tmp_path / "udhcpc.sh"
+    script.write_text('#!/bin/sh\n[ "$1" = bound ] || exit 0\n'
+                      'ip addr add "$ip/${mask:-24}" dev "$interface"\n')
+    script.chmod(0o755)
+    argv = ["ip", "netns", "exec", netpair.server.name, "env", "TERM=linux",
+            f"PYTHONPATH={REPO}", f"PXEWIZARD_UI_LOG={tmp_path / 'ui.log'}",
+            sys.executable, "-m", "pxewizard", "wizard", "--state-dir", str(state)]
+    t0 = time.monotonic()
+    with tmux_session(argv) as tm:
+        tm.wait_for("Step 1/8: Preflight")
+        startup = time.monotonic() - t0
+        tm.wait_for("Versions", "running as root")
+        tm.send("C-n")
+        tm.wait_for("Step 2/8: Interface", "pxe0", "10.99.0.1/24", "ready to serve")
+        tm.send("C-n")
+        tm.wait_for("Step 3/8: DHCP scan")
+        tm.wait_for("No DHCP server answered on pxe0", timeout=20)
+        tm.send("C-n")
+        tm.wait_for("Step 4/8: DHCP mode", "(*) full DHCP", "10.99.0.100", "10.99.0.199")
+        tm.send("C-n")
+        screen = tm.wait_for("Step 5/8: Boot media")
+        deadline = time.monotonic() + 10
+        while "Medium" not in screen or ("No boot medium found" not in screen
+                                         and "SystemRescue" not in screen):
+            assert time.monotonic() < deadline, screen
+            time.sleep(0.1)
+            screen = tm.capture()
+        if "No boot medium found" not in screen:
+            tm.send("Tab")  # media were found on this host: from their table to the path
+        tm.type(str(medium))
+        tm.wait_for("ok: SystemRescue 11.02", timeout=10)
+        tm.send("C-n")
+        tm.wait_for("Step 6/8: Transport", "clients need about")
+        tm.send("C-n")
+        tm.wait_for("Step 7/8: Review", "Serve on pxe0 10.99.0.1/24", "DHCP full")
+        tm.send("C-n")
+        screen = tm.wait_for("1 Requests", "serving req 0", timeout=30)
+        # a real DHCP client and a real TFTP download from the peer namespace
+        dhcp = netpair.client.run("busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                                  "-t", "5", "-T", "2", "-s", str(script), check=False,
+                                  timeout=40)
+        assert dhcp.returncode == 0, dhcp.stdout + dhcp.stderr
+        tftp = netpair.client.run("tftp", "-m", "binary", "10.99.0.1", "-c", "get",
+                                  "pxelinux.cfg/default", str(tmp_path / "menu"),
+                                  check=False, timeout=30)
+        assert tftp.returncode == 0 and (tmp_path / "menu").read_text().strip(), tftp.stderr
+        tm.send("1")
+        screen = tm.wait_for("DISCOVER->OFFER 10.99.0.1", "REQUEST->ACK 10.99.0.1",
+                             "tftp done pxelinux.cfg/default", timeout=15)
+        assert netpair.client_mac in screen
+        tm.send("2")
+        tm.wait_for(netpair.client_mac)
+        tm.send("3")
+        tm.wait_for("ready: serving")
+        tm.send("q")  # no transfer is running: quits at once, servers stopped
+        dead = tm.wait_for("Pane is dead", timeout=15)
+        assert "status 0" in dead, dead
+        tm.captures.pop()  # tmux's own status line, not the wizard's screen
+    bad = {c for cap in tm.captures for c in foreign_chars(cap)}
+    assert not bad, f"characters the Linux console font lacks: {sorted(bad)}"
+    log = (tmp_path / "ui.log").read_text()
+    inner = next((ln.split("first screen ")[1] for ln in log.splitlines()
+                  if "first screen" in ln), "?")
+    print(f"\nstartup to first screen: {startup:.2f} s seen by tmux (ip netns exec + python + "
+          f"textual + capture polling); {inner} inside the process")
+    assert startup < 5.0  # generous for loaded CI machines; measured locally in the report
