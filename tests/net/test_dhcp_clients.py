@@ -7,7 +7,9 @@ dhcpcd, and nmap's broadcast-dhcp-discover script.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +156,32 @@ def test_nmap_broadcast_dhcp_discover(server: tuple[NetPair, Served, Path]) -> N
     assert re.search(r"Bootfile Name: pxelinux\.0", out), out
     assert re.search(r"TFTP Server Name: 10\.99\.0\.1\b", out), out
     assert exchanges(served, msg_in="DISCOVER", msg_out="OFFER", yiaddr=m.group(1))
+
+
+def test_udhcpc_renew_is_unicast_and_acked(server: tuple[NetPair, Served, Path]) -> None:
+    """SIGUSR1 makes udhcpc renew now: a unicast REQUEST with ciaddr (RFC 2131 §4.3.2)."""
+    require("udhcpc")
+    pair, served, tmp = server
+    mac = "52:54:00:99:01:05"
+    _use_mac(pair, mac)
+    script = tmp / "renew.sh"
+    script.write_text(f'#!/bin/sh\necho "$1 $ip" >> {tmp / "renew.log"}\n'
+                      '[ "$1" = bound ] || [ "$1" = renew ] && '
+                      'ip addr replace "$ip/$mask" dev "$interface"\nexit 0\n')
+    script.chmod(0o755)
+    log = tmp / "renew.log"
+    p = pair.client.popen("udhcpc", "-f", "-i", "eth0", "-t", "4", "-T", "1", "-s", str(script))
+    deadline = time.monotonic() + 15
+    while not (log.exists() and "bound" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log.exists() and "bound" in log.read_text()
+    ip = log.read_text().split("bound ")[1].split()[0]
+    os.kill(p.pid, signal.SIGUSR1)  # `ip netns exec` execs udhcpc: same PID
+    ev = served.wait_event(lambda e: e["kind"] == "dhcp_exchange" and e["mac"] == mac
+                           and "renewing" in e["reason"], timeout=10)
+    assert ev["msg_out"] == "ACK" and ev["yiaddr"] == ip and ev["requested_ip"] == ip
+    deadline = time.monotonic() + 5
+    while "renew" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"renew {ip}" in log.read_text()
+    pair.client.kill_all()
