@@ -2,10 +2,12 @@
 
 All protocol decisions are in :mod:`pxewizard.proto.dhcp`; this module only
 reads datagrams, applies the decision's lease changes, commits them, and sends
-the replies. One flush path (:meth:`DhcpService._readable`): drain every
-datagram waiting on the socket, decide each in order (so two DISCOVERs in the
-same batch see each other's held offer), commit the lease changes once, then
-send the replies and publish the events.
+the replies. One path (:meth:`DhcpService._readable`): drain the datagrams
+waiting on the socket and decide each in arrival order (so two DISCOVERs in
+flight see each other's held offer). A reply that needs no durable write (an
+OFFER: offers live in memory) goes out at once; an ACK waits for the group
+commit of its binding (every ``COMMIT_EVERY`` ACKs, or at the end of the
+drain), so no client is ever told about a lease the file does not hold.
 
 Sockets are bound to 0.0.0.0 (broadcast DHCP only reaches INADDR_ANY sockets)
 with SO_BINDTODEVICE so only the chosen interface's traffic is seen.
