@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds, diagnose,
+from .diagnose import (Finding, HostFacts, Severity, Thresholds, diagnose,
                        format_finding)
 from .errors import PxeError
 from .events import DhcpServerSeen, Event, from_dict, read_jsonl
@@ -189,12 +189,32 @@ def check_bridge(interface: str) -> tuple[list[Finding], object | None]:
     facts = bridge_facts_sync(interface)
     if not facts.exists or facts.bridge is None:
         return [], None
-    state = BridgeState(interface=interface, bridge=facts.bridge, stp=facts.stp,
-                        forward_delay=facts.forward_delay,
-                        ports_not_forwarding=facts.ports_not_forwarding)
     if not facts.blocks_seconds:
-        return [_ok("bridge", facts.words())], state
-    return [], state     # the bridge-forward-delay rule reports it
+        return [_ok("bridge", facts.words())], facts
+    return [], facts     # the bridge-forward-delay rule reports it
+
+
+def _explain_bridge_carrier(checks: list[Finding], bridge: Any) -> list[Finding]:
+    """A bridge has no carrier until one of its ports forwards: say why, not 'no cable'."""
+    if bridge is None:
+        return checks
+    out = []
+    for f in checks:
+        if f.rule == "link" and f.severity is Severity.error:
+            waiting = getattr(bridge, "ports_not_forwarding", ())
+            if waiting:
+                f = replace(f, severity=Severity.info,
+                            title=f"{f.title}: its ports are still in STP listening/learning",
+                            cause="a bridge has no carrier until a port forwards; "
+                                  + ", ".join(waiting) + " wait out the forward delay",
+                            fix="see the bridge finding below")
+            elif getattr(bridge, "is_bridge", True) and getattr(bridge, "bridge", None):
+                f = replace(f, cause="a bridge has no carrier while none of its ports is up: "
+                                     "nothing connects clients to it",
+                            fix=f"add the NIC facing the clients: `ip link set NIC master "
+                                f"{bridge.bridge}` and bring it up")
+        out.append(f)
+    return out
 
 
 def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
@@ -212,7 +232,7 @@ def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
             out.append(_f(Severity.error, "loader-missing", w.split(";")[0], w,
                           w.split("install it: ")[-1] if "install it: " in w else ""))
         else:
-            out.append(_f(Severity.warning, "boot-tree", w.split(". ")[0][:160], w))
+            out.append(_f(Severity.warning, "boot-tree", w.split(". ")[0], w))
     if not any(f.severity >= Severity.error for f in out):
         what = f"{bt.media.label} ({bt.media.profile})" if bt.media is not None else "no media"
         out.append(_ok("boot-tree", f"boot files present: {len(bt.entries)} menu entries, {what}"))
@@ -538,6 +558,7 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
             br_f, bridge = _guard("bridge", lambda: check_bridge(plan.interface), ([], None),
                                   rep)
             rep.checks += br_f
+            rep.checks = _explain_bridge_carrier(rep.checks, bridge)
         boot_f, files, media = _guard("boot files", lambda: check_boot(plan), ([], [], None),
                                       rep)
         rep.checks += boot_f

@@ -229,3 +229,19 @@ async def test_join_unknown_from_the_neighbour_table(monkeypatch: pytest.MonkeyP
     b.feed_many(from_dict(d) for d in read_jsonl(DATA / "proxy-bios-ok.jsonl"))
     assert await nb.join_unknown(b, "pxe0") == 1
     assert b.unknown_ips() == [] and len(b.snapshot(0).clients) == 1
+
+
+def test_bridge_without_carrier_is_explained() -> None:
+    from pxewizard.detect.bridge import BridgeFacts, BridgePort
+    from pxewizard.diagnose import Finding
+    from pxewizard.doctor import _explain_bridge_carrier
+
+    link = Finding(severity=Severity.error, rule="link", client="",
+                   title="br0 has no link (down, no carrier)", cause="x", fix="y")
+    waiting = BridgeFacts(interface="br0", bridge="br0", is_bridge=True, stp=True,
+                          forward_delay=15.0, ports=(BridgePort(name="tap0", state="listening"),))
+    (f,) = _explain_bridge_carrier([link], waiting)
+    assert f.severity is Severity.info and "tap0 (listening)" in f.cause
+    empty = BridgeFacts(interface="br0", bridge="br0", is_bridge=True)
+    (f,) = _explain_bridge_carrier([link], empty)
+    assert f.severity is Severity.error and "master br0" in f.fix
