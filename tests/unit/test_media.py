@@ -271,3 +271,15 @@ def test_autodetect_finds_mounted_media_and_skips_the_rest(tmp_path: Path) -> No
 
 def test_probe_returns_none_for_nothing(tmp_path: Path) -> None:
     assert probe(tmp_path) is None
+
+
+def test_joliet_only_iso(tmp_path: Path) -> None:
+    require("xorriso")
+    import subprocess
+
+    src = fx.make_archiso(tmp_path / "src")
+    iso = tmp_path / "joliet.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-J", "-V", "RESCUE1101", "-o",
+                    str(iso), str(src)], check=True, capture_output=True)
+    [m] = find_media(iso)
+    assert m.profile == "sysrescue-archiso" and "sysresccd/x86_64/airootfs.sfs" in m.extents
