@@ -1,0 +1,35 @@
+"""The probe's packets and its table (the wire part is in tests/net/test_dhcp_proxy.py)."""
+
+from __future__ import annotations
+
+import struct
+
+from pxewizard.detect.dhcp_probe import _checksum, discover, format_table, udp_ip_packet
+from pxewizard.events import DhcpServerSeen
+from pxewizard.proto.dhcp import MsgType, decode
+
+
+def test_plain_and_pxe_discover() -> None:
+    plain = decode(discover("02:00:00:00:00:01", 7, pxe=False))
+    assert plain.msg_type == MsgType.DISCOVER and plain.broadcast and plain.xid == 7
+    assert 93 not in plain.options and 60 not in plain.options
+    pxe = decode(discover("02:00:00:00:00:01", 8, pxe=True))
+    assert pxe.arch == 0 and pxe.vendor_class.startswith("PXEClient:Arch:00000")
+    assert 50 not in pxe.options and 54 not in pxe.options  # a DISCOVER takes no lease
+
+
+def test_ip_udp_framing() -> None:
+    pkt = udp_ip_packet(b"hello")
+    assert _checksum(pkt[:20]) == 0  # a valid IPv4 header sums to 0xffff
+    assert struct.unpack("!HHH", pkt[20:26]) == (68, 67, 13)
+    assert pkt[12:16] == b"\0\0\0\0" and pkt[16:20] == b"\xff" * 4
+
+
+def test_table() -> None:
+    rows = [DhcpServerSeen(server_id="10.0.0.2", server_mac="aa:bb:cc:dd:ee:ff",
+                           offered_ip="10.0.0.150", router="10.0.0.2", dns="10.0.0.2"),
+            DhcpServerSeen(server_id="10.0.0.1", server_mac="aa:bb:cc:dd:ee:01",
+                           boot_file="pxelinux.0", next_server="10.0.0.1", proxy=True)]
+    text = format_table("eth0", rows, 4)
+    assert "2 DHCP answer(s) on eth0" in text and "proxyDHCP" in text and "10.0.0.150" in text
+    assert format_table("eth0", [], 4) == "no DHCP server answered on eth0 within 4 s"
