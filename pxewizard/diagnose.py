@@ -126,16 +126,18 @@ class Thresholds:
 
     offer_wait: float = 8.0
     """After our OFFER, a client requests within ~4 s (PXE ROMs wait for proxy offers)."""
-    ack_wait: float = 10.0
-    """After the ACK (or proxy offer), the first TFTP request follows within a second or two."""
-    loader_wait: float = 15.0
-    """After the boot loader, its modules/config/DHCP follow within seconds."""
+    ack_wait: float = 25.0
+    """After the ACK (or proxy offer), the first file request (iPXE first waits ~13 s for an
+    IPv6 router: the captures show 13-14 s)."""
+    loader_wait: float = 20.0
+    """After the boot loader, its modules/config/own DHCP follow within seconds."""
     stall: float = 30.0
     """Silence in the middle of a stage."""
     no_dhcp: float = 60.0
     """Services up but no DHCP request from anyone."""
-    stage3_wait: float = 90.0
-    """Kernel and initramfs loaded, no stage-3 request yet (the kernel has to boot)."""
+    stage3_wait: float = 120.0
+    """Kernel and initramfs loaded, no stage-3 request yet (the kernel has to boot; slow
+    firmware and emulated CPUs take a minute)."""
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -600,6 +602,23 @@ def loader_stuck(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
         fam = loader_family(ld.path)
         modules = [s for s in tl.transfers(Role.module) if s.started > ld.started]
         ev = [*_ev(ld), *(e for m in modules[-2:] for e in _ev(m))]
+        own_dhcp = [e for e in tl.dhcp_events() if e.ts > (ld.ended or ld.started)]
+        if own_dhcp and not modules:
+            # the loader runs: it did its own DHCP (syslinux.efi, iPXE); then asked nothing
+            last = own_dhcp[-1]
+            if snap.now - last.ts < th.ack_wait:
+                continue
+            what = last.boot_file or "nothing"
+            yield _finding(Severity.error, "loader-no-next", tl,
+                           f"{_who(tl)} ran {ld.path}, did its own DHCP, then asked for nothing",
+                           f"the loader started and got {what} from DHCP, but requested no "
+                           "file: the script/config it was pointed at is unreachable (our "
+                           "HTTP server off, a firewall on TCP 80 / UDP 69, a wrong URL), or "
+                           "it has no file to ask for",
+                           "check dhcp.boot_files.ipxe_script and that HTTP is enabled and "
+                           "reachable from the client", [*_ev(ld), *own_dhcp[-2:]],
+                           stage=Stage.loader, subject=ld.path)
+            continue
         if fam == "syslinux" and any(posixpath.basename(m.path).startswith("ldlinux.")
                                      for m in modules):
             yield _finding(Severity.error, "ldlinux-mismatch", tl,
