@@ -44,6 +44,8 @@ PROGRESS_INTERVAL = 1.0
 """Seconds between TransferProgress events of one session."""
 HANDSHAKE_TIMEOUT = 30.0
 """Seconds a client may take from connecting to choosing an export."""
+FLUSH_TIMEOUT = 10.0
+"""Seconds the replies already queued may take to go out once the client is done."""
 RECV_SIZE = 256 * 1024
 QUEUE_DEPTH = 256
 """Replies queued per connection before the reader stops reading (backpressure)."""
@@ -103,6 +105,7 @@ class _Session:
         self.last_note = self.opened_at
         self.reason = ""
         self.refused: set[str] = set()
+        self.writer_gone = False
 
     # --- the two tasks ---------------------------------------------------------------
 
@@ -133,18 +136,24 @@ class _Session:
                                       client=self.client))
         except (ConnectionError, OSError) as exc:
             self.reason = self.reason or f"connection error: {exc.strerror or exc}"
+        except asyncio.CancelledError:
+            self.reason = "server stopping"
+            writer.cancel()
+            raise
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
-            if not writer.done():
-                try:
-                    await asyncio.wait_for(writer, 30)
+            if not writer.done() and self.reason != "server stopping":
+                try:  # let the replies already queued go out (after DISC, after an error)
+                    await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT)
                 except (asyncio.TimeoutError, Exception):
                     writer.cancel()
             self._closed()
 
     async def _handle(self, out: object) -> None:
         if isinstance(out, (Send, Read)):
+            if self.writer_gone:  # nobody left to send replies: stop reading requests
+                raise ConnectionResetError("the reply stream broke")
             await self.queue.put(out)
         elif isinstance(out, ExportSelected):
             self.export = self.server.exports[out.name]
@@ -186,6 +195,7 @@ class _Session:
             self.reason = self.reason or f"connection error: {exc.strerror or exc}"
         finally:
             # unblock the reader (it may wait on a full queue or on the socket)
+            self.writer_gone = True
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
             while not self.queue.empty():

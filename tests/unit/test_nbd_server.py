@@ -139,3 +139,24 @@ async def test_missing_export_and_busy_port(tmp_path: Path, server) -> None:
         await start_nbd(bus=bus, address="127.0.0.1", port=svc.ports["newstyle"],
                         oldstyle_port=None, exports={"archiso": tmp_path / "archiso.iso"},
                         interface=None)
+
+
+async def test_close_with_a_stalled_client_is_prompt(tmp_path: Path) -> None:
+    img = tmp_path / "a.iso"
+    img.write_bytes(os.urandom(SIZE))
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    events: list = []
+    bus.subscribe(events.append)
+    svc = await start_nbd(bus=bus, address="127.0.0.1", port=0, oldstyle_port=None,
+                          exports={"archiso": img}, interface=None)
+    r, w = await connect_go(svc.ports["newstyle"])
+    # ask for far more than the socket buffers hold, and never read the replies
+    w.write(b"".join(request(nbd.CMD_READ, h, 0, 1 << 20) for h in range(400)))
+    await asyncio.sleep(0.3)
+    t = asyncio.get_running_loop().time()
+    await asyncio.wait_for(svc.close(), 5)
+    assert asyncio.get_running_loop().time() - t < 3
+    closed = [e for e in events if isinstance(e, SessionClosed)]
+    assert closed and closed[0].reason == "server stopping"
+    w.close()
