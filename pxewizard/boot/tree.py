@@ -291,6 +291,9 @@ def nfs_exports(plan: Plan) -> list[NfsExport]:
         return list(plan.nfs.exports)
     if not plan.nfs.enabled:
         return []
+    if plan.boot.media is not None and Path(plan.boot.media).is_dir():
+        # no need to look inside again (an NFS root's initramfs check takes a while)
+        return [NfsExport(path=Path(plan.boot.media).resolve())]
     media = plan_media(plan)
     if media is None or media.is_iso:
         return []
