@@ -171,12 +171,13 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int,
                         retrans += 1
                         sock.sendto(st[3], dest)
     elapsed = time.perf_counter() - t0
-    return {"macs": macs, "rounds": rounds, "done": done, "naks": naks, "failed": failed, "dup": dup,
+    return {"macs": macs, "rounds": rounds, "done": done, "naks": naks, "failed": failed,
+            "dup": dup,
             "retransmits": retrans, "distinct_ips": len(acked), "seconds": elapsed,
             "rate": done / elapsed if elapsed else 0.0}
 
 
-# --- our server, quiet (runs inside the server namespace) ----------------------------------------
+# --- our server, quiet (runs inside the server namespace) ------------------------------------
 
 async def _run_ours(lease_file: str, interface: str) -> None:
     from pxewizard.events import EventBus
@@ -198,7 +199,7 @@ async def _run_ours(lease_file: str, interface: str) -> None:
     await svc.close()
 
 
-# --- orchestration ---------------------------------------------------------------------------------
+# --- orchestration ----------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def topology() -> Iterator[tuple[str, str]]:

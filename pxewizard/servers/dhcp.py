@@ -44,7 +44,8 @@ def set_neighbour(sock: socket.socket, interface: str, ip: int, mac: str) -> Non
     an OFFER to a client that has no address yet and so cannot answer ARP."""
     pa = struct.pack("=H", socket.AF_INET) + b"\0\0" + ip.to_bytes(4, "big") + b"\0" * 8
     ha = struct.pack("=H", ARPHRD_ETHER) + mac_bytes(mac)[:6].ljust(14, b"\0")
-    req = pa + ha + struct.pack("=i", ATF_COM) + b"\0" * 16 + interface.encode()[:15].ljust(16, b"\0")
+    dev = interface.encode()[:15].ljust(16, b"\0")
+    req = pa + ha + struct.pack("=i", ATF_COM) + b"\0" * 16 + dev  # struct arpreq
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
 
 

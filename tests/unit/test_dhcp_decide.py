@@ -48,8 +48,8 @@ def req(mac: str = "02:00:00:00:00:01", msg: int = 1, *, xid: int = 1, arch: int
                   options=o)
 
 
-def run(p: Packet, pol: Policy, t: LeaseTable, now: float = T0, **kw: object) -> tuple[Decision,
-                                                                                       Packet | None]:
+def run(p: Packet, pol: Policy, t: LeaseTable, now: float = T0,
+        **kw: object) -> tuple[Decision, Packet | None]:
     d = decide(p, pol, t, now, **kw)  # type: ignore[arg-type]
     for op in d.ops:
         t.apply(op)
