@@ -526,13 +526,29 @@ def _guard(name: str, fn: Callable[[], Any], default: Any, report: Report) -> An
 
 
 def load_events(path: Path | str) -> list[Event]:
+    """Events of a JSONL log; lines that are not events of a known shape are skipped."""
     out = []
     for d in read_jsonl(path):
+        if not isinstance(d, dict) or not isinstance(d.get("ts", 0), (int, float)):
+            continue
         try:
             out.append(from_dict(d))
         except (TypeError, ValueError):
             continue
     return out
+
+
+def _feed_all(b: TimelineBuilder, events: list[Event], rep: Report) -> None:
+    """Feed a replayed log; an event of a damaged log must not stop the replay."""
+    bad = 0
+    for e in events:
+        try:
+            b.feed(e)
+        except Exception:
+            bad += 1
+    if bad:
+        rep.checks.append(_f(Severity.warning, "log", f"{bad} event(s) of the log could not be "
+                             "read (damaged or from another version); the rest was replayed"))
 
 
 def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
@@ -595,7 +611,7 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
             rep.checks.append(_f(Severity.warning, "log", f"{log} holds no events"))
     if events:
         _guard("neighbours", lambda: _learn_neighbours(b, events, plan), None, rep)
-    b.feed_many(events)
+    _feed_all(b, events, rep)
     for s in seen:
         b.feed(replace(s, client=""))
     if now is None:
@@ -684,7 +700,7 @@ def cli_replay(args: Any) -> int:
         snap, findings = None, []
         if events:
             b = TimelineBuilder()
-            b.feed_many(events)
+            _feed_all(b, events, rep)
             snap = b.snapshot(max(e.ts for e in events))
             findings = diagnose(snap)
         rep.snapshot, rep.findings = snap, findings

@@ -680,6 +680,9 @@ class TimelineBuilder:
     def _dhcp(self, ev: DhcpExchange) -> str:
         self._dhcp_requests += 1
         mac = _norm_mac(ev.mac or ev.client)
+        if not mac:
+            self._host.append(ev)
+            return ""
         c = self._client(mac)
         c.mac = mac
         ts = ev.ts

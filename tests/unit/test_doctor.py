@@ -245,3 +245,17 @@ def test_bridge_without_carrier_is_explained() -> None:
     empty = BridgeFacts(interface="br0", bridge="br0", is_bridge=True)
     (f,) = _explain_bridge_carrier([link], empty)
     assert f.severity is Severity.error and "master br0" in f.fix
+
+
+def test_damaged_log_is_replayed_as_far_as_it_goes(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    log = tmp_path / "e.jsonl"
+    good = (DATA / "fault-loader-missing.jsonl").read_text()
+    log.write_text('{"kind":"transfer_started","ts":"soon","service":"tftp","path":"x"}\n'
+                   '{"kind":"transfer_progress","ts":5,"client":"10.0.0.1","service":"tftp",'
+                   '"path":"x","sent":"many"}\n'
+                   '{"kind":"dhcp_exchange","ts":6,"service":"dhcp","mac":"","xid":1,'
+                   '"msg_in":"DISCOVER","msg_out":"-"}\n[1,2]\n' + good)
+    rc = cli_doctor(args(log=str(log)))
+    out = capsys.readouterr().out
+    assert rc == 1 and "pxelinux.0 is missing" in out and "internal error" not in out
