@@ -71,6 +71,9 @@ class Reservation(_Model):
     """Host name sent to the client (option 12)."""
     boot_file: str | None = None
     """Boot file for this MAC, overriding the architecture mapping."""
+    boot_entry: str | None = None
+    """Id of the menu entry this MAC boots by default (a per-MAC pxelinux.cfg file and an
+    iPXE ``${netX/mac}`` test are generated)."""
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -85,8 +88,9 @@ class BootFiles(_Model):
     """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe."""
     efi_ia32: str | None = None
     """Arch 6 (32-bit UEFI). None: such clients are told in the log that nothing is configured."""
-    efi_x64: str = "syslinux.efi"
-    """Arch 7 and 9 (64-bit UEFI). syslinux.efi, ipxe.efi or snponly.efi."""
+    efi_x64: str = "efi64/syslinux.efi"
+    """Arch 7 and 9 (64-bit UEFI): efi64/syslinux.efi (its EFI modules and pxelinux.cfg are
+    looked up beside it), ipxe.efi or snponly.efi."""
     efi_arm64: str | None = None
     """Arch 11 (64-bit ARM UEFI)."""
     uefi_http: str | None = None
@@ -235,6 +239,34 @@ class NfsSettings(_Model):
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
 
 
+class RemoteEntry(_Model):
+    """A menu entry whose kernel and initramfs are http:// URLs (a distribution installer on a
+    mirror); iPXE fetches them directly, pxelinux uses the local copies when given."""
+
+    id: str = Field(pattern=r"^[a-z0-9_-]+$")
+    """Menu id: lower-case letters, digits, - and _."""
+    label: str
+    """Text shown in the menu."""
+    kernel: str = Field(pattern=r"^https?://")
+    """Kernel URL."""
+    initrds: list[str] = Field(default_factory=list)
+    """Initramfs URLs, in load order."""
+    cmdline: str = ""
+    """Kernel command line."""
+    local_kernel: str | None = None
+    """Path in the boot tree of a local copy of the kernel, for pxelinux (no HTTP there)."""
+    local_initrds: list[str] = Field(default_factory=list)
+    """Paths in the boot tree of local copies of the initramfs files, for pxelinux."""
+
+    @field_validator("initrds")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return v
+
+
 class BootSettings(_Model):
     """What to boot and how the kernel finds its root image."""
 
@@ -256,6 +288,8 @@ class BootSettings(_Model):
     """Boot loader family: pxelinux (pxelinux/syslinux.efi) or ipxe (undionly.kpxe/ipxe.efi)."""
     external_http: str | None = None
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
+    remote_entries: list[RemoteEntry] = Field(default_factory=list)
+    """Extra menu entries booted from http:// URLs (installers on a mirror)."""
 
     @field_validator("external_http")
     @classmethod

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .boot.tree import build_tree
+from .boot.tree import build_boot
 from .errors import PxeError
 from .events import EventBus, JsonlLog, LogLine
 from .files import FileTree
@@ -154,7 +154,10 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     bus.bind_loop(asyncio.get_running_loop())
     check_interface(plan)
-    tree = await asyncio.to_thread(build_tree, plan)
+    boot = await asyncio.to_thread(build_boot, plan)
+    for warning in boot.warnings:
+        bus.publish(LogLine(service="boot", level="warning", message=warning))
+    tree = boot.tree
     running = Running(plan=plan, tree=tree)
     try:
         for starter in STARTERS:
