@@ -313,11 +313,12 @@ def write_tree(plan: Plan, dest: Path) -> list[str]:
         ref = tree.resolve(vpath)
         target = dest / vpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        if ref.data is not None:
-            target.write_bytes(ref.data)
-        else:
-            assert ref.real is not None
+        if ref.real is not None:
             _link_or_copy(ref.real, target)
+        elif ref.container is not None:  # a file inside an .iso: copy its extent
+            _copy_extent(ref.container, ref.offset, ref.size, target)
+        else:
+            target.write_bytes(ref.read())
         os.chmod(target, 0o644)
         written.append(vpath)
     for vprefix, real in tree.sources():
@@ -333,6 +334,19 @@ def write_tree(plan: Plan, dest: Path) -> list[str]:
                 _link_or_copy(src, target)
                 written.append(vpath)
     return sorted(written)
+
+
+def _copy_extent(src: Path, offset: int, size: int, dst: Path) -> None:
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fin.seek(offset)
+        left = size
+        while left > 0:
+            chunk = fin.read(min(left, 1 << 20))
+            if not chunk:
+                raise PxeError(f"{src} ends before the file at offset {offset} does "
+                               "(a truncated .iso?)", "use a complete image")
+            fout.write(chunk)
+            left -= len(chunk)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -143,3 +143,23 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     out = tmp_path / "out"
     export(_plan(tmp_path), out, ["systemd"], with_tree=False)
     assert "ExecStart=/opt/pxewizard/bin/pxewizard serve" in (out / "pxewizard.service").read_text()
+
+
+def test_tree_from_an_iso_is_written_from_its_extents(tmp_path: Path) -> None:
+    require("xorriso")
+    src = tmp_path / "isosrc"
+    (src / "sysresccd" / "boot" / "x86_64").mkdir(parents=True)
+    (src / "sysresccd" / "x86_64").mkdir(parents=True)
+    kernel = bytes(range(256)) * 40
+    (src / "sysresccd" / "boot" / "x86_64" / "vmlinuz").write_bytes(kernel)
+    (src / "sysresccd" / "boot" / "x86_64" / "sysresccd.img").write_bytes(b"i" * 3000)
+    (src / "sysresccd" / "x86_64" / "airootfs.sfs").write_bytes(b"s" * 5000)
+    iso = tmp_path / "sr.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-R", "-J", "-V", "RESCUE1200", "-o", str(iso),
+                    str(src)], check=True, capture_output=True)
+    plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                           "state_dir": str(tmp_path / "state"), "dhcp": {"mode": "proxy"},
+                           "boot": {"media": str(iso)}})
+    out = tmp_path / "out"
+    export(plan, out, ["dnsmasq"])
+    assert (out / "tftpboot" / "sysresccd/boot/x86_64/vmlinuz").read_bytes() == kernel
