@@ -6,7 +6,9 @@
 Installs nginx (Debian's nginx-light, falling back to nginx) with apt-get when
 it is missing. Both servers serve the same temporary directory on 127.0.0.1;
 curl downloads to /dev/null. Two workloads: one big file, and N concurrent
-downloads of a smaller one. Prints MB/s per run, medians and our/nginx ratios.
+downloads of a smaller one. Prints MB/s per run, medians, our/nginx ratios, and
+each server's CPU seconds per GiB served (the figure a busy machine disturbs
+least).
 The machine may be shared: ratios from the same run matter, not absolutes.
 """
 
@@ -45,6 +47,23 @@ def ensure_nginx() -> str:
     if not os.path.exists(path):
         sys.exit("nginx is not installed and apt-get could not install it")
     return path
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by a server process, its live children and its reaped ones
+    (nbd-server forks per client, nginx has workers): a figure the machine's load hardly moves."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def free_port() -> int:
@@ -166,29 +185,38 @@ def main() -> None:
             wait_port(p_ours)
             wait_port(p_ng)
             servers = {"pxewizard": p_ours, "nginx": p_ng}
+            pids = {"pxewizard": ours.pid, "nginx": ng.pid}
             for port in servers.values():  # warm the page cache and both servers
                 one(f"http://127.0.0.1:{port}/big.bin")
             res: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], float] = {}
             for _ in range(args.runs):
                 for name, port in servers.items():  # interleaved: same machine load for both
-                    res.setdefault((name, "single"), []).append(
-                        timed_single(f"http://127.0.0.1:{port}/big.bin", args.big_mib << 20))
-                    res.setdefault((name, "parallel"), []).append(
-                        timed_parallel(f"http://127.0.0.1:{port}/small.bin",
-                                       args.small_mib << 20, args.clients))
+                    for wl in ("single", "parallel"):
+                        c0 = server_cpu(pids[name])
+                        if wl == "single":
+                            rate = timed_single(f"http://127.0.0.1:{port}/big.bin",
+                                                args.big_mib << 20)
+                        else:
+                            rate = timed_parallel(f"http://127.0.0.1:{port}/small.bin",
+                                                  args.small_mib << 20, args.clients)
+                        res.setdefault((name, wl), []).append(rate)
+                        cpu[(name, wl)] = cpu.get((name, wl), 0.0) + server_cpu(pids[name]) - c0
         finally:
             stop(ours)
             stop(ng)
     print(f"HTTP on loopback, {args.runs} runs, curl -o /dev/null, {os.cpu_count()} cores")
     labels = {"single": f"1 x {args.big_mib} MiB",
               "parallel": f"{args.clients} x {args.small_mib} MiB concurrent"}
+    gib = {"single": args.big_mib / 1024, "parallel": args.clients * args.small_mib / 1024}
     for work_name, label in labels.items():
         med = {}
         for name in ("pxewizard", "nginx"):
             runs = res[(name, work_name)]
             med[name] = statistics.median(runs)
-            print(f"  {label:28s} {name:10s} median {med[name]:8.0f} MB/s   runs: "
-                  + " ".join(f"{r:.0f}" for r in runs))
+            per_gib = cpu[(name, work_name)] / (args.runs * gib[work_name])
+            print(f"  {label:28s} {name:10s} median {med[name]:8.0f} MB/s   server CPU "
+                  f"{per_gib:.2f} s/GiB   runs: " + " ".join(f"{r:.0f}" for r in runs))
         print(f"  {label:28s} ratio pxewizard/nginx = {med['pxewizard'] / med['nginx']:.2f}")
 
 

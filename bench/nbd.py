@@ -8,8 +8,9 @@ libnbd-bin for nbdcopy). The three servers export the same file read-only on
 127.0.0.1; ``nbdcopy nbd://127.0.0.1:PORT/archiso null:`` reads it whole
 (nbdcopy's defaults: multi-conn when the server allows it, 64 requests in
 flight). Runs are interleaved so all servers see the same machine load.
-Prints MB/s per run, medians, and our ratio to the faster peer. The machine
-may be shared: ratios from the same run matter, not absolutes.
+Prints MB/s per run, medians, our ratio to the faster peer, and each server's
+CPU seconds per GiB served (the figure a busy machine disturbs least). The
+machine may be shared: ratios from the same run matter, not absolutes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ def ensure_tools() -> None:
     if missing:
         subprocess.run(["apt-get", "install", "-y", *missing], check=True,
                        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by a server process, its live children and its reaped ones
+    (nbd-server forks per client, nginx has workers): a figure the machine's load hardly moves."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def free_port() -> int:
@@ -70,9 +88,17 @@ def serve_ours(image: str, port: int) -> None:
     asyncio.run(main())
 
 
-def copy_rate(port: int, size: int) -> float:
+WORKLOADS = {
+    "multi-conn": [],
+    "1 connection": ["--connections=1"],
+}
+"""nbdcopy's defaults (4 connections when the server allows multi-conn), and one connection
+like the kernel's nbd-client that SystemRescue uses."""
+
+
+def copy_rate(port: int, size: int, extra: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(["nbdcopy", f"nbd://127.0.0.1:{port}/archiso", "null:"], check=True)
+    subprocess.run(["nbdcopy", *extra, f"nbd://127.0.0.1:{port}/archiso", "null:"], check=True)
     return size / (time.perf_counter() - t) / 1e6
 
 
@@ -124,33 +150,42 @@ def main() -> None:
                              start_new_session=True),
             subprocess.Popen(["qemu-nbd", "-r", "-t", "-f", "raw", "-x", "archiso",
                               "-b", "127.0.0.1", "-p", str(p_qemu), "--shared=16", str(image)],
-                             start_new_session=True),
+                             start_new_session=True, stderr=subprocess.DEVNULL),
         ]
         # nbd-server forks into the background; it is stopped through its pid file
         subprocess.run(["nbd-server", "-C", str(conf), "-p", str(pidfile)], check=True)
         servers = {"pxewizard": p_ours, "nbd-server": p_nbd, "qemu-nbd": p_qemu}
-        res: dict[str, list[float]] = {name: [] for name in servers}
+        res: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], float] = {}
         try:
             for port in servers.values():
                 wait_port(port)
-                copy_rate(port, size)  # warm the page cache and the server
+                copy_rate(port, size, [])  # warm the page cache and the server
+            pids = {"pxewizard": procs[0].pid, "qemu-nbd": procs[1].pid,
+                    "nbd-server": int(pidfile.read_text().split()[0])}
             for _ in range(args.runs):
-                for name, port in servers.items():
-                    res[name].append(copy_rate(port, size))
+                for wl, extra in WORKLOADS.items():
+                    for name, port in servers.items():
+                        c0 = server_cpu(pids[name])
+                        res.setdefault((wl, name), []).append(copy_rate(port, size, extra))
+                        cpu[(wl, name)] = cpu.get((wl, name), 0.0) + server_cpu(pids[name]) - c0
         finally:
             for p in procs:
                 stop(p)
             stop_pidfile(pidfile)
     print(f"NBD on loopback: nbdcopy of {args.mib} MiB to null:, {args.runs} runs, "
           f"{os.cpu_count()} cores")
-    med = {name: statistics.median(r) for name, r in res.items()}
-    for name, runs in res.items():
-        print(f"  {name:10s} median {med[name]:8.0f} MB/s   runs: "
-              + " ".join(f"{r:.0f}" for r in runs))
-    peer = max(("nbd-server", "qemu-nbd"), key=lambda n: med[n])
-    print(f"  ratio pxewizard/{peer} (the faster peer) = {med['pxewizard'] / med[peer]:.2f}")
-    for name in ("nbd-server", "qemu-nbd"):
-        print(f"  ratio pxewizard/{name} = {med['pxewizard'] / med[name]:.2f}")
+    for wl in WORKLOADS:
+        med = {name: statistics.median(res[(wl, name)]) for name in servers}
+        for name in servers:
+            per_gib = cpu[(wl, name)] / (args.runs * size / (1 << 30))
+            print(f"  {wl:13s} {name:10s} median {med[name]:8.0f} MB/s   server CPU "
+                  f"{per_gib:.2f} s/GiB   runs: " + " ".join(f"{r:.0f}" for r in res[(wl, name)]))
+        peer = max(("nbd-server", "qemu-nbd"), key=lambda n: med[n])
+        print(f"  {wl:13s} ratio pxewizard/{peer} (the faster peer) = "
+              f"{med['pxewizard'] / med[peer]:.2f}; pxewizard/"
+              + "; pxewizard/".join(f"{n} = {med['pxewizard'] / med[n]:.2f}"
+                                    for n in ("nbd-server", "qemu-nbd")))
 
 
 if __name__ == "__main__":
