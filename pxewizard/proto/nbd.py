@@ -384,7 +384,8 @@ class NbdConnection:
 
     def _opt_abort(self, opt: int, data: bytes) -> None:
         self._pending.append(Send(option_reply(opt, REP_ACK)))
-        self._pending.append(Closed("client aborted the handshake"))
+        self._pending.append(Closed("client ended the handshake (NBD_OPT_ABORT: it only "
+                                   "listed exports or probed)"))
         self._fire(Trigger.ABORT)
 
     def _opt_list(self, opt: int, data: bytes) -> None:

@@ -35,8 +35,8 @@ from ..errors import PxeError
 from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
                       SessionClosed, SessionOpened, TransferDone, TransferFailed,
                       TransferProgress)
-from ..proto.nbd import (Closed, ExportSelected, NbdConnection, NbdProtocolError, Read, Refused,
-                         Send, State, reply_header)
+from ..proto.nbd import (REP_ERR_UNKNOWN, Closed, ExportSelected, NbdConnection,
+                         NbdProtocolError, Read, Refused, Send, State, reply_header)
 from .base import tcp_listener
 
 SERVICE = "nbd"
@@ -161,6 +161,10 @@ class _Session:
                 service=SERVICE, peer=self.peer, client=self.client, target=out.name,
                 detail=f"{out.style} ({out.option}), read-only, {out.size} bytes"))
         elif isinstance(out, Refused):
+            if out.what.startswith("OPT_") and out.error != REP_ERR_UNKNOWN:
+                # clients probe optional features (STRUCTURED_REPLY, meta contexts...) and
+                # fall back: normal negotiation, not a failure worth the operator's attention
+                return
             if out.what not in self.refused:  # once per kind per session: no log floods
                 self.refused.add(out.what)
                 self.server.bus.publish(TransferFailed(

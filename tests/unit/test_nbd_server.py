@@ -160,3 +160,21 @@ async def test_close_with_a_stalled_client_is_prompt(tmp_path: Path) -> None:
     closed = [e for e in events if isinstance(e, SessionClosed)]
     assert closed and closed[0].reason == "server stopping"
     w.close()
+
+
+async def test_option_probes_are_not_failures_but_unknown_exports_are(server) -> None:
+    svc, _, events = server
+    r, w = await asyncio.open_connection("127.0.0.1", svc.ports["newstyle"])
+    await r.readexactly(18)
+    w.write(struct.pack(">I", 3) + struct.pack(">QII", nbd.IHAVEOPT, nbd.OPT_STRUCTURED_REPLY, 0))
+    _, _, typ, n = struct.unpack(">QIII", await r.readexactly(20))
+    await r.readexactly(n)
+    assert typ == nbd.REP_ERR_UNSUP
+    w.write(struct.pack(">QII", nbd.IHAVEOPT, nbd.OPT_GO, 10) + struct.pack(">I", 4) + b"nope"
+            + b"\x00\x00")
+    _, _, typ, n = struct.unpack(">QIII", await r.readexactly(20))
+    assert typ == nbd.REP_ERR_UNKNOWN and b"archiso" in await r.readexactly(n)
+    w.close()
+    await asyncio.sleep(0.05)
+    fails = [e for e in events if isinstance(e, TransferFailed)]
+    assert len(fails) == 1 and "nope" in fails[0].reason
