@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import contextlib
 import re
+import select
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,18 @@ umount /mnt && say umount=ok
 mount -t nfs -o "rw,$O" "$H:$(arg pxwk.rw)" /mnt
 say big2=$(sha256sum /mnt/big.bin | cut -d' ' -f1)
 say b=$(cat /mnt/d/s)
+cd /mnt/d
+exec 4>>/mnt/d/log
+echo before >&4
+exec 3</mnt/big.bin
+say phase1=ready
+read -r go
+echo after >&4
+say log=$(cat log | tr '\n' ,)
+say big3=$(sha256sum <&3 | cut -d' ' -f1)
+echo "after restart" > new-after.txt && say create_after=ok
+exec 3<&- 4>&-
+cd /
 umount /mnt
 if mount -t nfs -o "rw,$O" "$H:$(arg pxwk.ro)" /mnt2; then
   if touch /mnt2/x 2>/tmp/err; then say ro_write=allowed; else say ro_write=$(tr ' ' _ </tmp/err); fi
@@ -118,29 +133,50 @@ def test_kernel_client_read_write(guest_images, tmp_path: Path):
         ]},
     })
     cmdline = f"console=ttyS0 panic=-1 quiet pxwk.rw={rw} pxwk.ro={ro} pxwk.sq={sq}"
-    with namespace("nfsk") as ns, serve_nfs(ns, plan) as served:
+    with namespace("nfsk") as ns, contextlib.ExitStack() as stack:
+        served = stack.enter_context(serve_nfs(ns, plan))
         qemu = ["qemu-system-x86_64", "-accel", choose_accel()[0], "-m", "512", "-no-reboot",
                 "-display", "none", "-monitor", "none", "-serial", "stdio",
                 "-kernel", str(guest_images.kernel), "-initrd", str(guest_images.initrd),
                 "-append", cmdline, "-netdev", "user,id=n0",
                 "-device", "virtio-net-pci,netdev=n0"]
-        try:
-            r = ns.run(*qemu, check=False, timeout=300)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"guest did not finish:\n{exc.output}") from None
+        vm = ns.popen(*qemu, stdin=subprocess.PIPE, bufsize=0)
+        output = b""
+        deadline = time.monotonic() + 300
+        restarted = False
+        while vm.poll() is None and time.monotonic() < deadline:
+            if select.select([vm.stdout], [], [], 0.5)[0]:
+                output += os.read(vm.stdout.fileno(), 65536)
+            if not restarted and b"PXWK phase1=ready" in output:
+                # The guest holds a cwd, an open file for reading and one for appending:
+                # restart the server under it, then let it go on with those handles.
+                stack.close()
+                served = stack.enter_context(serve_nfs(ns, plan))
+                vm.stdin.write(b"go\n")
+                restarted = True
+        if vm.poll() is None:
+            vm.kill()
+            raise AssertionError("guest did not finish:\n" + output.decode(errors="replace"))
+        output += vm.stdout.read()
         errors = [e for e in served.events() if e["kind"] == "log_line" and e["level"] == "error"]
         assert not errors, errors
         kinds = {e["kind"] for e in served.events()}
         assert {"session_opened", "transfer_started"} <= kinds  # (busybox umount sends no UMNT)
-    out = dict(re.findall(r"^PXWK (\w+)=?(.*?)\r?$", r.stdout, re.M))
+    stdout = output.decode(errors="replace")
+    out = dict(re.findall(r"^PXWK (\w+)=?(.*?)\r?$", stdout, re.M))
     print("\n".join(f"{k}={v}" for k, v in out.items()))
-    assert "done" in out, r.stdout[-3000:]
-    want_ok = ("mount", "mkdir", "rename", "link", "mknod", "chmod", "chown", "user_create",
+    assert "done" in out, stdout[-3000:]
+    want_ok = ("mount", "create_after", "mkdir", "rename", "link", "mknod", "chmod", "chown", "user_create",
                "unlink", "rmdir", "umount", "squash_create")
-    assert {k: out.get(k) for k in want_ok} == {k: "ok" for k in want_ok}, r.stdout[-3000:]
+    assert {k: out.get(k) for k in want_ok} == {k: "ok" for k in want_ok}, stdout[-3000:]
     big = hashlib.sha256((rw / "big.bin").read_bytes()).hexdigest()
     assert out["big"] == out["big2"] == big
     assert out["symlink"] == "b" and out["b"] == "hello"
+    # after the restart: the same handles (cwd, open files) still work
+    assert out["log"] == "before,after," and out["big3"] == big
+    assert out["create_after"] == "ok" and (d_after := rw / "d" / "new-after.txt").exists()
+    assert d_after.read_text() == "after restart\n"
+    assert (rw / "d" / "log").read_text() == "before\nafter\n"  # written through the old handle
     assert out["user_denied"] == "yes"
     assert out["truncate"] == "100"
     assert "Read-only_file_system" in out["ro_write"] and out["ro_read"] == "readonly-content"
