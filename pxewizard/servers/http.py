@@ -168,8 +168,11 @@ class _Handler:
             self._fail(peer_ip, peer, raw, 400, "path is not valid UTF-8 after percent-decoding")
             return web.Response(status=400, text="400 bad request\n")
         except TreeError as exc:
+            # the full reason (with real paths and the fix) goes to the operator's log; the
+            # client gets the status in words without details of this machine's filesystem
             self._fail(peer_ip, peer, raw, exc.status, exc.message)
-            return web.Response(status=exc.status, text=f"{exc.status} {exc.message}\n")
+            word = "file not found" if exc.status == 404 else "forbidden (the server log says why)"
+            return web.Response(status=exc.status, text=f"{exc.status} {word}: {raw}\n")
         return await self._send(request, ref, peer_ip, peer)
 
     def _fail(self, client: str, peer: str, path: str, status: int, reason: str,

@@ -127,3 +127,13 @@ def test_post_refused(served) -> None:
     pair, _, _ = served
     status, _, headers = curl(pair, "-X", "POST", "-d", "x", URL)
     assert status == 405 and "allow: get, head" in headers.lower()
+
+
+def test_if_modified_since(served) -> None:
+    pair, srv, _, _ = served
+    _, _, headers = curl(pair, "-I", URL)
+    lm = next(h.split(":", 1)[1].strip() for h in headers.splitlines()
+              if h.lower().startswith("last-modified:"))
+    status, body, _ = curl(pair, "-z", lm, URL)
+    assert status == 304 and body == b""
+    srv.wait_event(lambda e: e["kind"] == "transfer_done" and e["status"] == 304)
