@@ -130,7 +130,7 @@ def test_post_refused(served) -> None:
 
 
 def test_if_modified_since(served) -> None:
-    pair, srv, _, _ = served
+    pair, srv, _ = served
     _, _, headers = curl(pair, "-I", URL)
     lm = next(h.split(":", 1)[1].strip() for h in headers.splitlines()
               if h.lower().startswith("last-modified:"))
