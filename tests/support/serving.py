@@ -67,8 +67,9 @@ def serve(ns: Netns, plan_path: Path, *, ready_timeout: float = 20.0,
 
     plan = load_plan(plan_path)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **(extra_env or {}))
+    # unbuffered: select() must see every line, not leave some in a Python buffer
     proc = ns.popen(sys.executable, "-m", "pxewizard", "serve", "--plan", str(plan_path),
-                    env=env, cwd=str(REPO))
+                    env=env, cwd=str(REPO), bufsize=0)
     served = Served(proc=proc, plan_path=plan_path, jsonl=plan.jsonl_path, output=[])
     try:
         deadline = time.monotonic() + ready_timeout
