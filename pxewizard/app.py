@@ -211,9 +211,10 @@ class PxeWizardApp(App[int]):
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""
-        shutdown = getattr(self.screen, "shutdown", None)
-        if shutdown is not None:
-            await shutdown()
+        for screen in reversed(self.screen_stack):  # Live may sit under a dialog
+            shutdown = getattr(screen, "shutdown", None)
+            if shutdown is not None:
+                await shutdown()
         self.exit(0)
 
     async def ensure_host(self) -> "HostFacts":

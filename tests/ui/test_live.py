@@ -185,3 +185,31 @@ async def test_responsive_under_1000_events_per_second(wizard: Any, servers: Any
     print(f"\nkey-to-pane latency under 1,000 events/s: max {max(latencies) * 1000:.0f} ms, "
           f"median {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms; {sent} events sent")
     assert max(latencies) < 2.0, latencies
+
+
+async def test_ctrl_q_under_the_dialog_still_stops_the_servers(wizard: Any, servers: Any,
+                                                               tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        servers.bus.publish(TransferStarted(ts=time.time(), service="http", path="big",
+                                            size=1 << 30, peer="10.99.0.100:40000"))
+        await wait_for(pilot, lambda: len(live.active) == 1, what="active transfer")
+        await pilot.press("q")
+        await wait_text(pilot, "Quit anyway?")
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: servers.running[0].closed, what="servers closed")
+
+
+async def test_back_to_review_after_stopping(wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: any("servers are running" in ln.plain
+                                          for ln in live.log_lines), what="refusal")
+        assert getattr(app.screen, "STEP", "") == "live"  # not while serving
+        await pilot.press("s")
+        await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review", what="review")

@@ -436,9 +436,13 @@ class LiveScreen(Screen[Any]):
 
     def action_back(self) -> None:
         if self.running is not None:
-            self.notify("servers are running: s stops them, then esc goes back to Review")
+            msg = "servers are running: s stops them, then esc goes back to Review"
+            self.bus.publish(LogLine(service="wizard", level="warning", message=msg))
+            self.notify(msg)
             return
         self.bridge.detach()
+        if self.jsonl is not None:
+            self.jsonl.close()
         self.wizard.go_back()
 
     def action_quit_live(self) -> None:
