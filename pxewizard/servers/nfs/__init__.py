@@ -124,10 +124,10 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
         svc.ports = {"nfs": nfs_port, "mountd": mount_port}
         mappings = [pm.Mapping(prog, vers, prot, port)
                     for prog, vers, port in ((NFS_PROG, NFS_VERS, nfs_port),
-                                             (MOUNT_PROG, MOUNT_VERS, mount_port),
-                                             (MOUNT_PROG, 1, mount_port))
+                                             (MOUNT_PROG, MOUNT_VERS, mount_port))
                     for prot in (pm.IPPROTO_TCP, pm.IPPROTO_UDP)]
-        hint = (f"clients must be given the ports: mount -o {nfs_mount_options(address, nfs_port, mount_port)}")
+        hint = ("clients must be given the ports: mount -o "
+                + nfs_mount_options(address, nfs_port, mount_port))
         if portmap:
             pm_ep = RpcEndpoint("portmap", [PortmapProgram(pm.PortmapTable(mappings))], bus, own)
             try:

@@ -20,10 +20,10 @@ from .transport import CallContext, Results
 
 class MountProgram:
     prog = m3.MOUNT_PROG
-    low = 1
+    low = m3.MOUNT_VERS
     high = m3.MOUNT_VERS
-    # Versions 1 and 2 share MNT/DUMP/UMNT/EXPORT numbers but carry 32-byte v2 handles;
-    # we only answer NULL for them and PROC_UNAVAIL otherwise.
+    # Only v3: v1/v2 carry NFSv2's 32-byte handles. A v1/v2 caller gets PROG_MISMATCH (3, 3),
+    # which tells mount.nfs and klibc's nfsmount to use vers=3.
 
     def __init__(self, exports: list[Export], resolver: Resolver, bus: EventBus) -> None:
         self.exports = exports
@@ -51,8 +51,6 @@ class MountProgram:
         proc = call.proc
         if proc == m3.MountProc.NULL:
             return [b""]
-        if call.vers != m3.MOUNT_VERS:
-            return None
         host = ctx.peer[0]
         if proc == m3.MountProc.MNT:
             path = m3.pull_dirpath(call.args)

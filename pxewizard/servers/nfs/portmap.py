@@ -15,7 +15,6 @@ import struct
 
 from ...proto import portmap as pm
 from ...proto.rpc import AuthFlavor, encode_auth_sys, encode_call, parse_reply
-from ...proto.xdr import Reader
 from .transport import CallContext, Results
 
 
@@ -88,8 +87,3 @@ def register(mappings: list[pm.Mapping], port: int = pm.PMAP_PORT) -> list[str]:
 def unregister(mappings: list[pm.Mapping], port: int = pm.PMAP_PORT) -> None:
     for prog, vers in sorted({(m.prog, m.vers) for m in mappings}):
         rpcbind_call(pm.PmapProc.UNSET, pm.Mapping(prog, vers, 0, 0), timeout=0.5, port=port)
-
-
-def parse_getport(data: bytes) -> int:
-    r = Reader(data)
-    return r.pull_u32()
