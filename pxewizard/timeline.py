@@ -141,6 +141,13 @@ def classify(path: str, service: str = "tftp") -> Role:
     return Role.other
 
 
+def _strong_boot_name(path: str) -> bool:
+    """Names that are a kernel or an initramfs whoever asks (not judged by suffix alone)."""
+    name = posixpath.basename(path.split("?", 1)[0]).lower()
+    return name.startswith(("vmlinuz", "vmlinux", "bzimage", "initrd", "initram", "rescue32",
+                            "rescue64")) or "ucode" in name
+
+
 def loader_family(path: str) -> str:
     """``syslinux``, ``ipxe``, ``grub`` or ``other`` for a boot loader file name."""
     name = posixpath.basename(path).lower()
@@ -469,6 +476,8 @@ class _Client:
     first_seen: float = 0.0
     last_activity: float = 0.0
     attempt: int = 1
+    kernel_up: bool = False
+    """A DHCP request came after the initramfs: the kernel runs, later files are stage 3."""
     version: int = 0
     cached: tuple[int, Timeline] | None = None
 
@@ -676,6 +685,7 @@ class TimelineBuilder:
         c.console.clear()
         c.stage = Stage.waiting
         c.arch, c.arch_name, c.vendor_class, c.ipxe = None, "", "", False
+        c.kernel_up = False
 
     def _dhcp(self, ev: DhcpExchange) -> str:
         self._dhcp_requests += 1
@@ -706,6 +716,9 @@ class TimelineBuilder:
             # request comes from it (ciaddr): either way it is this client's address
             self.learn(ev.requested_ip, mac)
         c = self._client(mac)
+        if c.stage >= Stage.initramfs and any(
+                s.role is Role.initramfs and s.status is Status.ok for s in c.steps):
+            c.kernel_up = True
         c.events.append(ev)
         c.touch(ts)
         if c.stage < Stage.dhcp:
@@ -745,6 +758,9 @@ class TimelineBuilder:
             c.events.append(ev)
         c.touch(ts)
         role = classify(ev.path, ev.service)
+        if c.kernel_up and role in (Role.kernel, Role.initramfs, Role.other) \
+                and not _strong_boot_name(ev.path):
+            role = Role.rootfs   # asked by the running kernel: stage 3 (e.g. root.img, x.bin)
         step = None
         if not isinstance(ev, TransferStarted):
             step = self._open_step(c, ev.service, ev.path, ev.peer)

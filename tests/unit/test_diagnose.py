@@ -10,7 +10,7 @@ from pxewizard.diagnose import (BridgeState, Finding, HostFacts, Severity, Thres
                                 closest_name, diagnose, diagnose_events, format_finding,
                                 package_for)
 from pxewizard.events import ConsoleLine, DhcpServerSeen, LogLine, from_dict, read_jsonl
-from pxewizard.timeline import Stage, TimelineBuilder
+from pxewizard.timeline import Role, Stage, Status, TimelineBuilder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "timeline"
 MAC = "52:54:00:99:00:10"
@@ -319,8 +319,13 @@ def test_ipxe_did_its_dhcp_then_nothing() -> None:
     assert f.rule == "loader-no-next" and "own DHCP" in f.title and "boot.ipxe" in f.cause
 
 
+E2E = ["e2e-bios_pxelinux_http", "e2e-uefi_syslinux_http", "e2e-uefi_ipxe_chainload",
+       "e2e-bios_proxydhcp"]
+"""Server events of real QEMU boots (SeaBIOS + iPXE ROM, OVMF) recorded from tests/e2e."""
+
+
 @pytest.mark.parametrize("name", ["bios-pxelinux-http-ok", "uefi-ovmf-syslinux-ok",
-                                  "uefi-ipxe-http-ok", "net-healthy-tftp"])
+                                  "uefi-ipxe-http-ok", "net-healthy-tftp", *E2E])
 def test_healthy_boots_are_quiet_at_every_moment(name: str) -> None:
     """Live: the UI diagnoses after every event; a healthy boot never shows a finding."""
     from pxewizard.timeline import TimelineBuilder
@@ -331,4 +336,23 @@ def test_healthy_boots_are_quiet_at_every_moment(name: str) -> None:
         b.feed(e)
         nxt = evs[i + 1].ts if i + 1 < len(evs) else e.ts + 5
         for now in (e.ts, (e.ts + nxt) / 2, nxt - 0.001):
-            assert diagnose(b.snapshot(max(now, e.ts)), FULL) == [], (i, e)
+            assert diagnose(b.snapshot(max(now, e.ts)), FACTS.get(name, FULL)) == [], (i, e)
+
+
+FACTS = {"e2e-bios_proxydhcp": PROXY}
+
+
+@pytest.mark.parametrize("name", E2E)
+def test_e2e_boots_have_a_complete_timeline(name: str) -> None:
+    evs = load(name)
+    snap, fs = diagnose_events(evs, FACTS.get(name, FULL), now=max(e.ts for e in evs) + 600)
+    assert fs == []
+    (tl,) = snap.clients
+    assert tl.stage is Stage.done and tl.mac.startswith("52:54:00")
+    per = tl.bytes_by_stage()
+    assert per[Stage.kernel] > 1 << 20 and per[Stage.initramfs] > 1 << 20
+    assert per[Stage.stage3] > 3 << 20                    # the e2e stage-3 file, all of it
+    assert [s.role for s in tl.transfers() if s.stage is Stage.stage3] == [Role.rootfs]
+    stages = [s.stage for s in tl.steps if s.kind == "transfer" and s.status is Status.ok
+              and s.role is not Role.module]          # menu.c32 comes after the config
+    assert stages == sorted(stages)
