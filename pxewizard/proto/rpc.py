@@ -283,19 +283,22 @@ class RecordReader:
     """Reassembles record-marked fragments from a TCP byte stream.
 
     ``feed(data)`` returns the complete records found so far. A record (the sum
-    of its fragments) longer than ``max_record`` raises :class:`RecordTooLarge`
-    before its bytes are buffered; the connection must then be closed, since
-    the stream position can no longer be trusted.
+    of its fragments) longer than ``max_record``, or cut into more than
+    ``max_fragments`` pieces (a stream of 1-byte fragments must not cost a
+    Python object each), raises :class:`RecordTooLarge` before its bytes are
+    buffered; the connection must then be closed, since the stream position can
+    no longer be trusted.
     """
 
-    def __init__(self, max_record: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, max_record: int = 2 * 1024 * 1024, max_fragments: int = 1024) -> None:
         self.max_record = max_record
+        self.max_fragments = max_fragments
         self._buf = bytearray()
-        self._parts: list[bytes] = []
-        self._partlen = 0
+        self._record = bytearray()
+        self._nfrag = 0
 
     def buffered(self) -> int:
-        return len(self._buf) + self._partlen
+        return len(self._buf) + len(self._record)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         self._buf += data
@@ -305,18 +308,23 @@ class RecordReader:
         while len(buf) - pos >= 4:
             (hdr,) = struct.unpack_from(">I", buf, pos)
             n = hdr & 0x7FFFFFFF
-            if self._partlen + n > self.max_record:
-                raise RecordTooLarge(f"RPC record of {self._partlen + n}+ bytes exceeds the "
+            if len(self._record) + n > self.max_record:
+                raise RecordTooLarge(f"RPC record of {len(self._record) + n}+ bytes exceeds the "
                                      f"limit of {self.max_record}")
+            if self._nfrag >= self.max_fragments:
+                raise RecordTooLarge(f"RPC record in more than {self.max_fragments} fragments")
             if len(buf) - pos - 4 < n:
                 break
-            self._parts.append(bytes(buf[pos + 4 : pos + 4 + n]))
-            self._partlen += n
+            if hdr & LAST_FRAGMENT and not self._record:
+                out.append(bytes(buf[pos + 4 : pos + 4 + n]))  # the usual case: one fragment
+            else:
+                self._record += buf[pos + 4 : pos + 4 + n]
+                self._nfrag += 1
+                if hdr & LAST_FRAGMENT:
+                    out.append(bytes(self._record))
+                    self._record = bytearray()
+                    self._nfrag = 0
             pos += 4 + n
-            if hdr & LAST_FRAGMENT:
-                out.append(self._parts[0] if len(self._parts) == 1 else b"".join(self._parts))
-                self._parts = []
-                self._partlen = 0
         if pos:
             del buf[:pos]
         return out

@@ -145,6 +145,8 @@ def test_rpc_error_replies(tree):
     assert h.call(Proc.READ, fh_args(b"x" * 65)).stat == AcceptStat.GARBAGE_ARGS
     assert any(e.kind == "packet_dropped" for e in h.events)
     assert h.call(Proc.NULL).stat == AcceptStat.SUCCESS
+    rep = h.call(m3.MountProc.MNT, prog=m3.MOUNT_PROG, vers=1)  # v1: use v3
+    assert rep.stat == AcceptStat.PROG_MISMATCH
 
 
 def test_bad_and_foreign_handles(tree):

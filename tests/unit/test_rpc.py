@@ -145,3 +145,9 @@ def test_mount_codecs_round_trip():
     assert m3.parse_mountlist(Reader(m3.encode_mountlist(ml))) == ml
     with pytest.raises(ValueError):
         m3.pull_dirpath(Reader(bytes(Writer().push_string("x" * 1025))))
+
+
+def test_many_tiny_fragments_are_refused():
+    rr = RecordReader(max_record=1 << 20, max_fragments=100)
+    with pytest.raises(RecordTooLarge):
+        rr.feed((struct.pack(">I", 1) + b"x") * 200)
