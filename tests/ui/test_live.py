@@ -213,3 +213,14 @@ async def test_back_to_review_after_stopping(wizard: Any, servers: Any, tmp_path
         await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
         await pilot.press("escape")
         await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review", what="review")
+
+
+async def test_lab_key_reports_why_no_vm_can_start(wizard: Any, tmp_path: Path) -> None:
+    """pxe0 does not exist here: the lab says so in the Log instead of starting QEMU."""
+    app = wizard(plan=plan_for(tmp_path), lab=True)
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any("lab: error" in ln.plain and "pxe0" in ln.plain
+                                          for ln in live.log_lines), what="lab error")
+        assert live.query_one("#panes", ContentSwitcher).current == "console"

@@ -355,3 +355,25 @@ async def test_back_keeps_choices(wizard: Any) -> None:
         await wait_for(pilot, lambda: on_step(app, "dhcp_scan"), what="back")
         await next_to(pilot, "dhcp_mode")
         assert "(*) none" in screen_text(app)
+
+
+async def test_export_for_a_permanent_server(wizard: Any, tmp_path: Path) -> None:
+    from pxewizard.plan import plan_from_dict
+
+    from .test_tmux import make_medium
+
+    medium = make_medium(tmp_path / "medium")
+    plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                           "state_dir": str(tmp_path / "s"), "dhcp": {"mode": "proxy"},
+                           "boot": {"media": str(medium)}})
+    app = wizard(plan=plan, plan_path=str(tmp_path / "plan.toml"), export=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: on_step(app, "review"), what="review")
+        app.screen.query_one("#export").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "exported" in screen_text(app)
+                       or "export failed" in screen_text(app), timeout=20, what="export")
+        assert "exported" in screen_text(app), screen_text(app)
+        out = tmp_path / "pxewizard-export"
+        assert (out / "dnsmasq.conf").exists() or any(out.iterdir())
+        assert (tmp_path / "plan.toml").exists()
