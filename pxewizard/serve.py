@@ -62,10 +62,22 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
                        ipxe_script=url(bf.ipxe_script)))
-    if policy.mode is Mode.FULL:
-        from .detect.dhcp_probe import probe
+    # Look before serving: which DHCP servers already answer on this interface?
+    from .detect.dhcp_probe import probe
 
-        others = [s for s in await probe(plan.interface, timeout=2.5) if not s.proxy]
+    probed = True
+    try:
+        seen = await probe(plan.interface, timeout=2.5)
+    except PxeError as exc:
+        if policy.mode is Mode.FULL:
+            raise  # full DHCP must not start blind
+        seen, probed = [], False
+        bus.publish(LogLine(service="proxydhcp", level="warning",
+                            message=f"could not probe {plan.interface} for DHCP servers: {exc}"))
+    for s in seen:
+        bus.publish(s)
+    others = [s for s in seen if not s.proxy]
+    if policy.mode is Mode.FULL:
         if others and not d.override_existing_server:
             who = ", ".join(f"{s.server_id} ({s.server_mac}, offered {s.offered_ip})"
                             for s in others)
@@ -78,6 +90,11 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
                                 message=f"another DHCP server answers on {plan.interface}: "
                                         f"{s.server_id} ({s.server_mac}); starting anyway "
                                         "(dhcp.override_existing_server)"))
+    elif not others and probed:
+        bus.publish(LogLine(service="proxydhcp", level="warning",
+                            message=f"no DHCP server answered on {plan.interface}: proxyDHCP "
+                                    "gives boot information only, clients also need an "
+                                    "address (start one, or use dhcp.mode = \"full\")"))
     return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
                              lease_file=plan.lease_file)]
 

@@ -158,6 +158,9 @@ def test_probe_reports_dnsmasq_and_our_proxy(segment: Segment) -> None:
     assert 150 <= int(dnsmasq[0]["offered_ip"].split(".")[-1]) <= 160
     assert dnsmasq[0]["router"] == "10.99.0.2"
     assert ours and ours[0]["proxy"] and ours[0]["boot_file"] == "pxelinux.0"
+    # serve probed before starting and logged what it saw
+    assert any(e["kind"] == "dhcp_server_seen" and e["server_id"] == "10.99.0.2"
+               for e in segment.served.events())
     table = segment.client.run(sys.executable, "-m", "pxewizard", "probe", "eth0", "--timeout",
                                "1", env=env, cwd=str(REPO)).stdout
     assert "10.99.0.2" in table and "proxyDHCP" in table
