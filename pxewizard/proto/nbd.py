@@ -6,9 +6,11 @@ order:
 
 * :class:`Send` -- bytes to write to the client (greeting, option replies,
   reply headers of refused or empty requests);
-* :class:`Read` -- a read the adapter serves: write :func:`reply_header`
-  ``(handle, 0)`` followed by ``length`` bytes of the export from ``offset``
-  (pread or sendfile; the bytes never pass through this module);
+* :class:`Read` -- a read the adapter serves: write ``Read.header`` followed
+  by ``length`` bytes of the export from ``offset`` (pread or sendfile; the
+  bytes never pass through this module). The header is a simple reply, or
+  one structured ``OFFSET_DATA`` chunk once the client negotiated
+  ``NBD_OPT_STRUCTURED_REPLY``;
 * :class:`ExportSelected`, :class:`Refused`, :class:`Closed` -- facts for the
   adapter's events; after :class:`Closed` the connection is done.
 
@@ -39,6 +41,13 @@ OLDSTYLE_MAGIC = 0x00420281861253
 OPT_REPLY_MAGIC = 0x0003E889045565A9
 REQUEST_MAGIC = 0x25609513
 SIMPLE_REPLY_MAGIC = 0x67446698
+STRUCTURED_REPLY_MAGIC = 0x668E33EF
+
+# structured reply chunks (proto.md "Structured reply chunk message")
+REPLY_FLAG_DONE = 1 << 0
+REPLY_TYPE_NONE = 0
+REPLY_TYPE_OFFSET_DATA = 1
+REPLY_TYPE_ERROR = (1 << 15) + 1
 
 # handshake flags (server) and client flags
 FLAG_FIXED_NEWSTYLE = 1 << 0
@@ -135,6 +144,7 @@ _OPT_HDR = struct.Struct(">QII")
 _OPT_REPLY = struct.Struct(">QIII")
 _REQUEST = struct.Struct(">IHHQQI")
 _REPLY = struct.Struct(">IIQ")
+_CHUNK = struct.Struct(">IHHQI")
 
 
 class NbdProtocolError(ValueError):
@@ -153,11 +163,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """Serve a read: ``reply_header(handle, 0)`` then ``length`` export bytes from ``offset``."""
+    """Serve a read: send ``header``, then ``length`` export bytes from ``offset``."""
 
     handle: int
     offset: int
     length: int
+    header: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +207,20 @@ Output = Send | Read | ExportSelected | Refused | Closed
 def reply_header(handle: int, error: int = 0) -> bytes:
     """A simple reply (proto.md "Simple reply message")."""
     return _REPLY.pack(SIMPLE_REPLY_MAGIC, error, handle)
+
+
+def chunk(handle: int, rtype: int, payload: bytes = b"", *, length: int | None = None,
+          done: bool = True) -> bytes:
+    """A structured reply chunk header plus ``payload``; ``length`` counts data sent after it."""
+    n = len(payload) if length is None else length
+    return _CHUNK.pack(STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE if done else 0, rtype, handle,
+                       n) + payload
+
+
+def error_chunk(handle: int, error: int, message: str = "") -> bytes:
+    """NBD_REPLY_TYPE_ERROR: errno plus a message for the client's log."""
+    msg = message.encode()[:4096]
+    return chunk(handle, REPLY_TYPE_ERROR, struct.pack(">IH", error, len(msg)) + msg)
 
 
 def option_reply(option: int, reply: int, data: bytes = b"") -> bytes:
@@ -256,6 +281,8 @@ class NbdConnection:
         self.export: str | None = self.default if oldstyle else None
         self.size = self.exports[self.default] if oldstyle else 0
         self.no_zeroes = False
+        self.structured = False
+        """True once NBD_OPT_STRUCTURED_REPLY was acknowledged: replies are chunks."""
         self._buf = bytearray()
         self._pending: deque[Output] = deque()
 
@@ -400,6 +427,14 @@ class NbdConnection:
         out += option_reply(opt, REP_ACK)
         self._pending.append(Send(bytes(out)))
 
+    def _opt_structured_reply(self, opt: int, data: bytes) -> None:
+        # proto.md NBD_OPT_STRUCTURED_REPLY: no data; from now on every reply is chunked
+        if data:
+            return self._refuse_opt(opt, REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY carries "
+                                    "no data")
+        self.structured = True
+        self._pending.append(Send(option_reply(opt, REP_ACK)))
+
     def _opt_info_go(self, opt: int, data: bytes) -> None:
         # proto.md NBD_OPT_INFO / NBD_OPT_GO: name length, name, request count, requests
         if len(data) < 6:
@@ -436,9 +471,10 @@ class NbdConnection:
             self._pending.append(ExportSelected(export, size, "newstyle", "GO"))
 
     _OPTIONS = {OPT_EXPORT_NAME: _opt_export_name, OPT_ABORT: _opt_abort, OPT_LIST: _opt_list,
-                OPT_INFO: _opt_info_go, OPT_GO: _opt_info_go}
-    """Dispatch table; every other option (STARTTLS, STRUCTURED_REPLY, meta contexts...)
-    answers NBD_REP_ERR_UNSUP, and the client falls back to simple replies."""
+                OPT_INFO: _opt_info_go, OPT_GO: _opt_info_go,
+                OPT_STRUCTURED_REPLY: _opt_structured_reply}
+    """Dispatch table; every other option (STARTTLS, meta contexts, extended headers...)
+    answers NBD_REP_ERR_UNSUP, and the client goes on without it."""
 
     def _enter(self, export: str, how: str) -> None:
         self.export = export
@@ -461,9 +497,13 @@ class NbdConnection:
                 self._refuse(handle, "READ", EINVAL, f"read of {length} bytes at {offset} "
                              f"goes past the end of the export ({self.size} bytes)")
             elif length == 0:
-                self._pending.append(Send(reply_header(handle, 0)))
+                self._pending.append(Send(self._ok(handle)))
+            elif self.structured:  # one OFFSET_DATA chunk, DONE (so DF holds trivially)
+                self._pending.append(Read(handle, offset, length, chunk(
+                    handle, REPLY_TYPE_OFFSET_DATA, struct.pack(">Q", offset),
+                    length=8 + length)))
             else:
-                self._pending.append(Read(handle, offset, length))
+                self._pending.append(Read(handle, offset, length, reply_header(handle, 0)))
             return True
         if cmd == CMD_WRITE:
             # the payload follows the header: swallow it to stay in step, then refuse
@@ -480,7 +520,7 @@ class NbdConnection:
             buf.clear()
             self._pending.append(Closed("client disconnected (NBD_CMD_DISC)"))
         elif cmd == CMD_FLUSH:
-            self._pending.append(Send(reply_header(handle, 0)))  # nothing is ever dirty
+            self._pending.append(Send(self._ok(handle)))  # nothing is ever dirty
         elif cmd in (CMD_TRIM, CMD_WRITE_ZEROES):
             self._refuse(handle, CMD_NAMES[cmd], EPERM, "the export is read-only")
         else:
@@ -488,11 +528,15 @@ class NbdConnection:
             self._refuse(handle, name, EINVAL, f"{name} was not negotiated")
         return True
 
+    def _ok(self, handle: int) -> bytes:
+        return chunk(handle, REPLY_TYPE_NONE) if self.structured else reply_header(handle, 0)
+
     def _refuse(self, handle: int, what: str, err: int, reason: str) -> None:
-        self._pending.append(Send(reply_header(handle, err)))
+        self._pending.append(Send(error_chunk(handle, err, reason) if self.structured
+                                  else reply_header(handle, err)))
         self._pending.append(Refused(what, err, reason))
 
 
 __all__ = ["Closed", "ExportSelected", "NbdConnection", "NbdProtocolError", "Output", "Read",
-           "Refused", "Send", "State", "TRANSITIONS", "Trigger", "option_reply",
-           "reply_header"]
+           "Refused", "Send", "State", "TRANSITIONS", "Trigger", "chunk", "error_chunk",
+           "option_reply", "reply_header"]

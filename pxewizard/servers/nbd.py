@@ -3,8 +3,8 @@
 One task per connection reads requests and feeds the protocol core; a second
 task writes the replies, so a client may pipeline as many requests as it
 likes. Read data goes from the export file to the socket with sendfile(2)
-right after the 16-byte reply header (sent with MSG_MORE so both leave in the
-same segment): the image never passes through Python. Exports are opened
+right after the reply header (a 16-byte simple reply or a structured
+OFFSET_DATA chunk header, sent with MSG_MORE so both leave in the same segment): the image never passes through Python. Exports are opened
 O_RDONLY once and shared by every connection (sendfile takes explicit
 offsets, so no file position is shared).
 
@@ -36,7 +36,7 @@ from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceS
                       SessionClosed, SessionOpened, TransferDone, TransferFailed,
                       TransferProgress)
 from ..proto.nbd import (REP_ERR_UNKNOWN, Closed, ExportSelected, NbdConnection,
-                         NbdProtocolError, Read, Refused, Send, State, reply_header)
+                         NbdProtocolError, Read, Refused, Send, State)
 from .base import tcp_listener
 
 SERVICE = "nbd"
@@ -186,7 +186,7 @@ class _Session:
                     await self._send(item.data, 0)
                     continue
                 assert self.export is not None
-                await self._send(reply_header(item.handle, 0), _MSG_MORE)
+                await self._send(item.header, _MSG_MORE)
                 await self._sendfile(self.export.fd, item.offset, item.length)
                 self.read += item.length
                 now = time.monotonic()

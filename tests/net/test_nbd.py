@@ -69,6 +69,7 @@ def test_nbdinfo_list_size_readonly(served) -> None:
     out = run(pair, "nbdinfo", "--list", f"nbd://{SRV}").stdout
     assert 'export="archiso"' in out and 'export="extra"' in out
     assert f"export-size: {SIZE}" in out and "is_read_only: true" in out
+    assert "newstyle-fixed" in out and "structured" in out
     size = run(pair, "nbdinfo", "--size", f"nbd://{SRV}/archiso").stdout.strip()
     assert int(size) == SIZE
     assert run(pair, "nbdinfo", "--size", f"nbd://{SRV}/extra").stdout.strip() == str(EXTRA)

@@ -39,6 +39,11 @@ def option_replies(data: bytes) -> list[tuple[int, int, bytes]]:
     return out
 
 
+def R(handle: int, offset: int, length: int) -> Read:
+    """The Read a simple-reply connection emits."""
+    return Read(handle, offset, length, nbd.reply_header(handle, 0))
+
+
 def sent(outs: list) -> bytes:
     return b"".join(o.data for o in outs if isinstance(o, Send))
 
@@ -160,7 +165,7 @@ def test_abort_acks_and_closes() -> None:
     assert isinstance(outs[-1], Closed) and conn.state is State.CLOSED
 
 
-@pytest.mark.parametrize("option", [nbd.OPT_STRUCTURED_REPLY, nbd.OPT_STARTTLS,
+@pytest.mark.parametrize("option", [nbd.OPT_STARTTLS, nbd.OPT_EXTENDED_HEADERS,
                                     nbd.OPT_SET_META_CONTEXT, 4242])
 def test_unsupported_options(option: int) -> None:
     conn = NbdConnection(EXPORTS)
@@ -184,7 +189,7 @@ def test_reads_pipelined_and_split_anywhere() -> None:
     stream = b"".join(req(nbd.CMD_READ, handle=h, offset=h * 4096, length=4096)
                       for h in range(50))
     whole = roundtrip(negotiated(), stream)
-    assert whole == [Read(h, h * 4096, 4096) for h in range(50)]
+    assert whole == [R(h, h * 4096, 4096) for h in range(50)]
     conn = negotiated()
     bytewise = []
     for i in range(len(stream)):
@@ -214,7 +219,7 @@ def test_request_errors(request_: bytes, error: int) -> None:
     assert header_of(outs) == (nbd.SIMPLE_REPLY_MAGIC, error, 7)
     assert conn.state is State.TRANSMISSION
     # the connection keeps serving
-    assert roundtrip(conn, req(nbd.CMD_READ, 8, 0, 512)) == [Read(8, 0, 512)]
+    assert roundtrip(conn, req(nbd.CMD_READ, 8, 0, 512)) == [R(8, 0, 512)]
 
 
 def test_write_payload_is_swallowed_then_eperm() -> None:
@@ -225,7 +230,7 @@ def test_write_payload_is_swallowed_then_eperm() -> None:
     outs = roundtrip(conn, payload[100:] + req(nbd.CMD_READ, 4, 0, 10))
     assert header_of(outs) == (nbd.SIMPLE_REPLY_MAGIC, nbd.EPERM, 3)
     assert Refused("WRITE", nbd.EPERM, "the export is read-only") in outs
-    assert outs[-1] == Read(4, 0, 10)
+    assert outs[-1] == R(4, 0, 10)
 
 
 def test_huge_write_closes() -> None:
@@ -257,7 +262,7 @@ def test_eof_closes() -> None:
 def test_oldstyle_transmission_directly() -> None:
     conn = NbdConnection(EXPORTS, oldstyle=True)
     conn.initiate()
-    assert roundtrip(conn, req(nbd.CMD_READ, 1, 0, 100)) == [Read(1, 0, 100)]
+    assert roundtrip(conn, req(nbd.CMD_READ, 1, 0, 100)) == [R(1, 0, 100)]
 
 
 def test_transition_table_rejects_impossible() -> None:
@@ -267,17 +272,73 @@ def test_transition_table_rejects_impossible() -> None:
     assert (State.CLOSED, nbd.Trigger.PROTOCOL_ERROR) not in nbd.TRANSITIONS
 
 
+# --- structured replies (proto.md "Structured replies") ----------------------------------------
+
+
+def structured() -> NbdConnection:
+    conn = NbdConnection(EXPORTS)
+    conn.initiate()
+    outs = roundtrip(conn, struct.pack(">I", 3) + opt(nbd.OPT_STRUCTURED_REPLY))
+    assert option_replies(sent(outs)) == [(nbd.OPT_STRUCTURED_REPLY, nbd.REP_ACK, b"")]
+    roundtrip(conn, opt(nbd.OPT_GO, go_data("archiso")))
+    assert conn.structured and conn.state is State.TRANSMISSION
+    return conn
+
+
+def chunks(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, i = [], 0
+    while i < len(data):
+        magic, flags, typ, handle, n = struct.unpack_from(">IHHQI", data, i)
+        assert magic == nbd.STRUCTURED_REPLY_MAGIC
+        out.append((flags, typ, handle, data[i + 20:i + 20 + n]))
+        i += 20 + n
+    return out
+
+
+def test_structured_read_is_one_offset_data_chunk() -> None:
+    conn = structured()
+    (rd,) = roundtrip(conn, req(nbd.CMD_READ, 5, 8192, 4096))
+    assert (rd.handle, rd.offset, rd.length) == (5, 8192, 4096)
+    magic, flags, typ, handle, n = struct.unpack_from(">IHHQI", rd.header)
+    assert (magic, flags, typ, handle, n) == (nbd.STRUCTURED_REPLY_MAGIC, nbd.REPLY_FLAG_DONE,
+                                              nbd.REPLY_TYPE_OFFSET_DATA, 5, 8 + 4096)
+    assert rd.header[20:] == struct.pack(">Q", 8192)  # then the data follows
+
+
+def test_structured_errors_and_acks() -> None:
+    conn = structured()
+    outs = roundtrip(conn, req(nbd.CMD_WRITE, 1, 0, 8, flags=0) + b"12345678"
+                     + req(nbd.CMD_READ, 2, EXPORTS["archiso"], 1) + req(nbd.CMD_FLUSH, 3))
+    got = chunks(sent(outs))
+    assert [(c[0], c[1], c[2]) for c in got] == [
+        (nbd.REPLY_FLAG_DONE, nbd.REPLY_TYPE_ERROR, 1),
+        (nbd.REPLY_FLAG_DONE, nbd.REPLY_TYPE_ERROR, 2),
+        (nbd.REPLY_FLAG_DONE, nbd.REPLY_TYPE_NONE, 3)]
+    err, mlen = struct.unpack_from(">IH", got[0][3])
+    assert err == nbd.EPERM and got[0][3][6:6 + mlen] == b"the export is read-only"
+    assert struct.unpack_from(">I", got[1][3])[0] == nbd.EINVAL
+
+
+def test_structured_reply_with_data_is_invalid() -> None:
+    conn = NbdConnection(EXPORTS)
+    outs = roundtrip(conn, struct.pack(">I", 1) + opt(nbd.OPT_STRUCTURED_REPLY, b"x"))
+    assert option_replies(sent(outs))[0][1] == nbd.REP_ERR_INVALID and not conn.structured
+
+
 # --- fuzz: random bytes only ever produce outputs or NbdProtocolError ------------------------
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.binary(max_size=64), max_size=12), st.sampled_from(["new", "go", "old"]))
+@given(st.lists(st.binary(max_size=64), max_size=12),
+       st.sampled_from(["new", "go", "old", "structured"]))
 def test_random_input_never_crashes(chunks: list[bytes], start: str) -> None:
     if start == "old":
         conn = NbdConnection(EXPORTS, oldstyle=True)
         conn.initiate()
     elif start == "go":
         conn = negotiated()
+    elif start == "structured":
+        conn = structured()
     else:
         conn = NbdConnection(EXPORTS)
         conn.initiate()

@@ -166,7 +166,7 @@ async def test_option_probes_are_not_failures_but_unknown_exports_are(server) ->
     svc, _, events = server
     r, w = await asyncio.open_connection("127.0.0.1", svc.ports["newstyle"])
     await r.readexactly(18)
-    w.write(struct.pack(">I", 3) + struct.pack(">QII", nbd.IHAVEOPT, nbd.OPT_STRUCTURED_REPLY, 0))
+    w.write(struct.pack(">I", 3) + struct.pack(">QII", nbd.IHAVEOPT, nbd.OPT_EXTENDED_HEADERS, 0))
     _, _, typ, n = struct.unpack(">QIII", await r.readexactly(20))
     await r.readexactly(n)
     assert typ == nbd.REP_ERR_UNSUP
