@@ -21,7 +21,12 @@ of real directory entries. Wire names containing ``/`` or NUL are refused,
 ``..`` is taken from the path we hold (clamped at the export root), and no
 symlink is followed on the server: LOOKUP returns the link itself, READLINK
 returns its text, and the client resolves it in its own namespace, where a
-``..`` at our root stays at our root.
+``..`` at our root stays at our root. A handle is only accepted when the inode
+its path reaches now is the inode it names, and the walk and the scan only ever
+find inodes inside the export, so a forged handle cannot name a file outside
+it. Every operation runs in the same event-loop step as that check (READ and
+WRITE hand the thread an already opened, fstat-checked descriptor), so another
+client cannot swap a directory for a symlink in between.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import os
 import stat
 import struct
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ...proto.nfs3 import NAME_MAX, NFS3_FHSIZE, NfsError, Stat
@@ -282,10 +287,10 @@ class Resolver:
         if rel is not None and self._check(export, rel, h) is not None:
             return rel
         export.index.clear()
-        queue = [""]
+        queue = deque([""])
         seen = 0
         while queue and seen < SCAN_LIMIT:
-            cur = queue.pop(0)
+            cur = queue.popleft()
             try:
                 it = os.scandir(export.abspath(cur))
             except OSError:
