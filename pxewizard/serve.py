@@ -40,6 +40,7 @@ class Running:
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
+    from .detect.dhcp_probe import look_before_serving
     from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
     from .servers.dhcp import start_dhcp
 
@@ -62,39 +63,9 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
                        ipxe_script=url(bf.ipxe_script)))
-    # Look before serving: which DHCP servers already answer on this interface?
-    from .detect.dhcp_probe import probe
-
-    probed = True
-    try:
-        seen = await probe(plan.interface, timeout=2.5)
-    except PxeError as exc:
-        if policy.mode is Mode.FULL:
-            raise  # full DHCP must not start blind
-        seen, probed = [], False
-        bus.publish(LogLine(service="proxydhcp", level="warning",
-                            message=f"could not probe {plan.interface} for DHCP servers: {exc}"))
-    for s in seen:
-        bus.publish(s)
-    others = [s for s in seen if not s.proxy]
-    if policy.mode is Mode.FULL:
-        if others and not d.override_existing_server:
-            who = ", ".join(f"{s.server_id} ({s.server_mac}, offered {s.offered_ip})"
-                            for s in others)
-            raise PxeError(f"refusing to start full DHCP on {plan.interface}: another DHCP "
-                           f"server answers there: {who}",
-                           "use proxy mode (dhcp.mode = \"proxy\") beside that server, or set "
-                           "dhcp.override_existing_server = true if this segment is yours")
-        for s in others:
-            bus.publish(LogLine(service="dhcp", level="warning",
-                                message=f"another DHCP server answers on {plan.interface}: "
-                                        f"{s.server_id} ({s.server_mac}); starting anyway "
-                                        "(dhcp.override_existing_server)"))
-    elif not others and probed:
-        bus.publish(LogLine(service="proxydhcp", level="warning",
-                            message=f"no DHCP server answered on {plan.interface}: proxyDHCP "
-                                    "gives boot information only, clients also need an "
-                                    "address (start one, or use dhcp.mode = \"full\")"))
+    # look before serving: full DHCP refuses where another DHCP server answers
+    await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
+                              override=d.override_existing_server, publish=bus.publish)
     return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
                              lease_file=plan.lease_file)]
 

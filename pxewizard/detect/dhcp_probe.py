@@ -19,10 +19,11 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import NeedsRoot, PxeError
-from ..events import DhcpServerSeen
+from ..events import DhcpServerSeen, Event, LogLine
 from ..proto.dhcp import FLAG_BROADCAST, MsgType, Packet, decode, ip_str, mac_bytes
 
 ETH_P_IP = 0x0800
@@ -132,6 +133,48 @@ def probe_sync(interface: str, timeout: float = 4.0) -> list[DhcpServerSeen]:
 async def probe(interface: str, timeout: float = 4.0) -> list[DhcpServerSeen]:
     """Every DHCP / proxyDHCP server that answered our DISCOVERs within ``timeout`` s."""
     return await asyncio.to_thread(probe_sync, interface, timeout)
+
+
+async def look_before_serving(interface: str, *, full: bool, override: bool,
+                              publish: Callable[[Event], None],
+                              timeout: float = 2.5) -> list[DhcpServerSeen]:
+    """Probe before starting DHCP; publish what answered.
+
+    Full DHCP refuses (PxeError naming the server) where another DHCP server
+    answers, unless ``override``; it must not start blind either, so a failed
+    probe raises too. ProxyDHCP only warns, notably when no DHCP server answered
+    (then clients get boot information but no address).
+    """
+    try:
+        seen = await probe(interface, timeout)
+    except PxeError as exc:
+        if full:
+            raise
+        publish(LogLine(service="proxydhcp", level="warning",
+                        message=f"could not probe {interface} for DHCP servers: {exc}"))
+        return []
+    for s in seen:
+        publish(s)
+    others = [s for s in seen if not s.proxy]
+    if full:
+        if others and not override:
+            who = ", ".join(f"{s.server_id} ({s.server_mac}, offered {s.offered_ip})"
+                            for s in others)
+            raise PxeError(f"refusing to start full DHCP on {interface}: another DHCP server "
+                           f"answers there: {who}",
+                           "use proxy mode (dhcp.mode = \"proxy\") beside that server, or set "
+                           "dhcp.override_existing_server = true if this segment is yours")
+        for s in others:
+            publish(LogLine(service="dhcp", level="warning",
+                            message=f"another DHCP server answers on {interface}: "
+                                    f"{s.server_id} ({s.server_mac}); starting anyway "
+                                    "(dhcp.override_existing_server)"))
+    elif not others:
+        publish(LogLine(service="proxydhcp", level="warning",
+                        message=f"no DHCP server answered on {interface}: proxyDHCP gives boot "
+                                "information only, clients also need an address (start one, "
+                                "or use dhcp.mode = \"full\")"))
+    return seen
 
 
 def format_table(interface: str, servers: list[DhcpServerSeen], timeout: float) -> str:
