@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pxewizard.boot.media import LOCAL_ENTRY, BootEntry, Media
 from pxewizard.detect.host import HostFacts, LoaderStatus
 from pxewizard.detect.interfaces import BridgeInfo, InterfaceInfo
 from pxewizard.detect.ports import PortStatus
@@ -15,8 +16,6 @@ from pxewizard.events import DhcpServerSeen
 
 GIB = 1024**3
 MIB = 1024**2
-
-from pxewizard.boot.media import LOCAL_ENTRY, BootEntry, Media
 
 
 def _entry(**kw: Any) -> BootEntry:
@@ -53,7 +52,8 @@ def sysrescue_media(path: str = "/run/archiso/bootmnt") -> Any:
                files=SRCD_FILES),
         LOCAL_ENTRY,
     )
-    return _media(path=Path(path), profile="sysrescue-archiso", label="SystemRescue 11.02", version="11.02",
+    return _media(path=Path(path), profile="sysrescue-archiso", label="SystemRescue 11.02",
+                  version="11.02",
                   entries=entries, image=Path(path) / "sysresccd/x86_64/airootfs.sfs",
                   image_size=SRCD_IMAGE, image_vpath="sysresccd/x86_64/airootfs.sfs")
 

@@ -171,7 +171,7 @@ async def test_responsive_under_1000_events_per_second(wizard: Any, servers: Any
                 await asyncio.sleep(0.5)
                 t0 = time.monotonic()
                 await pilot.press(key)
-                await wait_for(pilot, lambda: switcher.current == pane, timeout=5, what=pane)
+                await wait_for(pilot, lambda p=pane: switcher.current == p, timeout=5, what=pane)
                 latencies.append(time.monotonic() - t0)
             before = live.counts["events"]
             lines_before = len(requests.lines)

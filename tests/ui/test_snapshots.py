@@ -43,7 +43,7 @@ def steps(*names: str) -> Any:
         await settle(pilot)
         for name in names:
             await pilot.press("ctrl+n")
-            await wait_for(pilot, lambda: getattr(pilot.app.screen, "STEP", "") == name)
+            await wait_for(pilot, lambda n=name: getattr(pilot.app.screen, "STEP", "") == n)
             await settle(pilot)
 
     return run
