@@ -4,7 +4,9 @@ This machine's own kernel has no NFS client, so a QEMU guest runs Debian's
 kernel (unpacked, with its nfs modules) and a busybox initramfs whose /init
 mounts our exports with the options pxewizard prints (``vers=3,nolock,...``),
 writes, renames, links, makes a device node, creates as another user, copies
-a tree of symlinks, remounts and reads back, then powers off. QEMU's user
+a tree of symlinks, remounts and reads back; then, holding a cwd and open
+files, it waits on the serial console while the server restarts, and goes on
+through those same handles; then it powers off. QEMU's user
 network runs inside a test namespace: the guest's 10.0.2.2 is that
 namespace's loopback, where `pxewizard serve` listens. The results are
 checked both from the guest's report and on the server's disk.
