@@ -446,9 +446,20 @@ class _StepState:
     key: Any = None
     events: list[Event] = field(default_factory=list)
     progress: Event | None = None
+    _frozen: tuple[Any, Step] | None = field(default=None, repr=False, compare=False)
 
     def freeze(self) -> Step:
+        """The frozen Step, rebuilt only when something shown changed."""
         evs = tuple(self.events) + ((self.progress,) if self.progress is not None else ())
+        key = (self.status, self.sent, self.last_activity, self.ended, self.title, self.detail,
+               self.size, len(evs), id(self.progress))
+        if self._frozen is not None and self._frozen[0] == key:
+            return self._frozen[1]
+        step = self._build(evs)
+        self._frozen = (key, step)
+        return step
+
+    def _build(self, evs: tuple[Event, ...]) -> Step:
         return Step(kind=self.kind, stage=self.stage, title=self.title, started=self.started,
                     ended=self.ended, status=self.status, service=self.service, path=self.path,
                     role=self.role, size=self.size, sent=self.sent,
@@ -491,13 +502,18 @@ class _Client:
         if stage > self.stage:
             self.stage = stage
 
+    def _ordered_steps(self) -> list[_StepState]:
+        # Steps arrive in time order except after a merge (learn): sort only then.
+        if any(b.started < a.started for a, b in zip(self.steps, self.steps[1:])):
+            self.steps.sort(key=lambda s: s.started)
+        return self.steps
+
     def freeze(self, now: float) -> Timeline:
         if self.cached is None or self.cached[0] != self.version:
             tl = Timeline(client=self.key, mac=self.mac, ip=self.ips[-1] if self.ips else "",
                           ips=tuple(self.ips), arch=self.arch, arch_name=self.arch_name,
                           vendor_class=self.vendor_class, ipxe=self.ipxe, stage=self.stage,
-                          steps=tuple(sorted((s.freeze() for s in self.steps),
-                                             key=lambda s: s.started)),
+                          steps=tuple(s.freeze() for s in self._ordered_steps()),
                           events=tuple(self.events), console=tuple(self.console),
                           first_seen=self.first_seen, last_activity=self.last_activity,
                           attempt=self.attempt)
