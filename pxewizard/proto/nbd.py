@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import ClassVar
 
 # --- constants (proto.md, "Values") ---------------------------------------------------
 
@@ -470,9 +472,10 @@ class NbdConnection:
             self._enter(export, "GO")
             self._pending.append(ExportSelected(export, size, "newstyle", "GO"))
 
-    _OPTIONS = {OPT_EXPORT_NAME: _opt_export_name, OPT_ABORT: _opt_abort, OPT_LIST: _opt_list,
-                OPT_INFO: _opt_info_go, OPT_GO: _opt_info_go,
-                OPT_STRUCTURED_REPLY: _opt_structured_reply}
+    _OPTIONS: ClassVar[dict[int, Callable[[NbdConnection, int, bytes], None]]] = {
+        OPT_EXPORT_NAME: _opt_export_name, OPT_ABORT: _opt_abort, OPT_LIST: _opt_list,
+        OPT_INFO: _opt_info_go, OPT_GO: _opt_info_go, OPT_STRUCTURED_REPLY: _opt_structured_reply,
+    }
     """Dispatch table; every other option (STARTTLS, meta contexts, extended headers...)
     answers NBD_REP_ERR_UNSUP, and the client goes on without it."""
 
@@ -537,6 +540,20 @@ class NbdConnection:
         self._pending.append(Refused(what, err, reason))
 
 
-__all__ = ["Closed", "ExportSelected", "NbdConnection", "NbdProtocolError", "Output", "Read",
-           "Refused", "Send", "State", "TRANSITIONS", "Trigger", "chunk", "error_chunk",
-           "option_reply", "reply_header"]
+__all__ = [
+    "TRANSITIONS",
+    "Closed",
+    "ExportSelected",
+    "NbdConnection",
+    "NbdProtocolError",
+    "Output",
+    "Read",
+    "Refused",
+    "Send",
+    "State",
+    "Trigger",
+    "chunk",
+    "error_chunk",
+    "option_reply",
+    "reply_header",
+]

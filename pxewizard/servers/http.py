@@ -28,8 +28,16 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from ..events import (EventBus, LogLine, ServiceStarted, ServiceStopped, TransferDone, TransferFailed,
-                      TransferProgress, TransferStarted)
+from ..events import (
+    EventBus,
+    LogLine,
+    ServiceStarted,
+    ServiceStopped,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+    TransferStarted,
+)
 from ..files import FileRef, FileTree, TreeError
 from .base import tcp_listener
 
@@ -126,7 +134,7 @@ def _if_range_ok(request: web.BaseRequest, ref: FileRef, etag: str, last_modifie
     if ir is None:
         return True
     ir = ir.strip()
-    if ir.startswith('"') or ir.startswith("W/"):
+    if ir.startswith(('"', "W/")):
         return ir == etag
     return ir == last_modified
 

@@ -32,11 +32,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PxeError
-from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
-                      SessionClosed, SessionOpened, TransferDone, TransferFailed,
-                      TransferProgress)
-from ..proto.nbd import (REP_ERR_UNKNOWN, Closed, ExportSelected, NbdConnection,
-                         NbdProtocolError, Read, Refused, Send, State)
+from ..events import (
+    EventBus,
+    LogLine,
+    PacketDropped,
+    ServiceStarted,
+    ServiceStopped,
+    SessionClosed,
+    SessionOpened,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+)
+from ..proto.nbd import (
+    REP_ERR_UNKNOWN,
+    Closed,
+    ExportSelected,
+    NbdConnection,
+    NbdProtocolError,
+    Read,
+    Refused,
+    Send,
+    State,
+)
 from .base import tcp_listener
 
 SERVICE = "nbd"
@@ -89,7 +107,7 @@ def open_export(name: str, path: Path) -> Export:
 class _Session:
     """One client connection: a reader feeding the protocol core, a writer sending replies."""
 
-    def __init__(self, server: "NbdService", sock: socket.socket, peer: tuple[str, int],
+    def __init__(self, server: NbdService, sock: socket.socket, peer: tuple[str, int],
                  oldstyle: bool) -> None:
         self.server = server
         self.sock = sock
@@ -122,7 +140,7 @@ class _Session:
                     try:
                         data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
                                                       HANDSHAKE_TIMEOUT)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         self.reason = f"handshake not finished within {HANDSHAKE_TIMEOUT:.0f} s"
                         break
                 self.conn.receive_data(data)
@@ -146,7 +164,7 @@ class _Session:
             if not writer.done() and self.reason != "server stopping":
                 try:  # let the replies already queued go out (after DISC, after an error)
                     await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT)
-                except (asyncio.TimeoutError, Exception):
+                except Exception:  # timed out or broke: nothing more can be sent
                     writer.cancel()
             self._closed()
 

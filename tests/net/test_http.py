@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.support.netns import NetPair, Netns, net_pair
+from tests.support.netns import Netns, NetPair, net_pair
 from tests.support.serving import serve, write_plan
 from tests.support.tools import require, require_root
 

@@ -11,11 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.support.netns import NetPair, Netns, net_pair
+from tests.support.netns import Netns, NetPair, net_pair
 from tests.support.serving import serve, write_plan
 from tests.support.tools import require, require_root
 

@@ -9,8 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxewizard.proto import nbd
-from pxewizard.proto.nbd import (Closed, ExportSelected, NbdConnection, NbdProtocolError, Read,
-                                 Refused, Send, State)
+from pxewizard.proto.nbd import (
+    Closed,
+    ExportSelected,
+    NbdConnection,
+    NbdProtocolError,
+    Read,
+    Refused,
+    Send,
+    State,
+)
 
 EXPORTS = {"archiso": 10 * 1024 * 1024, "small": 1000}
 

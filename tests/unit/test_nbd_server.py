@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from pxewizard.errors import PortInUse, PxeError
-from pxewizard.events import (EventBus, PacketDropped, SessionClosed, SessionOpened,
-                              TransferDone, TransferFailed)
+from pxewizard.events import (
+    EventBus,
+    PacketDropped,
+    SessionClosed,
+    SessionOpened,
+    TransferDone,
+    TransferFailed,
+)
 from pxewizard.proto import nbd
 from pxewizard.servers.nbd import start_nbd
 
@@ -150,7 +156,7 @@ async def test_close_with_a_stalled_client_is_prompt(tmp_path: Path) -> None:
     bus.subscribe(events.append)
     svc = await start_nbd(bus=bus, address="127.0.0.1", port=0, oldstyle_port=None,
                           exports={"archiso": img}, interface=None)
-    r, w = await connect_go(svc.ports["newstyle"])
+    _r, w = await connect_go(svc.ports["newstyle"])
     # ask for far more than the socket buffers hold, and never read the replies
     w.write(b"".join(request(nbd.CMD_READ, h, 0, 1 << 20) for h in range(400)))
     await asyncio.sleep(0.3)
