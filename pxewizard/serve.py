@@ -97,8 +97,15 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     from .boot.tree import nbd_exports
     from .servers.nbd import start_nbd
 
+    exports = nbd_exports(plan)
+    if not exports:  # NBD on, but not the transport and the medium has no image to export
+        bus.publish(LogLine(service="nbd", level="warning",
+                            message="NBD is enabled but there is nothing to export (no "
+                                    "nbd.exports and the boot medium is not an image); "
+                                    "the NBD server is not started"))
+        return []
     return [await start_nbd(bus=bus, address=str(plan.server_ip), port=plan.nbd.port,
-                            oldstyle_port=plan.nbd.oldstyle_port, exports=nbd_exports(plan),
+                            oldstyle_port=plan.nbd.oldstyle_port, exports=exports,
                             interface=plan.interface)]
 
 
