@@ -32,7 +32,7 @@ def dhcp_plan(tmp: Path, *, mode: str = "full", interface: str = "pxe0",
     if mode == "full":
         d.update(range_start="10.99.0.100", range_end="10.99.0.104", router=server_ip,
                  dns=["10.99.0.53"], domain="pxe.test")
-    d["boot_files"] = {"bios": "pxelinux.0", "efi_x64": "syslinux.efi",
+    d["boot_files"] = {"bios": "pxelinux.0", "efi_x64": "efi64/syslinux.efi",
                        "efi_arm64": "grubaa64.efi", "ipxe_script": "boot.ipxe"}
     d.update(dhcp)
     return write_plan(tmp, {"interface": interface, "server_ip": server_ip, "prefix": prefix,

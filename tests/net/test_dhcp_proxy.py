@@ -98,8 +98,8 @@ def test_plain_client_gets_address_from_dnsmasq_and_nothing_from_us(segment: Seg
 
 @pytest.mark.parametrize("arch,user_class,expected", [
     (0, None, "pxelinux.0"),
-    (7, None, "syslinux.efi"),
-    (9, None, "syslinux.efi"),
+    (7, None, "efi64/syslinux.efi"),
+    (9, None, "efi64/syslinux.efi"),
     (11, None, "grubaa64.efi"),
     (0, b"iPXE", SCRIPT_URL),  # QEMU's iPXE ROM: raw 4 bytes, no RFC 3004 length
     (7, b"\x04iPXE", SCRIPT_URL),  # RFC 3004 list form
@@ -141,7 +141,7 @@ def test_uefi_asks_again_on_4011(segment: Segment) -> None:
     p = udp_4011_exchange(segment.client, "10.99.0.170", "10.99.0.1", req)
     assert p is not None, "no ACK on 4011"
     assert p.msg_type == 5 and p.yiaddr == 0
-    assert p.options[67] == b"syslinux.efi"
+    assert p.options[67] == b"efi64/syslinux.efi"
     assert p.pxe_vendor.get(71) == b"\x80\x00\x00\x00"  # boot item echoed
     ev = segment.served.wait_event(lambda e: e["kind"] == "dhcp_exchange" and e["xid"] == xid)
     assert ev["msg_out"] == "ACK" and "port 4011" in ev["reason"]
