@@ -136,3 +136,12 @@ def test_if_modified_since(served) -> None:
     status, body, _ = curl(pair, "-z", lm, URL)
     assert status == 304 and body == b""
     srv.wait_event(lambda e: e["kind"] == "transfer_done" and e["status"] == 304)
+
+
+def test_concurrent_downloads(served) -> None:
+    pair, srv, data, *_ = served
+    want = hashlib.sha256(data).hexdigest()
+    procs = [subprocess.Popen(pair.client.cmd("sh", "-c", f"curl -sf {URL} | sha256sum"),
+                              stdout=subprocess.PIPE, text=True) for _ in range(12)]
+    sums = [p.communicate(timeout=120)[0].split()[0] for p in procs]
+    assert sums == [want] * 12

@@ -226,3 +226,13 @@ def test_bad_input_never_kills_the_server(served) -> None:
     # and the server still answers new clients
     assert int(run(pair, "nbdinfo", "--size", f"nbd://{SRV}/archiso").stdout) == SIZE
     srv.wait_event(lambda e: e["kind"] == "packet_dropped" and e["service"] == "nbd")
+
+
+def test_concurrent_copies(served) -> None:
+    pair, _, data, tmp = served
+    want = hashlib.sha256(data).hexdigest()
+    procs = [subprocess.Popen(pair.client.cmd("sh", "-c", f"nbdcopy nbd://{SRV}/archiso - "
+                                              "| sha256sum"), stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    sums = [p.communicate(timeout=120)[0].split()[0] for p in procs]
+    assert sums == [want] * 4
