@@ -129,6 +129,9 @@ def test_cat_is_byte_identical_and_reported(env: Env):
                                and e["path"].endswith("airootfs.sfs"))
     assert ev["sent"] >= src.stat().st_size and ev["client"] == CLIENT
     env.served.wait_event(lambda e: e["kind"] == "session_opened" and e["service"] == "mountd")
+    closed = env.served.wait_event(lambda e: e["kind"] == "session_closed"
+                                   and e["service"] == "nfs" and e["read"] > src.stat().st_size)
+    assert closed["client"] == CLIENT and closed["reason"] == "closed by the client"
     started = [e for e in env.served.events() if e["kind"] == "service_started"]
     assert {(e["service"], e["port"], e["proto"]) for e in started} >= {
         ("nfs", 2049, "tcp"), ("nfs", 2049, "udp"), ("mountd", 20048, "tcp"),

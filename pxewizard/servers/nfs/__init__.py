@@ -115,7 +115,7 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
     svc.mountd = MountProgram(exp, resolver, bus)
     own = [address]
     try:
-        nfs_ep = RpcEndpoint("nfs", [svc.nfsd], bus, own)
+        nfs_ep = RpcEndpoint("nfs", [svc.nfsd], bus, own, sessions=True)
         svc.endpoints.append(nfs_ep)
         nfs_port = await _bind(nfs_ep, bus, address, nfs_port, interface)
         mnt_ep = RpcEndpoint("mountd", [svc.mountd], bus, own)

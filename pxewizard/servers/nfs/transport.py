@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ...events import EventBus, LogLine, PacketDropped
+from ...events import EventBus, LogLine, PacketDropped, SessionClosed, SessionOpened
 from ...proto.rpc import (AcceptStat, Call, RecordReader, RecordTooLarge, RpcDenied,
                           accepted_header, error_reply, frame_header, parse_call,
                           prog_mismatch_reply)
@@ -87,8 +87,11 @@ class RpcEndpoint:
     """The programs behind one port, and the one place where bad input is caught."""
 
     def __init__(self, service: str, programs: Sequence[RpcProgram], bus: EventBus,
-                 own_addresses: Sequence[str] = ()) -> None:
+                 own_addresses: Sequence[str] = (), sessions: bool = False) -> None:
         self.service = service
+        self.sessions = sessions
+        """Publish SessionOpened/Closed per TCP connection (the NFS port: a kernel client
+        keeps one connection for its mount's life, and busybox's umount sends no UMNT)."""
         self.bus = bus
         self.programs = {p.prog: p for p in programs}
         self.own = set(own_addresses)
@@ -184,6 +187,8 @@ class _RpcTcp(asyncio.Protocol):
         self.writable.set()
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.sent = 0
+        self.why = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -191,14 +196,28 @@ class _RpcTcp(asyncio.Protocol):
         self.ctx = CallContext(peer=(peer[0], peer[1]), proto="tcp",
                                local=self.ep.is_local(peer[0]))
         self.ep.connections.add(self)
+        if self.ep.sessions:
+            self.ep.bus.publish(SessionOpened(service=self.ep.service, peer=self.ctx.peer_str,
+                                              detail="tcp connection", client=peer[0]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.ep.connections.discard(self)
         self.writable.set()
+        if self.ep.sessions and self.ctx is not None:
+            if self.why:
+                why = self.why
+            elif exc is None or isinstance(exc, ConnectionResetError):
+                why = "closed by the client"  # libnfs and the kernel often close with a reset
+            else:
+                why = f"connection lost: {exc}"
+            self.ep.bus.publish(SessionClosed(service=self.ep.service, peer=self.ctx.peer_str,
+                                              read=self.sent, reason=why,
+                                              client=self.ctx.peer[0]))
 
-    def abort(self) -> None:
+    def abort(self, why: str = "server stopping") -> None:
         if self.transport is not None:
+            self.why = self.why or why
             self.transport.abort()
 
     def pause_writing(self) -> None:
@@ -214,6 +233,7 @@ class _RpcTcp(asyncio.Protocol):
         except RecordTooLarge as exc:
             self.ep.dropped(self.ctx.peer, f"{exc}; closing the connection", len(data))
             self.closed = True
+            self.why = "garbage from the client (record too large)"
             self.transport.abort()
             return
         for rec in records:
@@ -240,12 +260,14 @@ class _RpcTcp(asyncio.Protocol):
                 return
             if parts is None:
                 self.closed = True
+                self.why = "garbage from the client (not an RPC call)"
                 self.transport.close()
                 return
             await self.writable.wait()
             if self.closed or self.transport.is_closing():
                 return
             total = sum(len(p) for p in parts)
+            self.sent += total
             if total > 65536:
                 # Separate writes: a big READ payload goes to the socket straight from its
                 # buffer (writelines would join everything into one more copy first).
