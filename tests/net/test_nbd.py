@@ -76,6 +76,15 @@ def test_nbdinfo_list_size_readonly(served) -> None:
     assert missing.returncode != 0
 
 
+def test_nbd_client_lists_exports(served) -> None:
+    """Debian's nbd-client (the one SystemRescue's initramfs runs) negotiates in userspace;
+    its list mode needs no kernel device."""
+    pair, _, _, _ = served
+    require("nbd-client")
+    out = run(pair, "nbd-client", "-l", SRV, "10809").stdout.split()
+    assert "archiso" in out and "extra" in out
+
+
 def test_nbdcopy_byte_identical(served) -> None:
     pair, srv, data, tmp = served
     dest = tmp / "copy.bin"
