@@ -51,6 +51,11 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
             return path
         return plan.http_base + path.lstrip("/")
 
+    # iPXE gets its script over HTTP; with no HTTP server at all, the bare path makes it
+    # fetch the script over TFTP from next-server instead of a dead URL.
+    http_up = plan.http.enabled or plan.boot.external_http
+    script = url(bf.ipxe_script) if http_up else bf.ipxe_script
+
     policy = Policy(
         mode=Mode.FULL if d.mode is DhcpMode.full else Mode.PROXY, server_ip=plan.server_ip,
         network=plan.network, range_start=d.range_start, range_end=d.range_end,
@@ -62,7 +67,7 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
                           for p in d.relay_pools),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
-                       ipxe_script=url(bf.ipxe_script)))
+                       ipxe_script=script))
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
                               override=d.override_existing_server, publish=bus.publish)
