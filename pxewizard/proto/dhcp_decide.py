@@ -6,6 +6,10 @@ as :class:`LeaseOp` values in the :class:`Decision`, which the server applies
 and persists before it sends the reply. Nothing here reads a clock or a socket,
 so every rule is tested with plain packets.
 
+Leases are keyed by the hardware address (chaddr), not by option 61: a PXE ROM,
+the boot loader's own DHCP and the booted system send different client ids (or
+none) for one machine, and that machine must keep one address across them.
+
 Rules (RFC 2131 §4.3 unless noted)
 ----------------------------------
 full mode, port 67
