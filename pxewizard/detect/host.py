@@ -196,7 +196,7 @@ class SystemDetector:
     async def media(self, path: str | None = None) -> list[Any]:
         from ..boot.media import find_media
 
-        return list(await asyncio.to_thread(find_media, path))
+        return list(await asyncio.to_thread(find_media, Path(path) if path else None))
 
     async def assign_address(self, interface: str, address: str, prefix: int,
                              gateway: str | None = None) -> None:

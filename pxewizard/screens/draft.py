@@ -8,7 +8,6 @@ validation (and its errors in words) stays in :mod:`pxewizard.plan`.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -82,7 +81,7 @@ class Draft:
     @property
     def network(self) -> IPv4Network | None:
         try:
-            return ipaddress.ip_network(f"{self.server_ip}/{self.prefix}", strict=False)
+            return IPv4Network(f"{self.server_ip}/{self.prefix}", strict=False)
         except ValueError:
             return None
 
