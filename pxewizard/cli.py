@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "serve": "pxewizard.serve:cli_serve",
     "probe": "pxewizard.detect.dhcp_probe:cli_probe",
     "doctor": "pxewizard.doctor:cli_doctor",
+    "replay": "pxewizard.doctor:cli_replay",
     "lab": "pxewizard.lab:cli_lab",
     "export": "pxewizard.export:cli_export",
 }
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not verify the root image against its .sha512/.md5")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.add_argument("--verbose", action="store_true", help="print whole timelines")
+
+    rp = sub.add_parser("replay", help="rebuild per-client timelines and findings from a "
+                        "saved JSONL event log (for bug reports)")
+    rp.add_argument("log", help="JSONL event log (state_dir/events.jsonl)")
 
     lab = sub.add_parser("lab", help="boot a QEMU virtual client against the running servers")
     lab.add_argument("--plan", required=True, help="Plan file of the running server")

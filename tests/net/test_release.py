@@ -76,25 +76,18 @@ def test_runs_offline_in_bare_python(artefact: Path, bare_python: Path, tmp_path
 
 
 def test_serves_offline_in_namespace(artefact: Path, bare_python: Path, tmp_path: Path) -> None:
+    """`serve --plan examples/proxydhcp-http.toml` as it is, from the artefact, no network."""
     require_root()
-    root = tmp_path / "tftproot"
-    root.mkdir()
-    (root / "hello.txt").write_text("hello from the offline artefact\n")
-    os.chmod(root / "hello.txt", 0o644)
-    plan = tmp_path / "plan.toml"
-    plan.write_text(
-        'interface = "pxe0"\nserver_ip = "10.99.0.1"\n'
-        f'state_dir = "{tmp_path / "state"}"\n'
-        '[dhcp]\nmode = "none"\n'
-        f'[tftp]\nroot = "{root}"\n'
-        '[http]\nport = 8080\n'
-        f'root = "{root}"\n')
+    plan = REPO / "examples" / "proxydhcp-http.toml"
+    media = REPO / "examples" / "demo-media"
     env = {"PATH": os.environ["PATH"], "PEX_ROOT": str(tmp_path / "pexroot"),
            "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     with namespace("rel") as ns, namespace("relc") as cl:
         link_netns(ns, "pxe0", cl, "eth0", a_addr="10.99.0.1/24", b_addr="10.99.0.10/24")
-        proc = ns.popen(str(bare_python), str(artefact), "serve", "--plan", str(plan), env=env)
-        deadline = time.monotonic() + 60
+        assert ns.run("ip", "route", "get", "1.1.1.1", check=False).returncode != 0
+        proc = ns.popen(str(bare_python), str(artefact), "serve", "--plan", str(plan), env=env,
+                        bufsize=0)
+        deadline = time.monotonic() + 90
         lines = []
         while time.monotonic() < deadline:
             line = proc.stdout.readline().decode()
@@ -104,7 +97,8 @@ def test_serves_offline_in_namespace(artefact: Path, bare_python: Path, tmp_path
             if "ready: serving" in line:
                 break
         assert any("ready: serving" in x for x in lines), "".join(lines)
-        r = cl.run("curl", "-sf", "http://10.99.0.1:8080/hello.txt")
-        assert r.stdout == "hello from the offline artefact\n"
-        r = cl.run("curl", "-sf", "tftp://10.99.0.1/hello.txt")
-        assert r.stdout == "hello from the offline artefact\n"
+        r = cl.run("curl", "-sf", "http://10.99.0.1/boot.ipxe")
+        assert r.stdout.startswith("#!ipxe")
+        r = subprocess.run(cl.cmd("curl", "-sf", "tftp://10.99.0.1/sysresccd/boot/x86_64/vmlinuz"),
+                           capture_output=True, timeout=30)
+        assert r.stdout == (media / "sysresccd/boot/x86_64/vmlinuz").read_bytes()
