@@ -134,7 +134,7 @@ def run_ours(srv, cli, data: Path, tmp: Path, args, want: str) -> dict[str, floa
         url = f"nfs://{SERVER}{data}/big.bin"
         check_identical(cli, url, want)
         res = read_runs(cli, url, args.runs, args.size_mib << 20, args.clients)
-        k = kernel_client(cli, str(data), f"vers=3,nolock,tcp,port=2049,mountport=20048",
+        k = kernel_client(cli, str(data), "vers=3,nolock,tcp,port=2049,mountport=20048",
                           args.size_mib << 20, args.runs)
         if k is not None:
             res["kernel"] = k

@@ -64,7 +64,8 @@ mknod /mnt/d/null c 1 3 && say mknod=ok
 chmod 0750 /mnt/d/b && say chmod=ok
 chown 1000:1000 /mnt/d && say chown=ok
 su u1000 -c "echo user > /mnt/d/u.txt" && say user_create=ok
-if su u1000 -c "echo x > /mnt/rootonly.txt" 2>/dev/null; then say user_denied=no; else say user_denied=yes; fi
+if su u1000 -c "echo x > /mnt/rootonly.txt" 2>/dev/null; then say user_denied=no
+else say user_denied=yes; fi
 rm /mnt/d/c && say unlink=ok
 mkdir /mnt/e && rmdir /mnt/e && say rmdir=ok
 cp -a /bin /mnt/bincopy && say cptree=$(ls /mnt/bincopy | wc -l)
@@ -87,7 +88,8 @@ exec 3<&- 4>&-
 cd /
 umount /mnt
 if mount -t nfs -o "rw,$O" "$H:$(arg pxwk.ro)" /mnt2; then
-  if touch /mnt2/x 2>/tmp/err; then say ro_write=allowed; else say ro_write=$(tr ' ' _ </tmp/err); fi
+  if touch /mnt2/x 2>/tmp/err; then say ro_write=allowed
+  else say ro_write=$(tr ' ' _ </tmp/err); fi
   say ro_read=$(cat /mnt2/keep.txt)
   umount /mnt2
 fi
@@ -160,7 +162,8 @@ def test_kernel_client_read_write(guest_images, tmp_path: Path):
             vm.kill()
             raise AssertionError("guest did not finish:\n" + output.decode(errors="replace"))
         output += vm.stdout.read()
-        errors = [e for e in served.events() if e["kind"] == "log_line" and e["level"] == "error"]
+        errors = [e for e in served.events()
+                  if e["kind"] == "log_line" and e["level"] == "error"]
         assert not errors, errors
         kinds = {e["kind"] for e in served.events()}
         assert {"session_opened", "transfer_started"} <= kinds  # (busybox umount sends no UMNT)
@@ -168,7 +171,8 @@ def test_kernel_client_read_write(guest_images, tmp_path: Path):
     out = dict(re.findall(r"^PXWK (\w+)=?(.*?)\r?$", stdout, re.M))
     print("\n".join(f"{k}={v}" for k, v in out.items()))
     assert "done" in out, stdout[-3000:]
-    want_ok = ("mount", "create_after", "mkdir", "rename", "link", "mknod", "chmod", "chown", "user_create",
+    want_ok = ("mount", "create_after", "mkdir", "rename", "link", "mknod", "chmod", "chown",
+               "user_create",
                "unlink", "rmdir", "umount", "squash_create")
     assert {k: out.get(k) for k in want_ok} == {k: "ok" for k in want_ok}, stdout[-3000:]
     big = hashlib.sha256((rw / "big.bin").read_bytes()).hexdigest()

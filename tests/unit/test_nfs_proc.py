@@ -449,7 +449,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as hst  # noqa: E402
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(proc=hst.integers(0, 23), body=hst.binary(max_size=120), with_root=hst.booleans())
 def test_fuzzed_arguments_get_a_reply_never_a_crash(fuzz_harness, proc, body, with_root):
     """Random argument bytes (optionally after a valid root handle) to every procedure."""
@@ -475,7 +476,8 @@ def fuzz_rw(tmp_path_factory) -> Harness:
 NAMES = hst.sampled_from(["f", "d", "new", "..", ".", "d/x", ""])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(proc=hst.integers(1, 21), name=NAMES, name2=NAMES, tail=hst.binary(max_size=60),
        uid=hst.sampled_from([0, 1000]))
 def test_fuzzed_writes_on_a_rw_export_never_crash(fuzz_rw, proc, name, name2, tail, uid):

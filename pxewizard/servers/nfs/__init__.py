@@ -137,11 +137,11 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
             except PortInUse as exc:
                 await pm_ep.close()
                 problems = await asyncio.to_thread(register, mappings)
+                held = f"held by {exc.holder}" if exc.holder else "in use"
                 if problems:
                     bus.publish(LogLine(
                         service="portmap", level="warning",
-                        message=f"port 111 is {('held by ' + exc.holder) if exc.holder else 'in use'}"
-                                " and registering with it failed ("
+                        message=f"port 111 is {held} and registering with it failed ("
                                 + "; ".join(problems) + f"); {hint}"))
                 else:
                     svc.registered = mappings
@@ -157,7 +157,8 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
     bus.publish(LogLine(service="nfs", level="info",
                         message="exports: " + ", ".join(
                             f"{e.path} ({'rw' if e.rw else 'ro'}, {e.squash})" for e in exp)
-                        + f"; kernel/mount options: {nfs_mount_options(address, nfs_port, mount_port)}"))
+                        + "; kernel/mount options: "
+                        + nfs_mount_options(address, nfs_port, mount_port)))
 
     async def ticker() -> None:
         while True:
