@@ -245,6 +245,11 @@ host, export = sys.argv[1], sys.argv[2]
 out = {}
 with RpcClient(host, 20048) as mc:
     fh = mount(mc, export).fh
+with RpcClient(host, 20048, proto="udp") as mc:  # klibc's nfsmount asks MOUNT over UDP
+    out["udp_mnt_same_fh"] = mount(mc, export).fh == fh
+with RpcClient(host, 111, proto="udp") as pc:  # PMAPPROC_GETPORT(NFS v3, TCP)
+    rep = pc.call(100000, 2, 3, bytes.fromhex("000186a3" "00000003" "00000006" "00000000"))
+    out["getport"] = rep.body.pull_u32()
 for proto in ("tcp", "udp"):
     with RpcClient(host, 2049, proto=proto) as c:
         st, f = lookup(c, fh, "hello.txt")
@@ -273,5 +278,6 @@ print(json.dumps(out))
         assert out[proto + "_vers"] == AcceptStat.PROG_MISMATCH
         assert out[proto + "_garbage"] == AcceptStat.GARBAGE_ARGS
     assert out["rtmax"] == 1024 * 1024
+    assert out["udp_mnt_same_fh"] is True and out["getport"] == 2049
     assert 0 < out["udp_cut"] <= 65000
 
