@@ -62,7 +62,9 @@ class LiveScreen(Screen[Any]):
         yield Header(icon="*")
         yield Static("", id="tabbar")
         with ContentSwitcher(id="panes", initial="requests"):
-            yield RichLog(id="requests", max_lines=MAX_LINES, wrap=False, markup=False)
+            with Vertical(id="requests"):
+                yield Static(f"{'time':<8} {'client':<17} {'svc':<5} what", classes="colhead")
+                yield RichLog(id="requests-view", max_lines=MAX_LINES, wrap=False, markup=False)
             with Vertical(id="clients"):
                 yield DataTable(id="clients-table", cursor_type="row")
                 yield Static("", id="clients-detail")
@@ -87,7 +89,7 @@ class LiveScreen(Screen[Any]):
         self.filter_text = ""
         self.counts = {"events": 0, "requests": 0, "bytes": 0, "failed": 0}
         self.active: dict[tuple[str, str, str], float] = {}
-        self.rate_window: deque[tuple[float, int]] = deque(maxlen=20)
+        self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
         self.clients_simple: dict[str, list[str]] = {}
         self.findings: list[Any] = []
         self.snap: Any = None
@@ -174,7 +176,7 @@ class LiveScreen(Screen[Any]):
         events = message.bridge.drain()
         now = time.monotonic()
         self.counts["events"] += len(events)
-        self.rate_window.append((now, self.counts["events"]))
+        self.rate_window.append((now, self.counts["events"], self.counts["bytes"]))
         requests: list[Text] = []
         log: list[Text] = []
         for ev in events:
@@ -202,7 +204,8 @@ class LiveScreen(Screen[Any]):
 
     def write_rows(self, requests: list[Text], log: list[Text]) -> None:
         if requests:
-            self.query_one("#requests", RichLog).write(Text("\n").join(requests[-MAX_LINES:]))
+            self.query_one("#requests-view", RichLog).write(
+                Text("\n").join(requests[-MAX_LINES:]))
         shown = [t for t in log if self.matches(t)]
         if shown:
             self.query_one("#log-view", RichLog).write(Text("\n").join(shown[-MAX_LINES:]))
@@ -230,19 +233,21 @@ class LiveScreen(Screen[Any]):
     # --- periodic views ------------------------------------------------------------------
 
     def refresh_status(self) -> None:
-        rate = 0.0
+        rate = mbps = 0.0
         if len(self.rate_window) >= 2:
-            (t0, n0), (t1, n1) = self.rate_window[0], self.rate_window[-1]
+            (t0, n0, b0), (t1, n1, b1) = self.rate_window[0], self.rate_window[-1]
             if t1 > t0:
                 rate = (n1 - n0) / (t1 - t0)
+                mbps = (b1 - b0) / (t1 - t0) / 1e6
         while self.rate_window and time.monotonic() - self.rate_window[0][0] > 5:
             self.rate_window.popleft()
         clients = self.client_count()
         paused = "  PAUSED" if self.paused else ""
         self.query_one("#status", Static).update(
             f"{self.state}  req {self.counts['requests']}  clients {clients}  "
-            f"active {len(self.active)}  sent {size_text(self.counts['bytes'])}  "
-            f"failed {self.counts['failed']}  {rate:.0f} ev/s{paused}")
+            f"active {len(self.active)}  sent {size_text(self.counts['bytes'])} "
+            f"({mbps:.1f} MB/s)  {rate:.0f} ev/s"
+            + (f"  failed {self.counts['failed']}" if self.counts["failed"] else "") + paused)
 
     def snapshot(self, max_age: float = 1.0) -> Any:
         """The timeline snapshot, rebuilt at most once per ``max_age`` seconds."""
