@@ -159,9 +159,10 @@ def parse_options(data: bytes, into: dict[int, bytes], where: str) -> None:
         if end > n:
             raise ValueError(f"option {code} in {where} claims {ln} bytes but only "
                              f"{n - i - 2} remain")
-        val = data[i + 2 : end]
-        prev = into.get(code)
-        into[code] = val if prev is None else prev + val
+        if code in into:
+            into[code] += data[i + 2 : end]
+        else:
+            into[code] = data[i + 2 : end]
         i = end
 
 

@@ -556,7 +556,7 @@ def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
     if port == SERVER_PORT:
         if mt == MsgType.DISCOVER:
             out = MsgType.OFFER
-        elif mt == MsgType.REQUEST and sid == int(policy.server_ip):
+        elif mt == MsgType.REQUEST and sid == policy._static["siaddr"]:
             out = MsgType.ACK
         else:
             return _silent(c, f"{c.req.msg_name} for the DHCP server"
@@ -665,7 +665,7 @@ def _nak(c: _Client, policy: Policy, why: str) -> Decision:
 def _full_request(c: _Client, policy: Policy, leases: LeaseView, now: float) -> Decision:
     req = c.req
     sid, rip = req.server_id, req.requested_ip
-    me = int(policy.server_ip)
+    me = policy._static["siaddr"]
     cur = leases.by_mac(c.mac)
     if sid is not None and sid != me:
         ops: tuple[LeaseOp, ...] = ()
