@@ -64,8 +64,18 @@ def wait_port(cli, port: int, timeout: float = 20.0) -> bool:
     return False
 
 
-def read_runs(cli, url: str, runs: int, size: int, clients: int) -> dict[str, float]:
-    """MB/s of nfs-cat to /dev/null: best/median of one client, and N clients in parallel."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server process (all its threads)."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def read_runs(cli, url: str, runs: int, size: int, clients: int, pid: int) -> dict[str, float]:
+    """MB/s of nfs-cat to /dev/null: best/median of one client, and N clients in parallel;
+    plus the server's CPU seconds per GiB sent (what a busy machine disturbs least)."""
+    cpu0 = cpu_seconds(pid)
     single = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -75,6 +85,7 @@ def read_runs(cli, url: str, runs: int, size: int, clients: int) -> dict[str, fl
         if r.returncode != 0:
             raise RuntimeError(f"nfs-cat failed: {r.stderr.strip()}")
         single.append(size / dt / 1e6)
+    cpu_per_gib = (cpu_seconds(pid) - cpu0) / (runs * size / 2**30)
     par = []
     for _ in range(max(1, runs // 2)):
         t0 = time.perf_counter()
@@ -83,7 +94,8 @@ def read_runs(cli, url: str, runs: int, size: int, clients: int) -> dict[str, fl
         if any(p.wait() != 0 for p in procs):
             raise RuntimeError("a parallel nfs-cat failed")
         par.append(size * clients / (time.perf_counter() - t0) / 1e6)
-    return {"best": max(single), "median": statistics.median(single), "parallel": max(par)}
+    return {"best": max(single), "median": statistics.median(single), "parallel": max(par),
+            "cpu": cpu_per_gib}
 
 
 def check_identical(cli, url: str, want: str) -> None:
@@ -133,7 +145,7 @@ def run_ours(srv, cli, data: Path, tmp: Path, args, want: str) -> dict[str, floa
             raise RuntimeError("pxewizard serve did not start")
         url = f"nfs://{SERVER}{data}/big.bin"
         check_identical(cli, url, want)
-        res = read_runs(cli, url, args.runs, args.size_mib << 20, args.clients)
+        res = read_runs(cli, url, args.runs, args.size_mib << 20, args.clients, proc.pid)
         k = kernel_client(cli, str(data), "vers=3,nolock,tcp,port=2049,mountport=20048",
                           args.size_mib << 20, args.runs)
         if k is not None:
@@ -189,7 +201,7 @@ def run_ganesha(srv, cli, data: Path, tmp: Path, args, want: str) -> dict[str, f
             return "nfs-ganesha did not start: " + " | ".join(tail)
         url = f"nfs://{SERVER}{data}/big.bin"
         check_identical(cli, url, want)
-        res = read_runs(cli, url, args.runs, args.size_mib << 20, args.clients)
+        res = read_runs(cli, url, args.runs, args.size_mib << 20, args.clients, proc.pid)
         k = kernel_client(cli, str(data), "vers=3,nolock,tcp,port=2049,mountport=20048",
                           args.size_mib << 20, args.runs)
         if k is not None:
@@ -232,7 +244,8 @@ def main() -> int:
         kernel_note = "" if "nfs" in Path("/proc/filesystems").read_text().split() else \
             " (kernel NFS client: not in this kernel, skipped)"
         print(f"pxewizard     nfs-cat best {ours['best']:7.1f} MB/s  median "
-              f"{ours['median']:7.1f}  {args.clients} clients {ours['parallel']:7.1f} MB/s"
+              f"{ours['median']:7.1f}  {args.clients} clients {ours['parallel']:7.1f} MB/s  "
+              f"server CPU {ours['cpu']:.2f} s/GiB"
               + (f"  kernel client {ours['kernel']:.1f} MB/s" if "kernel" in ours else ""))
         if isinstance(peer, str):
             print(f"peer: {peer}; kernel nfsd: "
@@ -240,11 +253,13 @@ def main() -> int:
                      "not in this kernel") + " - no ratio")
             return 0
         print(f"nfs-ganesha   nfs-cat best {peer['best']:7.1f} MB/s  median "
-              f"{peer['median']:7.1f}  {args.clients} clients {peer['parallel']:7.1f} MB/s"
+              f"{peer['median']:7.1f}  {args.clients} clients {peer['parallel']:7.1f} MB/s  "
+              f"server CPU {peer['cpu']:.2f} s/GiB"
               + (f"  kernel client {peer['kernel']:.1f} MB/s" if "kernel" in peer else ""))
         print(f"ratio ours/ganesha: best {ours['best'] / peer['best']:.2f}  median "
               f"{ours['median'] / peer['median']:.2f}  parallel "
-              f"{ours['parallel'] / peer['parallel']:.2f}" + kernel_note)
+              f"{ours['parallel'] / peer['parallel']:.2f}  CPU/GiB (lower is better) "
+              f"{ours['cpu'] / peer['cpu']:.2f}" + kernel_note)
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
