@@ -228,6 +228,8 @@ class FileTree:
                            f"vanished: {real})") from None
         except PermissionError:
             raise AccessDenied(f"{vpath}: permission denied reading {real}") from None
+        except OSError as exc:  # a link loop (ELOOP), a name too long...: refused, in words
+            raise AccessDenied(f"{vpath}: cannot read {real}: {exc.strerror or exc}") from None
         if stat.S_ISDIR(st.st_mode):
             raise NotFound(f"{vpath} is a directory, not a file")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
