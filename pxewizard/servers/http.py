@@ -78,7 +78,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     first_s, last_s = first_s.strip(), last_s.strip()
-    if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
+    if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()) \
+            or not (first_s + last_s).isascii():  # DIGIT is ASCII (RFC 5234); '²'.isdigit()
         return None
     if not first_s:  # suffix range
         if not last_s:
