@@ -137,7 +137,7 @@ class Export:
         return Handle(self.id, self.dev, self.ino, b"")
 
     def abspath(self, rel: str) -> str:
-        return self.root if not rel else self.root + "/" + rel
+        return self.root if not rel else self.root.rstrip("/") + "/" + rel
 
 
 def check_name(name: str) -> None:
