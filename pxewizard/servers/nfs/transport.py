@@ -25,7 +25,7 @@ import contextlib
 import ipaddress
 import zlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -310,6 +310,3 @@ class _RpcUdp(asyncio.DatagramProtocol):
             pass
         finally:
             self.ep.udp_inflight -= 1
-
-
-Handler = Callable[[Call, CallContext], Awaitable[Results]]
