@@ -222,4 +222,4 @@ async def test_close_stops_everything(root: Path) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", port))  # the port is free again
     s.close()
-    assert not svc.engine._thread.is_alive()
+    assert not svc.engine.alive()
