@@ -49,11 +49,19 @@ class Client:
         if isinstance(pkt, OAck):
             self.sock.sendto(encode(Ack(0)), tid)
             pkt = decode(self.sock.recvfrom(70000)[0])
+        window = int(options.get("windowsize", 1))  # type: ignore[arg-type]
+        expected, in_window = 1, 0
         while True:
             assert isinstance(pkt, Data), pkt
+            assert pkt.block == expected & 0xFFFF
             got += pkt.payload
-            self.sock.sendto(encode(Ack(pkt.block)), tid)
-            if len(pkt.payload) < blksize:
+            expected += 1
+            in_window += 1
+            last = len(pkt.payload) < blksize
+            if in_window == window or last:
+                self.sock.sendto(encode(Ack(pkt.block)), tid)
+                in_window = 0
+            if last:
                 return bytes(got)
             pkt = decode(self.sock.recvfrom(70000)[0])
 
@@ -223,3 +231,61 @@ async def test_close_stops_everything(root: Path) -> None:
     s.bind(("127.0.0.1", port))  # the port is free again
     s.close()
     assert not svc.engine.alive()
+
+
+async def test_many_concurrent_transfers_windowed_and_lockstep(server, root: Path) -> None:
+    svc, events = server
+    big = os.urandom(300_000)
+    (root / "big.bin").write_bytes(big)
+    os.chmod(root / "big.bin", 0o644)
+    variants = [{}, {"blksize": 1468}, {"blksize": 1468, "windowsize": 8},
+                {"blksize": 8192, "windowsize": 4}, {"blksize": 512, "windowsize": 16}]
+
+    def one(i: int) -> bytes | Error:
+        c = Client(svc.port)
+        try:
+            return c.get("big.bin", **variants[i % len(variants)])
+        finally:
+            c.close()
+
+    results = await asyncio.gather(*(asyncio.to_thread(one, i) for i in range(15)))
+    assert all(r == big for r in results)
+    done = await wait_for(events, TransferDone, 15)
+    assert all(e.sent == len(big) for e in done)
+    started = [e for e in events if isinstance(e, TransferStarted)]
+    assert {"windowsize": "8", "blksize": "1468"} in [e.options for e in started]
+
+
+async def test_lost_packet_is_sent_again_by_the_timer(server, root: Path) -> None:
+    """The client ignores the first DATA; the 1 s timer (timeout option) sends it again."""
+    svc, events = server
+    c = Client(svc.port)
+
+    def lossy() -> tuple[object, object]:
+        pkt, tid = c.request("hello.txt", timeout=1)
+        c.sock.sendto(encode(Ack(0)), tid)
+        first = decode(c.sock.recvfrom(1000)[0])
+        again = decode(c.sock.recvfrom(1000)[0])  # nothing ACKed: the same block again
+        c.sock.sendto(encode(Ack(1)), tid)
+        return first, again
+
+    try:
+        first, again = await asyncio.to_thread(lossy)
+    finally:
+        c.close()
+    assert first == again == Data(block=1, payload=b"hello\nworld\n")
+    (done,) = await wait_for(events, TransferDone)
+    assert done.path == "hello.txt"
+
+
+async def test_client_that_vanishes_times_out(root: Path) -> None:
+    svc, events = await _start(root, timeout=0.2, retries=2)
+    c = Client(svc.port)
+    try:
+        pkt, _ = await asyncio.to_thread(c.request, "hello.txt")
+        assert isinstance(pkt, Data)
+        (failed,) = await wait_for(events, TransferFailed)
+    finally:
+        c.close()
+        await svc.close()
+    assert "timed out after 2 retries" in failed.reason and not failed.probe
