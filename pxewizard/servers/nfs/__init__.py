@@ -161,10 +161,16 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
                         + nfs_mount_options(address, nfs_port, mount_port)))
 
     async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
         while True:
             await asyncio.sleep(0.5)
             assert svc.nfsd is not None
             svc.nfsd.tick()
+            n += 1
+            if n % 60 == 0:  # every 30 s: close idle connections
+                for ep in svc.endpoints:
+                    ep.reap(loop.time())
 
     svc._ticker = asyncio.create_task(ticker())
     return svc

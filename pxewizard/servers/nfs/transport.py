@@ -39,6 +39,11 @@ MAX_INFLIGHT = 32
 MAX_UDP_INFLIGHT = 256
 """UDP calls being served at once (past that, datagrams are dropped; clients retransmit)."""
 MAX_RECORD = 4 * 1024 * 1024
+MAX_CONNECTIONS = 256
+"""TCP connections per port; more are refused at once (file descriptors are finite)."""
+IDLE_TIMEOUT = 360.0
+"""Seconds a TCP connection may sit without a call before it is closed (as knfsd does;
+NFS clients reconnect by themselves when they next need the server)."""
 """Largest RPC record accepted over TCP (a 1 MiB WRITE plus headers fits many times)."""
 UDP_MAX_REPLY = 65000
 DRC_SIZE = 1024
@@ -100,6 +105,15 @@ class RpcEndpoint:
         self.connections: set["_RpcTcp"] = set()
         self.udp_inflight = 0
         self.drc: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+
+    def reap(self, now: float) -> int:
+        """Close connections idle for IDLE_TIMEOUT with no call in flight; how many closed."""
+        n = 0
+        for c in list(self.connections):
+            if c.inflight == 0 and now - c.last_active > IDLE_TIMEOUT:
+                c.abort(f"idle for {IDLE_TIMEOUT:.0f} s")
+                n += 1
+        return n
 
     def is_local(self, ip: str) -> bool:
         with contextlib.suppress(ValueError):
@@ -188,6 +202,7 @@ class _RpcTcp(asyncio.Protocol):
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
         self.sent = 0
+        self.last_active = asyncio.get_running_loop().time()
         self.why = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -195,12 +210,20 @@ class _RpcTcp(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.ctx = CallContext(peer=(peer[0], peer[1]), proto="tcp",
                                local=self.ep.is_local(peer[0]))
+        if len(self.ep.connections) >= MAX_CONNECTIONS:
+            self.ep.dropped(self.ctx.peer, f"{MAX_CONNECTIONS} connections already open on "
+                                           "this port; refused", 0)
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.ep.connections.add(self)
         if self.ep.sessions:
             self.ep.bus.publish(SessionOpened(service=self.ep.service, peer=self.ctx.peer_str,
                                               detail="tcp connection", client=peer[0]))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self.ep.connections:
+            return  # refused in connection_made
         self.closed = True
         self.ep.connections.discard(self)
         self.writable.set()
@@ -228,6 +251,9 @@ class _RpcTcp(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None and self.ctx is not None
+        if self.closed:
+            return
+        self.last_active = asyncio.get_running_loop().time()
         try:
             records = self.reader.feed(data)
         except RecordTooLarge as exc:
