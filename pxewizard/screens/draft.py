@@ -96,8 +96,9 @@ class Draft:
         return typed.lower() == I_OWN.lower() or (bool(typed) and typed == self.interface)
 
     def default_mode(self) -> DhcpMode:
-        """proxyDHCP when a server answered (recommended); full DHCP on a silent segment."""
-        return DhcpMode.proxy if self.other_server else DhcpMode.full
+        """Full DHCP only on a segment the scan found silent; else proxyDHCP (a server answered,
+        or the scan could not run: handing out addresses blind could be an outage)."""
+        return DhcpMode.full if self.servers_seen == [] else DhcpMode.proxy
 
     def suggest_full(self, dns_servers: tuple[str, ...] = ()) -> None:
         """Fill range/router/DNS from the subnet when the operator has not typed them."""

@@ -12,7 +12,7 @@ from pxewizard.screens.base import size_text
 from pxewizard.screens.console import foreign_chars
 
 from .fakes import FakeDetector, seen_server
-from .helpers import screen_text, wait_for
+from .helpers import screen_text, wait_for, wait_text
 
 SIZE = (80, 25)
 
@@ -377,3 +377,45 @@ async def test_export_for_a_permanent_server(wizard: Any, tmp_path: Path) -> Non
         out = tmp_path / "pxewizard-export"
         assert (out / "dnsmasq.conf").exists() or any(out.iterdir())
         assert (tmp_path / "plan.toml").exists()
+
+
+async def test_review_loads_a_plan_file(wizard: Any, tmp_path: Path) -> None:
+    from pxewizard.plan import plan_from_dict, save_plan
+
+    other = tmp_path / "other.toml"
+    save_plan(plan_from_dict({"interface": "eth9", "server_ip": "172.20.0.5", "prefix": 16,
+                              "state_dir": str(tmp_path / "s"), "dhcp": {"mode": "none"}}),
+              other)
+    app = wizard()
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await next_to(pilot, "media")
+        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await next_to(pilot, "transport")
+        await next_to(pilot, "review")
+        path = app.screen.query_one("#plan-path")
+        path.value = ""
+        path.focus()
+        await type_text(pilot, str(other))
+        await pilot.press("tab", "tab", "enter")  # Save, Load
+        await wait_text(pilot, "Serve on eth9 172.20.0.5/16", "DHCP none")
+        assert app.plan is not None and app.plan.interface == "eth9"
+        await pilot.press("ctrl+q")
+
+
+async def test_full_without_a_scan_warns(wizard: Any) -> None:
+    class NoProbe(FakeDetector):
+        async def probe(self, interface: str, timeout: float) -> list:
+            from pxewizard.errors import NeedsRoot
+
+            raise NeedsRoot("probing for DHCP servers needs a raw socket", "run as root")
+
+    app = wizard(NoProbe())
+    async with app.run_test(size=SIZE) as pilot:
+        await to_interface(pilot)
+        await next_to(pilot, "dhcp_scan")
+        await wait_text(pilot, "did not run: probing for DHCP servers needs a raw socket")
+        await next_to(pilot, "dhcp_mode")
+        assert "(*) proxyDHCP" in screen_text(pilot.app)  # unknown segment: the safe choice
+        await choose_radio(pilot, "mode", 0)
+        await wait_text(pilot, "The DHCP scan did not run")

@@ -90,6 +90,10 @@ class DhcpModeScreen(WizardScreen):
             help_.update(t)
         elif mode is DhcpMode.none:
             help_.update(self.snippet_text())
+        elif d.servers_seen is None:
+            help_.update(Text("The DHCP scan did not run: make sure no other DHCP server "
+                              "serves this segment before handing out addresses.",
+                              style="yellow"))
         else:
             help_.update("")
 

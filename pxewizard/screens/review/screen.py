@@ -78,6 +78,7 @@ class ReviewScreen(WizardScreen):
             yield Input(id="plan-path", compact=True)
         with Horizontal(classes="row", id="buttons"):
             yield Button("Save plan", id="save", compact=True)
+            yield Button("Load plan", id="load", compact=True)
             yield Button("Export for a permanent server", id="export", compact=True)
         yield Static("", id="save-status")
         yield Static("", id="served")
@@ -193,6 +194,22 @@ class ReviewScreen(WizardScreen):
         self.draft.plan_path = path
         status.update(Text(f"saved to {path}; run it headless with: pxewizard serve --plan "
                            f"{path}", style="green"))
+
+    @on(Button.Pressed, "#load")
+    def _load(self) -> None:
+        """Replace the answers with a Plan file's (what ``pxewizard --plan FILE`` does)."""
+        from ...errors import PxeError
+        from ...plan import load_plan
+        from ..draft import Draft
+
+        path = self.query_one("#plan-path", Input).value.strip()
+        try:
+            plan = load_plan(path)
+        except PxeError as exc:
+            self.query_one("#save-status", Static).update(Text(str(exc), style="red"))
+            return
+        self.wizard.wizard_draft = Draft.from_plan(plan, path)
+        self.wizard.go("review")
 
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
