@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from pxewizard.plan import load_plan
 from pxewizard.proto import nfs3 as n3
 from pxewizard.proto.rpc import AcceptStat
-from pxewizard.plan import load_plan
-from tests.support.netns import NetPair, Netns, net_pair
+from tests.support.netns import Netns, NetPair, net_pair
 from tests.support.serving import REPO, Served, write_plan
 from tests.support.tools import require, require_root
 

@@ -14,9 +14,9 @@ checked both from the guest's report and on the server's disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import contextlib
 import re
 import select
 import stat

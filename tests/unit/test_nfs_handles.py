@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from pxewizard.proto.nfs3 import NFS3_FHSIZE, NfsError, Stat, access_bits
 from pxewizard.proto.rpc import AuthFlavor, Credentials
 from pxewizard.servers.nfs.auth import Ids, access_mask, may_delete, squash_ids
-from pxewizard.servers.nfs.handles import (MAX_TRAIL, Export, Handle, Resolver, decode_handle,
-                                           join)
+from pxewizard.servers.nfs.handles import MAX_TRAIL, Export, Handle, Resolver, decode_handle, join
 
 
 def export_of(path: Path) -> Export:

@@ -18,8 +18,14 @@ from pxewizard.events import EventBus
 from pxewizard.proto import mount3 as m3
 from pxewizard.proto import nfs3 as n3
 from pxewizard.proto.nfs3 import Proc, Stat
-from pxewizard.proto.rpc import AcceptStat, AuthFlavor, Reply, encode_auth_sys, encode_call, \
-    parse_reply
+from pxewizard.proto.rpc import (
+    AcceptStat,
+    AuthFlavor,
+    Reply,
+    encode_auth_sys,
+    encode_call,
+    parse_reply,
+)
 from pxewizard.proto.xdr import Reader, Writer
 from pxewizard.servers.nfs.client import dirop_args, fh_args, read_args
 from pxewizard.servers.nfs.handles import Export, Resolver

@@ -10,9 +10,22 @@ from hypothesis import strategies as st
 
 from pxewizard.proto import mount3 as m3
 from pxewizard.proto import portmap as pm
-from pxewizard.proto.rpc import (AcceptStat, AuthFlavor, AuthStat, RecordReader, RecordTooLarge,
-                                 RpcDenied, encode_auth_sys, encode_call, error_reply, frame,
-                                 parse_call, parse_reply, prog_mismatch_reply, success_reply)
+from pxewizard.proto.rpc import (
+    AcceptStat,
+    AuthFlavor,
+    AuthStat,
+    RecordReader,
+    RecordTooLarge,
+    RpcDenied,
+    encode_auth_sys,
+    encode_call,
+    error_reply,
+    frame,
+    parse_call,
+    parse_reply,
+    prog_mismatch_reply,
+    success_reply,
+)
 from pxewizard.proto.xdr import Reader, Writer
 
 # A real call as libnfs 4.0 sends it: MOUNT v3 EXPORT, AUTH_SYS uid 0 gid 0 machine "libnfs".

@@ -14,16 +14,21 @@ import pytest
 
 from pxewizard.events import EventBus
 from pxewizard.proto import nfs3 as n3
-from pxewizard.proto.rpc import AuthFlavor, RecordReader, encode_auth_sys, encode_call, frame, \
-    parse_reply
+from pxewizard.proto.rpc import (
+    AuthFlavor,
+    RecordReader,
+    encode_auth_sys,
+    encode_call,
+    frame,
+    parse_reply,
+)
+from pxewizard.proto.xdr import Writer
 from pxewizard.servers.base import tcp_listener, udp_socket
 from pxewizard.servers.nfs import transport as tr
 from pxewizard.servers.nfs.client import read_args
 from pxewizard.servers.nfs.handles import Export, Resolver
 from pxewizard.servers.nfs.mountd import MountProgram
 from pxewizard.servers.nfs.nfsd import NfsProgram
-from pxewizard.proto.xdr import Writer
-
 
 ROOT = (AuthFlavor.AUTH_SYS, encode_auth_sys(0, 0))
 

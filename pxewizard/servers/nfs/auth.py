@@ -13,8 +13,17 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ...proto.nfs3 import (ACCESS_DELETE, ACCESS_EXECUTE, ACCESS_EXTEND, ACCESS_LOOKUP,
-                           ACCESS_MODIFY, ACCESS_READ, NfsError, Stat, access_bits)
+from ...proto.nfs3 import (
+    ACCESS_DELETE,
+    ACCESS_EXECUTE,
+    ACCESS_EXTEND,
+    ACCESS_LOOKUP,
+    ACCESS_MODIFY,
+    ACCESS_READ,
+    NfsError,
+    Stat,
+    access_bits,
+)
 from ...proto.rpc import AuthFlavor, Credentials
 
 

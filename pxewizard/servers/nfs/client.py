@@ -13,8 +13,15 @@ import struct
 
 from ...proto import mount3 as m3
 from ...proto import nfs3 as n3
-from ...proto.rpc import AuthFlavor, RecordReader, Reply, encode_auth_sys, encode_call, frame, \
-    parse_reply
+from ...proto.rpc import (
+    AuthFlavor,
+    RecordReader,
+    Reply,
+    encode_auth_sys,
+    encode_call,
+    frame,
+    parse_reply,
+)
 from ...proto.xdr import Writer
 
 

@@ -30,9 +30,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ...events import EventBus, LogLine, PacketDropped, SessionClosed, SessionOpened
-from ...proto.rpc import (AcceptStat, Call, RecordReader, RecordTooLarge, RpcDenied,
-                          accepted_header, error_reply, frame_header, parse_call,
-                          prog_mismatch_reply)
+from ...proto.rpc import (
+    AcceptStat,
+    Call,
+    RecordReader,
+    RecordTooLarge,
+    RpcDenied,
+    accepted_header,
+    error_reply,
+    frame_header,
+    parse_call,
+    prog_mismatch_reply,
+)
 
 MAX_INFLIGHT = 32
 """Calls of one TCP connection being served at once."""
