@@ -152,7 +152,9 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
     if case.loader == "ipxe":
         boot_files.update(bios="undionly.kpxe", efi_x64="ipxe.efi")
     else:
-        boot_files.update(bios="pxelinux.0", efi_x64="efi64/syslinux.efi")
+        # No iPXE script: QEMU's BIOS ROM is iPXE and would otherwise get the script (the
+        # product's choice for iPXE clients) and never run pxelinux.
+        boot_files.update(bios="pxelinux.0", efi_x64="efi64/syslinux.efi", ipxe_script="")
     dhcp["boot_files"] = boot_files
     plan: dict[str, Any] = {
         "interface": "pxe0", "server_ip": SERVER_IP, "prefix": PREFIX,
@@ -283,6 +285,51 @@ def run_reference(prep: Prepared, *, timeout: float | None = None) -> Boot:
                                  firmware=case.firmware, romfile=case.romfile, **kw)
             finally:
                 net.server.kill_all()
+
+
+def _transfers(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(e.get("service", ""), str(e.get("path", "")).lstrip("/"))
+            for e in events if e.get("kind") == "transfer_done"}
+
+
+def expected_path(case: Case) -> set[tuple[str, str]]:
+    """(service, file) transfers that prove the case took the boot path it names."""
+    want: set[tuple[str, str]] = set()
+    if case.loader == "pxelinux":
+        if case.firmware == "bios":
+            want |= {("tftp", "pxelinux.0"), ("tftp", "ldlinux.c32"),
+                     ("tftp", "pxelinux.cfg/default")}
+        else:
+            want |= {("tftp", "efi64/syslinux.efi"), ("tftp", "efi64/ldlinux.e64"),
+                     ("tftp", "efi64/pxelinux.cfg/default")}
+        want |= {("tftp", "boot/vmlinuz"), ("tftp", "boot/initrd.gz")}
+    else:
+        if case.romfile == "" and case.firmware == "uefi":
+            want.add(("tftp", "ipxe.efi"))  # OVMF's own PXE chainloads iPXE
+        want |= {("http", "boot.ipxe"), ("http", "boot/vmlinuz"), ("http", "boot/initrd.gz")}
+    if case.transport in ("http", "tftp"):
+        want.add((case.transport, STAGE3))
+    return want
+
+
+def check_path(case: Case, b: Boot) -> None:
+    """Our servers saw the requests of that boot path (not another path that also works)."""
+    events: list[dict[str, Any]] = getattr(b, "server_events", [])
+    missing = expected_path(case) - _transfers(events)
+    assert not missing, (f"{case.name}: expected transfers missing: {sorted(missing)}; "
+                         f"seen: {sorted(_transfers(events))}")
+    if case.transport in ("nbd", "nfs"):
+        services = {"nbd"} if case.transport == "nbd" else {"nfs", "mountd"}
+        seen = [e for e in events if e.get("service") in services
+                and e.get("kind") not in ("service_started", "service_stopped", "log_line")]
+        assert seen, f"{case.name}: no {case.transport} session in our server's events"
+    if case.dhcp == "proxy":
+        addr = next((ln for ln in b.result.lines if ln.startswith("pxwtest: 10.99.0.")), "")
+        host = int(addr.split()[1].split("/")[0].rsplit(".", 1)[1]) if addr else 0
+        assert 200 <= host <= 250, (f"{case.name}: the guest's address should come from the "
+                                    f"foreign DHCP server's pool .200-.250: {addr!r}")
+        assert any(e.get("kind") == "dhcp_exchange" for e in events), \
+            f"{case.name}: our proxyDHCP answered nothing"
 
 
 def check(b: Boot) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from .cases import CASES, Case, check, missing_servers, prepare, run_ours
+from .cases import CASES, Case, check, check_path, missing_servers, prepare, run_ours
 
 
 @pytest.mark.timeout(420)
@@ -23,3 +23,4 @@ def test_boot(case: Case, guest, timing, tmp_path) -> None:
     ok = b.printed_sha == prep.stage3_sha
     timing.append((case.name, b.result.seconds, "ok" if ok else "FAILED"))
     check(b)
+    check_path(case, b)
