@@ -184,3 +184,51 @@ async def test_option_probes_are_not_failures_but_unknown_exports_are(server) ->
     await asyncio.sleep(0.05)
     fails = [e for e in events if isinstance(e, TransferFailed)]
     assert len(fails) == 1 and "nope" in fails[0].reason
+
+
+async def test_pread_fallback_without_sendfile(server, monkeypatch) -> None:
+    """Some filesystems (FUSE mounts of an ISO) cannot sendfile: pread + send takes over."""
+    import errno as errno_mod
+
+    svc, data, events = server
+    fds_before = len(os.listdir("/proc/self/fd"))
+
+    def no_sendfile(*_a, **_k):
+        raise OSError(errno_mod.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "sendfile", no_sendfile)
+    r, w = await connect_go(svc.ports["newstyle"])
+    w.write(request(nbd.CMD_READ, 1, 10, 3 * 1024 * 1024) + request(nbd.CMD_READ, 2, 0, 5))
+    assert await reply(r) == (0, 1)
+    assert await r.readexactly(3 << 20) == data[10:10 + (3 << 20)]
+    assert await reply(r) == (0, 2) and await r.readexactly(5) == data[:5]
+    w.write(request(nbd.CMD_DISC, 0, 0, 0))
+    assert await r.read() == b""
+    w.close()
+    await asyncio.sleep(0.1)
+    assert not svc.exports["archiso"].sendfile
+    assert any("pread" in getattr(e, "message", "") for e in events)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before  # the session's own fd is closed
+
+
+async def test_cold_pages_are_read_correctly(server, tmp_path: Path) -> None:
+    """Data not in the page cache goes through the thread path (and the readahead hint)."""
+    from pxewizard.servers.nbd import cached
+
+    svc, data, _ = server
+    fd = os.open(tmp_path / "archiso.iso", os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict this file's pages only
+        cold = not cached(fd, 1 << 20, 65536)
+        r, w = await connect_go(svc.ports["newstyle"])
+        w.write(request(nbd.CMD_READ, 1, 1 << 20, 65536) + request(nbd.CMD_READ, 2, 0, SIZE))
+        assert await reply(r) == (0, 1)
+        assert await r.readexactly(65536) == data[1 << 20:(1 << 20) + 65536]
+        assert await reply(r) == (0, 2) and await r.readexactly(SIZE) == data
+        w.close()
+        assert cached(fd, 1 << 20, 65536)
+        if not cold:
+            pytest.skip("the page cache kept the file (nothing was cold)")
+    finally:
+        os.close(fd)
