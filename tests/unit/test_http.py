@@ -223,3 +223,31 @@ async def test_extent_inside_a_container(server) -> None:
     assert st == 206 and body == data[-10:]
     st, _, body = await _get(s, f"{base}/iso/vmlinuz", headers={"Range": "bytes=0-0"})
     assert st == 206 and body == data[:1]
+
+
+async def test_cold_file_is_warmed_off_the_loop(server, monkeypatch) -> None:
+    import pxewizard.servers.http as http_mod
+
+    base, s, _, root = server
+    warmed: list[tuple[int, int]] = []
+    real_warm = http_mod._warm
+
+    def spy(fd: int, offset: int, count: int) -> None:
+        warmed.append((offset, count))
+        real_warm(fd, offset, count)
+
+    monkeypatch.setattr(http_mod, "_warm", spy)
+    monkeypatch.setattr(http_mod, "CHUNK", 1024 * 1024)
+    big = root / "big.bin"
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict this file's pages only
+        cold = not http_mod.page_cached(fd, 0, 1)
+    finally:
+        os.close(fd)
+    st, _, body = await _get(s, f"{base}/big.bin")
+    assert st == 200 and body == big.read_bytes()
+    if not cold:
+        pytest.skip("the page cache kept the file (nothing was cold)")
+    assert warmed and warmed[0] == (0, 1024 * 1024)
