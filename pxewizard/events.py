@@ -13,7 +13,9 @@ the asyncio loop with :meth:`EventBus.publish`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import json
 import re
 import threading
@@ -46,17 +48,25 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, (tuple, list)):
-                v = [x if isinstance(x, (int, float, str, bool, type(None))) else str(x) for x in v]
+        for name in _field_names(type(self)):
+            v = getattr(self, name)
+            if v is None or type(v) in _PLAIN:
+                d[name] = v
+            elif isinstance(v, (tuple, list)):
+                d[name] = [x if type(x) in _PLAIN else str(x) for x in v]
             elif isinstance(v, dict):
-                v = {str(k): (x if isinstance(x, (int, float, str, bool, type(None))) else str(x))
-                     for k, x in v.items()}
-            elif not isinstance(v, (int, float, str, bool, type(None))):
-                v = str(v)
-            d[f.name] = v
+                d[name] = {str(k): (x if type(x) in _PLAIN else str(x)) for k, x in v.items()}
+            else:
+                d[name] = str(v)
         return d
+
+
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 # --- service lifecycle and log lines ------------------------------------------------
@@ -350,6 +360,11 @@ class EventBus:
 
         return q, self.subscribe(put)
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone listens (hot paths skip building events nobody reads)."""
+        return bool(self._subscribers)
+
     def publish(self, event: Event) -> None:
         """Deliver an event to every subscriber (call from the loop's thread)."""
         for fn in list(self._subscribers):
@@ -391,34 +406,66 @@ class EventBus:
 class JsonlLog:
     """Appends every event as one JSON line; survives a full disk.
 
-    When a write fails (disk full, file removed) it says so once through the
-    bus as a warning and keeps trying on later events, so the servers keep
-    serving.
+    Lines are buffered and written in batches (at most ``flush_every`` lines
+    or ``flush_delay`` seconds late, and on :meth:`close`), so a busy server
+    does not pay one system call per event. When a write fails (disk full,
+    file removed) it says so once through the bus as a warning and keeps
+    trying on later batches, so the servers keep serving.
     """
 
-    def __init__(self, path: Path, bus: EventBus | None = None) -> None:
+    def __init__(self, path: Path, bus: EventBus | None = None, *, flush_every: int = 512,
+                 flush_delay: float = 0.2) -> None:
         self.path = path
         self._bus = bus
         self._fh: IO[str] | None = None
         self._failing = False
+        self._buf: list[str] = []
+        self._flush_every = flush_every
+        self._flush_delay = flush_delay
+        self._timer: asyncio.TimerHandle | None = None
         self.lost = 0
         """Events that could not be written."""
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8", buffering=1)
+        self._fh = open(self.path, "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
-        if self._fh is None:
-            self.open()
-        assert self._fh is not None
+        self._buf.append(json.dumps(event.to_dict(), separators=(",", ":")))
+        if len(self._buf) >= self._flush_every:
+            self.flush()
+            return
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (tools, tests): write at once
+                self.flush()
+                return
+            self._timer = loop.call_later(self._flush_delay, self.flush)
+
+    def flush(self) -> None:
+        """Write what is buffered now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf:
+            return
+        batch, self._buf = self._buf, []
         try:
-            self._fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+            if self._fh is None:
+                self.open()
+            assert self._fh is not None
+            self._fh.write("\n".join(batch) + "\n")
+            self._fh.flush()
             if self._failing:
                 self._failing = False
                 self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
         except OSError as exc:
-            self.lost += 1
+            self.lost += len(batch)
+            if self._fh is not None:  # drop what the failed write left in Python's buffer
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                self._fh = None
             if not self._failing:
                 self._failing = True
                 self._warn(f"cannot write the event log {self.path}: {exc.strerror}; "
@@ -429,11 +476,10 @@ class JsonlLog:
             self._bus.publish(LogLine(service="log", level="warning", message=message))
 
     def close(self) -> None:
+        self.flush()
         if self._fh is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._fh.close()
-            except OSError:
-                pass
             self._fh = None
 
 

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .boot.tree import build_boot
 from .errors import PxeError
-from .events import EventBus, JsonlLog, LogLine
+from .events import Event, EventBus, JsonlLog, LogLine
 from .files import FileTree
 from .plan import DhcpMode, Plan
 from .servers.base import Service
@@ -29,12 +34,66 @@ class Running:
     plan: Plan
     tree: FileTree
     services: list[Service] = field(default_factory=list)
+    lock_fd: int | None = None
+    """The single-instance lock on the interface (see :func:`lock_interface`)."""
 
     async def close(self) -> None:
         for svc in reversed(self.services):
             with contextlib.suppress(Exception):
                 await svc.close()
         self.services.clear()
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing the descriptor releases the flock
+            self.lock_fd = None
+
+
+RUN_DIR = Path(os.environ.get("PXEWIZARD_RUN_DIR", "/run/pxewizard"))
+"""Where the per-interface lock files live (the environment variable is for tests)."""
+
+
+def lock_path(interface: str) -> Path:
+    """The lock file of ``interface`` in this network namespace.
+
+    Interface names repeat across network namespaces (every test namespace has
+    its own ``pxe0``), so the namespace's inode is part of the name; a second
+    instance with another state_dir or Plan file still finds the same lock.
+    """
+    try:
+        ns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        ns = 0
+    return RUN_DIR / f"{interface}.net{ns}.lock"
+
+
+def lock_interface(interface: str) -> int:
+    """Take the single-instance lock of ``interface``; a PxeError naming the holder if taken.
+
+    flock(2) on a file under /run: the kernel drops it when the holder exits,
+    even by ``kill -9``, so a stale file never blocks a restart.
+    """
+    path = lock_path(interface)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError:  # not root: a per-user directory still guards this user
+        path = Path(tempfile.gettempdir()) / f"pxewizard-{os.getuid()}" / path.name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise PxeError(f"cannot lock {path}: {exc.strerror}") from None
+        raise PxeError(f"another pxewizard (pid {holder}) is already serving on interface "
+                       f"{interface}; two servers on one segment would answer every client "
+                       "twice",
+                       f"stop it first (`kill {holder}`, or quit its wizard), or serve on "
+                       f"another interface (lock file: {path})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -154,11 +213,16 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     bus.bind_loop(asyncio.get_running_loop())
     check_interface(plan)
-    boot = await asyncio.to_thread(build_boot, plan)
+    lock_fd = lock_interface(plan.interface)
+    try:
+        boot = await asyncio.to_thread(build_boot, plan)
+    except BaseException:
+        os.close(lock_fd)
+        raise
     for warning in boot.warnings:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
     tree = boot.tree
-    running = Running(plan=plan, tree=tree)
+    running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
     try:
         for starter in STARTERS:
             running.services.extend(await starter(plan, tree, bus))
@@ -168,13 +232,31 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     return running
 
 
-def _print_event(ev: object) -> None:
-    from .eventfmt import one_line
+class _StdoutPrinter:
+    """Events as lines on stdout, written in batches (a flood must not cost a write each)."""
 
-    try:
-        print(one_line(ev), flush=True)  # type: ignore[arg-type]
-    except (BrokenPipeError, ValueError):
-        pass
+    def __init__(self, delay: float = 0.1) -> None:
+        from .eventfmt import one_line
+
+        self._fmt = one_line
+        self._lines: list[str] = []
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, ev: Event) -> None:
+        self._lines.append(self._fmt(ev))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
 
 
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
@@ -182,8 +264,9 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus = EventBus()
     log = JsonlLog(plan.jsonl_path, bus)
     bus.subscribe(log)
+    printer = _StdoutPrinter()
     if not quiet:
-        bus.subscribe(_print_event)
+        bus.subscribe(printer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -194,6 +277,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         log.close()
+        printer.flush()
         raise
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
@@ -204,6 +288,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         bus.publish(LogLine(service="serve", level="info", message="stopping"))
         await running.close()
         log.close()
+        printer.flush()
     return 0
 
 

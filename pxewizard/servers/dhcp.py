@@ -76,7 +76,7 @@ class DhcpService:
         events: list[LeaseChanged] = []
         publish = self.bus.publish
         # Events exist for their listeners: with none (a quiet benchmark) skip building them.
-        listening = bool(getattr(self.bus, "_subscribers", True))
+        listening = self.bus.has_subscribers
         store, policy, apply = self.store, self.policy, self.store.apply
         for _ in range(MAX_BATCH):
             try:

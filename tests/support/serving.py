@@ -6,6 +6,7 @@ import contextlib
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,13 +43,18 @@ class Served:
                              f"{self.events()[-10:]}")
 
     def drain(self) -> None:
-        """Read whatever the server printed so far (non-blocking)."""
+        """Read whatever the server printed so far (non-blocking; before the pump starts)."""
         out = self.proc.stdout
         while out is not None and select.select([out], [], [], 0)[0]:
             line = out.readline()
             if not line:
                 break
             self.output.append(line.decode(errors="replace").rstrip("\n"))
+
+
+def _pump(proc, output: list[str]) -> None:
+    for raw in iter(proc.stdout.readline, b""):
+        output.append(raw.decode(errors="replace").rstrip("\n"))
 
 
 def write_plan(tmp: Path, plan: dict[str, Any]) -> Path:
@@ -88,6 +94,8 @@ def serve(ns: Netns, plan_path: Path, *, ready_timeout: float = 20.0,
                 served.output.append(line)
                 if "ready: serving" in line:
                     break
+        # keep reading: a full stdout pipe would block the server
+        threading.Thread(target=_pump, args=(proc, served.output), daemon=True).start()
         yield served
     finally:
         ns.kill_all()
