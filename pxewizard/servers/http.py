@@ -111,6 +111,8 @@ def request_path(raw_path: str) -> str:
     Raises ValueError for bytes that are not UTF-8.
     """
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    if "://" in path and not path.startswith("/"):  # absolute-form (RFC 9112 section 3.2.2)
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
     return unquote_to_bytes(path).decode("utf-8")
 
 

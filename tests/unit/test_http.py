@@ -53,6 +53,8 @@ def test_request_path_decodes_once() -> None:
     assert request_path("/%2e%2e/etc/passwd") == "/../etc/passwd"
     assert request_path("/a%2f..%2fb") == "/a/../b"
     assert request_path("/%252e%252e/x") == "/%2e%2e/x"  # decoded once only
+    assert request_path("http://10.0.0.1:8080/boot.ipxe?x") == "/boot.ipxe"  # absolute-form
+    assert request_path("http://10.0.0.1") == "/"
     with pytest.raises(UnicodeDecodeError):
         request_path("/%ff%fe")
 
