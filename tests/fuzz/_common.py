@@ -88,7 +88,7 @@ def main(one_input: Callable[[bytes], None], seeds: Iterable[bytes],
     if not dirs:
         tmp = tempfile.TemporaryDirectory(prefix="pxw-fuzz-")
         argv.append(str(write_corpus(seeds, Path(tmp.name) / "corpus")))
-    else:
+    elif not Path(dirs[0]).is_file():  # a file is an input to replay (a crash-* file)
         write_corpus(seeds, Path(dirs[0]))
     if not any(a.startswith("-artifact_prefix=") for a in argv):
         # crash files go to the temp dir (or ./), never into the repo by surprise
