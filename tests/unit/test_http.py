@@ -35,6 +35,7 @@ from pxewizard.servers.http import RangeNotSatisfiable, parse_range, request_pat
     ("bytes=", 10, None),
     ("bytes=-", 10, None),
     ("bytes=1", 10, None),
+    ("bytes=\u00b2-", 10, None),          # '²'.isdigit() is True, but DIGIT is ASCII
 ])
 def test_parse_range(header: str | None, size: int, expect: tuple[int, int] | None) -> None:
     assert parse_range(header, size) == expect
