@@ -41,6 +41,7 @@ from ..events import (
 )
 from ..files import FileRef, FileTree, TreeError
 from .base import tcp_listener
+from .pagecache import page_cached
 
 SERVICE = "http"
 CHUNK = 16 * 1024 * 1024
@@ -315,26 +316,6 @@ class _Handler:
                 self.bus.publish(TransferProgress(service=SERVICE, path=vpath, sent=sent,
                                                   size=count, peer=peer, client=client))
         await resp.write_eof()
-
-
-_PROBE = bytearray(1)
-
-
-def page_cached(fd: int, offset: int, length: int) -> bool:
-    """Whether the first and last byte of a range are in the page cache (~1 us).
-
-    preadv2(RWF_NOWAIT) fails with EAGAIN instead of reading the medium. Where
-    the kernel or filesystem cannot tell, the range is taken as cached.
-    """
-    try:
-        os.preadv(fd, [_PROBE], offset, os.RWF_NOWAIT)
-        if length > 1:
-            os.preadv(fd, [_PROBE], offset + length - 1, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    except (OSError, AttributeError):
-        return True
-    return True
 
 
 def _warm(fd: int, offset: int, count: int) -> None:

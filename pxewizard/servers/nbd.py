@@ -57,6 +57,7 @@ from ..proto.nbd import (
     State,
 )
 from .base import tcp_listener
+from .pagecache import page_cached
 
 SERVICE = "nbd"
 PROGRESS_INTERVAL = 1.0
@@ -84,26 +85,6 @@ class Export:
     size: int
     sendfile: bool = True
     """False once sendfile(2) failed as unsupported on this file: then pread + send."""
-
-
-_PROBE = bytearray(1)
-
-
-def cached(fd: int, offset: int, length: int) -> bool:
-    """Whether the first and last byte of a range are in the page cache (~1 us).
-
-    preadv2(RWF_NOWAIT) fails with EAGAIN instead of reading the medium. Where
-    the kernel or filesystem cannot tell, the range is taken as cached.
-    """
-    try:
-        os.preadv(fd, [_PROBE], offset, os.RWF_NOWAIT)
-        if length > 1:
-            os.preadv(fd, [_PROBE], offset + length - 1, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False
-    except (OSError, AttributeError):
-        return True
-    return True
 
 
 def _reopen(export: Export) -> int:
@@ -209,7 +190,7 @@ class _Session:
         if isinstance(out, (Send, Read)):
             if self.writer_gone:  # nobody left to send replies: stop reading requests
                 raise ConnectionResetError("the reply stream broke")
-            if isinstance(out, Read) and not cached(self.fd, out.offset, out.length):
+            if isinstance(out, Read) and not page_cached(self.fd, out.offset, out.length):
                 # start reading from the medium now, while earlier replies go out, so the
                 # writer finds the pages cached (only for cold data: the hint costs ~50 us)
                 with contextlib.suppress(OSError):
@@ -298,7 +279,7 @@ class _Session:
                 count -= len(data)
                 continue
             try:
-                if cached(fd, offset, count):
+                if page_cached(fd, offset, count):
                     n = os.sendfile(out, fd, offset, count)
                 else:  # the medium must be read (USB stick, CD): not on the event loop
                     n = await asyncio.to_thread(os.sendfile, out, fd, offset, count)

@@ -246,6 +246,7 @@ async def test_cold_file_is_warmed_off_the_loop(server, monkeypatch) -> None:
     try:
         os.fdatasync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict this file's pages only
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # again: pages just written back
         cold = not http_mod.page_cached(fd, 0, 1)
     finally:
         os.close(fd)

@@ -213,13 +213,14 @@ async def test_pread_fallback_without_sendfile(server, monkeypatch) -> None:
 
 async def test_cold_pages_are_read_correctly(server, tmp_path: Path) -> None:
     """Data not in the page cache goes through the thread path (and the readahead hint)."""
-    from pxewizard.servers.nbd import cached
+    from pxewizard.servers.pagecache import page_cached as cached
 
     svc, data, _ = server
     fd = os.open(tmp_path / "archiso.iso", os.O_RDONLY)
     try:
         os.fdatasync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict this file's pages only
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # again: pages just written back
         cold = not cached(fd, 1 << 20, 65536)
         r, w = await connect_go(svc.ports["newstyle"])
         w.write(request(nbd.CMD_READ, 1, 1 << 20, 65536) + request(nbd.CMD_READ, 2, 0, SIZE))
