@@ -123,6 +123,13 @@ class Server:
             time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children (tftpd-hpa forks per client)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def timed(ns: str, cmds: list[list[str]]) -> float:
     """Run commands concurrently in the namespace; seconds until all ended (all must succeed)."""
     t0 = time.perf_counter()
@@ -211,11 +218,17 @@ def main() -> int:
             volume = {"1468": args.big_mib, "8192": args.big_mib, "1468 w8": args.big_mib,
                       f"{args.clients}x{args.small_mib}MiB": args.small_mib * args.clients}
             res: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            cpu: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             for run in range(args.runs):
                 for n in (names if run % 2 == 0 else list(reversed(names))):
-                    with servers[n]():
+                    with servers[n]() as server:
+                        assert server.proc is not None
                         for t, make in tests.items():
+                            c0 = cpu_seconds(server.proc.pid)
                             dt = timed(ns, make(str(out_dir)))
+                            time.sleep(0.2)  # let tftpd-hpa reap its children
+                            cpu[n][t].append((cpu_seconds(server.proc.pid) - c0)
+                                             / (volume[t] * MiB / 1e9))
                             mbs = volume[t] * MiB / dt / 1e6
                             res[n][t].append(mbs)
                             if run == 0 and t in ("1468", "1468 w8"):
@@ -241,6 +254,10 @@ def main() -> int:
                 line += "".join(f"{med['ours'] / med[p]:>16.2f}" for p in peers)
                 line += f"{med['ours'] / max(med[p] for p in peers):>11.2f}"
             print(line)
+        print("\nserver CPU seconds per GB sent (medians; lower is better; user + system)")
+        print(f"{'test':<14}" + "".join(f"{n:>11}" for n in names))
+        for t in tests:
+            print(f"{t:<14}" + "".join(f"{statistics.median(cpu[n][t]):>11.2f}" for n in names))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
