@@ -244,7 +244,12 @@ def cli_wizard(args: Any) -> int:
         base["state_dir"] = str(Path(state_dir).resolve())
     log_file = os.environ.get("PXEWIZARD_UI_LOG")
     if log_file:  # Textual draws on stderr: never log there
+        import faulthandler
+        import signal
+
         logging.basicConfig(filename=log_file, level=logging.INFO)
+        trace = open(log_file, "a")  # noqa: SIM115 - stays open for the handler
+        faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)  # kill -USR1 PID
     app = make_app(plan=plan, plan_path=plan_path, base=base)
     result = app.run()
     return int(result or 0)

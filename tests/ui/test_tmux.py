@@ -10,6 +10,7 @@ captured must hold only characters the VGA console font has.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -93,9 +94,16 @@ def test_wizard_on_a_linux_console_to_live(netpair: NetPair, tmp_path: Path) -> 
         tm.send("3")
         tm.wait_for("ready: serving")
         tm.send("q")  # no transfer is running: quits at once, servers stopped
-        dead = tm.wait_for("Pane is dead", timeout=15)
-        assert "status 0" in dead, dead
-        tm.captures.pop()  # tmux's own status line, not the wizard's screen
+        try:
+            status = tm.wait_dead(timeout=30)
+        except AssertionError:
+            pid = tm.pane_pid()
+            if pid:  # the app dumps every thread's stack on SIGUSR1 into its log
+                os.kill(pid, signal.SIGUSR1)
+                time.sleep(1)
+            raise AssertionError("the wizard did not exit; its log:\n"
+                                 + (tmp_path / "ui.log").read_text()) from None
+        assert status in ("0", ""), f"the wizard exited with status {status}"
     bad = {c for cap in tm.captures for c in foreign_chars(cap)}
     assert not bad, f"characters the Linux console font lacks: {sorted(bad)}"
     log = (tmp_path / "ui.log").read_text()

@@ -56,6 +56,19 @@ class Tmux:
                 raise AssertionError(f"not on screen within {timeout} s: {needles}\n{screen}")
             time.sleep(0.05)
 
+    def wait_dead(self, timeout: float = 30.0) -> str:
+        """Wait until the program has exited; its exit status ('' when tmux has not reaped it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.tmux("list-panes", "-t", self.session, "-F",
+                          "#{pane_dead} #{pane_dead_status}", check=False)
+            dead, _, status = r.stdout.strip().partition(" ")
+            if dead == "1":
+                return status.strip()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still running after {timeout} s:\n{self.capture()}")
+            time.sleep(0.1)
+
     def kill(self) -> None:
         pid = self.pane_pid()
         if pid:
