@@ -224,3 +224,13 @@ async def test_lab_key_reports_why_no_vm_can_start(wizard: Any, tmp_path: Path) 
         await wait_for(pilot, lambda: any("lab: error" in ln.plain and "pxe0" in ln.plain
                                           for ln in live.log_lines), what="lab error")
         assert live.query_one("#panes", ContentSwitcher).current == "console"
+
+
+def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
+    from pxewizard.screens.live.format import request_row
+
+    ev = TransferDone(ts=0.0, client="10.99.0.100", service="tftp", path="pxelinux.0",
+                      sent=1, seconds=0.1, peer="10.99.0.100:2070")
+    macs = {"10.99.0.100": MAC}
+    assert MAC in request_row(ev, macs.get).plain
+    assert "10.99.0.100 " in request_row(ev, {}.get).plain

@@ -88,6 +88,7 @@ def test_wizard_on_a_linux_console_to_live(netpair: NetPair, tmp_path: Path) -> 
         tm.send("1")
         screen = tm.wait_for("DISCOVER->OFFER 10.99.0.1", "REQUEST->ACK 10.99.0.1",
                              "tftp done pxelinux.cfg/default", timeout=15)
+        assert f"{netpair.client_mac} tftp  done" in screen  # IP joined to its MAC
         assert netpair.client_mac in screen
         tm.send("2")
         tm.wait_for(netpair.client_mac)

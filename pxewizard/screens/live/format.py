@@ -21,20 +21,16 @@ def hms(ts: float) -> str:
 
 
 def who(ev: Event, mac_of: Callable[[str], str | None] | None = None) -> str:
-    """Client column: the MAC when known (also through ``mac_of(ip)``), else the peer's IP."""
+    """Client column: the MAC when known (an IP is looked up with ``mac_of``), else the IP."""
     mac = getattr(ev, "mac", "")
-    if ev.client:
-        return ev.client
-    if mac:
-        return mac
     peer = getattr(ev, "peer", "")
-    ip = peer.rsplit(":", 1)[0] if peer else ""
-    if ip and mac_of is not None:
+    key = ev.client or mac or (peer.rsplit(":", 1)[0] if peer else "")
+    if key and "." in key and mac_of is not None:  # an IPv4 address, not a MAC
         try:
-            return mac_of(ip) or ip
-        except Exception:
-            return ip
-    return ip or "-"
+            return mac_of(key) or key
+        except Exception:  # a view helper must not break the stream
+            return key
+    return key or "-"
 
 
 def _what(ev: Event) -> tuple[str, str]:
