@@ -154,7 +154,8 @@ def dnsmasq_conf(work: Path, *, tftp_root: Path | None, mode: str, interface: st
                  server_ip: str = SERVER_IP, bios_file: str = "pxelinux.0",
                  efi_file: str = "syslinux.efi", ipxe_url: str | None = None) -> Path:
     """dnsmasq as the reference: full DHCP + TFTP, proxyDHCP + TFTP, or plain DHCP only."""
-    lines = [f"interface={interface}", "bind-interfaces", "port=0", "log-dhcp",
+    # user=root: the test's temporary directories are 0700, and dnsmasq would drop to nobody.
+    lines = [f"interface={interface}", "bind-interfaces", "port=0", "log-dhcp", "user=root",
              f"dhcp-leasefile={work / 'dnsmasq.leases'}", f"pid-file={work / 'dnsmasq.pid'}"]
     if mode == "full":
         lines.append(f"dhcp-range={POOL[0]},{POOL[1]},255.255.255.0,1h")
@@ -175,9 +176,10 @@ def dnsmasq_conf(work: Path, *, tftp_root: Path | None, mode: str, interface: st
                 lines.append(f"dhcp-boot=tag:ipxe,tag:!efi64,{bios_file},,{server_ip}")
                 lines.append(f"dhcp-boot=tag:ipxe,tag:efi64,{efi_file},,{server_ip}")
         else:
-            lines += [f"pxe-service=tag:!ipxe,x86PC,\"pxwtest\",{Path(bios_file).stem}",
-                      f"pxe-service=tag:!ipxe,X86-64_EFI,\"pxwtest\",{Path(efi_file).stem}",
-                      f"dhcp-boot=tag:ipxe,{bios_file}"]
+            # dnsmasq adds ".0" to an x86PC basename; the EFI name is taken as it is.
+            bios_svc = bios_file[:-2] if bios_file.endswith(".0") else bios_file
+            lines += [f"pxe-service=x86PC,\"pxwtest\",{bios_svc}",
+                      f"pxe-service=X86-64_EFI,\"pxwtest\",{efi_file}"]
     if tftp_root is not None:
         lines += ["enable-tftp", f"tftp-root={tftp_root}"]
     conf = work / f"dnsmasq-{mode}.conf"
