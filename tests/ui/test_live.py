@@ -234,3 +234,20 @@ def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
     macs = {"10.99.0.100": MAC}
     assert MAC in request_row(ev, macs.get).plain
     assert "10.99.0.100 " in request_row(ev, {}.get).plain
+
+
+async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
+                                                      tmp_path: Path) -> None:
+    from pxewizard.events import TransferFailed
+
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        t = time.time()
+        servers.bus.publish_many(boot_events(t)[:3] + [
+            TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
+                           code=1, peer="10.99.0.100:2071")])
+        await pilot.press("4")
+        await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
+        await wait_text(pilot, "pxelinux.0")
+        assert "Diagnosis(" in screen_text(app)

@@ -93,6 +93,7 @@ class LiveScreen(Screen[Any]):
         self.clients_simple: dict[str, list[str]] = {}
         self.findings: list[Any] = []
         self.snap: Any = None
+        self.diag_facts: Any = None
         self.snap_at = 0.0
         self.running: Any = None
         self.state = "starting"
@@ -150,6 +151,45 @@ class LiveScreen(Screen[Any]):
         self.state = "serving"
         self.bus.publish(LogLine(service="wizard", level="info",
                                  message=f"ready: serving on {plan.interface} {plan.server_ip}"))
+        self.diag_facts = await self.host_facts()
+
+    async def host_facts(self) -> Any:
+        """What the diagnosis rules know of this host and Plan (bridge, ports, files, RAM)."""
+        plan = self.wizard.plan
+        try:
+            from ...diagnose import HostFacts
+        except ImportError:
+            return None
+        if plan is None:
+            return HostFacts()
+        bridge = None
+        try:
+            from ...detect.bridge import bridge_facts
+
+            bridge = await bridge_facts(plan.interface)
+        except Exception:  # advice only: the rules stay quiet about what is unknown
+            pass
+        files: tuple[str, ...] = ()
+        tree = getattr(self.running, "tree", None)
+        if tree is not None:
+            files = tuple(vpath for vpath, _, _ in tree.entries())
+        held = tuple((p.proto, p.port, p.service, p.holder or "")
+                     for p in self.wizard.ports or [] if not p.free)
+        ram_needed = None
+        fn, media = self.wizard.config.ram_estimate, self.wizard.draft.media
+        if callable(fn) and media is not None:
+            try:
+                ram_needed = fn(media, None, plan.boot.transport.value,
+                                plan.boot.copytoram).needed_bytes
+            except Exception:
+                ram_needed = None
+        boot_files = tuple((k, v) for k, v in plan.dhcp.boot_files.model_dump().items()
+                           if isinstance(v, str))
+        return HostFacts(server_ip=str(plan.server_ip), interface=plan.interface,
+                         dhcp_mode=plan.dhcp.mode.value, boot_files=boot_files,
+                         transport=plan.boot.transport.value, menu_timeout=plan.boot.timeout,
+                         tftp_max_blksize=plan.tftp.max_blksize, bridge=bridge, files=files,
+                         ram_needed=ram_needed, ports_held=held)
 
     async def stop_servers(self) -> None:
         running, self.running = self.running, None
@@ -304,10 +344,10 @@ class LiveScreen(Screen[Any]):
         except ImportError:
             return
         plan = self.wizard.plan
-        facts = HostFacts() if plan is None else HostFacts(
+        facts = self.diag_facts or (HostFacts() if plan is None else HostFacts(
             server_ip=str(plan.server_ip), interface=plan.interface,
             dhcp_mode=plan.dhcp.mode.value, transport=plan.boot.transport.value,
-            menu_timeout=plan.boot.timeout, tftp_max_blksize=plan.tftp.max_blksize)
+            menu_timeout=plan.boot.timeout))
         snap = self.snapshot()
         if snap is None:
             return
