@@ -29,13 +29,24 @@ class Served:
     jsonl: Path
     output: list[str]
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, settle: float = 0.35) -> list[dict[str, Any]]:
+        """The JSONL log so far. The server writes it in batches (at most 0.2 s late), so
+        first wait until the file has not changed for ``settle`` seconds (at most 2 s)."""
+        deadline = time.monotonic() + 2.0
+        while settle and time.monotonic() < deadline:
+            try:
+                age = time.time() - self.jsonl.stat().st_mtime
+            except FileNotFoundError:
+                age = 0.0
+            if age >= settle:
+                break
+            time.sleep(min(0.1, settle - age + 0.01))
         return read_jsonl(self.jsonl) if self.jsonl.exists() else []
 
     def wait_event(self, pred, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for ev in self.events():
+            for ev in self.events(settle=0):
                 if pred(ev):
                     return ev
             time.sleep(0.1)
