@@ -36,34 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.net.hardening_support import SoakResult, run_soak  # noqa: E402
-
-RSS_GROWTH_MIB = 25.0
-FD_GROWTH = 4
-
-
-def problems(r: SoakResult) -> list[str]:
-    """The soak's pass criteria, in words; empty when everything held."""
-    t, out = r.total, []
-    if t["failed_boots"] or t["dhcp_failed"]:
-        out.append(f"{t['failed_boots']} failed boots ({t['dhcp_failed']} without a lease): "
-                   f"{t['errors'][:5]}")
-    if t["duplicates"] or r.duplicate_rows:
-        out.append(f"duplicate addresses: {t['duplicates']} / {r.duplicate_rows} rows")
-    if t.get("lease_file_mismatch"):
-        out.append(f"lease file disagrees with the ACKs for {t['lease_file_mismatch']}")
-    if r.rss_mib[-1] - r.rss_mib[0] > RSS_GROWTH_MIB:
-        out.append(f"RSS grew {r.rss_mib[0]:.1f} -> {r.rss_mib[-1]:.1f} MiB")
-    if r.fds[-1] - r.fds[0] > FD_GROWTH:
-        out.append(f"file descriptors grew {r.fds[0]} -> {r.fds[-1]}")
-    e = r.events
-    if e["dhcp"] != int(t["DISCOVER"]) + int(t["REQUEST"]):  # type: ignore[call-overload]
-        out.append(f"{t['DISCOVER']}+{t['REQUEST']} DHCP requests sent, {e['dhcp']} logged")
-    if e["tftp_done"] != t["tftp"] or e["http_done"] != t["http"]:
-        out.append(f"downloads made TFTP {t['tftp']} HTTP {t['http']}, logged done "
-                   f"TFTP {e['tftp_done']} HTTP {e['http_done']}")
-    return out
-
+from tests.net.hardening_support import run_soak, soak_problems  # noqa: E402
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,7 +55,7 @@ def main() -> int:
     print(f"RSS samples (MiB): {' '.join(f'{x:.1f}' for x in r.rss_mib)}")
     print(f"fd samples: {' '.join(str(x) for x in r.fds)}")
     print(f"events: {r.events}")
-    bad = problems(r)
+    bad = soak_problems(r)
     for p in bad:
         print(f"FAIL: {p}")
     print("PASS" if not bad else "FAILED")
