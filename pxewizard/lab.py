@@ -87,8 +87,7 @@ def find_nic_rom(nic: str, firmware: str) -> Path | None:
     stem = NIC_ROMS.get(nic)
     if stem is None:
         return None
-    names = (f"efi-{stem}.rom", f"pxe-{stem}.rom") if firmware == "uefi" else (
-        f"efi-{stem}.rom", f"pxe-{stem}.rom")
+    names = (f"efi-{stem}.rom",) if firmware == "uefi" else (f"efi-{stem}.rom", f"pxe-{stem}.rom")
     for d in ROM_DIRS:
         for n in names:
             p = Path(d) / n
