@@ -111,8 +111,8 @@ class PxeWizardApp(App[int]):
         self.config = config
         self.linux_console = (is_linux_console() if config.linux_console is None
                               else config.linux_console)
-        if self.linux_console:
-            apply_console_glyphs()
+        if self.linux_console or config.linux_console is False:
+            apply_console_glyphs(self.linux_console)
         css = [ASSETS / "base.tcss"]
         if self.linux_console:
             css.append(ASSETS / "linux.tcss")

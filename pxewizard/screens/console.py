@@ -36,36 +36,53 @@ def is_linux_console(term: str | None = None) -> bool:
     return (term if term is not None else os.environ.get("TERM", "")) == "linux"
 
 
-_applied = False
+_originals: dict[str, object] | None = None
 
 
-def apply_console_glyphs() -> None:
-    """Replace Textual's non-VGA glyphs with ASCII (process-wide, idempotent)."""
-    global _applied
-    if _applied:
-        return
-    _applied = True
+def apply_console_glyphs(enable: bool = True) -> None:
+    """Replace Textual's non-VGA glyphs with ASCII, or put the originals back (process-wide:
+    the app sets it once at start; tests that build apps of both kinds switch it each time)."""
+    global _originals
     from textual import keys
     from textual.content import Content
     from textual.scrollbar import ScrollBarRender
-    from textual.widgets import Checkbox, RadioButton
+    from textual.widgets import RadioButton
     from textual.widgets._toggle_button import ToggleButton
 
-    ScrollBarRender.VERTICAL_BARS = [" "] * 8
-    ScrollBarRender.HORIZONTAL_BARS = [" "] * 8
-    ToggleButton.BUTTON_LEFT = "["
-    ToggleButton.BUTTON_RIGHT = "]"
-    Checkbox.BUTTON_LEFT = "["
-    Checkbox.BUTTON_RIGHT = "]"
-    RadioButton.BUTTON_LEFT = "("
-    RadioButton.BUTTON_RIGHT = ")"
-    RadioButton.BUTTON_INNER = "*"
+    targets = {
+        "v": (ScrollBarRender, "VERTICAL_BARS"), "h": (ScrollBarRender, "HORIZONTAL_BARS"),
+        "tl": (ToggleButton, "BUTTON_LEFT"), "tr": (ToggleButton, "BUTTON_RIGHT"),
+        "rl": (RadioButton, "BUTTON_LEFT"), "rr": (RadioButton, "BUTTON_RIGHT"),
+        "ri": (RadioButton, "BUTTON_INNER"), "btn": (ToggleButton, "_button"),
+    }
+    if _originals is None:
+        _originals = {k: cls.__dict__.get(attr) for k, (cls, attr) in targets.items()}
+        _originals["keys"] = dict(keys.KEY_DISPLAY_ALIASES)
+    if not enable:
+        for k, (cls, attr) in targets.items():
+            if _originals[k] is None:
+                if attr in cls.__dict__:
+                    delattr(cls, attr)
+            else:
+                setattr(cls, attr, _originals[k])
+        keys.KEY_DISPLAY_ALIASES.clear()
+        keys.KEY_DISPLAY_ALIASES.update(_originals["keys"])  # type: ignore[arg-type]
+        keys.format_key.cache_clear()
+        return
+
     def _button(self: ToggleButton) -> Content:
         # The ANSI theme cannot dim the inner glyph of an unset button: draw a space instead.
         style = self.get_visual_style("toggle--button")
         inner = self.BUTTON_INNER if self.value else " "
         return Content.assemble(self.BUTTON_LEFT, (inner, style), self.BUTTON_RIGHT)
 
+    ScrollBarRender.VERTICAL_BARS = [" "] * 8
+    ScrollBarRender.HORIZONTAL_BARS = [" "] * 8
+    ToggleButton.BUTTON_LEFT = "["
+    ToggleButton.BUTTON_RIGHT = "]"
+    RadioButton.BUTTON_LEFT = "("
+    RadioButton.BUTTON_RIGHT = ")"
+    RadioButton.BUTTON_INNER = "*"
     ToggleButton._button = property(_button)  # type: ignore[method-assign,assignment]
     keys.KEY_DISPLAY_ALIASES.update({"enter": "enter", "backspace": "bksp"})
     keys.format_key.cache_clear()
