@@ -66,7 +66,7 @@ def apply_console_glyphs(enable: bool = True) -> None:
             else:
                 setattr(cls, attr, _originals[k])
         keys.KEY_DISPLAY_ALIASES.clear()
-        keys.KEY_DISPLAY_ALIASES.update(_originals["keys"])  # type: ignore[arg-type]
+        keys.KEY_DISPLAY_ALIASES.update(_originals["keys"])  # type: ignore[call-overload]
         keys.format_key.cache_clear()
         return
 
