@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PxeError, NeedsRoot
-from .events import ConsoleLine, EventBus, LogLine
+from .events import ConsoleLine, EventBus, JsonlLog, LogLine
 
 QEMU_NAMES = ("qemu-system-x86_64",)
 
@@ -228,6 +228,13 @@ def clean_console(raw: str) -> str:
     return "".join(c for c in text if c >= " " or c == "\t")
 
 
+def describe_argv(argv: Sequence[str]) -> str:
+    """A QEMU command as one shell-pastable line (for logs and error messages)."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
+
+
 # --- the VM -----------------------------------------------------------------------------
 
 @dataclass
@@ -304,6 +311,8 @@ class LabVM:
             await self._cleanup_tap()
             raise
         accel = argv[argv.index("-accel") + 1]
+        self._publish(LogLine(service="lab", level="debug", client=self.spec.mac,
+                              message=f"{self.spec.name}: {describe_argv(argv)}"))
         self._publish(LogLine(service="lab", level="info", client=self.spec.mac,
                               message=f"{self.spec.name}: {self.spec.firmware} VM started "
                                       f"({accel}, {self.spec.memory} MiB, NIC {self.spec.nic} "
@@ -348,6 +357,9 @@ class LabVM:
         exit_task = asyncio.create_task(self.proc.wait())
         try:
             while True:
+                # Cleared before the scan: a line read after it sets the flag again, so the
+                # wait below cannot miss it (the reader runs on this same loop).
+                self._new_line.clear()
                 if until is not None:
                     for line in self.lines[seen:]:
                         if until(line):
@@ -358,7 +370,6 @@ class LabVM:
                         break
                 if exit_task.done():
                     break
-                self._new_line.clear()
                 line_task = asyncio.create_task(self._new_line.wait())
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 done, _ = await asyncio.wait({exit_task, line_task}, timeout=left,
@@ -396,9 +407,12 @@ class LabVM:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(task, 2)
         if proc is not None:
-            self._publish(LogLine(service="lab", level="info", client=self.spec.mac,
+            failed = proc.returncode not in (0, None, -15, -9) and self._stderr_text.strip()
+            why = f": {self._stderr_text.strip().splitlines()[-1]}" if failed else ""
+            self._publish(LogLine(service="lab", level="error" if failed else "info",
+                                  client=self.spec.mac,
                                   message=f"{self.spec.name}: VM stopped "
-                                          f"(exit {proc.returncode})"))
+                                          f"(exit {proc.returncode}){why}"))
         await self._cleanup_tap()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -435,11 +449,6 @@ async def run_vm(spec: VmSpec, *, bus: EventBus | None = None, bridge: str | Non
 
 # --- pxewizard lab ---------------------------------------------------------------------
 
-def _bridge_advice(interface: str) -> str:
-    return (f"{interface} is not a bridge, and a VM's tap can only reach the serving network "
-            "through one")
-
-
 def lab_bridge_for(interface: str) -> str:
     """The bridge a lab VM's tap joins: the serving interface itself, when it is a bridge."""
     if not Path(f"/sys/class/net/{interface}").exists():
@@ -451,7 +460,8 @@ def lab_bridge_for(interface: str) -> str:
     if master.exists() and is_bridge(master.resolve().name):
         return master.resolve().name
     raise PxeError(
-        _bridge_advice(interface),
+        f"{interface} is not a bridge, and a VM's tap can only reach the serving network "
+        "through one",
         f"serve on a bridge instead: `ip link add br0 type bridge stp_state 0 forward_delay 0; "
         f"ip link set {interface} master br0; ip link set br0 up`, move the address "
         f"from {interface} to br0 and set `interface = \"br0\"` in the plan; or, for a trial "
@@ -483,6 +493,10 @@ async def _lab_main(args: object) -> int:
             print(one_line(ev), flush=True)  # type: ignore[arg-type]
 
     bus.subscribe(show)
+    # The console joins the serving Plan's event log, so the timeline and `doctor --log`
+    # see the client's side of the boot next to the servers' side.
+    log = JsonlLog(plan.jsonl_path, bus)
+    bus.subscribe(log)
     accel, why = choose_accel()
     print(f"lab: {firmware} VM, {why}; NIC {spec.mac} on tap {tap} in bridge {bridge}; "
           "Ctrl-C stops", flush=True)
@@ -492,6 +506,7 @@ async def _lab_main(args: object) -> int:
         result = await vm.wait(timeout=timeout)
     finally:
         await vm.stop()
+        log.close()
     if result.stderr.strip():
         print(result.stderr.strip(), file=sys.stderr)
     if result.timed_out:
@@ -507,9 +522,3 @@ def cli_lab(args: object) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-def describe_argv(argv: Sequence[str]) -> str:
-    """A QEMU command as one shell-pastable line (for logs and error messages)."""
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in argv)
