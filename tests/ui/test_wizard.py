@@ -419,3 +419,29 @@ async def test_full_without_a_scan_warns(wizard: Any) -> None:
         assert "(*) proxyDHCP" in screen_text(pilot.app)  # unknown segment: the safe choice
         await choose_radio(pilot, "mode", 0)
         await wait_text(pilot, "The DHCP scan did not run")
+
+
+async def test_external_http_and_default_entry(wizard: Any) -> None:
+    app = wizard()
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await next_to(pilot, "media")
+        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        # table -> path -> 3 entry boxes -> default entry Select: open it, take the second
+        await pilot.press("tab", "tab", "tab", "tab", "tab", "enter")
+        await pilot.pause()
+        await pilot.press("down", "down", "enter")
+        await pilot.pause()
+        await next_to(pilot, "transport")
+        await pilot.press("tab")  # radio set -> URL (copy to RAM is disabled for HTTP)
+        await type_text(pilot, "ftp://mirror")
+        await pilot.press("ctrl+n")
+        await wait_text(pilot, "is not an http:// or https:// URL")
+        await pilot.press(*["backspace"] * len("ftp://mirror"))
+        await type_text(pilot, "http://mirror.lan/srcd")
+        await next_to(pilot, "review")
+        plan = app.plan
+        assert plan is not None
+        assert plan.boot.external_http == "http://mirror.lan/srcd/"
+        assert plan.boot.default == "sysresccd-copytoram"
+        await wait_text(pilot, "save plan as /tmp/")  # the save path is visible

@@ -87,7 +87,8 @@ class ReviewScreen(WizardScreen):
     def on_mount(self) -> None:
         from ...errors import PlanError
 
-        self.query_one("#plan-path", Input).value = self.draft.plan_path
+        path = self.query_one("#plan-path", Input)
+        path.value = self.draft.plan_path
         self.query_one("#export").display = self.wizard.export_available
         try:
             plan = self.draft.to_plan()
