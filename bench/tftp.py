@@ -3,17 +3,18 @@
 
     python3 bench/tftp.py [--runs 5] [--big-mib 64] [--small-mib 16] [--clients 20]
 
-Run as root. dnsmasq cannot move its TFTP port, so every server runs in turn
-on port 69 of 127.0.0.1 inside a private network namespace (``pxwt-bench-*``,
-removed at the end); a veth pair is kept inside it because in.tftpd ``-a``
-exits when the namespace only has loopback. Peers come from Debian: dnsmasq
+Run as root. dnsmasq cannot move its TFTP port, so the servers run at once
+on port 69 of their own loopback address (ours 127.0.0.1, tftpd-hpa
+127.0.0.2, dnsmasq 127.0.0.3) inside a private network namespace
+(``pxwt-bench-*``, removed at the end); a veth pair is kept inside it because
+in.tftpd ``-a`` exits when the namespace only has loopback. Peers come from Debian: dnsmasq
 (dnsmasq-base, installed with apt-get when missing) and tftpd-hpa (fetched with
 ``apt-get download`` and unpacked with ``dpkg-deb -x``: it conflicts with
 atftpd and its package would start a system service). Clients: curl
 (``--tftp-blksize``, lockstep) and atftp (``--option windowsize``), both C.
 
-Workloads (each server, each run; servers alternate within a run so noise hits
-all of them alike):
+Workloads (each test runs on every server back to back, in a rotating order, so
+noise from a shared machine hits all of them alike):
 
 - one 64 MiB download at blksize 1468 (curl), and at 8192 (curl);
 - one 64 MiB download at blksize 1468 + windowsize 8 (atftp; neither peer
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -87,8 +89,9 @@ def bench_namespace() -> Iterator[str]:
 
 
 class Server:
-    def __init__(self, name: str, ns: str, cmd: list[str], env: dict[str, str] | None = None):
-        self.name, self.ns, self.cmd, self.env = name, ns, cmd, env
+    def __init__(self, name: str, ns: str, addr: str, cmd: list[str],
+                 env: dict[str, str] | None = None):
+        self.name, self.ns, self.addr, self.cmd, self.env = name, ns, addr, cmd, env
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Server":
@@ -100,7 +103,8 @@ class Server:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
                 raise RuntimeError(f"{self.name} exited: {out}")
-            if ":69 " in sh("ip", "netns", "exec", self.ns, "ss", "-uln").stdout:
+            listening = sh("ip", "netns", "exec", self.ns, "ss", "-uln").stdout
+            if re.search(rf"\s{re.escape(self.addr)}(%\S+)?:69\s", listening):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not bind port 69")
@@ -116,11 +120,6 @@ class Server:
             self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
-        # wait until the port is free again for the next server
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and ":69 " in sh(
-                "ip", "netns", "exec", self.ns, "ss", "-uln").stdout:
-            time.sleep(0.05)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -146,14 +145,14 @@ def timed(ns: str, cmds: list[list[str]]) -> float:
     return dt
 
 
-def curl(name: str, blksize: int, out: str) -> list[str]:
+def curl(addr: str, name: str, blksize: int, out: str) -> list[str]:
     return ["curl", "-sS", "--fail", "-o", out, "--tftp-blksize", str(blksize),
-            f"tftp://127.0.0.1/{name}"]
+            f"tftp://{addr}/{name}"]
 
 
-def atftp(name: str, blksize: int, windowsize: int, out: str) -> list[str]:
+def atftp(addr: str, name: str, blksize: int, windowsize: int, out: str) -> list[str]:
     return ["atftp", "--option", f"blksize {blksize}", "--option", f"windowsize {windowsize}",
-            "-g", "-r", name, "-l", out, "127.0.0.1", "69"]
+            "-g", "-r", name, "-l", out, addr, "69"]
 
 
 def sha(path: Path) -> str:
@@ -196,47 +195,52 @@ def main() -> int:
             f'[dhcp]\nmode = "none"\n[http]\nenabled = false\n[boot]\ntransport = "tftp"\n'
             f'[tftp]\nroot = "{root}"\nwindowsize = 16\n')
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        with bench_namespace() as ns:
+        addrs = {"ours": "127.0.0.1", "tftpd-hpa": "127.0.0.2", "dnsmasq": "127.0.0.3"}
+        with bench_namespace() as ns, contextlib.ExitStack() as stack:
             servers = {
-                "ours": lambda: Server("ours", ns, [sys.executable, "-m", "pxewizard", "serve",
-                                                    "--quiet", "--plan", str(plan)], env),
-                "tftpd-hpa": lambda: Server("tftpd-hpa", ns, [
-                    intftpd, "-L", "-s", str(root), "-a", "127.0.0.1:69", "-u", "nobody"]),
-                "dnsmasq": lambda: Server("dnsmasq", ns, [
+                "ours": lambda: Server("ours", ns, addrs["ours"], [
+                    sys.executable, "-m", "pxewizard", "serve", "--quiet", "--plan", str(plan)],
+                    env),
+                "tftpd-hpa": lambda: Server("tftpd-hpa", ns, addrs["tftpd-hpa"], [
+                    intftpd, "-L", "-s", str(root), "-a", f"{addrs['tftpd-hpa']}:69",
+                    "-u", "nobody"]),
+                "dnsmasq": lambda: Server("dnsmasq", ns, addrs["dnsmasq"], [
                     dnsmasq, "-k", "-C", "/dev/null", "--port=0", "--enable-tftp",
-                    f"--tftp-root={root}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                    "--user=nobody", f"--pid-file={work}/dnsmasq.pid", "--log-facility=-"]),
+                    f"--tftp-root={root}", f"--listen-address={addrs['dnsmasq']}",
+                    "--bind-interfaces", "--user=nobody", f"--pid-file={work}/dnsmasq.pid",
+                    "--log-facility=-"]),
             }
             names = args.only or list(servers)
+            # All servers run at once (port 69 of their own loopback address) and each test
+            # runs on every server back to back, in an order that rotates: a busy machine
+            # then disturbs all of them alike.
+            running = {n: stack.enter_context(servers[n]()) for n in names}
             tests = {
-                "1468": lambda o: [curl("big.bin", 1468, o + "/a")],
-                "8192": lambda o: [curl("big.bin", 8192, o + "/a")],
-                "1468 w8": lambda o: [atftp("big.bin", 1468, 8, o + "/a")],
-                f"{args.clients}x{args.small_mib}MiB": lambda o: [
-                    curl("small.bin", 1468, f"{o}/c{i}") for i in range(args.clients)],
+                "1468": lambda a, o: [curl(a, "big.bin", 1468, o + "/a")],
+                "8192": lambda a, o: [curl(a, "big.bin", 8192, o + "/a")],
+                "1468 w8": lambda a, o: [atftp(a, "big.bin", 1468, 8, o + "/a")],
+                f"{args.clients}x{args.small_mib}MiB": lambda a, o: [
+                    curl(a, "small.bin", 1468, f"{o}/c{i}") for i in range(args.clients)],
             }
             volume = {"1468": args.big_mib, "8192": args.big_mib, "1468 w8": args.big_mib,
                       f"{args.clients}x{args.small_mib}MiB": args.small_mib * args.clients}
             res: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             cpu: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             for run in range(args.runs):
-                for n in (names if run % 2 == 0 else list(reversed(names))):
-                    with servers[n]() as server:
-                        assert server.proc is not None
-                        for t, make in tests.items():
-                            c0 = cpu_seconds(server.proc.pid)
-                            dt = timed(ns, make(str(out_dir)))
-                            time.sleep(0.2)  # let tftpd-hpa reap its children
-                            cpu[n][t].append((cpu_seconds(server.proc.pid) - c0)
-                                             / (volume[t] * MiB / 1e9))
-                            mbs = volume[t] * MiB / dt / 1e6
-                            res[n][t].append(mbs)
-                            if run == 0 and t in ("1468", "1468 w8"):
-                                got = sha(out_dir / "a")
-                                if got != big_sha:
-                                    raise RuntimeError(f"{n} {t}: download differs")
-                            for f in out_dir.iterdir():
-                                f.unlink()
+                for t, make in tests.items():
+                    k = run % len(names)
+                    for n in names[k:] + names[:k]:
+                        pid = running[n].proc.pid  # type: ignore[union-attr]
+                        c0 = cpu_seconds(pid)
+                        dt = timed(ns, make(addrs[n], str(out_dir)))
+                        time.sleep(0.2)  # let tftpd-hpa reap its children
+                        cpu[n][t].append((cpu_seconds(pid) - c0) / (volume[t] * MiB / 1e9))
+                        res[n][t].append(volume[t] * MiB / dt / 1e6)
+                        if run == 0 and t in ("1468", "1468 w8"):
+                            if sha(out_dir / "a") != big_sha:
+                                raise RuntimeError(f"{n} {t}: download differs")
+                        for f in out_dir.iterdir():
+                            f.unlink()
                 print(f"run {run + 1}: " + "  ".join(
                     f"{n}[" + " ".join(f"{t}={res[n][t][-1]:.0f}" for t in tests) + "]"
                     for n in names), flush=True)

@@ -66,6 +66,11 @@ SPIN_WINDOW = float(os.environ.get("PXW_TFTP_SPIN", "0.0002"))
 this recently (seconds). Off by default: measured on this 2-core VM under load, spinning
 kept a woken client waiting on the same CPU (3-7x slower with the engine's raised
 priority); it only paid off on an idle machine. PXW_TFTP_SPIN overrides it, for benchmarks."""
+SOLO = os.environ.get("PXW_TFTP_SOLO", "1") != "0"
+"""While a worker has a single transfer, wait in that socket's recv() instead of epoll."""
+SOLO_CHECK = 0.01
+"""How long a single transfer's recv() may keep new requests waiting (seconds)."""
+MSG_DONTWAIT = socket.MSG_DONTWAIT
 NETASCII_MAX = 64 << 20
 """netascii is for text; larger files are converted by nobody sane."""
 WRITE_MAX = 4 << 30
@@ -271,6 +276,8 @@ class _Worker:
         self.rbuf = bytearray(65536 + 64)
         self.sbuf = bytearray(proto.MAX_BLKSIZE + 4)
         self.gbuf = bytearray(GSO_MAX_BYTES)
+        self.smv = memoryview(self.sbuf)
+        self.gmv = memoryview(self.gbuf)
         self.crashed: BaseException | None = None
 
     def adopt(self, t: _Transfer) -> None:
@@ -308,20 +315,38 @@ class _Worker:
         running = self.engine.running
         transfers = self.transfers
         rbuf = self.rbuf
-        sbuf = self.sbuf
-        smv = memoryview(sbuf)
-        gbuf = self.gbuf
-        gmv = memoryview(gbuf)
         monotonic = time.monotonic
         poll = ep.poll
-        sending = ReadState.SENDING
+        packet = self._packet
         now = monotonic()
         next_scan = now + SCAN_INTERVAL
+        next_check = now
         last_rx = 0.0
         spin = SPIN_WINDOW
         busy = self.busy_poll and spin > 0
+        solo = SOLO and not busy
         while not self._stopping:
+            if solo and now < next_check and len(transfers) == 1:
+                # One transfer: wait in its recv() (SO_RCVTIMEO bounds it), not in epoll:
+                # one system call less per packet. Every SOLO_CHECK seconds the epoll
+                # pass below looks at new requests, the wake-up pipe and the timers.
+                for t in transfers.values():
+                    break
+                try:
+                    n = t.sock.recv_into(rbuf)
+                except BlockingIOError:
+                    now = next_check = monotonic()
+                    continue
+                except OSError as exc:
+                    now = monotonic()
+                    self._gone(t, exc, now)
+                    continue
+                now = monotonic()
+                packet(t, n, now)
+                continue
             if busy and now - last_rx < spin and len(transfers) == 1 and running() == 1:
+                timeout = 0.0
+            elif solo and len(transfers) == 1:
                 timeout = 0.0
             else:
                 timeout = next_scan - now
@@ -329,52 +354,19 @@ class _Worker:
                     timeout = 0.0
             events = poll(timeout)
             now = monotonic()
+            next_check = now + SOLO_CHECK
             for fd, mask in events:
                 t = transfers.get(fd)
                 if t is not None:
                     try:
-                        n = t.sock.recv_into(rbuf)
+                        n = t.sock.recv_into(rbuf, 0, MSG_DONTWAIT)
                     except BlockingIOError:
                         continue
                     except OSError as exc:
                         self._gone(t, exc, now)
                         continue
                     last_rx = now
-                    core = t.core
-                    if n == 4 and rbuf[1] == 4 and rbuf[0] == 0 and not t.writer:
-                        lo, hi = core.on_ack((rbuf[2] << 8) | rbuf[3], now)  # type: ignore
-                        if hi:
-                            build = core.build  # type: ignore[union-attr]
-                            send = t.send
-                            try:
-                                if t.gso and hi - lo > 1:
-                                    # The window back to back in one buffer, one send:
-                                    # the kernel cuts it into datagrams (UDP GSO).
-                                    per = t.gso
-                                    while lo < hi:
-                                        end = lo + per if lo + per < hi else hi
-                                        pos = 0
-                                        for b in range(lo, end):
-                                            pos += build(gbuf, b, pos)
-                                        send(gmv[:pos])
-                                        lo = end
-                                else:
-                                    for b in range(lo, hi):
-                                        send(smv[:build(sbuf, b)])
-                            except BlockingIOError:
-                                pass  # socket buffer full: the timer sends it again
-                            except OSError as exc:
-                                if t.gso and exc.errno in (errno.EIO, errno.EINVAL):
-                                    t.gso = 0  # no segmentation offload here after all
-                                    core.handle_timer(float("inf"))
-                                    self._flush(t, now)
-                                    continue
-                                self._gone(t, exc, now)
-                                continue
-                        if core.state is not sending:
-                            self._settle(t, now)
-                    else:
-                        self._slow_packet(t, n, now)
+                    packet(t, n, now)
                 elif fd == lfd:
                     self._accept(now)
                 elif fd == self._wake_r:
@@ -383,6 +375,52 @@ class _Worker:
             if now >= next_scan:
                 self._scan(now)
                 next_scan = now + SCAN_INTERVAL
+
+    def _packet(self, t: _Transfer, n: int, now: float) -> None:
+        """One datagram of ``n`` bytes in ``self.rbuf`` from a transfer's client.
+
+        The hot path: an ACK during a read is recognised from its 4 bytes and
+        answered from preallocated buffers; anything else takes the generic path.
+        """
+        rbuf = self.rbuf
+        core = t.core
+        if n == 4 and rbuf[1] == 4 and rbuf[0] == 0 and not t.writer:
+            lo, hi = core.on_ack((rbuf[2] << 8) | rbuf[3], now)  # type: ignore[union-attr]
+            if hi:
+                build = core.build  # type: ignore[union-attr]
+                send = t.send
+                first = lo
+                try:
+                    if t.gso and hi - lo > 1:
+                        # The window back to back in one buffer, one send: the kernel
+                        # cuts it into datagrams (UDP GSO).
+                        gbuf, gmv, per = self.gbuf, self.gmv, t.gso
+                        while lo < hi:
+                            end = lo + per if lo + per < hi else hi
+                            pos = 0
+                            for b in range(lo, end):
+                                pos += build(gbuf, b, pos)
+                            send(gmv[:pos], MSG_DONTWAIT)
+                            lo = end
+                    else:
+                        sbuf, smv = self.sbuf, self.smv
+                        for b in range(lo, hi):
+                            send(smv[:build(sbuf, b)], MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass  # socket buffer full: the timer sends it again
+                except OSError as exc:
+                    if t.gso and exc.errno in (errno.EIO, errno.EINVAL):
+                        t.gso = 0  # no segmentation offload on this path after all
+                        with contextlib.suppress(OSError):
+                            for b in range(first, hi):
+                                send(self.smv[:build(self.sbuf, b)], MSG_DONTWAIT)
+                        return
+                    self._gone(t, exc, now)
+                    return
+            if core.state is not ReadState.SENDING:
+                self._settle(t, now)
+        else:
+            self._slow_packet(t, n, now)
 
     # --- transfer packets off the fast path ---------------------------------------
 
@@ -406,13 +444,13 @@ class _Worker:
                 for off, chunk in wcore.take_chunks():
                     os.pwrite(t.wfd, chunk, off)
                 for dgram in wcore.datagrams_to_send():
-                    t.send(dgram)
+                    t.send(dgram, MSG_DONTWAIT)
             else:
                 rcore: ReadTransfer = core  # type: ignore[assignment]
                 lo, hi = rcore.take_pending()
                 smv = memoryview(self.sbuf)
                 for b in range(lo, hi):
-                    t.send(smv[:rcore.build(self.sbuf, b)])
+                    t.send(smv[:rcore.build(self.sbuf, b)], MSG_DONTWAIT)
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -549,6 +587,11 @@ class _Worker:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
         s.connect(addr)
+        # Blocking at the OS level with a receive timeout, so a single transfer can wait in
+        # recv() itself (see _loop); every other call passes MSG_DONTWAIT.
+        s.setblocking(True)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                     struct.pack("ll", 0, int(SOLO_CHECK * 1e6)))
         return s
 
     def _request(self, req: proto.Request, addr: tuple[str, int], peer: str, now: float) -> None:
@@ -704,7 +747,8 @@ class _Worker:
 
     def _abort_write(self, t: _Transfer, exc: OSError, now: float) -> None:
         with contextlib.suppress(OSError):
-            t.send(proto.error_packet(ErrorCode.DISK_FULL, "Disk full or allocation exceeded"))
+            t.send(proto.error_packet(ErrorCode.DISK_FULL, "Disk full or allocation exceeded"),
+                   MSG_DONTWAIT)
         self._emit(TransferFailed(service=SERVICE, path=t.path, code=ErrorCode.DISK_FULL,
                                   reason=f"cannot write the upload: {exc.strerror}",
                                   sent=t.core.bytes, peer=t.peer,  # type: ignore[union-attr]
