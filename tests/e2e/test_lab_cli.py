@@ -4,7 +4,8 @@ The server namespace holds a bridge br0 carrying the server address (the
 case where the Plan's interface is itself a bridge); `pxewizard serve` runs
 there and `pxewizard lab --plan` joins a tap of its own to br0, boots BIOS
 firmware, prints the guest's serial console and exits when the guest powers
-off. Its tap is gone afterwards.
+off. Its console lines join the Plan's event log next to the servers' events;
+its tap is gone afterwards.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ def test_pxewizard_lab_boots_from_the_plan_bridge(guest, timing, tmp_path) -> No
         ns.run("ip", "addr", "add", f"{SERVER_IP}/{PREFIX}", "dev", "br0")
         ns.run("ip", "link", "set", "br0", "up")
         plan_path = write_plan(tmp_path, plan)
-        with serve_ours(ns, plan_path):
+        with serve_ours(ns, plan_path) as served:
             env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
             t0 = time.monotonic()
             proc = ns.run(sys.executable, "-m", "pxewizard", "lab", "--plan", str(plan_path),
                           "--memory", "512", "--timeout", "300", env=env, cwd=str(REPO),
                           check=False, timeout=360)
             seconds = time.monotonic() - t0
+            events = served.events()
         links = ns.run("ip", "-o", "link", "show").stdout
     out = proc.stdout + proc.stderr
     marker = next((ln for ln in out.splitlines() if MARKER in ln), "")
@@ -52,4 +54,9 @@ def test_pxewizard_lab_boots_from_the_plan_bridge(guest, timing, tmp_path) -> No
     assert proc.returncode == 0, out[-3000:]
     assert marker.startswith("[lab] ") and f"sha256={prep.stage3_sha}" in marker, out[-3000:]
     assert "lab: bios VM" in out and "in bridge br0" in out
+    console = [e for e in events if e.get("kind") == "console_line"]
+    assert any(MARKER in e.get("line", "") for e in console), \
+        "the lab's console lines are not in the Plan's event log"
+    assert any(e.get("kind") == "transfer_done" and e.get("path") == "pxelinux.0"
+               for e in events), "the lab VM's requests did not reach our servers"
     assert "pxwlab" not in links, f"the lab's tap is still there:\n{links}"
