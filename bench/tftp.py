@@ -94,7 +94,7 @@ class Server:
         self.name, self.ns, self.addr, self.cmd, self.env = name, ns, addr, cmd, env
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *self.cmd],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, env=self.env)

@@ -48,12 +48,29 @@ import threading
 import time
 from pathlib import Path
 
-from ..events import (EventBus, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
-                      TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from ..events import (
+    EventBus,
+    LogLine,
+    PacketDropped,
+    ServiceStarted,
+    ServiceStopped,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+    TransferStarted,
+)
 from ..files import AccessDenied, FileTree, NotFound, TreeError, normalize
 from ..proto import tftp as proto
-from ..proto.tftp import (ErrorCode, Limits, Opcode, ReadState, ReadTransfer, TransferAborted,
-                          TransferComplete, WriteTransfer)
+from ..proto.tftp import (
+    ErrorCode,
+    Limits,
+    Opcode,
+    ReadState,
+    ReadTransfer,
+    TransferAborted,
+    TransferComplete,
+    WriteTransfer,
+)
 from .base import udp_socket
 
 SERVICE = "tftp"
@@ -246,7 +263,7 @@ class TftpEngine:
         """Transfers in progress, all workers together."""
         return sum(len(w.transfers) for w in self.workers)
 
-    def place(self) -> "_Worker":
+    def place(self) -> _Worker:
         """The worker with the fewest transfers (worker 0 on a tie)."""
         return min(self.workers, key=lambda w: len(w.transfers))
 
@@ -330,19 +347,19 @@ class _Worker:
                 # One transfer: wait in its recv() (SO_RCVTIMEO bounds it), not in epoll:
                 # one system call less per packet. Every SOLO_CHECK seconds the epoll
                 # pass below looks at new requests, the wake-up pipe and the timers.
-                for t in transfers.values():
+                for only in transfers.values():
                     break
                 try:
-                    n = t.sock.recv_into(rbuf)
+                    n = only.sock.recv_into(rbuf)
                 except BlockingIOError:
                     now = next_check = monotonic()
                     continue
                 except OSError as exc:
                     now = monotonic()
-                    self._gone(t, exc, now)
+                    self._gone(only, exc, now)
                     continue
                 now = monotonic()
-                packet(t, n, now)
+                packet(only, n, now)
                 continue
             if busy and now - last_rx < spin and len(transfers) == 1 and running() == 1:
                 timeout = 0.0
@@ -537,9 +554,11 @@ class _Worker:
 
     def _accept(self, now: float) -> None:
         # Drain a burst (floods, many clients at once), but yield to transfers after 64.
+        listen = self.listen
+        assert listen is not None  # only worker 0 accepts
         for _ in range(64):
             try:
-                n, addr = self.listen.recvfrom_into(self.rbuf)
+                n, addr = listen.recvfrom_into(self.rbuf)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -563,10 +582,13 @@ class _Worker:
 
     def _nak(self, addr: tuple[str, int], code: int, message: str) -> None:
         """ERROR from a fresh port (the TID a transfer would have had)."""
+        s: socket.socket | None
         try:
             s = udp_socket(self.address, 0, interface=self.interface)
-        except Exception:
+        except Exception:  # out of ports or file descriptors: answer from port 69
             s = self.listen
+        if s is None:
+            return
         try:
             s.sendto(proto.error_packet(code, message), addr)
         except OSError:

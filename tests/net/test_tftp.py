@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.netns import NetPair, Netns, net_pair
+from tests.support.netns import Netns, NetPair, net_pair
 from tests.support.serving import Served, serve, write_plan
 from tests.support.tools import require, require_root
 

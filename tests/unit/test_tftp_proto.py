@@ -11,9 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxewizard.proto import tftp
-from pxewizard.proto.tftp import (Ack, Data, Error, ErrorCode, Limits, OAck, Opcode, ReadState,
-                                  ReadTransfer, Request, TftpProtocolError, TransferAborted,
-                                  TransferComplete, WriteState, WriteTransfer, decode, encode)
+from pxewizard.proto.tftp import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    Limits,
+    OAck,
+    Opcode,
+    ReadState,
+    ReadTransfer,
+    Request,
+    TftpProtocolError,
+    TransferAborted,
+    TransferComplete,
+    WriteState,
+    WriteTransfer,
+    decode,
+    encode,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tftp"
 

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.events import (Event, EventBus, PacketDropped, ServiceStarted, ServiceStopped,
-                              TransferDone, TransferFailed, TransferStarted)
+from pxewizard.events import (
+    Event,
+    EventBus,
+    PacketDropped,
+    ServiceStarted,
+    ServiceStopped,
+    TransferDone,
+    TransferFailed,
+    TransferStarted,
+)
 from pxewizard.files import FileTree
 from pxewizard.proto.tftp import Ack, Data, Error, OAck, Opcode, Request, decode, encode
 from pxewizard.servers.tftp import READ_ONLY_MESSAGE, TftpService, start_tftp
