@@ -90,12 +90,31 @@ def udp_socket(address: str, port: int, *, interface: str | None = None,
     return sock
 
 
+TCP_USER_TIMEOUT_MS = 60_000
+"""A peer that acknowledges nothing we sent for this long is gone (powered off, cable
+pulled, no FIN or RST): the kernel aborts the connection, so its descriptors and open file
+are freed instead of after ~15 min of retransmissions. A live client that reads nothing for
+as long (a zero window) is cut off too, as nginx's 60 s send_timeout does."""
+KEEPALIVE = (60, 10, 5)
+"""Idle connections (an NBD root between reads): probe after 60 s, every 10 s, 5 times."""
+
+
+def _detect_dead_peers(sock: socket.socket) -> None:
+    """Set on the listener; Linux copies these options to every accepted connection."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE[0])
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE[1])
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE[2])
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
 def tcp_listener(address: str, port: int, *, interface: str | None = None,
                  backlog: int = 128) -> socket.socket:
     """A bound, listening, non-blocking TCP socket, or a PxeError that says why not."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _detect_dead_peers(sock)
         bind_device(sock, interface)
         sock.bind((address, port))
         sock.listen(backlog)

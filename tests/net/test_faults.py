@@ -388,3 +388,41 @@ def test_carrier_lost_and_back_recovers_without_restart(netpair: NetPair, tmp_pa
         wait_for(lambda: len(dora(netpair.client, 3, prefix="52:54:05")) == 3, 30,
                  "DHCP answers again")
         boots(netpair)
+
+
+def test_clients_vanishing_silently_are_cut_off_after_the_tcp_user_timeout(
+        netpair: NetPair, tmp_path: Path) -> None:
+    """A client host that disappears without FIN or RST (powered off, cable pulled) while
+    HTTP and NBD data are in flight: the kernel aborts both connections once nothing was
+    acknowledged for TCP_USER_TIMEOUT (60 s), instead of retrying for ~15 minutes."""
+    from pxewizard.servers.base import TCP_USER_TIMEOUT_MS
+
+    require("curl")
+    netpair.client_address(CLIENT)
+    p = plan(tmp_path, nbd=True)
+    with serve_dhcp(netpair.server, p) as served:
+        boots(netpair)
+        time.sleep(0.5)
+        base, links = fds(served), fd_links(served)
+        mark = len(served.events())
+        netpair.client.popen("curl", "-s", "-o", "/dev/null", "--limit-rate", "100k",
+                             f"http://{SERVER}/exp/big.img")
+        with client_proc(netpair, NBD_STALL, "stalled"):
+            wait_for(lambda: fds(served) >= base + 4, 10, "both connections open")
+            netpair.client.run("ip", "link", "set", "eth0", "down")  # gone, without a word
+            start = time.monotonic()
+            wait_for(lambda: not leaked(served, links, tmp_path / "root"),
+                     TCP_USER_TIMEOUT_MS / 1000 + 40, "descriptors freed")
+            took = time.monotonic() - start
+
+        def logged() -> list[dict[str, Any]]:
+            return [e for e in served.events()[mark:]
+                    if e["kind"] in ("transfer_failed", "session_closed")]
+
+        wait_for(lambda: {e["service"] for e in logged()} >= {"http", "nbd"}, 10,
+                 "both ends logged")
+        ends = logged()
+        # the kernel reports the abort as ETIMEDOUT, or EHOSTUNREACH once ARP gave up too
+        assert all("timed out" in e["reason"] or "No route to host" in e["reason"]
+                   for e in ends), [e["reason"] for e in ends]
+        assert took >= TCP_USER_TIMEOUT_MS / 1000 - 5  # the timeout, not something earlier
