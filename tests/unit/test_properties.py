@@ -245,3 +245,26 @@ def test_resolve_fails_only_with_tree_errors_and_stays_inside(tmp_path: Path,
         return
     assert ref.real is not None
     assert os.path.realpath(ref.real).startswith(os.path.realpath(root) + "/")
+
+
+# --- one pxewizard per interface ---------------------------------------------------------------
+
+
+def test_one_instance_per_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is held per interface (and network namespace); closing releases it; the
+    refusal names the holder's PID and says what to do."""
+    from pxewizard import serve
+    from pxewizard.errors import PxeError
+
+    monkeypatch.setattr(serve, "RUN_DIR", tmp_path)
+    held = serve.lock_interface("pxe9")
+    with pytest.raises(PxeError) as exc:
+        serve.lock_interface("pxe9")
+    assert f"another pxewizard (pid {os.getpid()})" in str(exc.value)
+    assert f"kill {os.getpid()}" in str(exc.value.fix)
+    other = serve.lock_interface("pxe8")  # another interface: independent
+    os.close(held)
+    again = serve.lock_interface("pxe9")  # released with the descriptor
+    assert serve.lock_path("pxe9").read_text().strip() == str(os.getpid())
+    os.close(again)
+    os.close(other)
