@@ -34,7 +34,7 @@ import pytest
 
 from pxewizard.proto.dhcp import ip_str
 from tests.net.dhcp_support import serve_dhcp
-from tests.net.hardening_support import REPO, client_macs
+from tests.net.hardening_support import REPO
 from tests.support.netns import NetPair, Netns
 from tests.support.serving import Served, write_plan
 from tests.support.tools import require
