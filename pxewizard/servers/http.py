@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import logging
 import mimetypes
 import os
@@ -277,6 +278,8 @@ class _Handler:
             # the client went away (or the file could not be read): the event says so, the
             # connection is dropped, and nothing is raised into aiohttp's stderr logger
             why = ("client closed the connection" if isinstance(exc, ConnectionError)
+                   else f"the client stopped answering ({exc.strerror})"  # TCP_USER_TIMEOUT
+                   if isinstance(exc, TimeoutError) or exc.errno == errno.EHOSTUNREACH
                    else f"read error on {getattr(fobj, 'name', vpath)}: "
                         f"{exc.strerror or exc}")
             self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
