@@ -18,9 +18,11 @@ costs. The generic API (:meth:`ReadTransfer.receive`,
 from __future__ import annotations
 
 import struct
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 Buffer: TypeAlias = "bytes | bytearray | memoryview"
+BlockSource: TypeAlias = "bytes | bytearray | memoryview | Any"
+"""What a read transfer serves: sized, sliceable, slices bytes-like."""
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
@@ -399,10 +401,13 @@ class ReadTransfer:
                  "acked", "sent_hi", "retry", "last_progress", "_data", "_oack_bytes",
                  "_tx_lo", "_tx_hi", "_events", "_tsize_asked", "negotiated")
 
-    def __init__(self, request: Request, data: Buffer, limits: Limits, now: float) -> None:
-        """``data`` is the file's bytes (a memoryview over an mmap, or bytes), already
-        converted to netascii when the request's mode says so."""
-        self._data = data if isinstance(data, memoryview) else memoryview(data)
+    def __init__(self, request: Request, data: BlockSource, limits: Limits, now: float) -> None:
+        """``data`` is the file's bytes (bytes, a memoryview, or any sized object whose
+        slices are bytes-like, such as the adapter's chunked reader), already converted
+        to netascii when the request's mode says so."""
+        # Anything sized and sliceable: bytes (viewed, never copied) or the adapter's
+        # chunked file reader. Slices are consumed at once by build().
+        self._data = memoryview(data) if isinstance(data, (bytes, bytearray)) else data
         self.size = len(self._data)
         neg = negotiate(request, limits, self.size)
         self.negotiated = neg

@@ -14,8 +14,12 @@ Here instead:
   server's TID, RFC 1350 section 4), so the kernel filters foreign TIDs;
 - ACKs are read with ``recv_into`` into one preallocated buffer and recognised
   from their 4 bytes; DATA packets are built with ``pack_into`` in one
-  preallocated buffer from an ``mmap`` of the file (or a memoryview of a
-  generated file), nothing is read twice;
+  preallocated buffer from the file read 1 MiB at a time with ``preadv`` into a
+  buffer kept per transfer (or a memoryview of a generated file). Not
+  ``mmap``: a file truncated or a medium failing under a mapping raises
+  SIGBUS and kills the process (an operator who ``cp``s a new kernel over the
+  old one mid-boot would stop the server); ``preadv`` returns short or EIO,
+  and only that transfer ends, with a reason;
 - a window (RFC 7440) leaves in one ``send()``: the packets are laid out back
   to back and the kernel cuts them apart (UDP GSO, ``UDP_SEGMENT``); this cut
   the system time of a windowsize-8 transfer by 2.5x;
@@ -37,7 +41,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import mmap
 import os
 import secrets
 import select
@@ -88,6 +91,8 @@ SOLO = os.environ.get("PXW_TFTP_SOLO", "1") != "0"
 SOLO_CHECK = 0.01
 """How long a single transfer's recv() may keep new requests waiting (seconds)."""
 MSG_DONTWAIT = socket.MSG_DONTWAIT
+CHUNK = 1 << 20
+"""Bytes read from a file at a time (one preadv per 1 MiB, one buffer per transfer)."""
 NETASCII_MAX = 64 << 20
 """netascii is for text; larger files are converted by nobody sane."""
 WRITE_MAX = 4 << 30
@@ -166,6 +171,53 @@ def _enable_gso(sock: socket.socket, blksize: int) -> int:
     return per
 
 
+class FileChanged(OSError):
+    """The file shrank (or failed) while it was being served."""
+
+
+class ChunkedFile:
+    """A file as a sized, sliceable object, read in chunks with ``preadv``.
+
+    A slice is a memoryview into the current chunk, valid until the next slice:
+    :meth:`ReadTransfer.build` copies it into the packet at once.
+    """
+
+    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name")
+
+    def __init__(self, fd: int, size: int, name: str, chunk: int = CHUNK) -> None:
+        self.fd = fd
+        self.size = size
+        self.name = name
+        self.buf = bytearray(max(1, min(chunk, size)))
+        self.mv = memoryview(self.buf)
+        self.start = self.end = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, s: slice) -> memoryview:
+        a, b = s.start, s.stop
+        if a < self.start or b > self.end:
+            want = min(len(self.buf), self.size - a)
+            try:
+                n = os.preadv(self.fd, [self.mv[:want]], a) if want > 0 else 0
+            except OSError as exc:  # a failing medium: EIO
+                raise FileChanged(exc.errno or errno.EIO,
+                                  f"{self.name}: read error: {exc.strerror}") from None
+            if n < want:
+                raise FileChanged(errno.EIO, f"{self.name} became shorter while being sent "
+                                  f"(expected {self.size} bytes, it ends at {a + n})")
+            self.start, self.end = a, a + n
+        o = a - self.start
+        return self.mv[o:o + b - a]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
 def nak_message(exc: TreeError) -> str:
     """What the client is told: tftpd-hpa's words, without our real paths.
 
@@ -197,7 +249,7 @@ class _Transfer:
         self.path = path
         self.size = size
         self.started = now
-        self.mm: mmap.mmap | None = None
+        self.mm: ChunkedFile | None = None
         self.reported_at = now
         self.reported_bytes = 0
         self.writer = isinstance(core, WriteTransfer)
@@ -426,7 +478,8 @@ class _Worker:
                 except BlockingIOError:
                     pass  # socket buffer full: the timer sends it again
                 except OSError as exc:
-                    if t.gso and exc.errno in (errno.EIO, errno.EINVAL):
+                    if t.gso and exc.errno in (errno.EIO, errno.EINVAL) \
+                            and not isinstance(exc, FileChanged):
                         t.gso = 0  # no segmentation offload on this path after all
                         with contextlib.suppress(OSError):
                             for b in range(first, hi):
@@ -497,7 +550,13 @@ class _Worker:
             self._close(t)
 
     def _gone(self, t: _Transfer, exc: OSError, now: float) -> None:
-        if exc.errno == errno.ECONNREFUSED:
+        if isinstance(exc, FileChanged):
+            # Tell the client too, or it would take a short block for the end of the file.
+            with contextlib.suppress(OSError):
+                t.send(proto.error_packet(ErrorCode.NOT_DEFINED, "File changed or unreadable "
+                                          "on the server; try again"), MSG_DONTWAIT)
+            reason = f"cannot read the file: {exc.strerror or exc}"
+        elif exc.errno == errno.ECONNREFUSED:
             reason = "the client's port is closed (it went away or gave up)"
         else:
             reason = f"socket error: {exc.strerror or exc}"
@@ -519,9 +578,7 @@ class _Worker:
         with contextlib.suppress(OSError):
             t.sock.close()
         if t.mm is not None:
-            with contextlib.suppress(BufferError, ValueError):
-                t.core = None  # type: ignore[assignment]  # drop memoryviews before close
-                t.mm.close()
+            t.mm.close()
             t.mm = None
         if t.wfd >= 0:
             with contextlib.suppress(OSError):
@@ -637,10 +694,10 @@ class _Worker:
         except TreeError as exc:
             self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
             return
-        mm: mmap.mmap | None = None
+        mm: ChunkedFile | None = None
         try:
             if ref.data is not None:
-                data: memoryview | bytes = memoryview(ref.data)
+                data: memoryview | bytes | ChunkedFile = memoryview(ref.data)
             elif req.mode == "netascii":
                 if ref.size > NETASCII_MAX:
                     self._refuse(addr, peer, req.filename, ErrorCode.ILLEGAL_OPERATION,
@@ -649,17 +706,18 @@ class _Worker:
                     return
                 data = ref.read()
             else:
-                with open(ref.real, "rb") as fh:  # type: ignore[arg-type]
-                    st = os.fstat(fh.fileno())
+                fd = os.open(ref.real, os.O_RDONLY | os.O_CLOEXEC)  # type: ignore[arg-type]
+                try:
+                    st = os.fstat(fd)
                     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
                         raise AccessDenied(f"{ref.path} is not a regular file")
-                    if ref.size > 0:
-                        mm = mmap.mmap(fh.fileno(), ref.size, access=mmap.ACCESS_READ)
-                        with contextlib.suppress(OSError, AttributeError):
-                            mm.madvise(mmap.MADV_SEQUENTIAL)
-                        data = memoryview(mm)
-                    else:
-                        data = b""
+                    with contextlib.suppress(OSError, AttributeError):
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                mm = ChunkedFile(fd, ref.size, req.filename)
+                data = mm
         except TreeError as exc:
             self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
             return
@@ -672,14 +730,13 @@ class _Worker:
                          f"{req.filename}: cannot read {ref.real}: {exc.strerror}")
             return
         if req.mode == "netascii":
+            assert not isinstance(data, ChunkedFile)  # netascii files are read whole
             data = proto.to_netascii(bytes(data))
         core = ReadTransfer(req, data, self.limits, now)
         try:
             sock = self._transfer_socket(addr)
         except Exception as exc:
             if mm is not None:
-                core = None  # type: ignore[assignment]
-                del data
                 mm.close()
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
                                       client=addr[0], reason=f"no socket for the transfer: {exc}"))

@@ -297,3 +297,35 @@ async def test_client_that_vanishes_times_out(root: Path) -> None:
         c.close()
         await svc.close()
     assert "timed out after 2 retries" in failed.reason and not failed.probe
+
+
+async def test_file_truncated_while_served_ends_that_transfer_only(server, root: Path) -> None:
+    """cp over a file being served: no SIGBUS (no mmap), the client is told, others go on."""
+    svc, events = server
+    path = root / "growing.bin"
+    path.write_bytes(os.urandom(3 << 20))
+    os.chmod(path, 0o644)
+    c = Client(svc.port)
+
+    def download_while_truncating() -> object:
+        pkt, tid = c.request("growing.bin", blksize=8192)
+        c.sock.sendto(encode(Ack(0)), tid)
+        first = decode(c.sock.recvfrom(70000)[0])
+        assert isinstance(first, Data)
+        path.write_bytes(b"short now")  # truncates in place, as cp does
+        block = first.block
+        while True:
+            c.sock.sendto(encode(Ack(block)), tid)
+            pkt = decode(c.sock.recvfrom(70000)[0])
+            if not isinstance(pkt, Data):
+                return pkt
+            block = pkt.block
+
+    try:
+        err = await asyncio.to_thread(download_while_truncating)
+        assert isinstance(err, Error) and "changed" in err.message
+        assert await asyncio.to_thread(c.get, "hello.txt") == b"hello\nworld\n"
+    finally:
+        c.close()
+    failed = [e for e in await wait_for(events, TransferFailed) if e.path == "growing.bin"]
+    assert "shorter" in failed[0].reason
