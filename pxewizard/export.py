@@ -116,8 +116,11 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
                 lines.append(f"dhcp-boot=tag:{tag},{r.boot_file},,{ip}")
         if url:
             lines.append(f"dhcp-boot=tag:ipxe,{url}")
+        # Without a script, iPXE clients get the loader too (like our own DHCP server):
+        # a "tag:!ipxe" there would leave an iPXE NIC ROM with no boot file at all.
+        notipxe = "tag:!ipxe," if url else ""
         for tag, _, file in _arch_files(plan):
-            lines.append(f"dhcp-boot=tag:!ipxe,tag:{tag},{file},,{ip}")
+            lines.append(f"dhcp-boot={notipxe}tag:{tag},{file},,{ip}")
     return "\n".join(lines) + "\n"
 
 
