@@ -85,9 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="boot a QEMU virtual client against the running servers")
     lab.add_argument("--plan", required=True, help="Plan file of the running server")
-    lab.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
+    lab.add_argument("--firmware", choices=["bios", "uefi"], default="bios",
+                     help="bios: SeaBIOS + the NIC's iPXE ROM; uefi: OVMF (default bios)")
     lab.add_argument("--memory", default="1024", help="VM RAM in MiB (default 1024)")
     lab.add_argument("--timeout", type=float, default=0, help="stop after N seconds (0: never)")
+    lab.add_argument("--nic", choices=["virtio-net-pci", "e1000", "rtl8139"],
+                     default="virtio-net-pci", help="emulated NIC (default virtio-net-pci)")
+    lab.add_argument("--no-rom", action="store_true",
+                     help="no iPXE option ROM on the NIC: with --firmware uefi, OVMF's own "
+                          "PXE boots (like most real UEFI machines)")
 
     e = sub.add_parser("export", help="write a Plan as configuration for production servers")
     e.add_argument("--plan", required=True, help="Plan file")

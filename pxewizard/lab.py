@@ -14,7 +14,8 @@ then fails in odd ways. Otherwise QEMU runs under TCG (slower, always works).
 
 Public API: :func:`find_qemu`, :func:`find_ovmf`, :func:`choose_accel`,
 :func:`qemu_argv`, :func:`create_tap` / :func:`delete_tap`, :class:`LabVM`,
-:func:`run_vm` and :func:`cli_lab` (``pxewizard lab``).
+:func:`run_vm`, :func:`start_lab` (a VM on a serving Plan's bridge, for the Live
+screen) and :func:`cli_lab` (``pxewizard lab``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import PxeError, NeedsRoot
+from .errors import NeedsRoot, PxeError
 from .events import ConsoleLine, EventBus, JsonlLog, LogLine
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 QEMU_NAMES = ("qemu-system-x86_64",)
 
@@ -252,6 +257,8 @@ class VmResult:
     stderr: str = ""
     """QEMU's own messages."""
     timed_out: bool = False
+    line_times: list[float] = field(default_factory=list)
+    """Seconds from QEMU's start to each line."""
 
 
 class LabVM:
@@ -271,6 +278,8 @@ class LabVM:
         self.netns = netns
         """Network namespace holding the tap/bridge; QEMU runs inside it."""
         self.lines: list[str] = []
+        self.line_times: list[float] = []
+        """Seconds from QEMU's start to each of :attr:`lines`."""
         self.started_at = 0.0
         self.proc: asyncio.subprocess.Process | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -339,6 +348,7 @@ class LabVM:
         if not text.strip():
             return
         self.lines.append(text)
+        self.line_times.append(time.monotonic() - self.started_at)
         self._publish(ConsoleLine(vm=self.spec.name, line=text, client=self.spec.mac))
         self._new_line.set()
 
@@ -388,7 +398,8 @@ class LabVM:
                 matched = next((ln for ln in self.lines[seen:] if until(ln)), None)
         timed_out = matched is None and self.proc.returncode is None
         return VmResult(returncode=self.proc.returncode, seconds=elapsed, matched=matched,
-                        lines=list(self.lines), stderr=self._stderr_text, timed_out=timed_out)
+                        lines=list(self.lines), stderr=self._stderr_text, timed_out=timed_out,
+                        line_times=list(self.line_times))
 
     async def stop(self) -> None:
         """Kill QEMU (by its PID; its process group holds only it) and remove our tap."""
@@ -469,27 +480,40 @@ def lab_bridge_for(interface: str) -> str:
         "is in a bridge of a lab network namespace")
 
 
+async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memory: int = 1024,
+                    nic: str = "virtio-net-pci", nic_rom: bool = True,
+                    name: str = "lab") -> LabVM:
+    """Start a lab VM on the bridge of a serving Plan's interface (what Live's key calls).
+
+    Checks QEMU, the firmware files and the bridge first, each with the fix in
+    words. The caller awaits :meth:`LabVM.wait` and must call :meth:`LabVM.stop`.
+    """
+    bridge = lab_bridge_for(plan.interface)
+    find_qemu()
+    if firmware == "uefi":
+        find_ovmf()
+    spec = VmSpec(tap=f"pxwlab{secrets.token_hex(2)}", firmware=firmware, memory=memory,
+                  nic=nic, romfile=None if nic_rom else "", name=name)
+    vm = LabVM(spec, bus=bus, bridge=bridge)
+    await vm.start()
+    return vm
+
+
 async def _lab_main(args: object) -> int:
     from .eventfmt import one_line
     from .plan import load_plan
 
     plan = load_plan(args.plan)  # type: ignore[attr-defined]
-    bridge = lab_bridge_for(plan.interface)
     firmware = getattr(args, "firmware", "bios")
-    if firmware == "uefi":
-        find_ovmf()
-    find_qemu()
     memory = int(getattr(args, "memory", 1024) or 1024)
     timeout = float(getattr(args, "timeout", 0) or 0) or None
-    tap = f"pxwlab{secrets.token_hex(2)}"
-    spec = VmSpec(tap=tap, firmware=firmware, memory=memory, name="lab")
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
 
     def show(ev: object) -> None:
         if isinstance(ev, ConsoleLine):
             print(f"[{ev.vm}] {ev.line}", flush=True)
-        else:
+        elif not (isinstance(ev, LogLine) and ev.level == "debug"):
             print(one_line(ev), flush=True)  # type: ignore[arg-type]
 
     bus.subscribe(show)
@@ -497,15 +521,18 @@ async def _lab_main(args: object) -> int:
     # see the client's side of the boot next to the servers' side.
     log = JsonlLog(plan.jsonl_path, bus)
     bus.subscribe(log)
-    accel, why = choose_accel()
-    print(f"lab: {firmware} VM, {why}; NIC {spec.mac} on tap {tap} in bridge {bridge}; "
-          "Ctrl-C stops", flush=True)
-    vm = LabVM(spec, bus=bus, bridge=bridge)
-    await vm.start()
+    _, why = choose_accel()
+    bridge = lab_bridge_for(plan.interface)
+    print(f"lab: {firmware} VM, {why}; tap in bridge {bridge}; Ctrl-C stops", flush=True)
     try:
-        result = await vm.wait(timeout=timeout)
+        vm = await start_lab(plan, bus, firmware=firmware, memory=memory,
+                             nic=getattr(args, "nic", None) or "virtio-net-pci",
+                             nic_rom=not getattr(args, "no_rom", False))
+        try:
+            result = await vm.wait(timeout=timeout)
+        finally:
+            await vm.stop()
     finally:
-        await vm.stop()
         log.close()
     if result.stderr.strip():
         print(result.stderr.strip(), file=sys.stderr)

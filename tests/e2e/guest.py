@@ -136,7 +136,8 @@ class Cpio:
         self._ino = 1000
         self._dirs: set[str] = set()
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"",
+               rdev: tuple[int, int] = (0, 0)) -> None:
         self._ino += 1
         namez = name.encode() + b"\0"
         hdr = ("070701" + "".join(f"{v:08x}" for v in (

@@ -2,8 +2,9 @@
 
 Network (every piece created here and removed in ``finally``)::
 
-    [bridge ns]  tap0 (QEMU) --+-- br0 (STP off, forward delay 0) --+-- veth --> [server ns] pxe0 10.99.0.1/24
-                               |                                    +-- veth --> [dhcp ns]  eth0 10.99.0.2/24 (proxy case)
+    [bridge ns] tap0 (QEMU) -- br0 (STP off, forward delay 0)
+                                 +-- veth --> [server ns] pxe0 10.99.0.1/24
+                                 +-- veth --> [dhcp ns]   eth0 10.99.0.2/24 (proxy case only)
 
 QEMU runs inside the bridge namespace (``ip netns exec``) so its tap can be
 enslaved to br0; the servers (``pxewizard serve`` or the dnsmasq + nginx

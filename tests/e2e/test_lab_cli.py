@@ -19,7 +19,7 @@ import pytest
 from tests.support.netns import namespace
 from tests.support.serving import REPO, write_plan
 
-from .cases import BY_NAME, missing_servers, prepare
+from .cases import BY_NAME, prepare
 from .guest import MARKER
 from .harness import PREFIX, SERVER_IP, serve_ours
 
@@ -27,9 +27,6 @@ from .harness import PREFIX, SERVER_IP, serve_ours
 @pytest.mark.timeout(420)
 def test_pxewizard_lab_boots_from_the_plan_bridge(guest, timing, tmp_path) -> None:
     case = BY_NAME["bios_pxelinux_http"]
-    missing = missing_servers(case)
-    if missing:
-        pytest.skip(f"our {', '.join(missing)} server(s) not in the tree yet")
     prep = prepare(case, guest, tmp_path)
     plan = dict(prep.plan, interface="br0")
     with namespace("lab") as ns:
