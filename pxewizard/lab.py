@@ -344,7 +344,11 @@ class LabVM:
             self._line(buf)
 
     def _line(self, raw: bytes) -> None:
-        text = clean_console(raw.decode("utf-8", errors="replace"))
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError:  # syslinux menus and BIOS screens draw in code page 437
+            decoded = raw.decode("cp437")
+        text = clean_console(decoded)
         if not text.strip():
             return
         self.lines.append(text)
