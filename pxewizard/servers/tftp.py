@@ -91,6 +91,8 @@ SOLO = os.environ.get("PXW_TFTP_SOLO", "1") != "0"
 SOLO_CHECK = 0.01
 """How long a single transfer's recv() may keep new requests waiting (seconds)."""
 MSG_DONTWAIT = socket.MSG_DONTWAIT
+DROP_EVENTS_PER_SECOND = 2000
+"""PacketDropped events per second and worker before drops are only counted (a flood)."""
 CHUNK = 1 << 20
 """Bytes read from a file at a time (one preadv per 1 MiB, one buffer per transfer)."""
 NETASCII_MAX = 64 << 20
@@ -348,12 +350,42 @@ class _Worker:
         self.smv = memoryview(self.sbuf)
         self.gmv = memoryview(self.gbuf)
         self.crashed: BaseException | None = None
+        self._drop_window = 0.0
+        self._drops_logged = 0
+        self._drops_suppressed = 0
+        self._drop_last = ""
 
     def adopt(self, t: _Transfer) -> None:
         """Take a transfer set up by worker 0 (any thread may call this)."""
         t.worker = self
         self.transfers[t.fd] = t
         self.ep.register(t.fd, select.EPOLLIN)
+
+    def _dropped(self, ev: PacketDropped) -> None:
+        """Publish a PacketDropped, at most DROP_EVENTS_PER_SECOND a second.
+
+        A flood on the LAN must not turn into an event backlog that grows without
+        bound on the asyncio side: past the limit, drops are counted and one
+        summary event per second says how many there were.
+        """
+        if self._drops_logged < DROP_EVENTS_PER_SECOND:
+            self._drops_logged += 1
+            self._emit(ev)
+        else:
+            self._drops_suppressed += 1
+            self._drop_last = ev.reason
+
+    def _drop_summary(self, now: float) -> None:
+        if now - self._drop_window < 1.0:
+            return
+        if self._drops_suppressed:
+            self._emit(PacketDropped(
+                service=SERVICE, peer="(many)", size=0,
+                reason=f"{self._drops_suppressed} more packets dropped in the last second "
+                       f"without an event each (more than {DROP_EVENTS_PER_SECOND}/s; "
+                       f"latest: {self._drop_last})"))
+        self._drop_window = now
+        self._drops_logged = self._drops_suppressed = 0
 
     def _emit(self, ev: object) -> None:
         try:
@@ -499,7 +531,7 @@ class _Worker:
         try:
             t.core.receive(data, now)
         except ValueError as exc:
-            self._emit(PacketDropped(service=SERVICE, peer=t.peer, client=t.client,
+            self._dropped(PacketDropped(service=SERVICE, peer=t.peer, client=t.client,
                                      reason=f"{exc} (transfer of {t.path})", size=n))
             return
         self._flush(t, now)
@@ -591,6 +623,7 @@ class _Worker:
     # --- the timer scan ---------------------------------------------------------------
 
     def _scan(self, now: float) -> None:
+        self._drop_summary(now)
         for t in list(self.transfers.values()):
             core = t.core
             deadline = core.get_timer()
@@ -627,7 +660,7 @@ class _Worker:
                     raise ValueError(f"{type(pkt).__name__} packet sent to the server port "
                                      "instead of a transfer's port")
             except ValueError as exc:
-                self._emit(PacketDropped(service=SERVICE, peer=peer, client=addr[0],
+                self._dropped(PacketDropped(service=SERVICE, peer=peer, client=addr[0],
                                          reason=str(exc), size=n))
                 continue
             try:
@@ -677,7 +710,7 @@ class _Worker:
         key = (addr[0], addr[1], req.filename)
         if key in self.active_keys:
             # RFC 1350 section 4: a retransmitted request while its transfer runs.
-            self._emit(PacketDropped(service=SERVICE, peer=peer, client=addr[0],
+            self._dropped(PacketDropped(service=SERVICE, peer=peer, client=addr[0],
                                      reason=f"repeated request for {req.filename} while its "
                                             "transfer runs"))
             return

@@ -329,3 +329,29 @@ async def test_file_truncated_while_served_ends_that_transfer_only(server, root:
         c.close()
     failed = [e for e in await wait_for(events, TransferFailed) if e.path == "growing.bin"]
     assert "shorter" in failed[0].reason
+
+
+async def test_a_flood_is_summarised_past_the_event_rate_limit(root: Path, monkeypatch) -> None:
+    import re
+
+    from pxewizard.servers import tftp as adapter
+
+    monkeypatch.setattr(adapter, "DROP_EVENTS_PER_SECOND", 10)
+    svc, events = await _start(root)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(50):
+            s.sendto(b"\x00\x63junk%d" % i, ("127.0.0.1", svc.port))
+        for _ in range(300):
+            drops = [e for e in events if isinstance(e, PacketDropped)]
+            summaries = [int(m.group(1)) for e in drops
+                         if (m := re.match(r"(\d+) more packets dropped", e.reason))]
+            if summaries and len(drops) - len(summaries) + sum(summaries) >= 50:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        s.close()
+        await svc.close()
+    assert summaries, drops
+    assert len(drops) - len(summaries) <= 20
+    assert len(drops) - len(summaries) + sum(summaries) == 50
