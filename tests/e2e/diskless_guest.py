@@ -27,8 +27,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .guest import (BUSYBOX_CANDIDATES, CACHE, UDHCPC_SCRIPT, Cpio, _find, module_index,
-                    resolve_modules, unpack_kernel)
+from .guest import (
+    BUSYBOX_CANDIDATES,
+    CACHE,
+    UDHCPC_SCRIPT,
+    Cpio,
+    _find,
+    module_index,
+    resolve_modules,
+    unpack_kernel,
+)
 
 MODULES = ("virtio_pci", "virtio_net", "nfs", "nfsv3")
 WRITTEN = "data/written.bin"
@@ -106,7 +114,7 @@ class DisklessImages:
 def build_initrd(dest: Path, cache: Path = CACHE) -> DisklessImages:
     """Debian's kernel + a stage-1 initramfs (busybox, NIC and NFS modules) in ``dest``."""
     root = unpack_kernel(cache)
-    vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))[-1]
+    vmlinuz = max((root / "boot").glob("vmlinuz-*"))
     version = vmlinuz.name[len("vmlinuz-"):]
     moddir = root / "lib" / "modules" / version
     builtin: set[str] = set()

@@ -57,11 +57,10 @@ def test_diskless_nfs_root_rw(guest, timing, tmp_path: Path) -> None:
                f"pxwtest.nfsopts={nfs_mount_options(SERVER_IP)} pxwtest.token={token}")
     plan_path = write_plan(tmp_path, _plan(tmp_path, media, rootfs, cmdline))
 
-    with lab_network() as net:
-        with serve_ours(net.server, plan_path) as served:
-            b: Boot = boot(net, "diskless_nfs_rw", expected_sha="(the written file's)")
-            events = served.events()
-            served.drain()
+    with lab_network() as net, serve_ours(net.server, plan_path) as served:
+        b: Boot = boot(net, "diskless_nfs_rw", expected_sha="(the written file's)")
+        events = served.events()
+        served.drain()
     timing.append((b.case, b.result.seconds, "ok" if b.printed_sha else "FAILED"))
     assert b.printed_sha is not None, b.explain()
     # Stage 2 ran as PID 1 on the NFS root, mounted read-write ("SERVER:/path nfs rw,...").

@@ -39,7 +39,8 @@ def _export(plan_path: Path, dest: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "pxewizard", "export", "--plan", str(plan_path),
                            "--to", str(dest), "--format", "dnsmasq", "--format", "nginx"],
-                          env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+                          check=False, env=env, cwd=str(REPO), capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, f"pxewizard export failed:\n{proc.stdout}\n{proc.stderr}"
 
 
