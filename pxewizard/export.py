@@ -105,7 +105,8 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
         csa = {"bios": "x86PC", "efi64": "X86-64_EFI", "efi32": "IA32_EFI", "arm64": "ARM64_EFI"}
         for tag, _, file in _arch_files(plan):
             base = file[:-2] if file.endswith(".0") else file
-            lines.append(f'pxe-service=tag:!ipxe,{csa[tag]},"pxewizard",{base},{ip}')
+            notipxe = "tag:!ipxe," if url else ""  # without a script iPXE takes the loader too
+            lines.append(f'pxe-service={notipxe}{csa[tag]},"pxewizard",{base},{ip}')
         if url:
             lines.append(f'pxe-service=tag:ipxe,x86PC,"iPXE script",{url}')
     else:
