@@ -197,8 +197,10 @@ def _remote_entries(plan: Plan, remote: tuple[RemoteEntry, ...] | list[RemoteEnt
         if isinstance(r, RemoteEntry):
             out.append(r)
         else:  # a Plan model with the same field names
+            # the Plan's extra parameters apply to every entry, remote ones too
+            line = " ".join(p for p in (r.cmdline, plan.boot.extra_cmdline.strip()) if p)
             out.append(RemoteEntry(id=r.id, label=r.label, kernel=r.kernel,
-                                   initrds=tuple(r.initrds), cmdline=r.cmdline,
+                                   initrds=tuple(r.initrds), cmdline=line,
                                    local_kernel=getattr(r, "local_kernel", None),
                                    local_initrds=tuple(getattr(r, "local_initrds", ()) or ())))
     return out
