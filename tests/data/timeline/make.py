@@ -1,7 +1,7 @@
 """Regenerate the event sequences of this folder: ``python3 tests/data/timeline/make.py``.
 
 Each sequence follows a real client's packets (the QEMU captures in
-/work/shared/captures: SeaBIOS + iPXE ROM with pxelinux, OVMF native PXE with
+../shared/captures: SeaBIOS + iPXE ROM with pxelinux, OVMF native PXE with
 syslinux.efi and its tsize probe, iPXE EFI) with the timing seen there, turned
 into the events our servers publish; the faults are injected into those
 sequences the way the servers report them. Sequences recorded from the
