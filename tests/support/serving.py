@@ -37,7 +37,7 @@ class Served:
             try:
                 age = time.time() - self.jsonl.stat().st_mtime
             except FileNotFoundError:
-                age = 0.0
+                return []
             if age >= settle:
                 break
             time.sleep(min(0.1, settle - age + 0.01))
