@@ -16,7 +16,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NeedsRoot, PxeError
+
+from ..errors import PxeError
+from .interfaces import netlink_error
 
 # include/uapi/linux/if_bridge.h: BR_STATE_*
 PORT_STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
@@ -90,12 +92,6 @@ def _kind(msg: Any) -> tuple[str | None, str | None, Any, Any]:
             _attr(li, "IFLA_INFO_DATA"), _attr(li, "IFLA_INFO_SLAVE_DATA"))
 
 
-def _netlink_error(exc: Exception, what: str) -> PxeError:
-    if isinstance(exc, PermissionError) or getattr(exc, "code", None) == 1:
-        return NeedsRoot(f"cannot {what}: permission denied", "run pxewizard as root")
-    return PxeError(f"cannot {what}: {exc}")
-
-
 def bridge_facts_sync(interface: str, netns: str | None = None) -> BridgeFacts:
     """The bridge facts of ``interface`` (blocking netlink; ``netns`` for tests)."""
     from pyroute2 import IPRoute
@@ -136,7 +132,7 @@ def bridge_facts_sync(interface: str, netns: str | None = None) -> BridgeFacts:
     except PxeError:
         raise
     except Exception as exc:
-        raise _netlink_error(exc, f"read the bridge settings of {interface}") from None
+        raise netlink_error(exc, f"read the bridge settings of {interface}") from None
 
 
 async def bridge_facts(interface: str) -> BridgeFacts:
@@ -188,7 +184,7 @@ def set_forward_delay_sync(bridge: str, seconds: float = 0.0, *, stp: bool | Non
     except PxeError:
         raise
     except Exception as exc:
-        raise _netlink_error(exc, f"set the forward delay of {bridge}") from None
+        raise netlink_error(exc, f"set the forward delay of {bridge}") from None
 
 
 async def set_forward_delay(bridge: str, seconds: float = 0.0, *, stp: bool | None = None) -> None:

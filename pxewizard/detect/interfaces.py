@@ -185,7 +185,10 @@ async def list_interfaces() -> list[InterfaceInfo]:
     return await asyncio.to_thread(_read_links)
 
 
-def _netlink_error(exc: Exception, what: str) -> PxeError:
+def netlink_error(exc: Exception, what: str) -> PxeError:
+    """A netlink failure in words, with the fix where one is known."""
+    if isinstance(exc, PermissionError):
+        return NeedsRoot(f"cannot {what}: permission denied", "run pxewizard as root")
     code = getattr(exc, "code", None)
     if code == 1:  # EPERM
         return NeedsRoot(f"cannot {what}: permission denied", "run pxewizard as root")
@@ -214,7 +217,7 @@ def _assign(name: str, address: str, prefix: int, gateway: str | None) -> None:
         except PxeError:
             raise
         except Exception as exc:
-            raise _netlink_error(exc, f"assign {address}/{prefix} to {name}") from None
+            raise netlink_error(exc, f"assign {address}/{prefix} to {name}") from None
 
 
 def check_assignment(address: str, prefix: int | str, gateway: str = "") -> tuple[str, int, str]:
@@ -248,24 +251,12 @@ async def assign_address(name: str, address: str, prefix: int, gateway: str | No
     await asyncio.to_thread(_assign, name, address, prefix, gateway or None)
 
 
-def _bridge_forward_now(name: str) -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            raise PxeError(f"bridge {name} does not exist", "check `ip link`")
-        try:
-            # The kernel refuses a delay below 2 s while STP is on (ERANGE), so STP goes first.
-            ipr.link("set", index=found[0], kind="bridge", br_stp_state=0)
-            ipr.link("set", index=found[0], kind="bridge", br_forward_delay=0)
-        except Exception as exc:
-            raise _netlink_error(exc, f"set the forward delay of {name} to 0") from None
-
-
 async def bridge_forward_now(name: str) -> None:
-    """Turn STP off and the forward delay to 0 on bridge ``name`` (``brctl setfd br0 0``)."""
-    await asyncio.to_thread(_bridge_forward_now, name)
+    """Turn STP off and the forward delay to 0 on bridge ``name`` (``brctl setfd br0 0``);
+    ports already waiting in listening/learning move to forwarding at once."""
+    from .bridge import set_forward_delay
+
+    await set_forward_delay(name, 0.0, stp=False)
 
 
 def preferred(interfaces: list[InterfaceInfo] | tuple[InterfaceInfo, ...]) -> InterfaceInfo | None:
