@@ -134,26 +134,9 @@ def check_interface(plan: Any) -> list[Finding]:
 
 
 def wanted_ports(plan: Any) -> list[tuple[str, int, str]]:
-    """(proto, port, service) the Plan's servers bind."""
-    out: list[tuple[str, int, str]] = []
-    mode = str(plan.dhcp.mode.value)
-    if mode in ("full", "proxy"):
-        out.append(("udp", 67, "DHCP" if mode == "full" else "proxyDHCP"))
-    if mode == "proxy":
-        out.append(("udp", 4011, "proxyDHCP (UEFI)"))
-    if plan.tftp.enabled:
-        out.append(("udp", plan.tftp.port, "TFTP"))
-    if plan.http.enabled:
-        out.append(("tcp", plan.http.port, "HTTP"))
-    if plan.nbd.enabled:
-        out.append(("tcp", plan.nbd.port, "NBD"))
-        if plan.nbd.oldstyle_port:
-            out.append(("tcp", plan.nbd.oldstyle_port, "NBD oldstyle"))
-    if plan.nfs.enabled:
-        for proto in ("tcp", "udp"):
-            out.append((proto, plan.nfs.nfs_port, "NFS"))
-            out.append((proto, plan.nfs.mount_port, "MOUNT"))
-    return out
+    """(proto, port, service) the Plan's servers bind; 111 is left out: a running rpcbind
+    there is fine (the NFS server registers with it)."""
+    return [p for p in plan.bound_ports() if p[2] != "portmap"]
 
 
 def check_ports(plan: Any | None,

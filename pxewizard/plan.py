@@ -360,6 +360,29 @@ class Plan(_Model):
         port = "" if self.http.port == 80 else f":{self.http.port}"
         return f"http://{self.server_ip}{port}/"
 
+    def bound_ports(self) -> list[tuple[str, int, str]]:
+        """(proto, port, service) the servers of this Plan bind (port 111 only when no rpcbind
+        holds it: the NFS server registers with a running one instead)."""
+        out: list[tuple[str, int, str]] = []
+        if self.dhcp.mode is not DhcpMode.none:
+            out.append(("udp", 67, "DHCP" if self.dhcp.mode is DhcpMode.full else "proxyDHCP"))
+        if self.dhcp.mode is DhcpMode.proxy:
+            out.append(("udp", 4011, "proxyDHCP (UEFI)"))
+        if self.tftp.enabled:
+            out.append(("udp", self.tftp.port, "TFTP"))
+        if self.http.enabled:
+            out.append(("tcp", self.http.port, "HTTP"))
+        if self.nbd.enabled:
+            out.append(("tcp", self.nbd.port, "NBD"))
+            if self.nbd.oldstyle_port:
+                out.append(("tcp", self.nbd.oldstyle_port, "NBD oldstyle"))
+        if self.nfs.enabled:
+            for proto in ("tcp", "udp"):
+                out += [(proto, self.nfs.nfs_port, "NFS"), (proto, self.nfs.mount_port, "MOUNT")]
+            if self.nfs.portmap:
+                out += [("tcp", 111, "portmap"), ("udp", 111, "portmap")]
+        return out
+
     @model_validator(mode="after")
     def _check(self) -> "Plan":
         problems: list[str] = []

@@ -17,30 +17,6 @@ if TYPE_CHECKING:
     from ...plan import Plan
 
 
-def plan_ports(plan: "Plan") -> list[tuple[str, int, str]]:
-    """(proto, port, service) the Plan will bind."""
-    from ...plan import DhcpMode
-
-    out: list[tuple[str, int, str]] = []
-    if plan.dhcp.mode is not DhcpMode.none:
-        out.append(("udp", 67, "DHCP" if plan.dhcp.mode is DhcpMode.full else "proxyDHCP"))
-        out.append(("udp", 4011, "proxyDHCP (UEFI)"))
-    if plan.tftp.enabled:
-        out.append(("udp", plan.tftp.port, "TFTP"))
-    if plan.http.enabled:
-        out.append(("tcp", plan.http.port, "HTTP"))
-    if plan.nbd.enabled:
-        out.append(("tcp", plan.nbd.port, "NBD"))
-        if plan.nbd.oldstyle_port:
-            out.append(("tcp", plan.nbd.oldstyle_port, "NBD oldstyle"))
-    if plan.nfs.enabled:
-        out += [("tcp", plan.nfs.nfs_port, "NFS"), ("udp", plan.nfs.nfs_port, "NFS"),
-                ("tcp", plan.nfs.mount_port, "mountd"), ("udp", plan.nfs.mount_port, "mountd")]
-        if plan.nfs.portmap:
-            out += [("tcp", 111, "portmap"), ("udp", 111, "portmap")]
-    return out
-
-
 def documented_toml(plan: "Plan") -> Text:
     """The Plan's TOML, each setting followed by its field doc (dimmed)."""
     from ...plan import dump_plan, field_docs
@@ -132,7 +108,7 @@ class ReviewScreen(WizardScreen):
                  f"{b.default or 'the first'}; timeout {b.timeout} s\n")
         ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
         line = []
-        for proto, port, svc in plan_ports(plan):
+        for proto, port, svc in plan.bound_ports():
             held = ports.get((proto, port))
             mark = f" HELD by {held.holder}" if held is not None and not held.free else ""
             line.append(f"{svc} {proto}/{port}{mark}")
