@@ -100,6 +100,11 @@ def test_no_address_is_ever_bound_to_two_clients(steps: list[tuple[int, int, int
             other = acked.get(a)
             assert other is None or other[0] == mac or other[1] <= now, \
                 f"{a:#x} ACKed to {mac} while {other} holds it"
+            # a client holds one address per interface: an ACK for another address means it
+            # left the old one (INIT-REBOOT asking for a different address, RFC 2131 4.3.2)
+            for old, (m, _end) in list(acked.items()):
+                if m == mac and old != a:
+                    del acked[old]
             acked[a] = (mac, now + POLICY.lease_time)
         if mt in (MsgType.RELEASE,):
             for a, (m, _end) in list(acked.items()):
