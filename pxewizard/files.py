@@ -66,6 +66,10 @@ class FileRef:
     .iso's first bytes."""
     offset: int = 0
     """Byte offset of the file inside ``container`` (0 otherwise)."""
+    jail: Path | None = None
+    """Directory the file was found in; :meth:`open_fd` checks the opened file is inside it."""
+    world_readable: bool = False
+    """The lookup required mode o+r; :meth:`open_fd` checks it again."""
 
     def location(self) -> tuple[Path, int] | None:
         """(file on disk, offset where this file's bytes start), or None for generated data.
@@ -76,6 +80,40 @@ class FileRef:
         if self.container is not None:
             return self.container, self.offset
         return None
+
+    def open_fd(self) -> int:
+        """Open the file on disk read-only, race-free against the jail.
+
+        The lookup checked the path, but a link or a directory could be swapped between
+        that check and this open (a symlink race). So the check is made again on what was
+        actually opened: the kernel's name for the descriptor must lie inside the jail, and
+        the file must still be a world-readable regular file (or block device).
+        Raises AccessDenied / NotFound like the lookup does.
+        """
+        loc = self.location()
+        if loc is None:
+            raise NotFound(f"{self.path} is generated, not a file on disk")
+        try:
+            fd = os.open(loc[0], os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"file not found: {self.path} (it vanished)") from None
+        except OSError as exc:
+            raise AccessDenied(f"{self.path}: cannot open: {exc.strerror or exc}") from None
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+                raise AccessDenied(f"{self.path} is not a regular file")
+            if self.jail is not None:
+                opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+                if not _inside(opened, self.jail):
+                    raise AccessDenied(f"{self.path} was swapped for a link out of {self.jail} "
+                                       "after it was looked up: refused")
+            if self.world_readable and not st.st_mode & stat.S_IROTH:
+                raise AccessDenied(f"{self.path}: file must have global read permissions")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def read(self) -> bytes:
         """Whole contents (small files only: menus, configs)."""
@@ -241,7 +279,8 @@ class FileTree:
         if stat.S_ISBLK(st.st_mode):
             with open(real, "rb") as fh:
                 size = fh.seek(0, os.SEEK_END)
-        return FileRef(path=vpath, size=size, mtime=st.st_mtime, real=real)
+        return FileRef(path=vpath, size=size, mtime=st.st_mtime, real=real, jail=jail,
+                       world_readable=self.require_world_readable)
 
     # --- listing (Review screen, export) ------------------------------------------
 

@@ -224,7 +224,11 @@ class _Handler:
         loc = ref.location()  # a file on disk, or a file's extent inside an unmounted ISO
         if loc is not None and request.method != "HEAD":
             try:
-                fobj = open(loc[0], "rb", buffering=0)  # O_RDONLY: servers are read-only
+                # O_RDONLY, and the jail checked again on what was opened (link races)
+                fobj = open(ref.open_fd(), "rb", buffering=0)
+            except TreeError as exc:
+                self._fail(client, peer, vpath, exc.status, str(exc))
+                return web.Response(status=exc.status, text=f"{exc.status} cannot open {vpath}\n")
             except OSError as exc:
                 code = 404 if isinstance(exc, FileNotFoundError) else 403
                 self._fail(client, peer, vpath, code, f"cannot open {loc[0]}: {exc.strerror}")

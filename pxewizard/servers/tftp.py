@@ -184,10 +184,12 @@ class ChunkedFile:
     :meth:`ReadTransfer.build` copies it into the packet at once.
     """
 
-    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name")
+    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name", "base")
 
-    def __init__(self, fd: int, size: int, name: str, chunk: int = CHUNK) -> None:
+    def __init__(self, fd: int, size: int, name: str, chunk: int = CHUNK,
+                 base: int = 0) -> None:
         self.fd = fd
+        self.base = base  # where the file starts in fd (a file inside an unmounted .iso)
         self.size = size
         self.name = name
         self.buf = bytearray(max(1, min(chunk, size)))
@@ -202,7 +204,7 @@ class ChunkedFile:
         if a < self.start or b > self.end:
             want = min(len(self.buf), self.size - a)
             try:
-                n = os.preadv(self.fd, [self.mv[:want]], a) if want > 0 else 0
+                n = os.preadv(self.fd, [self.mv[:want]], self.base + a) if want > 0 else 0
             except OSError as exc:  # a failing medium: EIO
                 raise FileChanged(exc.errno or errno.EIO,
                                   f"{self.name}: read error: {exc.strerror}") from None
@@ -739,17 +741,17 @@ class _Worker:
                     return
                 data = ref.read()
             else:
-                fd = os.open(ref.real, os.O_RDONLY | os.O_CLOEXEC)  # type: ignore[arg-type]
+                fd = ref.open_fd()  # checks the jail again on what was opened (link races)
                 try:
                     st = os.fstat(fd)
                     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
                         raise AccessDenied(f"{ref.path} is not a regular file")
                     with contextlib.suppress(OSError, AttributeError):
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                        os.posix_fadvise(fd, ref.offset, ref.size, os.POSIX_FADV_SEQUENTIAL)
                 except BaseException:
                     os.close(fd)
                     raise
-                mm = ChunkedFile(fd, ref.size, req.filename)
+                mm = ChunkedFile(fd, ref.size, req.filename, base=ref.offset)
                 data = mm
         except TreeError as exc:
             self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))

@@ -74,3 +74,42 @@ def test_case_insensitive(root: Path) -> None:
     assert FileTree([root]).resolve("pxelinux.0")
     with pytest.raises(NotFound):
         FileTree([root]).resolve("PXELINUX.0")
+
+
+def test_open_fd_rechecks_the_jail_after_a_link_swap(root: Path, tmp_path: Path) -> None:
+    """A file checked at lookup, then swapped for a link out of the root before the open."""
+    t = FileTree([root])
+    (root / "kernel").write_bytes(b"k")
+    os.chmod(root / "kernel", 0o644)
+    ref = t.resolve("kernel")
+    os.unlink(root / "kernel")
+    os.symlink(tmp_path / "secret", root / "kernel")
+    os.chmod(tmp_path / "secret", 0o644)
+    with pytest.raises(AccessDenied, match="swapped"):
+        ref.open_fd()
+    os.unlink(root / "kernel")
+    (root / "kernel").write_bytes(b"k2")
+    os.chmod(root / "kernel", 0o600)
+    with pytest.raises(AccessDenied, match="global read"):
+        ref.open_fd()
+    os.chmod(root / "kernel", 0o644)
+    fd = ref.open_fd()
+    try:
+        assert os.read(fd, 10) == b"k2"
+    finally:
+        os.close(fd)
+
+
+def test_open_fd_of_an_extent(tmp_path: Path) -> None:
+    iso = tmp_path / "x.iso"
+    iso.write_bytes(b"A" * 4096 + b"payload" + b"B" * 100)
+    os.chmod(iso, 0o644)
+    t = FileTree()
+    t.add_extent("boot/vmlinuz", iso, 4096, 7)
+    ref = t.resolve("boot/vmlinuz")
+    assert ref.read() == b"payload" and ref.location() == (iso, 4096)
+    fd = ref.open_fd()
+    try:
+        assert os.pread(fd, 7, ref.offset) == b"payload"
+    finally:
+        os.close(fd)
