@@ -26,7 +26,7 @@ from ..errors import PxeError
 from ..events import DhcpExchange, EventBus, LeaseChanged, LogLine, PacketDropped, ServiceStarted
 from ..events import ServiceStopped
 from ..proto.dhcp import (Decision, Destination, LeaseOp, LeaseState, Mode, Policy, decide, decode,
-                          ip_int, ip_str, mac_bytes)
+                          ip_int, ip_str, mac_bytes, mac_str)
 from .base import udp_socket
 from .leases import LeaseStore
 
@@ -49,6 +49,46 @@ def set_neighbour(sock: socket.socket, interface: str, ip: int, mac: str) -> Non
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
 
 
+class MacRateLimit:
+    """A token bucket per client MAC: ``burst`` packets at once, ``rate`` per second after.
+
+    A PXE ROM sends fewer than ten DHCP packets per boot and retries with back-off
+    (RFC 2131 4.1), so these limits never touch a real client; a flood from one MAC
+    (a broken NIC, a spoofing tool) is dropped before it costs a decision or a lease
+    write, and cannot starve the other clients. The table is bounded.
+    """
+
+    def __init__(self, rate: float = 10.0, burst: float = 40.0, max_macs: int = 65536) -> None:
+        self.rate, self.burst, self.max_macs = rate, burst, max_macs
+        self._buckets: dict[bytes, list[float]] = {}  # mac -> [tokens, last time]
+
+    def allow(self, mac: bytes, now: float) -> bool:
+        b = self._buckets.get(mac)
+        if b is None:
+            if len(self._buckets) >= self.max_macs:
+                self._prune(now)
+            self._buckets[mac] = [self.burst - 1.0, now]
+            return True
+        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
+        b[1] = now
+        if tokens < 1.0:
+            b[0] = tokens
+            return False
+        b[0] = tokens - 1.0
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that have refilled (they behave like new ones), else the oldest half."""
+        full = [m for m, (t, last) in self._buckets.items()
+                if t + (now - last) * self.rate >= self.burst]
+        for m in full:
+            del self._buckets[m]
+        if len(self._buckets) >= self.max_macs:
+            for m in sorted(self._buckets, key=lambda m: self._buckets[m][1])[
+                    : len(self._buckets) // 2]:
+                del self._buckets[m]
+
+
 class DhcpService:
     """A running DHCP (full) or proxyDHCP server."""
 
@@ -60,7 +100,9 @@ class DhcpService:
         self.interface = interface
         self.store = store
         self.sockets = sockets
-        self.stats = {"received": 0, "answered": 0, "dropped": 0}
+        self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0}
+        self.limit = MacRateLimit()
+        self._limited_said: dict[bytes, float] = {}  # mac -> when we last said so
         self._loop = asyncio.get_running_loop()
         for port, sock in sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
@@ -88,6 +130,9 @@ class DhcpService:
             self.stats["received"] += 1
             try:
                 req = decode(data)
+                if not self.limit.allow(req.chaddr, now):
+                    self._limited(req.chaddr, peer, port, len(data), now)
+                    continue
                 d = decide(req, policy, store, now, port=port,
                            peer=(ip_int(peer[0]), peer[1]) if port != 67 else None)
                 for op in d.ops:
@@ -116,6 +161,21 @@ class DhcpService:
             self._flush(sock, port, waiting, listening)
         for ev in events:
             publish(ev)
+
+    def _limited(self, mac: bytes, peer: tuple[str, int], port: int, size: int,
+                 now: float) -> None:
+        """Count a rate-limited packet; say so at most once a second per MAC."""
+        self.stats["limited"] += 1
+        if now - self._limited_said.get(mac, 0.0) < 1.0:
+            return
+        if len(self._limited_said) > 4096:
+            self._limited_said.clear()
+        self._limited_said[mac] = now
+        self.bus.publish(PacketDropped(
+            service=self._svc(port), peer=f"{peer[0]}:{peer[1]}", size=size,
+            client=mac_str(mac),
+            reason=f"rate limit: {mac_str(mac)} sends more than {self.limit.rate:.0f} DHCP "
+                   "packets a second; the excess is dropped"))
 
     def _flush(self, sock: socket.socket, port: int, waiting: list[Decision],
                listening: bool) -> None:
