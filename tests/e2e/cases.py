@@ -317,7 +317,8 @@ def check_path(case: Case, b: Boot) -> None:
     assert not missing, (f"{case.name}: expected transfers missing: {sorted(missing)}; "
                          f"seen: {sorted(_transfers(events))}")
     if case.transport in ("nbd", "nfs"):
-        assert _sessions(case, events), f"{case.name}: no {case.transport} session in our server's events"
+        assert _sessions(case, events), \
+            f"{case.name}: no {case.transport} session in our server's events"
     if case.dhcp == "proxy":
         addr = next((ln for ln in b.result.lines if ln.startswith("pxwtest: 10.99.0.")), "")
         host = int(addr.split()[1].split("/")[0].rsplit(".", 1)[1]) if addr else 0

@@ -54,7 +54,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 fail() { echo "PXWTEST-FAIL $*"; sync; poweroff -f; sleep 5; }
-for m in $(cat /modules.list); do insmod /lib/modules/$m.ko 2>/dev/null || echo "pxwtest: insmod $m failed"; done
+for m in $(cat /modules.list); do
+  insmod /lib/modules/$m.ko 2>/dev/null || echo "pxwtest: insmod $m failed"
+done
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
 STAGE3=$(arg pxwtest.stage3)
 [ -n "$STAGE3" ] || fail "no pxwtest.stage3= on the kernel command line"
@@ -68,7 +70,8 @@ done
 [ -n "$IF" ] || fail "no network interface appeared"
 ip link set "$IF" up
 echo "pxwtest: dhcp on $IF"
-udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 || { cat /tmp/udhcpc.log; fail "udhcpc got no lease on $IF"; }
+udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 \
+  || { cat /tmp/udhcpc.log; fail "udhcpc got no lease on $IF"; }
 echo "pxwtest: $(ip -4 -o addr show dev $IF | awk '{print $4}') stage3=$STAGE3"
 case "$STAGE3" in
   http://*)

@@ -1,4 +1,4 @@
-"""The e2e lab network, boot trees, reference servers and the boot runner.
+"""The e2e lab network, reference servers, `pxewizard serve` runner and the boot runner.
 
 Network (every piece created here and removed in ``finally``)::
 
@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -30,19 +29,13 @@ from pxewizard.lab import LabVM, VmResult, VmSpec, choose_accel
 from tests.support.netns import Netns, link_netns, namespace
 from tests.support.serving import REPO, Served
 
-from .guest import FAIL_MARKER, MARKER, GuestImages
+from .guest import FAIL_MARKER, MARKER
 
 SERVER_IP = "10.99.0.1"
 PROXY_DHCP_IP = "10.99.0.2"
 PREFIX = 24
 POOL = ("10.99.0.100", "10.99.0.199")
 BOOT_TIMEOUT = float(os.environ.get("PXWTEST_BOOT_TIMEOUT", "240"))
-
-PXELINUX_DIRS = ("/usr/lib/PXELINUX",)
-SYSLINUX_BIOS_MODULES = "/usr/lib/syslinux/modules/bios"
-SYSLINUX_EFI64 = "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi"
-SYSLINUX_EFI64_MODULES = "/usr/lib/syslinux/modules/efi64"
-IPXE_DIR = "/usr/lib/ipxe"
 
 
 @dataclass
@@ -75,7 +68,7 @@ def lab_network(with_dhcp_ns: bool = False) -> Iterator[LabNet]:
         yield LabNet(bridge=br, server=srv, dhcp=dhcp)
 
 
-# --- boot trees -------------------------------------------------------------------------
+# --- stage 3 ------------------------------------------------------------------------------
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -90,63 +83,6 @@ def make_stage3(path: Path, size: int) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(os.urandom(size))
     return sha256_file(path)
-
-
-def _copy(src: str | Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-
-
-def install_loaders(root: Path) -> None:
-    """pxelinux (BIOS), syslinux.efi (x64 UEFI) and iPXE binaries at the root of a TFTP tree."""
-    _copy(Path(PXELINUX_DIRS[0]) / "pxelinux.0", root / "pxelinux.0")
-    _copy(Path(PXELINUX_DIRS[0]) / "lpxelinux.0", root / "lpxelinux.0")
-    _copy(Path(SYSLINUX_BIOS_MODULES) / "ldlinux.c32", root / "ldlinux.c32")
-    _copy(SYSLINUX_EFI64, root / "syslinux.efi")
-    _copy(Path(SYSLINUX_EFI64_MODULES) / "ldlinux.e64", root / "ldlinux.e64")
-    for name in ("undionly.kpxe", "ipxe.efi", "snponly.efi"):
-        _copy(Path(IPXE_DIR) / name, root / name)
-
-
-def kernel_cmdline(stage3: str, extra: str = "") -> str:
-    return f"console=ttyS0,115200 quiet panic=1 pxwtest.stage3={stage3} {extra}".strip()
-
-
-def pxelinux_cfg(kernel: str, initrd: str, cmdline: str) -> str:
-    """A one-entry pxelinux menu that boots at once and talks on the serial port."""
-    return (f"SERIAL 0 115200\nDEFAULT pxwtest\nPROMPT 0\nTIMEOUT 0\n"
-            f"LABEL pxwtest\n  KERNEL {kernel}\n  INITRD {initrd}\n  APPEND {cmdline}\n")
-
-
-def ipxe_script(base: str, cmdline: str) -> str:
-    return (f"#!ipxe\necho pxwtest: iPXE script from {base}\n"
-            f"kernel {base}boot/vmlinuz initrd=initrd.gz {cmdline}\n"
-            f"initrd {base}boot/initrd.gz\nboot\n")
-
-
-@dataclass
-class BootTree:
-    """A directory served over TFTP and HTTP, and what the guest must print."""
-
-    root: Path
-    stage3_sha: str
-    stage3_name: str = "stage3.bin"
-
-
-def build_tree(root: Path, guest: GuestImages, *, stage3: str, stage3_size: int = 3 * 2**20 + 1234,
-               extra_cmdline: str = "", server_ip: str = SERVER_IP) -> BootTree:
-    """A hand-made boot tree (for the dnsmasq reference and cases whose menus we write)."""
-    root.mkdir(parents=True, exist_ok=True)
-    install_loaders(root)
-    _copy(guest.kernel, root / "boot" / "vmlinuz")
-    _copy(guest.initrd, root / "boot" / "initrd.gz")
-    sha = make_stage3(root / "stage3.bin", stage3_size)
-    cmdline = kernel_cmdline(stage3, extra_cmdline)
-    cfg = pxelinux_cfg("boot/vmlinuz", "boot/initrd.gz", cmdline)
-    (root / "pxelinux.cfg").mkdir(exist_ok=True)
-    (root / "pxelinux.cfg" / "default").write_text(cfg)
-    (root / "boot.ipxe").write_text(ipxe_script(f"http://{server_ip}/", cmdline))
-    return BootTree(root=root, stage3_sha=sha)
 
 
 # --- reference servers: dnsmasq (DHCP + TFTP) and nginx (HTTP) --------------------------
@@ -236,23 +172,6 @@ def start_nginx(ns: Netns, conf: Path) -> subprocess.Popen:
             return proc
         time.sleep(0.1)
     raise AssertionError("nginx did not start listening")
-
-
-@contextlib.contextmanager
-def reference_servers(net: LabNet, work: Path, tree_root: Path, *, dhcp_mode: str = "full",
-                      ipxe: bool = False, bios_file: str = "pxelinux.0",
-                      efi_file: str = "syslinux.efi") -> Iterator[None]:
-    """dnsmasq (DHCP + TFTP) and nginx (HTTP) in the server namespace, stopped by PID."""
-    work.mkdir(parents=True, exist_ok=True)
-    conf = dnsmasq_conf(work, tftp_root=tree_root, mode=dhcp_mode, interface=net.server_if,
-                        bios_file=bios_file, efi_file=efi_file,
-                        ipxe_url=f"http://{SERVER_IP}/boot.ipxe" if ipxe else None)
-    try:
-        start_nginx(net.server, nginx_conf(work, tree_root))
-        start_dnsmasq(net.server, conf)
-        yield
-    finally:
-        net.server.kill_all()
 
 
 # --- our servers ------------------------------------------------------------------------
