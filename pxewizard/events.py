@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import re
 import threading
 import time
@@ -427,8 +428,10 @@ class JsonlLog:
         """Events that could not be written."""
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # the log names every client and file: readable by root's group, written by us only
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fh = open(fd, "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
         self._buf.append(json.dumps(event.to_dict(), separators=(",", ":")))

@@ -12,6 +12,7 @@ Plan and its media can travel together.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from enum import StrEnum
@@ -541,7 +542,10 @@ def save_plan(plan: Plan, path: Path | str) -> None:
     """Write the Plan as TOML (atomically)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dump_plan(plan), encoding="utf-8")
+    # mode 0600: extra_cmdline may hold a root password (rootpass=...)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(dump_plan(plan))
     tmp.replace(path)
 
 

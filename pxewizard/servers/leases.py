@@ -15,6 +15,7 @@ A lease file from a previous run is reused, so a MAC keeps its address.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -45,7 +46,9 @@ class LeaseStore(LeaseTable):
         super().__init__()
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            if not self.path.exists():  # leases name the machines: not for every local user
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640))
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -113,3 +113,11 @@ def test_every_field_documented() -> None:
     docs = field_docs(Plan)
     undocumented = [k for k, v in docs.items() if not v]
     assert not undocumented
+
+
+def test_saved_plan_is_private(tmp_path: Path) -> None:
+    import stat
+
+    path = tmp_path / "plan.toml"
+    save_plan(plan_from_dict(BASE), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
