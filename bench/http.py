@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -34,6 +33,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, server_cpu, wait_port  # noqa: E402
 
 
 def ensure_nginx() -> str:
@@ -47,39 +48,6 @@ def ensure_nginx() -> str:
     if not os.path.exists(path):
         sys.exit("nginx is not installed and apt-get could not install it")
     return path
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds used so far by a server process, its live children and its reaped ones
-    (nbd-server forks per client, nginx has workers): a figure the machine's load hardly moves."""
-    import psutil
-
-    proc = psutil.Process(pid)
-    t = proc.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in proc.children(recursive=True):
-        try:
-            c = child.cpu_times()
-            total += c.user + c.system
-        except psutil.Error:
-            pass
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def serve_ours(root: str, port: int) -> None:
