@@ -30,9 +30,8 @@ from pathlib import Path
 from .guest import (
     BUSYBOX_CANDIDATES,
     CACHE,
-    UDHCPC_SCRIPT,
-    Cpio,
     _find,
+    busybox_cpio,
     module_index,
     resolve_modules,
     unpack_kernel,
@@ -124,18 +123,7 @@ def build_initrd(dest: Path, cache: Path = CACHE) -> DisklessImages:
     modules = resolve_modules(module_index(moddir / "kernel"), MODULES, builtin)
     busybox = _find(BUSYBOX_CANDIDATES, "busybox", "busybox-static")
 
-    cpio = Cpio()
-    for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "newroot", "lib/modules"):
-        cpio.mkdir(d)
-    cpio.chardev("dev/console", 5, 1)
-    cpio.chardev("dev/null", 1, 3, 0o666)
-    cpio.file("bin/busybox", Path(busybox).read_bytes(), 0o755)
-    cpio.symlink("bin/sh", "busybox")
-    cpio.file("init", STAGE1.encode(), 0o755)
-    cpio.file("udhcpc.sh", UDHCPC_SCRIPT.encode(), 0o755)
-    for name, data in modules:
-        cpio.file(f"lib/modules/{name}.ko", data)
-    cpio.file("modules.list", "\n".join(n for n, _ in modules).encode() + b"\n")
+    cpio = busybox_cpio(busybox, STAGE1, modules, ("newroot",))
 
     dest.mkdir(parents=True, exist_ok=True)
     kernel, initrd = dest / "vmlinuz", dest / "initrd.gz"

@@ -309,6 +309,25 @@ def _find(candidates: Iterable[str], what: str, package: str) -> str:
     raise RuntimeError(f"{what} not found; install the Debian package {package}")
 
 
+def busybox_cpio(busybox: str | Path, init: str, modules: list[tuple[str, bytes]],
+                 extra_dirs: tuple[str, ...] = ()) -> "Cpio":
+    """The base of every guest initramfs: busybox as /bin/sh, console nodes, /init, the
+    udhcpc script, and the kernel modules with /modules.list in load order."""
+    cpio = Cpio()
+    for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "lib/modules", *extra_dirs):
+        cpio.mkdir(d)
+    cpio.chardev("dev/console", 5, 1)
+    cpio.chardev("dev/null", 1, 3, 0o666)
+    cpio.file("bin/busybox", Path(busybox).read_bytes(), 0o755)
+    cpio.symlink("bin/sh", "busybox")
+    cpio.file("init", init.encode(), 0o755)
+    cpio.file("udhcpc.sh", UDHCPC_SCRIPT.encode(), 0o755)
+    for name, data in modules:
+        cpio.file(f"lib/modules/{name}.ko", data)
+    cpio.file("modules.list", "\n".join(n for n, _ in modules).encode() + b"\n")
+    return cpio
+
+
 def build_guest(cache: Path = CACHE) -> GuestImages:
     """Kernel + initramfs for the e2e boots (cached; rebuilt when the inputs change)."""
     root = unpack_kernel(cache)
@@ -335,19 +354,8 @@ def build_guest(cache: Path = CACHE) -> GuestImages:
             builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
     modules = resolve_modules(module_index(moddir / "kernel"), ROOT_MODULES, builtin)
 
-    cpio = Cpio()
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt", "etc",
-              "lib/modules", "run"):
-        cpio.mkdir(d)
-    cpio.chardev("dev/console", 5, 1)
-    cpio.chardev("dev/null", 1, 3, 0o666)
-    cpio.file("bin/busybox", Path(busybox).read_bytes(), 0o755)
-    cpio.symlink("bin/sh", "busybox")
-    cpio.file("init", INIT.encode(), 0o755)
-    cpio.file("udhcpc.sh", UDHCPC_SCRIPT.encode(), 0o755)
-    for name, data in modules:
-        cpio.file(f"lib/modules/{name}.ko", data)
-    cpio.file("modules.list", "\n".join(n for n, _ in modules).encode() + b"\n")
+    cpio = busybox_cpio(busybox, INIT, modules,
+                        ("usr/bin", "usr/sbin", "mnt", "etc", "run"))
     _binary_with_libs(cpio, nbd_client)
     cpio.file("etc/passwd", b"root:x:0:0:root:/:/bin/sh\n")
 
