@@ -31,7 +31,10 @@ class Served:
 
     def events(self, settle: float = 0.35) -> list[dict[str, Any]]:
         """The JSONL log so far. The server writes it in batches (at most 0.2 s late), so
-        first wait until the file has not changed for ``settle`` seconds (at most 2 s)."""
+        first wait out one batch, then until the file has not changed for ``settle``
+        seconds (at most 2 s)."""
+        if settle:
+            time.sleep(0.25)  # what happened just now may still sit in the 0.2 s batch
         deadline = time.monotonic() + 2.0
         while settle and time.monotonic() < deadline:
             try:
