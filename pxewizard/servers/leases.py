@@ -47,7 +47,8 @@ class LeaseStore(LeaseTable):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            if not self.path.exists():  # leases name the machines: not for every local user
+            if str(path) != ":memory:" and not self.path.exists():
+                # leases name the machines: not for every local user
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640))
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False)
