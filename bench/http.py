@@ -25,7 +25,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 import argparse
 import asyncio
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, server_cpu, wait_port  # noqa: E402
+from _common import free_port, server_cpu, stop, wait_port  # noqa: E402
 
 
 def ensure_nginx() -> str:
@@ -110,16 +109,6 @@ def timed_parallel(url: str, size: int, clients: int) -> float:
         if p.wait() != 0:
             raise RuntimeError(f"curl failed on {url}")
     return clients * size / (time.perf_counter() - t) / 1e6
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def main() -> None:

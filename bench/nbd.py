@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, server_cpu, wait_port  # noqa: E402
+from _common import free_port, server_cpu, stop, wait_port  # noqa: E402
 TOOLS = {"nbd-server": "nbd-server", "qemu-nbd": "qemu-utils", "nbdcopy": "libnbd-bin"}
 
 
@@ -68,16 +68,6 @@ def copy_rate(port: int, size: int, extra: list[str]) -> float:
     t = time.perf_counter()
     subprocess.run(["nbdcopy", *extra, f"nbd://127.0.0.1:{port}/archiso", "null:"], check=True)
     return size / (time.perf_counter() - t) / 1e6
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def stop_pidfile(pidfile: Path) -> None:
