@@ -404,6 +404,40 @@ class EventBus:
         self.publish_many(batch)
 
 
+class LineBatch:
+    """Lines collected and handed to ``sink`` in one call: at most ``delay`` seconds late or
+    every ``flush_every`` lines, so a flood of events does not cost a system call each.
+    Outside an event loop (tools, tests) every line is handed over at once."""
+
+    def __init__(self, sink: Callable[[list[str]], None], *, flush_every: int = 512,
+                 delay: float = 0.2) -> None:
+        self._sink = sink
+        self._lines: list[str] = []
+        self._flush_every = flush_every
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self._flush_every:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._sink(lines)
+
+
 class JsonlLog:
     """Appends every event as one JSON line; survives a full disk.
 
@@ -420,10 +454,7 @@ class JsonlLog:
         self._bus = bus
         self._fh: IO[str] | None = None
         self._failing = False
-        self._buf: list[str] = []
-        self._flush_every = flush_every
-        self._flush_delay = flush_delay
-        self._timer: asyncio.TimerHandle | None = None
+        self._batch = LineBatch(self._write, flush_every=flush_every, delay=flush_delay)
         self.lost = 0
         """Events that could not be written."""
 
@@ -434,37 +465,24 @@ class JsonlLog:
         self._fh = open(fd, "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
-        self._buf.append(json.dumps(event.to_dict(), separators=(",", ":")))
-        if len(self._buf) >= self._flush_every:
-            self.flush()
-            return
-        if self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (tools, tests): write at once
-                self.flush()
-                return
-            self._timer = loop.call_later(self._flush_delay, self.flush)
+        self._batch.add(json.dumps(event.to_dict(), separators=(",", ":")))
 
     def flush(self) -> None:
         """Write what is buffered now."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._buf:
-            return
-        batch, self._buf = self._buf, []
+        self._batch.flush()
+
+    def _write(self, lines: list[str]) -> None:
         try:
             if self._fh is None:
                 self.open()
             assert self._fh is not None
-            self._fh.write("\n".join(batch) + "\n")
+            self._fh.write("\n".join(lines) + "\n")
             self._fh.flush()
             if self._failing:
                 self._failing = False
                 self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
         except OSError as exc:
-            self.lost += len(batch)
+            self.lost += len(lines)
             if self._fh is not None:  # drop what the failed write left in Python's buffer
                 with contextlib.suppress(OSError):
                     self._fh.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .boot.tree import build_boot
 from .errors import PxeError
-from .events import Event, EventBus, JsonlLog, LogLine
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
 from .files import FileTree
 from .plan import DhcpMode, Plan
 from .servers.base import Service
@@ -239,24 +239,19 @@ class _StdoutPrinter:
         from .eventfmt import one_line
 
         self._fmt = one_line
-        self._lines: list[str] = []
-        self._delay = delay
-        self._timer: asyncio.TimerHandle | None = None
+        self._batch = LineBatch(self._write, delay=delay)
 
     def __call__(self, ev: Event) -> None:
-        self._lines.append(self._fmt(ev))
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+        self._batch.add(self._fmt(ev))
 
     def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        lines, self._lines = self._lines, []
-        if lines:
-            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
-                sys.stdout.write("\n".join(lines) + "\n")
-                sys.stdout.flush()
+        self._batch.flush()
+
+    @staticmethod
+    def _write(lines: list[str]) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
 
 
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
