@@ -28,8 +28,10 @@ Here instead:
 - the loop threads run at a raised priority (root only), so one thread serving
   many clients is not outweighed by them (tftpd-hpa forks one process per
   client and gets one share each);
-- busy-polling while a single transfer runs is available (``busy_poll``) but
-  off: see :data:`SPIN_WINDOW`.
+- a lone transfer busy-polls its socket for a moment after each packet when,
+  and only while, that measures faster (:class:`SpinChooser`): on an idle VM the
+  wake-up from a halted CPU dominates a lockstep round trip, under load the
+  spinning would take the CPU the client needs.
 
 Protocol decisions all live in :mod:`pxewizard.proto.tftp`; this module only
 moves bytes, opens files and turns outcomes into events.
@@ -82,10 +84,8 @@ SCAN_INTERVAL = 0.1
 PROGRESS_INTERVAL = 0.5
 """At most two progress events per second per transfer."""
 SPIN_WINDOW = float(os.environ.get("PXW_TFTP_SPIN", "0.0002"))
-"""With ``busy_poll``: poll without sleeping while the only running transfer had a packet
-this recently (seconds). Off by default: measured on this 2-core VM under load, spinning
-kept a woken client waiting on the same CPU (3-7x slower with the engine's raised
-priority); it only paid off on an idle machine. PXW_TFTP_SPIN overrides it, for benchmarks."""
+"""How long a lone transfer polls its socket without sleeping before it blocks (seconds),
+when :class:`SpinChooser` measured that faster; PXW_TFTP_SPIN=0 turns spinning off."""
 SOLO = os.environ.get("PXW_TFTP_SOLO", "1") != "0"
 """While a worker has a single transfer, wait in that socket's recv() instead of epoll."""
 SOLO_CHECK = 0.01
@@ -171,6 +171,72 @@ def _enable_gso(sock: socket.socket, blksize: int) -> int:
     except OSError:
         return 0
     return per
+
+
+class SpinChooser:
+    """Decides by measuring whether a lone transfer busy-polls or sleeps in recv().
+
+    Measured on the 2-core VM with curl at blksize 1468, lockstep: on an idle
+    machine sleeping costs the wake-up of a halted CPU on every round trip
+    (about 60 us a packet, the C servers too) where spinning takes 23 us; with
+    both cores busy, or while the scheduler still keeps the client on the
+    server's CPU (the first few hundred packets of a transfer), the spinning
+    thread takes the CPU the client needs (45-90 us against 16 us sleeping).
+    Neither choice is right everywhere, so the loop measures: PROBE packets
+    sleeping, spinning, sleeping, spinning (interleaved, so a drifting client
+    weighs on both), then the faster mode for ``keep`` packets (spinning must
+    win by MARGIN: sleeping costs no CPU), and again. A mode that keeps winning
+    is kept twice as long each time, up to KEEP_MAX.
+    """
+
+    PROBE = 128
+    KEEP = 1024
+    KEEP_MAX = 16384
+    MARGIN = 0.9
+
+    __slots__ = ("enabled", "spin", "left", "phase", "started", "times", "keep", "chosen")
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.times = [0.0, 0.0]  # seconds spent in the sleeping / spinning probes
+        self.reset()
+
+    def reset(self) -> None:
+        """A new lone transfer: measure afresh (after PROBE packets of warm-up)."""
+        self.spin = False
+        self.left = self.PROBE
+        self.phase = -1  # -1: warm-up, 0..3: probes (even: sleeping), 4: keeping the winner
+        self.started = 0.0
+        self.times[0] = self.times[1] = 0.0
+        self.keep = self.KEEP
+        self.chosen: bool | None = None
+
+    def tick(self, now: float) -> None:
+        """One packet arrived on the lone transfer."""
+        self.left -= 1
+        if self.left > 0:
+            return
+        if not self.enabled:
+            self.left = self.KEEP_MAX
+            return
+        phase = self.phase
+        if 0 <= phase < 4:
+            self.times[phase & 1] += now - self.started
+        self.started = now
+        if phase < 3:
+            self.phase, self.spin, self.left = phase + 1, bool((phase + 1) & 1), self.PROBE
+            return
+        if phase == 3:
+            spin = self.times[1] < self.times[0] * self.MARGIN
+            if spin == self.chosen:
+                self.keep = min(self.keep * 2, self.KEEP_MAX)
+            else:
+                self.keep = self.KEEP
+            self.spin = self.chosen = spin
+            self.phase, self.left = 4, self.keep
+            return
+        self.times[0] = self.times[1] = 0.0
+        self.phase, self.spin, self.left = 0, False, self.PROBE
 
 
 class FileChanged(OSError):
@@ -283,7 +349,7 @@ class TftpEngine:
 
     def __init__(self, *, listen: socket.socket, tree: FileTree, bus: EventBus, address: str,
                  interface: str | None, limits: Limits, allow_write: bool,
-                 write_root: Path | None, busy_poll: bool = False, workers: int = 1) -> None:
+                 write_root: Path | None, workers: int = 1) -> None:
         self.listen = listen
         self.tree = tree
         self.bus = bus
@@ -292,7 +358,6 @@ class TftpEngine:
         self.limits = limits
         self.allow_write = allow_write
         self.write_root = Path(write_root).resolve() if write_root is not None else None
-        self.busy_poll = busy_poll
         self.active_keys: set[tuple[str, int, str]] = set()
         n = max(1, min(workers, os.cpu_count() or 1))
         if os.environ.get("PXW_TFTP_WORKERS"):  # benchmarks compare
@@ -338,7 +403,6 @@ class _Worker:
         self.limits = engine.limits
         self.allow_write = engine.allow_write
         self.write_root = engine.write_root
-        self.busy_poll = engine.busy_poll
         self.active_keys = engine.active_keys
         self.transfers: dict[int, _Transfer] = {}
         self.ep = select.epoll()
@@ -415,7 +479,6 @@ class _Worker:
             lfd = self.listen.fileno()
             ep.register(lfd, select.EPOLLIN)
         ep.register(self._wake_r, select.EPOLLIN)
-        running = self.engine.running
         transfers = self.transfers
         rbuf = self.rbuf
         monotonic = time.monotonic
@@ -424,10 +487,10 @@ class _Worker:
         now = monotonic()
         next_scan = now + SCAN_INTERVAL
         next_check = now
-        last_rx = 0.0
         spin = SPIN_WINDOW
-        busy = self.busy_poll and spin > 0
-        solo = SOLO and not busy
+        chooser = SpinChooser(spin > 0)
+        lone: _Transfer | None = None
+        solo = SOLO
         while not self._stopping:
             if solo and now < next_check and len(transfers) == 1:
                 # One transfer: wait in its recv() (SO_RCVTIMEO bounds it), not in epoll:
@@ -435,8 +498,22 @@ class _Worker:
                 # pass below looks at new requests, the wake-up pipe and the timers.
                 for only in transfers.values():
                     break
+                if only is not lone:
+                    lone = only
+                    chooser.reset()
                 try:
-                    n = only.sock.recv_into(rbuf)
+                    n = -1
+                    if chooser.spin:
+                        recv_into, deadline = only.sock.recv_into, now + spin
+                        while True:
+                            try:
+                                n = recv_into(rbuf, 0, MSG_DONTWAIT)
+                                break
+                            except BlockingIOError:
+                                if monotonic() > deadline:
+                                    break
+                    if n < 0:
+                        n = only.sock.recv_into(rbuf)
                 except BlockingIOError:
                     now = next_check = monotonic()
                     continue
@@ -445,11 +522,12 @@ class _Worker:
                     self._gone(only, exc, now)
                     continue
                 now = monotonic()
+                chooser.tick(now)
                 packet(only, n, now)
                 continue
-            if busy and now - last_rx < spin and len(transfers) == 1 and running() == 1:
-                timeout = 0.0
-            elif solo and len(transfers) == 1:
+            if lone is not None and len(transfers) != 1:
+                lone = None
+            if solo and len(transfers) == 1:
                 timeout = 0.0
             else:
                 timeout = next_scan - now
@@ -468,7 +546,6 @@ class _Worker:
                     except OSError as exc:
                         self._gone(t, exc, now)
                         continue
-                    last_rx = now
                     packet(t, n, now)
                 elif fd == lfd:
                     self._accept(now)
@@ -913,7 +990,7 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
                      interface: str | None = None, allow_write: bool = False,
                      write_root: Path | None = None, max_blksize: int = proto.MAX_BLKSIZE,
                      windowsize: int = 16, timeout: float = 1.0, retries: int = 5,
-                     busy_poll: bool = False, workers: int = 1) -> TftpService:
+                     workers: int = 1) -> TftpService:
     """Bind (address, port) on ``interface`` and serve ``tree`` until ``close()``.
 
     ``max_blksize`` is further clamped to the interface MTU minus 32 (IPv4 +
@@ -931,7 +1008,7 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
     actual_port = listen.getsockname()[1]
     engine = TftpEngine(listen=listen, tree=tree, bus=bus, address=address, interface=interface,
                         limits=limits, allow_write=allow_write, write_root=write_root,
-                        busy_poll=busy_poll, workers=workers)
+                        workers=workers)
     engine.start()
     bus.publish(ServiceStarted(service=SERVICE, address=address, port=actual_port))
     if mtu is not None:

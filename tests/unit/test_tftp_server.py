@@ -355,3 +355,47 @@ async def test_a_flood_is_summarised_past_the_event_rate_limit(root: Path, monke
     assert summaries, drops
     assert len(drops) - len(summaries) <= 20
     assert len(drops) - len(summaries) + sum(summaries) == 50
+
+
+def _drive(chooser, per_packet: dict[bool, float], packets: int) -> list[bool]:
+    """Feed ``packets`` arrivals, each taking per_packet[mode] seconds; the modes used."""
+    now, modes = 0.0, []
+    for _ in range(packets):
+        modes.append(chooser.spin)
+        now += per_packet[chooser.spin]
+        chooser.tick(now)
+    return modes
+
+
+def test_spin_chosen_only_where_it_measures_faster() -> None:
+    from pxewizard.servers.tftp import SpinChooser
+
+    probes = SpinChooser.PROBE * 5  # warm-up, then sleep/spin/sleep/spin
+    idle = SpinChooser(True)  # an idle machine: a sleeping round trip pays a CPU wake-up
+    modes = _drive(idle, {False: 60e-6, True: 23e-6}, probes + 20000)
+    assert all(modes[probes:probes + SpinChooser.KEEP])
+    assert sum(modes) > 0.9 * len(modes)
+    assert idle.keep > SpinChooser.KEEP  # a mode that keeps winning is kept longer
+
+    busy = SpinChooser(True)  # a loaded machine: spinning takes the client's CPU
+    modes = _drive(busy, {False: 16e-6, True: 45e-6}, probes + 20000)
+    assert not any(modes[probes:probes + SpinChooser.KEEP])
+    assert sum(modes) < 0.1 * len(modes)
+
+    close = SpinChooser(True)  # spinning must win clearly: sleeping costs no CPU
+    modes = _drive(close, {False: 30e-6, True: 29e-6}, probes + 5000)
+    assert not any(modes[probes:probes + SpinChooser.KEEP])
+    assert sum(modes) < 0.3 * len(modes)
+
+
+def test_spin_never_without_a_window_and_reset_measures_afresh() -> None:
+    from pxewizard.servers.tftp import SpinChooser
+
+    off = SpinChooser(False)
+    assert not any(_drive(off, {False: 60e-6, True: 1e-6}, 50000))
+
+    c = SpinChooser(True)
+    _drive(c, {False: 60e-6, True: 23e-6}, SpinChooser.PROBE * 5 + 10)
+    assert c.spin
+    c.reset()
+    assert not c.spin and c.keep == SpinChooser.KEEP
