@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, _HERE)
 from _common import free_port, server_cpu, stop, wait_port  # noqa: E402
+
+sys.path.remove(_HERE)  # off the path again before aiohttp imports `http`
 
 
 def ensure_nginx() -> str:
