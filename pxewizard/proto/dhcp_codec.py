@@ -317,18 +317,50 @@ def assemble(head: bytes, chunks: list[bytes], max_size: int = 1500) -> bytes:
     callers list them by importance.
     """
     body = b"".join(chunks)
-    if len(head) + 5 + len(body) > max_size - 28:
-        parts = []
-        size = len(head) + 5
-        for chunk in chunks:
-            if size + len(chunk) <= max_size - 28:
-                parts.append(chunk)
-                size += len(chunk)
-        body = b"".join(parts)
+    room = max_size - 28 - len(head) - 5  # option bytes between the cookie and End
+    if len(body) > room:
+        head, body = _overflow(head, chunks, room)
     out = head + MAGIC + body + b"\xff"
     if len(out) < MIN_REPLY:
         out += bytes(MIN_REPLY - len(out))
     return out
+
+
+_SNAME, _FILE = slice(44, 108), slice(108, 236)
+
+
+def _overflow(head: bytes, chunks: list[bytes], room: int) -> tuple[bytes, bytes]:
+    """Options that do not fit the options field: into empty file/sname, else left out.
+
+    RFC 2131 §4.1 / RFC 2132 §9.3: with option 52 (overload) the file field (1)
+    and then the sname field (2) carry options too, each ended by End. Only
+    fields the reply leaves empty are used; options still left over are
+    dropped, later ones first (callers order them by importance).
+    """
+    fields = [f for f in (_FILE, _SNAME) if not any(head[f])]
+    if fields:
+        room -= 3  # option 52 itself
+    parts: list[list[bytes]] = [[]]
+    free = [room] + [f.stop - f.start - 1 for f in fields]  # each field keeps 1 byte for End
+    for chunk in chunks:
+        for i, left in enumerate(free):
+            if len(chunk) <= left:
+                while len(parts) <= i:
+                    parts.append([])
+                parts[i].append(chunk)
+                free[i] -= len(chunk)
+                break
+    used = [f for f, part in zip(fields, parts[1:]) if part]
+    if not used:
+        return head, b"".join(parts[0])
+    out = bytearray(head)
+    flag = 0
+    for f, part in zip(fields, parts[1:]):
+        if part:
+            data = b"".join(part) + b"\xff"
+            out[f] = data.ljust(f.stop - f.start, b"\0")
+            flag |= 1 if f == _FILE else 2
+    return bytes(out), b"".join(parts[0]) + bytes((52, 1, flag))
 
 
 def encode_option(code: int, val: bytes) -> bytes:

@@ -97,6 +97,29 @@ def test_long_option_is_split_and_joined() -> None:
     assert decode(p.encode()).options[43] == long
 
 
+def test_options_past_576_bytes_overflow_into_empty_file_and_sname() -> None:
+    # A client without option 57 accepts 576-byte datagrams: 312 bytes of options.
+    opts = {53: b"\x05", 54: bytes(4), 1: bytes(4), 3: bytes(4), 6: bytes(8),
+            15: b"x" * 200, 17: b"r" * 90, 12: b"h" * 60, 66: b"s" * 40}
+    raw = Packet(op=2, options=opts).encode(max_size=576)
+    assert len(raw) <= 576 - 28
+    p = decode(raw)
+    assert p.options[52] == b"\x03"  # file and sname both carry options
+    assert {c: p.options[c] for c in opts} == opts
+    assert p.file == b"" and p.sname == b""
+
+
+def test_overflow_never_overwrites_a_boot_file_and_drops_what_still_does_not_fit() -> None:
+    opts = {53: b"\x05", 15: b"x" * 250, 17: b"r" * 100, 12: b"h" * 60}
+    raw = Packet(op=2, file=b"pxelinux.0", options=opts).encode(max_size=576)
+    p = decode(raw)
+    assert p.file == b"pxelinux.0"
+    assert p.options[52] == b"\x02"  # only sname was free
+    assert p.options[15] == opts[15] and p.options[12] == opts[12]
+    assert 17 not in p.options  # fits nowhere: left out, the packet stays valid
+    assert len(raw) <= 576 - 28
+
+
 @pytest.mark.parametrize("raw,why", [
     (b"", "truncated"),
     (bytes(235), "truncated"),
