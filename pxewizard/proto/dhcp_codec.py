@@ -340,27 +340,21 @@ def _overflow(head: bytes, chunks: list[bytes], room: int) -> tuple[bytes, bytes
     fields = [f for f in (_FILE, _SNAME) if not any(head[f])]
     if fields:
         room -= 3  # option 52 itself
-    parts: list[list[bytes]] = [[]]
+    parts: list[list[bytes]] = [[] for _ in range(1 + len(fields))]
     free = [room] + [f.stop - f.start - 1 for f in fields]  # each field keeps 1 byte for End
     for chunk in chunks:
         for i, left in enumerate(free):
             if len(chunk) <= left:
-                while len(parts) <= i:
-                    parts.append([])
                 parts[i].append(chunk)
                 free[i] -= len(chunk)
                 break
-    used = [f for f, part in zip(fields, parts[1:]) if part]
-    if not used:
-        return head, b"".join(parts[0])
-    out = bytearray(head)
-    flag = 0
+    out, flag = bytearray(head), 0
     for f, part in zip(fields, parts[1:]):
         if part:
-            data = b"".join(part) + b"\xff"
-            out[f] = data.ljust(f.stop - f.start, b"\0")
+            out[f] = (b"".join(part) + b"\xff").ljust(f.stop - f.start, b"\0")
             flag |= 1 if f == _FILE else 2
-    return bytes(out), b"".join(parts[0]) + bytes((52, 1, flag))
+    body = b"".join(parts[0])
+    return (bytes(out), body + bytes((52, 1, flag))) if flag else (head, body)
 
 
 def encode_option(code: int, val: bytes) -> bytes:
