@@ -42,12 +42,12 @@ def wait_port(port: int, timeout: float = 10) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop a server we started (its process group, by PID): TERM, then KILL after 5 s."""
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop a server we started (its process group, by PID): TERM, then KILL after ``grace`` s."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(5)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

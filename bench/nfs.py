@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,21 +36,14 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.netns import link_netns, namespace  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from _common import stop  # noqa: E402
+
 SERVER, CLIENT = "10.99.0.1", "10.99.0.10"
 
 
 def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def wait_port(cli, port: int, timeout: float = 20.0) -> bool:
@@ -152,7 +144,7 @@ def run_ours(srv, cli, data: Path, tmp: Path, args, want: str) -> dict[str, floa
             res["kernel"] = k
         return res
     finally:
-        stop(proc)
+        stop(proc, grace=10)
 
 
 GANESHA_CONF = """
@@ -208,7 +200,7 @@ def run_ganesha(srv, cli, data: Path, tmp: Path, args, want: str) -> dict[str, f
             res["kernel"] = k
         return res
     finally:
-        stop(proc)
+        stop(proc, grace=10)
 
 
 def main() -> int:
