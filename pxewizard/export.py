@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import PxeError
 from .plan import DhcpMode, Plan, load_plan
@@ -265,11 +266,15 @@ def render_nginx(plan: Plan, http_root: Path, standalone: bool = True) -> str:
             + "".join("    " + ln + "\n" for ln in server.splitlines()) + "}\n")
 
 
-def render_nbd_server(plan: Plan, exports: dict[str, Path]) -> str:
+def render_nbd_server(plan: Plan, exports: dict[str, Any],
+                      tftp_root: Path | None = None) -> str:
     lines = [_header("#", "/etc/nbd-server/config", "nbd-server -C /etc/nbd-server/config"),
              "[generic]", "    user = nbd", "    group = nbd", "    allowlist = true",
              f"    listenaddr = {plan.server_ip}", f"    port = {plan.nbd.port}", ""]
     for name, path in exports.items():
+        inner = getattr(path, "inner", None)
+        if inner is not None:  # a file inside an .iso: the boot tree holds a copy of it
+            path = (tftp_root / inner) if tftp_root is not None else f"{path.path}:{inner}"
         lines += [f"[{name}]", f"    exportname = {path}", "    readonly = true", ""]
     if plan.nbd.oldstyle_port:
         lines.append("# nbd-server 3.x no longer speaks the oldstyle handshake that old\n"
@@ -377,7 +382,8 @@ def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[
         "kea": lambda: ("kea-dhcp4.conf", render_kea(plan)),
         "tftpd-hpa": lambda: ("tftpd-hpa", render_tftpd_hpa(plan, tftp_root)),
         "nginx": lambda: ("nginx.conf", render_nginx(plan, tftp_root)),
-        "nbd-server": lambda: ("nbd-server.conf", render_nbd_server(plan, nbd_exports(plan))),
+        "nbd-server": lambda: ("nbd-server.conf", render_nbd_server(plan, nbd_exports(plan),
+                                                                    tftp_root)),
         "nfs-exports": lambda: ("exports", render_nfs_exports(plan, nfs_exports(plan))),
         "systemd": lambda: ("pxewizard.service", render_systemd(plan_path)),
     }

@@ -15,12 +15,34 @@ copytoram: HTTP (and TFTP) always copy the image into client RAM. For NFS and
 NBD, ``plan.boot.copytoram`` None or False writes ``copytoram=n`` (read on
 demand, the reason to pick NFS/NBD), True writes ``copytoram=y``
 (``docache`` for old SystemRescueCd, ``toram`` for Debian live).
+
+SystemRescue 6+ lines are checked against the code that reads them
+(SystemRescue builds archiso v43 with its own patches):
+
+- ``archiso_pxe_nfs`` runs ``nfsmount -o ${archiso_nfs_opt} ${archiso_nfs_srv}``
+  after ``eval echo``-ing the server. ``nfsmount`` (mkinitcpio-nfs-utils, from
+  klibc) knows ``port``, ``rsize``, ``wsize``, ``timeo``, ``retrans``, the
+  ``ac*`` options and flags, and aborts on any other, ``mountport`` included.
+  It asks the portmapper for both ports; without an answer it falls back to
+  MOUNT port 627 (after ~190 s of retries) and, over TCP, fails for NFS unless
+  ``port=`` is given. So: no option while our portmapper answers; without it,
+  ``port=`` alone and MOUNT on 627 (else the Plan is refused).
+- ``archiso_pxe_nbd`` runs ``nbd-client ${archiso_nbd_srv} -N ${archiso_nbd_name}``
+  (default name ``archiso``, port 10809).
+- ``archiso_pxe_http`` fetches only ``${archisobasedir}/${arch}/airootfs.sfs``:
+  the medium's ``sysrescue.d/*.yaml`` are passed as ``sysrescuecfg=`` URLs
+  (read by ``sysrescue-configuration.lua``, SystemRescue 9.01+, after the local
+  ones, in command-line order) and its autorun scripts as ``ar_source=``.
+- Every line gets ``iomem=relaxed``, as SystemRescue's own menus pass it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 from typing import TYPE_CHECKING
 
 from ..errors import PxeError
@@ -34,6 +56,32 @@ ARCHISO_NO_TFTP = ("SystemRescue (archiso) cannot fetch its root image over TFTP
                    "HTTP, the kernel and initramfs over TFTP")
 
 
+KLIBC_MOUNT_PORT = 627
+"""MOUNT port klibc's nfsmount (SystemRescue's, via mkinitcpio-nfs-utils) uses when the
+portmapper does not answer (``MOUNT_PORT`` in its sunrpc.h); it has no option to change it."""
+KLIBC_PORTMAP_WAIT = 190
+"""Seconds nfsmount spends asking an absent portmapper (50 UDP tries) before it falls back
+to port 627 (measured with Debian's klibc-utils 2.0.12)."""
+
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/@%+-]+$")
+"""Characters a path may hold on a kernel command line that a shell later reads."""
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
+def _check_path(path: str) -> str:
+    """``path`` as it goes on a command line, or a PxeError naming the characters in the way."""
+    if _SAFE_PATH.match(path):
+        return path
+    bad = sorted({c for c in path if not _SAFE_PATH.match(c)})
+    shown = " ".join("space" if c == " " else repr(c) for c in bad)
+    raise PxeError(f"boot.media: the path {path!r} holds characters a kernel command line "
+                   f"cannot carry ({shown}): the kernel splits its command line at spaces and "
+                   "SystemRescue's initramfs evaluates archiso_nfs_srv in a shell",
+                   "use a directory whose path has only letters, digits and . _ - / (rename "
+                   "or move it), or bind-mount it: mkdir /srv/bootmedia && mount --bind "
+                   f"'{path}' /srv/bootmedia, then set boot.media = \"/srv/bootmedia\"")
+
+
 def nfs_path(media: Media, plan: Plan) -> str:
     """The path clients mount for this medium: the export that holds it."""
     if media.is_iso:
@@ -41,15 +89,107 @@ def nfs_path(media: Media, plan: Plan) -> str:
                        "is an ISO file and NFS exports directories",
                        f"mount it (mount -o loop,ro {media.path} /mnt/iso) and set boot.media "
                        "to /mnt/iso, or choose the http or nbd transport")
-    return str(Path(media.path).resolve())
+    return _check_path(str(Path(media.path).resolve()))
 
 
 def _nfs_options(plan: Plan) -> list[str]:
-    """port/mountport when a client could not find our servers through the portmapper."""
+    """port/mountport when a client could not find our servers through the portmapper
+    (the kernel's nfsroot= and mount.nfs know both)."""
     n = plan.nfs
     if n.portmap and n.nfs_port == 2049:
         return []
     return [f"port={n.nfs_port}", f"mountport={n.mount_port}"]
+
+
+def _archiso_nfs_opt(plan: Plan, notes: list[str]) -> str | None:
+    """``archiso_nfs_opt`` for klibc's nfsmount, which knows ``port`` but not ``mountport``."""
+    n = plan.nfs
+    if n.portmap:
+        return None  # nfsmount asks our portmapper for both ports, moved or not
+    if n.mount_port != KLIBC_MOUNT_PORT:
+        raise PxeError(f"nfs.mount_port: {n.mount_port} cannot be reached by SystemRescue with "
+                       "nfs.portmap = false: its nfsmount has no option for the MOUNT port "
+                       "(mountport= makes it abort) and without a portmapper it uses port "
+                       f"{KLIBC_MOUNT_PORT}",
+                       "set nfs.portmap = true (recommended), or nfs.mount_port = "
+                       f"{KLIBC_MOUNT_PORT}")
+    notes.append(f"nfs.portmap is false: SystemRescue's nfsmount asks port 111 for the MOUNT "
+                 f"port and uses {KLIBC_MOUNT_PORT} only after its retries run out (about "
+                 f"{KLIBC_PORTMAP_WAIT} s per boot); set nfs.portmap = true for a quick boot")
+    # without a portmapper, NFS over TCP needs its port given even when it is 2049
+    return f"port={n.nfs_port}"
+
+
+def _nbd_name(media: Media, plan: Plan) -> str | None:
+    """The export SystemRescue must ask for when it is not ``archiso`` (archiso_nbd_name)."""
+    names = [e.name for e in plan.nbd.exports]
+    if not names or "archiso" in names:
+        return None
+    if len(names) > 1:
+        raise PxeError(f"nbd.exports: none is named \"archiso\" ({', '.join(names)}), and "
+                       "SystemRescue boots one export, the one its command line names",
+                       "name the export that holds the SystemRescue ISO \"archiso\"")
+    name = names[0]
+    if not _SAFE_NAME.match(name):
+        raise PxeError(f"nbd.exports: the export name {name!r} cannot go on SystemRescue's "
+                       "command line (archiso_nbd_name= is passed to nbd-client unquoted)",
+                       "use letters, digits and . _ + - only, or the name \"archiso\"")
+    return name
+
+
+def _medium_files(media: Media, vdir: str) -> list[str]:
+    """Names of the regular files directly in ``vdir`` of the medium (sorted, bytewise)."""
+    if media.extents is not None:
+        prefix = f"{vdir}/" if vdir else ""
+        names = [v[len(prefix):] for v in media.extents if v.startswith(prefix)]
+        return sorted(n for n in names if n and "/" not in n)
+    d = Path(media.path) / vdir
+    try:
+        return sorted(n for n in os.listdir(d) if (d / n).is_file())
+    except OSError:
+        return []
+
+
+def _medium_text(media: Media, vpath: str, limit: int = 65536) -> str:
+    try:
+        if media.extents is not None:
+            offset, size = media.extents[vpath]
+            with open(media.path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(min(size, limit))
+        else:
+            with open(Path(media.path) / vpath, "rb") as fh:
+                data = fh.read(limit)
+    except (OSError, KeyError):
+        return ""
+    return data.decode("utf-8", "replace")
+
+
+_YAML = re.compile(r"^.+\.[Yy][Aa][Mm][Ll]$")  # sysrescue-configuration.lua: ".[Yy][Aa][Mm][Ll]$"
+_AUTORUN = re.compile(r"^autorun[0-9A-F]?$")  # sysrescue-autorun's suffixes
+
+
+def _http_medium_args(media: Media, plan: Plan, notes: list[str]) -> list[str]:
+    """What archiso's HTTP hook leaves behind (it fetches airootfs.sfs only), as arguments:
+    the YAML configuration and the autorun scripts; a note for SRM modules."""
+    base = plan.http_base
+    args = []
+    configs = [n for n in _medium_files(media, "sysrescue.d") if _YAML.match(n)]
+    args += [f"sysrescuecfg={base}sysrescue.d/{quote(n)}" for n in configs]
+    extra = plan.boot.extra_cmdline
+    if not re.search(r"(^|\s)ar_source=", extra) and not any(
+            "ar_source" in _medium_text(media, f"sysrescue.d/{n}") for n in configs):
+        for vdir in ("autorun", ""):
+            if any(_AUTORUN.match(n) for n in _medium_files(media, vdir)):
+                args.append(f"ar_source={base}{vdir + '/' if vdir else ''}")
+                break
+    srms = [n for n in _medium_files(media, "sysresccd") if n.endswith(".srm")]
+    if srms:
+        notes.append(f"the SRM modules on the medium ({', '.join(srms)}) are not loaded over "
+                     "HTTP (archiso's HTTP hook fetches airootfs.sfs only): use the nfs or nbd "
+                     f"transport, or set late_load_srm: \"{base}sysresccd/{quote(srms[0])}\" "
+                     "in a sysrescue.d YAML file")
+    return args
 
 
 def _copytoram(plan: Plan, yes: str, no: str) -> str:
@@ -59,23 +199,27 @@ def _copytoram(plan: Plan, yes: str, no: str) -> str:
 def _archiso(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[str], list[str]]:
     t = plan.boot.transport.value
     notes: list[str] = []
-    args = ["ip=dhcp"]
+    args = ["iomem=relaxed", "ip=dhcp"]
     if t == "tftp":
-        notes.append(ARCHISO_NO_TFTP)
         if not plan.http.enabled and not plan.boot.external_http:
-            notes.append("http is disabled: set http.enabled = true or the root image "
-                         "cannot be fetched")
+            raise PxeError("boot.transport: tftp cannot boot SystemRescue 6+ with HTTP "
+                           "disabled: archiso has no TFTP hook, its root image (airootfs.sfs) "
+                           "is fetched over HTTP",
+                           "set http.enabled = true (or boot.external_http), or choose the "
+                           "http, nfs or nbd transport")
+        notes.append(ARCHISO_NO_TFTP)
         t = "http"
     if t == "http":
         args.append(f"archiso_http_srv={plan.http_base}")
+        args += _http_medium_args(media, plan, notes)
         if plan.boot.copytoram is False:
             notes.append("HTTP always copies the root image to RAM; copytoram = false "
                          "has no effect")
     elif t == "nfs":
         args.append(f"archiso_nfs_srv={ip}:{nfs_path(media, plan)}")
-        opts = _nfs_options(plan)
-        if opts:
-            args.append("archiso_nfs_opt=" + ",".join(opts))
+        opt = _archiso_nfs_opt(plan, notes)
+        if opt:
+            args.append(f"archiso_nfs_opt={opt}")
         args.append(_copytoram(plan, "copytoram=y", "copytoram=n"))
     elif t == "nbd":
         if media.nbd_source is None and not plan.nbd.exports:
@@ -87,6 +231,9 @@ def _archiso(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[
             notes.append(f"archiso's nbd-client connects to port 10809; nbd.port is "
                          f"{plan.nbd.port}")
         args.append(f"archiso_nbd_srv={ip}")
+        name = _nbd_name(media, plan)
+        if name is not None:
+            args.append(f"archiso_nbd_name={name}")
         args.append(_copytoram(plan, "copytoram=y", "copytoram=n"))
     return args, notes
 

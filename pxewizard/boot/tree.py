@@ -31,6 +31,7 @@ import posixpath
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import PxeError
 from ..files import FileTree, NotFound
@@ -38,6 +39,9 @@ from ..plan import NfsExport, Plan
 from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
 from .media import LOCAL_ENTRY, BootEntry, Media, entries_for, find_media
 from .menus import MenuSettings, RemoteEntry, menu_files
+
+if TYPE_CHECKING:
+    from ..servers.nbd import FileRange
 
 EFI_DIR = "efi64"
 
@@ -265,10 +269,13 @@ def build_tree(plan: Plan) -> FileTree:
     return build_boot(plan).tree
 
 
-def nbd_exports(plan: Plan) -> dict[str, Path]:
+def nbd_exports(plan: Plan) -> dict[str, Path | FileRange]:
     """Export name -> file, from the Plan, else the medium's: ``archiso`` = the ISO (or the
     block device under the running medium) for SystemRescue, ``sysrcd`` = sysrcd.dat for old
-    SystemRescueCd (oldstyle NBD serves the first export)."""
+    SystemRescueCd (oldstyle NBD serves the first export), read from inside the .iso when
+    the medium is one (its initramfs mounts the image itself, not the ISO)."""
+    from ..servers.nbd import FileRange
+
     if plan.nbd.exports:
         return {e.name: e.path for e in plan.nbd.exports}
     if not plan.nbd.enabled:
@@ -277,6 +284,9 @@ def nbd_exports(plan: Plan) -> dict[str, Path]:
     if media is None:
         return {}
     if media.profile == "sysrescue-legacy" and media.image is not None:
+        if media.extents is not None and media.image_vpath in media.extents:
+            offset, size = media.extents[media.image_vpath]
+            return {"sysrcd": FileRange(media.path, offset, size, media.image_vpath)}
         return {"sysrcd": media.image}
     if media.nbd_source is not None:
         return {"archiso": media.nbd_source}

@@ -85,6 +85,20 @@ class Export:
     size: int
     sendfile: bool = True
     """False once sendfile(2) failed as unsupported on this file: then pread + send."""
+    offset: int = 0
+    """Where the export starts in the file (a file inside an .iso, see :class:`FileRange`)."""
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``size`` bytes at ``offset`` of ``path``, exported as a whole disk: a file inside an
+    unmounted .iso (old SystemRescueCd's ``sysrcd.dat``), as HTTP and TFTP serve it."""
+
+    path: Path
+    offset: int
+    size: int
+    inner: str = ""
+    """The file's path inside ``path``, for messages and exported configurations."""
 
 
 def _reopen(export: Export) -> int:
@@ -95,8 +109,21 @@ def _reopen(export: Export) -> int:
         return os.dup(export.fd)
 
 
-def open_export(name: str, path: Path) -> Export:
-    """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError."""
+def open_export(name: str, path: Path | FileRange) -> Export:
+    """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError.
+
+    A :class:`FileRange` exports that range of its file (which must hold all of it)."""
+    if isinstance(path, FileRange):
+        rng = path
+        export = open_export(name, rng.path)
+        if rng.offset < 0 or rng.size < 0 or rng.offset + rng.size > export.size:
+            os.close(export.fd)
+            raise PxeError(f"NBD export {name!r}: {rng.inner or 'the range'} at bytes "
+                           f"{rng.offset}-{rng.offset + rng.size} runs past the end of "
+                           f"{rng.path} ({export.size} bytes)",
+                           "the image is truncated: download it again")
+        export.offset, export.size = rng.offset, rng.size
+        return export
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -133,6 +160,8 @@ class _Session:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Send | Read | Closed | None] = asyncio.Queue(QUEUE_DEPTH)
         self.export: Export | None = None
+        self.base = 0
+        """Where the chosen export starts in its file (requests are relative to it)."""
         self.fd = -1
         """This session's own descriptor of the export: its own readahead state, so clients
         reading different places do not spoil each other's sequential readahead."""
@@ -190,14 +219,17 @@ class _Session:
         if isinstance(out, (Send, Read)):
             if self.writer_gone:  # nobody left to send replies: stop reading requests
                 raise ConnectionResetError("the reply stream broke")
-            if isinstance(out, Read) and not page_cached(self.fd, out.offset, out.length):
+            if isinstance(out, Read) and not page_cached(self.fd, self.base + out.offset,
+                                                         out.length):
                 # start reading from the medium now, while earlier replies go out, so the
                 # writer finds the pages cached (only for cold data: the hint costs ~50 us)
                 with contextlib.suppress(OSError):
-                    os.posix_fadvise(self.fd, out.offset, out.length, os.POSIX_FADV_WILLNEED)
+                    os.posix_fadvise(self.fd, self.base + out.offset, out.length,
+                                     os.POSIX_FADV_WILLNEED)
             await self.queue.put(out)
         elif isinstance(out, ExportSelected):
             self.export = self.server.exports[out.name]
+            self.base = self.export.offset
             self.fd = _reopen(self.export)
             self.server.bus.publish(SessionOpened(
                 service=SERVICE, peer=self.peer, client=self.client, target=out.name,
@@ -229,7 +261,7 @@ class _Session:
                     continue
                 assert self.export is not None
                 await self._send(item.header, _MSG_MORE)
-                await self._sendfile(self.fd, item.offset, item.length)
+                await self._sendfile(self.fd, self.base + item.offset, item.length)
                 self.read += item.length
                 now = time.monotonic()
                 if now - self.last_note >= PROGRESS_INTERVAL:
@@ -371,8 +403,9 @@ class NbdService:
 
 
 async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: int | None,
-                    exports: dict[str, Path], interface: str | None) -> NbdService:
-    """Export ``exports`` (name -> file or block device) read-only over NBD.
+                    exports: dict[str, Path | FileRange],
+                    interface: str | None) -> NbdService:
+    """Export ``exports`` (name -> file, block device or range of a file) read-only over NBD.
 
     The newstyle handshake listens on ``address:port``; when ``oldstyle_port``
     is set, the oldstyle handshake listens there and serves the first export.
@@ -386,7 +419,8 @@ async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: in
     listeners: list[tuple[socket.socket, bool]] = []
     try:
         for name, path in exports.items():
-            opened[name] = open_export(name, Path(path))
+            opened[name] = open_export(name, path if isinstance(path, FileRange)
+                                       else Path(path))
         listeners.append((tcp_listener(address, port, interface=interface), False))
         if oldstyle_port is not None:
             listeners.append((tcp_listener(address, oldstyle_port, interface=interface), True))
@@ -405,4 +439,4 @@ async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: in
     return svc
 
 
-__all__ = ["Export", "NbdService", "open_export", "start_nbd"]
+__all__ = ["Export", "FileRange", "NbdService", "open_export", "start_nbd"]

@@ -19,7 +19,7 @@ from pxewizard.events import (
     TransferFailed,
 )
 from pxewizard.proto import nbd
-from pxewizard.servers.nbd import start_nbd
+from pxewizard.servers.nbd import FileRange, start_nbd
 
 SIZE = 4 * 1024 * 1024 + 4321
 
@@ -233,3 +233,35 @@ async def test_cold_pages_are_read_correctly(server, tmp_path: Path) -> None:
             pytest.skip("the page cache kept the file (nothing was cold)")
     finally:
         os.close(fd)
+
+
+async def test_a_range_of_a_file_is_exported_as_a_whole_disk(tmp_path: Path) -> None:
+    """Old SystemRescueCd's sysrcd.dat inside the .iso (issue 25): offset 0 of the export is
+    the range's first byte, its size is the range's, reads past it are refused."""
+    iso = tmp_path / "sysrcd.iso"
+    data = os.urandom(300_000)
+    iso.write_bytes(data)
+    start, size = 34_816, 200_000 + 7
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    svc = await start_nbd(bus=bus, address="127.0.0.1", port=0, oldstyle_port=0,
+                          exports={"sysrcd": FileRange(iso, start, size, "sysrcd.dat")},
+                          interface=None)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", svc.ports["oldstyle"])
+        greet = await r.readexactly(152)
+        assert struct.unpack_from(">QQ", greet, 8) == (0x00420281861253, size)
+        w.write(request(nbd.CMD_READ, 1, 0, 4096) + request(nbd.CMD_READ, 2, size - 7, 7)
+                + request(nbd.CMD_READ, 3, size - 3, 4096))
+        assert await reply(r) == (0, 1) and await r.readexactly(4096) == data[start:start + 4096]
+        assert await reply(r) == (0, 2) and await r.readexactly(7) == data[start + size - 7:
+                                                                            start + size]
+        err, handle = await reply(r)
+        assert handle == 3 and err != 0  # past the end of the range, not of the file
+        w.close()
+        with pytest.raises(PxeError, match="runs past the end"):
+            await start_nbd(bus=bus, address="127.0.0.1", port=0, oldstyle_port=None,
+                            exports={"x": FileRange(iso, 299_000, 4096, "x.dat")},
+                            interface=None)
+    finally:
+        await svc.close()

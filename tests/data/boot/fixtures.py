@@ -23,8 +23,29 @@ def put(root: Path, rel: str, size: int | None = None, data: bytes | None = None
     return p
 
 
+SYSRESCUE_DEFAULTS_YAML = b"""---
+global:
+    copytoram: false
+    checksum: false
+    loadsrm: false
+    dostartx: false
+    dovnc: false
+    noautologin: false
+    nofirewall: false
+
+autorun:
+    ar_disable: false
+    ar_nowait: true
+    ar_nodel: false
+    ar_attempts: 1
+    ar_ignorefail: false
+    ar_suffixes: "0,1,2,3,4,5,6,7,8,9,A,B,C,D,E,F"
+"""
+"""SystemRescue's own sysrescue.d/100-defaults.yaml (9.00 and later)."""
+
+
 def make_archiso(root: Path, *, version: str = "11.01", memtest: bool = True) -> Path:
-    """Modern SystemRescue (archiso layout)."""
+    """Modern SystemRescue (archiso layout); 9.00 and later also carry sysrescue.d/."""
     put(root, "sysresccd/boot/x86_64/vmlinuz", 1200)
     put(root, "sysresccd/boot/x86_64/sysresccd.img", 2300)
     put(root, "sysresccd/boot/intel_ucode.img", 300)
@@ -34,6 +55,8 @@ def make_archiso(root: Path, *, version: str = "11.01", memtest: bool = True) ->
     put(root, "sysresccd/VERSION", data=version.encode() + b"\n")
     put(root, "sysresccd/boot/syslinux/ldlinux.c32", 100)
     put(root, "EFI/boot/bootx64.efi", 400)
+    if int(version.split(".")[0]) >= 9:
+        put(root, "sysrescue.d/100-defaults.yaml", data=SYSRESCUE_DEFAULTS_YAML)
     if memtest:
         put(root, "sysresccd/boot/x86_64/memtest", 150)
         put(root, "sysresccd/boot/x86_64/memtest.efi", 160)
