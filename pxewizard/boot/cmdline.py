@@ -76,7 +76,7 @@ def _check_path(path: str) -> str:
     shown = " ".join("space" if c == " " else repr(c) for c in bad)
     raise PxeError(f"boot.media: the path {path!r} holds characters a kernel command line "
                    f"cannot carry ({shown}): the kernel splits its command line at spaces and "
-                   "SystemRescue's initramfs evaluates archiso_nfs_srv in a shell",
+                   "initramfs scripts read it with a shell (SystemRescue evals archiso_nfs_srv)",
                    "use a directory whose path has only letters, digits and . _ - / (rename "
                    "or move it), or bind-mount it: mkdir /srv/bootmedia && mount --bind "
                    f"'{path}' /srv/bootmedia, then set boot.media = \"/srv/bootmedia\"")
