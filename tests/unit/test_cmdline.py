@@ -211,8 +211,10 @@ def test_nfs_medium_path_with_shell_characters_is_refused(tmp_path: Path, name: 
             "netboot=http://" in first_line(p, make_plan(p, "http"))[0]
 
 
-def test_archiso_tftp_without_http_is_an_error(media: dict[str, Path]) -> None:
-    p = media["archiso-dir"]
+@pytest.mark.parametrize("kind", ["dir", "iso"])
+def test_archiso_tftp_without_http_is_an_error(media: dict[str, Path], archiso_iso: Path,
+                                               kind: str) -> None:
+    p = media["archiso-dir"] if kind == "dir" else archiso_iso
     with pytest.raises(PxeError, match="boot.transport: tftp cannot boot SystemRescue") as exc:
         first_line(p, make_plan(p, "tftp", http={"enabled": False}))
     assert "http.enabled = true" in exc.value.fix
@@ -222,18 +224,22 @@ def test_archiso_tftp_without_http_is_an_error(media: dict[str, Path]) -> None:
     assert "archiso_http_srv=http://mirror.lan/sr/" in line
 
 
-def test_archiso_nbd_export_name(archiso_iso: Path) -> None:
-    p = archiso_iso
-    one = {"exports": [{"name": "sysrescue-12", "path": str(p)}]}
+@pytest.mark.parametrize("kind", ["dir", "iso"])
+def test_archiso_nbd_export_name(media: dict[str, Path], archiso_iso: Path, kind: str) -> None:
+    # the medium as a copied directory or as the .iso; the export is the .iso either way
+    p = media["archiso-dir"] if kind == "dir" else archiso_iso
+    one = {"exports": [{"name": "sysrescue-12", "path": str(archiso_iso)}]}
     line, _ = first_line(p, make_plan(p, "nbd", nbd=one))
     assert line.endswith("archiso_nbd_srv=10.99.0.1 archiso_nbd_name=sysrescue-12 copytoram=n")
-    both = {"exports": [{"name": "other", "path": str(p)}, {"name": "archiso", "path": str(p)}]}
+    i = str(archiso_iso)
+    both = {"exports": [{"name": "other", "path": i}, {"name": "archiso", "path": i}]}
     assert "archiso_nbd_name" not in first_line(p, make_plan(p, "nbd", nbd=both))[0]
-    assert "archiso_nbd_name" not in first_line(p, make_plan(p, "nbd"))[0]
-    two = {"exports": [{"name": "a", "path": str(p)}, {"name": "b", "path": str(p)}]}
+    if kind == "iso":
+        assert "archiso_nbd_name" not in first_line(p, make_plan(p, "nbd"))[0]
+    two = {"exports": [{"name": "a", "path": i}, {"name": "b", "path": i}]}
     with pytest.raises(PxeError, match="nbd.exports: none is named \"archiso\""):
         first_line(p, make_plan(p, "nbd", nbd=two))
-    odd = {"exports": [{"name": "my iso", "path": str(p)}]}
+    odd = {"exports": [{"name": "my iso", "path": i}]}
     with pytest.raises(PxeError, match="export name 'my iso'"):
         first_line(p, make_plan(p, "nbd", nbd=odd))
 
