@@ -235,7 +235,9 @@ class NfsSettings(_Model):
     mount_port: int = Field(20048, ge=1, le=65535)
     """MOUNT protocol port (TCP and UDP); fixed so firewalls can be opened."""
     portmap: bool = True
-    """Answer portmapper queries on port 111 when no rpcbind runs here."""
+    """Answer portmapper queries on port 111 when no rpcbind runs here. SystemRescue's
+    nfsmount finds both ports through it; when off, it needs mount_port = 627 and waits
+    ~190 s for the portmapper first."""
     exports: list[NfsExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
 

@@ -287,7 +287,8 @@ def _casper(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[s
     if t != "http":
         notes.append(f"Ubuntu's casper has no {t.upper()} root: HTTP is used")
     if media.is_iso:
-        return ["ip=dhcp", f"url={plan.http_base}{Path(media.path).name}"], notes
+        # percent-encoded: a space in the file name would split the command line
+        return ["ip=dhcp", f"url={plan.http_base}{quote(Path(media.path).name)}"], notes
     notes.append("Ubuntu's casper fetches a whole .iso over HTTP (url=): set boot.media to "
                  "the .iso, or use the nfs transport")
     return ["ip=dhcp"], notes

@@ -397,3 +397,13 @@ def test_plan_entries_filter_and_unknown_ids(media: dict[str, Path]) -> None:
     assert [e.id for e in got] == ["local", "sysresccd"]
     with pytest.raises(PxeError, match="boot.entries: nope not found.*sysresccd, memtest"):
         entries_for(m, make_plan(p, "http", boot={"entries": ["nope"]}))
+
+
+def test_casper_iso_name_with_a_space_is_percent_encoded(tmp_path: Path) -> None:
+    require("xorriso")
+    iso = fx.make_iso(fx.make_casper(tmp_path / "src"), tmp_path / "ubuntu 22.04.iso",
+                      volume="Ubuntu 22.04")
+    line, _ = first_line(iso, make_plan(iso, "http"))
+    assert line.endswith("url=http://10.99.0.1/ubuntu%2022.04.iso")
+    tree = build_boot(make_plan(iso, "http"), loaders=fake_loaders(tmp_path / "l")).tree
+    assert tree.resolve(unquote("ubuntu%2022.04.iso")).size == iso.stat().st_size
