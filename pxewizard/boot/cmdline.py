@@ -42,8 +42,8 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ..errors import PxeError
 
@@ -165,7 +165,7 @@ def _medium_text(media: Media, vpath: str, limit: int = 65536) -> str:
     return data.decode("utf-8", "replace")
 
 
-_YAML = re.compile(r"^.+\.[Yy][Aa][Mm][Ll]$")  # sysrescue-configuration.lua: ".[Yy][Aa][Mm][Ll]$"
+_YAML = re.compile(r".[Yy][Aa][Mm][Ll]$")  # sysrescue-configuration.lua's own pattern
 _AUTORUN = re.compile(r"^autorun[0-9A-F]?$")  # sysrescue-autorun's suffixes
 
 
@@ -174,7 +174,7 @@ def _http_medium_args(media: Media, plan: Plan, notes: list[str]) -> list[str]:
     the YAML configuration and the autorun scripts; a note for SRM modules."""
     base = plan.http_base
     args = []
-    configs = [n for n in _medium_files(media, "sysrescue.d") if _YAML.match(n)]
+    configs = [n for n in _medium_files(media, "sysrescue.d") if _YAML.search(n)]
     args += [f"sysrescuecfg={base}sysrescue.d/{quote(n)}" for n in configs]
     extra = plan.boot.extra_cmdline
     if not re.search(r"(^|\s)ar_source=", extra) and not any(
