@@ -13,6 +13,7 @@ from pxewizard.boot.cmdline import ARCHISO_NO_TFTP
 from pxewizard.boot.media import entries_for, find_media
 from pxewizard.boot.tree import build_boot, nbd_exports
 from pxewizard.errors import PxeError
+from pxewizard.export import render_nbd_server
 from pxewizard.plan import Plan, plan_from_dict
 from pxewizard.servers.nbd import FileRange
 from tests.data.boot import fixtures as fx
@@ -320,6 +321,9 @@ def test_legacy_iso_nbd_exports_sysrcd_dat_inside_the_iso(tmp_path: Path) -> Non
         assert fh.read(rng.size) == (src / "sysrcd.dat").read_bytes()
     # a directory exports the file itself
     assert nbd_exports(make_plan(src, "nbd")) == {"sysrcd": src / "sysrcd.dat"}
+    # `pxewizard export` points nbd-server at the copy the boot tree gets, not the .iso
+    conf = render_nbd_server(make_plan(iso, "nbd"), {"sysrcd": rng}, tmp_path / "tftpboot")
+    assert f"exportname = {tmp_path / 'tftpboot' / 'sysrcd.dat'}" in conf
 
 
 def test_legacy_docache_on_nfs_and_nbd(media: dict[str, Path]) -> None:
