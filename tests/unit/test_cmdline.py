@@ -138,7 +138,7 @@ def klibc_nfsmount_parse(archiso_nfs_opt: str | None) -> str:
     require(NFSMOUNT)
     argv = [NFSMOUNT] + (["-o", archiso_nfs_opt] if archiso_nfs_opt else []) + \
         ["10.99.0.1:/srv/sr", "/nonexistent/pxwtest-bootmnt"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10)
     return proc.stderr
 
 
