@@ -45,6 +45,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
+from ..files import AccessDenied, NotFound, open_beneath
 from ..proto.nbd import (
     REP_ERR_UNKNOWN,
     Closed,
@@ -96,25 +97,29 @@ def _reopen(export: Export) -> int:
 
 
 def open_export(name: str, path: Path) -> Export:
-    """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError."""
+    """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError.
+
+    Opened the way every served file is (:func:`pxewizard.files.open_beneath`): the
+    Plan's path is resolved once, then opened with no link followed and O_NONBLOCK, so a
+    FIFO in its place cannot hang the start."""
+    real = Path(os.path.realpath(path))
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise PxeError(f"NBD export {name!r}: {path} does not exist",
+        fd = open_beneath(real.parent, real.name)
+    except NotFound as exc:
+        if os.path.isdir(real):
+            raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
+                           "(an ISO or disk image) or a block device",
+                           "point the export at the image file, or use NFS for a directory"
+                           ) from None
+        raise PxeError(f"NBD export {name!r}: {path} does not exist ({exc})",
                        "fix the export's path in the plan (nbd.exports)") from None
-    except PermissionError:
-        raise PxeError(f"NBD export {name!r}: {path} is not readable",
-                       "run pxewizard as root or make the file readable") from None
+    except AccessDenied as exc:
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+            raise PxeError(f"NBD export {name!r}: {path} is not readable",
+                           "run pxewizard as root or make the file readable") from None
+        raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device "
+                       f"({exc})", "point the export at an image file") from None
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        os.close(fd)
-        raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
-                       "(an ISO or disk image) or a block device",
-                       "point the export at the image file, or use NFS for a directory")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        os.close(fd)
-        raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device",
-                       "point the export at an image file")
     size = os.lseek(fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
     return Export(name=name, path=Path(path), fd=fd, size=size)
 
