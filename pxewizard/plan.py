@@ -175,6 +175,18 @@ class TftpSettings(_Model):
     """Seconds before a block is sent again (doubled on each retry)."""
     retries: int = Field(5, ge=1, le=20)
     """Retransmissions before a transfer is given up."""
+    max_transfers: int = Field(50, ge=1, le=10000)
+    """Transfers running at once, all clients together; more are refused with the NAK "Too
+    many transfers, try again later" (dnsmasq's tftp-max default is 50)."""
+    max_per_client: int = Field(10, ge=1, le=10000)
+    """Transfers running at once per client address (a boot fetches one file at a time;
+    dnsmasq and tftpd-hpa have no such cap, 10 leaves room for retries)."""
+    max_transfer_seconds: float = Field(1800.0, gt=0, le=86400)
+    """A transfer still running after this many seconds is ended (nobody's default; a
+    100 MiB initrd takes under a minute even at lockstep PXE ROM speeds)."""
+    max_stall_seconds: float = Field(60.0, gt=0, le=3600)
+    """A transfer with no progress for this long is ended, whatever timeout the client
+    asked (RFC 2349 allows 255 s, which with retries would keep it 4.5 h)."""
 
 
 class HttpSettings(_Model):
@@ -208,6 +220,14 @@ class NbdSettings(_Model):
     """Port for the oldstyle handshake (old SystemRescueCd's netboot=nbd://ip:port); None: off."""
     exports: list[NbdExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nbd, the boot media's image is exported."""
+    max_connections: int = Field(64, ge=1, le=10000)
+    """Sessions open at once; at the cap accepting pauses until one ends (nbd-server's
+    max_connections default is unlimited)."""
+    max_per_client: int = Field(8, ge=1, le=10000)
+    """Sessions open at once per client address; more are closed at once."""
+    idle_timeout: float = Field(0.0, ge=0, le=86400)
+    """Seconds a session may send nothing before it is closed; 0: never (nbd-server's
+    default: a kernel NBD root is silent while idle and does not reconnect)."""
 
 
 class NfsExport(_Model):

@@ -143,7 +143,9 @@ async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
     return [await start_tftp(
         tree=tree, bus=bus, address=str(plan.server_ip), port=t.port, interface=plan.interface,
         allow_write=t.allow_write, write_root=t.root, max_blksize=t.max_blksize,
-        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries)]
+        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries,
+        max_transfers=t.max_transfers, max_per_client=t.max_per_client,
+        max_lifetime=t.max_transfer_seconds, max_stall=t.max_stall_seconds)]
 
 
 async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -168,9 +170,11 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
                                     "nbd.exports and the boot medium is not an image); "
                                     "the NBD server is not started"))
         return []
-    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=plan.nbd.port,
-                            oldstyle_port=plan.nbd.oldstyle_port, exports=exports,
-                            interface=plan.interface)]
+    n = plan.nbd
+    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=n.port,
+                            oldstyle_port=n.oldstyle_port, exports=exports,
+                            interface=plan.interface, max_connections=n.max_connections,
+                            max_per_client=n.max_per_client, idle_timeout=n.idle_timeout)]
 
 
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:

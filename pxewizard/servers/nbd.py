@@ -57,7 +57,7 @@ from ..proto.nbd import (
     Send,
     State,
 )
-from .base import tcp_listener
+from .base import RefusalLog, tcp_listener
 from .pagecache import page_cached
 
 SERVICE = "nbd"
@@ -74,6 +74,15 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 PREAD_SIZE = 1024 * 1024
 """Bytes per pread when sendfile is not available."""
+MAX_CONNECTIONS = 64
+"""Default of ``nbd.max_connections`` (nbd-server's max_connections default is 0,
+unlimited; 64 diskless clients is far more than one rescue laptop serves)."""
+MAX_PER_CLIENT = 8
+"""Default of ``nbd.max_per_client`` (a kernel or nbd-client opens 1-4 connections)."""
+IDLE_TIMEOUT = 0.0
+"""Default of ``nbd.idle_timeout``: 0, off, as nbd-server's ``timeout``: a kernel client
+with its root on NBD sends nothing while idle and does not reconnect, so cutting it would
+kill the client. Dead peers are still cut by TCP keepalive and TCP_USER_TIMEOUT."""
 
 
 @dataclass
@@ -156,9 +165,19 @@ class _Session:
         try:
             for out in self.conn.initiate():
                 await self._handle(out)
+            idle = self.server.idle_timeout
             while self.conn.state is not State.CLOSED:
-                if self.conn.state is State.TRANSMISSION:
+                if self.conn.state is State.TRANSMISSION and not idle:
                     data = await self.loop.sock_recv(self.sock, RECV_SIZE)
+                elif self.conn.state is State.TRANSMISSION:
+                    try:
+                        data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
+                                                      idle)
+                    except TimeoutError:
+                        self.reason = f"idle for {idle:.0f} s (nbd.idle_timeout)"
+                        self.server.refused(self.peer, f"session closed: {self.reason}",
+                                            self.client)
+                        break
                 else:  # a client that never finishes the handshake must not pin a session
                     try:
                         data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
@@ -335,6 +354,20 @@ class NbdService:
     tasks: set[asyncio.Task] = field(default_factory=set)
     ports: dict[str, int] = field(default_factory=dict)
     """``newstyle`` / ``oldstyle`` -> bound port."""
+    max_connections: int = MAX_CONNECTIONS
+    max_per_client: int = MAX_PER_CLIENT
+    idle_timeout: float = IDLE_TIMEOUT
+    per_client: dict[str, int] = field(default_factory=dict)
+    refused: RefusalLog = field(init=False)
+    _below_cap: asyncio.Event = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refused = RefusalLog(self.bus, SERVICE)
+        self._below_cap = asyncio.Event()
+        self._below_cap.set()
+
+    def connections(self) -> int:
+        return sum(self.per_client.values())
 
     def start(self) -> None:
         for lsock, oldstyle in self.listeners:
@@ -349,17 +382,40 @@ class NbdService:
     async def _accept(self, lsock: socket.socket, oldstyle: bool) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # at the cap, stop accepting (the kernel's backlog holds the next ones) until a
+            # session ends, instead of accepting and closing in a loop
+            await self._below_cap.wait()
             try:
                 sock, addr = await loop.sock_accept(lsock)
             except (ConnectionAbortedError, InterruptedError):
                 continue
-            except OSError as exc:  # EMFILE and friends: say so, breathe, keep accepting
-                self.bus.publish(LogLine(service=SERVICE, level="warning",
-                                         message=f"accept failed: {exc}"))
+            except OSError as exc:  # EMFILE and friends: say so (rate-limited), breathe
+                self.refused("(listener)", f"accept failed: {exc.strerror or exc}")
                 await asyncio.sleep(0.5)
                 continue
+            ip = addr[0]
+            if self.per_client.get(ip, 0) >= self.max_per_client:
+                sock.close()
+                self.refused(f"{ip}:{addr[1]}", f"connection refused: {self.max_per_client} "
+                             f"sessions of {ip} already open (nbd.max_per_client)", ip)
+                continue
+            self.per_client[ip] = self.per_client.get(ip, 0) + 1
+            if self.connections() >= self.max_connections:
+                self._below_cap.clear()
+                self.refused("(listener)", f"{self.max_connections} sessions open "
+                             "(nbd.max_connections): accepting paused until one ends")
             sock.setblocking(False)
-            self._spawn(_Session(self, sock, addr, oldstyle).run())
+            task = self._spawn(_Session(self, sock, addr, oldstyle).run())
+            task.add_done_callback(lambda _t, ip=ip: self._ended(ip))
+
+    def _ended(self, ip: str) -> None:
+        n = self.per_client.get(ip, 0) - 1
+        if n > 0:
+            self.per_client[ip] = n
+        else:
+            self.per_client.pop(ip, None)
+        if self.connections() < self.max_connections:
+            self._below_cap.set()
 
     async def close(self) -> None:
         for lsock, _ in self.listeners:
@@ -372,11 +428,15 @@ class NbdService:
         for e in self.exports.values():
             with contextlib.suppress(OSError):
                 os.close(e.fd)
+        self.refused.close()
         self.bus.publish(ServiceStopped(service=SERVICE))
 
 
 async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: int | None,
-                    exports: dict[str, Path], interface: str | None) -> NbdService:
+                    exports: dict[str, Path], interface: str | None,
+                    max_connections: int = MAX_CONNECTIONS,
+                    max_per_client: int = MAX_PER_CLIENT,
+                    idle_timeout: float = IDLE_TIMEOUT) -> NbdService:
     """Export ``exports`` (name -> file or block device) read-only over NBD.
 
     The newstyle handshake listens on ``address:port``; when ``oldstyle_port``
@@ -401,7 +461,9 @@ async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: in
         for s, _ in listeners:
             s.close()
         raise
-    svc = NbdService(name=SERVICE, bus=bus, exports=opened, listeners=listeners)
+    svc = NbdService(name=SERVICE, bus=bus, exports=opened, listeners=listeners,
+                     max_connections=max_connections, max_per_client=max_per_client,
+                     idle_timeout=idle_timeout)
     for lsock, oldstyle in listeners:
         host, bound = lsock.getsockname()[:2]
         svc.ports["oldstyle" if oldstyle else "newstyle"] = bound
