@@ -198,6 +198,18 @@ class HttpSettings(_Model):
     """TCP port."""
     root: Path | None = None
     """Extra directory served below the generated boot tree; None: only the boot tree."""
+    max_connections: int = Field(512, ge=1, le=100000)
+    """Connections open at once; at the cap accepting pauses until one closes (nginx's
+    worker_connections default)."""
+    max_per_client: int = Field(32, ge=1, le=100000)
+    """Connections open at once per client address; more are closed at once (nginx has no
+    limit_conn by default; a boot opens 1-2, a browser 6)."""
+    header_timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds a request's head (request line and headers) may take to arrive whole (nginx's
+    client_header_timeout default); a slowloris is cut after this."""
+    keepalive_timeout: float = Field(75.0, gt=0, le=75)
+    """Seconds an idle kept-alive connection stays open (nginx's keepalive_timeout
+    default; at most 75)."""
 
 
 class NbdExport(_Model):
@@ -258,6 +270,19 @@ class NfsSettings(_Model):
     """Answer portmapper queries on port 111 when no rpcbind runs here."""
     exports: list[NfsExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
+    udp: bool = False
+    """Serve NFS itself over UDP too (off, as recent nfs-utils: a READ over UDP answers
+    32 KiB to a 100-byte datagram whose source is not checked, a reflector). MOUNT and the
+    portmapper always answer over UDP as well (small replies)."""
+    max_connections: int = Field(220, ge=1, le=10000)
+    """TCP connections per port; a new one past it drops the oldest idle one, as knfsd
+    does (its limit with the default 8 threads is (8 + 3) x 20 = 220)."""
+    max_reply_bytes: int = Field(8 << 20, ge=1 << 20, le=1 << 30)
+    """Reply bytes one connection may hold (unsent, or reserved 1 MiB per call being
+    served); past it its calls wait unread in the socket."""
+    max_total_reply_bytes: int = Field(64 << 20, ge=1 << 20, le=16 << 30)
+    """The same for all connections together; when reached, the connection holding the most
+    unsent replies that it does not read is dropped."""
 
 
 class RemoteEntry(_Model):
