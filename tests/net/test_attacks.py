@@ -229,7 +229,7 @@ def test_tftp_rrq_flood_is_capped(netpair: NetPair, tmp_path: Path) -> None:
     another client still downloads."""
     netpair.client_address(ATTACKER)
     netpair.client.run("ip", "addr", "add", "10.99.0.9/24", "dev", "eth0")
-    plan = make_plan(tmp_path, tftp={"max_transfers": 50, "max_per_client": 10})
+    plan = make_plan(tmp_path)  # the defaults: tftp.max_transfers 50, max_per_client 10
     with serve_dhcp(netpair.server, plan) as served:
         proc = proc_of(served)
         rss0, fds0 = proc.memory_info().rss, proc.num_fds()
@@ -399,8 +399,7 @@ def test_a_good_client_boots_while_one_host_floods(tmp_path: Path) -> None:
     stderr under 1 MB."""
     require_root()
     require("udhcpc", "tftp", "curl")
-    plan = make_plan(tmp_path, dhcp=True, nbd=True, nfs=True,
-                     http={"header_timeout": 5})
+    plan = make_plan(tmp_path, dhcp=True, nbd=True, nfs=True)  # every cap at its default
     root = tmp_path / "root"
     want = hashlib.sha256((root / "small.bin").read_bytes()).hexdigest()
     stderr_path = tmp_path / "serve.stderr"
@@ -452,7 +451,7 @@ def test_a_good_client_boots_while_one_host_floods(tmp_path: Path) -> None:
                                 str(tmp_path / "good.http"), f"http://{SERVER}/small.bin",
                                 check=False, timeout=30)
                 took = time.monotonic() - t0
-                time.sleep(max(0.0, 6.0 - took))  # past http.header_timeout: slowloris cut
+                time.sleep(max(0.0, 6.0 - took))  # the floods go on: sample their peak
                 stop.set()
             assert proc.poll() is None, "the server died under the floods"
         finally:
@@ -466,8 +465,8 @@ def test_a_good_client_boots_while_one_host_floods(tmp_path: Path) -> None:
 
     evs = read_jsonl(load_plan(plan).jsonl_path)
     held = {cap: sum(1 for e in evs if cap in e.get("reason", "")) for cap in (
-        "Too many transfers", "http.max_per_client", "http.header_timeout",
-        "nbd.max_per_client", "nfs.max_connections")}
+        "Too many transfers", "http.max_per_client", "nbd.max_per_client",
+        "nfs.max_connections")}
     figures = (f"lease {got_lease:.1f} s, all three {took:.1f} s, RSS peak "
                f"{mib(peak_rss[0]):.0f} MiB, fds peak {peak_fds[0]}, stderr "
                f"{stderr_path.stat().st_size} B, refusal events {held}")
