@@ -7,8 +7,6 @@ import errno
 import socket
 from typing import Protocol
 
-import psutil
-
 from ..errors import NeedsRoot, PortInUse, PxeError
 from ..events import EventBus, PacketDropped
 
@@ -23,6 +21,8 @@ class Service(Protocol):
 
 def port_holder(port: int, proto: str = "udp") -> str | None:
     """Name the process holding a local port: ``dnsmasq (pid 812)``, or None."""
+    import psutil  # here: client scripts of the tests import the NFS package without it
+
     try:
         conns = psutil.net_connections(kind=proto)
     except (psutil.AccessDenied, PermissionError, OSError):
