@@ -241,6 +241,7 @@ def test_tftp_rrq_flood_is_capped(netpair: NetPair, tmp_path: Path) -> None:
             "%{size_download}", "--max-time", "10", f"tftp://{SERVER}/small.bin"),
             capture_output=True, text=True, timeout=30)
         evs = served.events()
+    print(f"tftp flood: {flood}, fds +{fds1 - fds0}, RSS +{mib(rss1 - rss0):.1f} MiB")
     assert flood["transfers"] == 10, flood
     assert flood["messages"].get("Too many transfers, try again later", 0) >= 500, flood
     assert fds1 - fds0 <= 2 * 10 + 4, (fds0, fds1)
@@ -283,6 +284,7 @@ def test_slowloris_is_cut_and_capped_per_client(netpair: NetPair, tmp_path: Path
             out, _ = p.communicate(timeout=60)
         r = json.loads(out.decode().strip().splitlines()[-1])
         evs = served.events()
+    print(f"slowloris: {r}, fds +{fds1 - fds0}")
     assert good.stdout == "70000", good.stderr
     assert fds1 - fds0 <= 32 + 4, (fds0, fds1)
     assert r["still_open"] == 0 and r["last_cut"] is not None and r["last_cut"] <= 8, r
@@ -319,6 +321,7 @@ def test_nbd_write_payloads_are_not_buffered_and_sessions_capped(netpair: NetPai
         flood = attack(netpair.client, "conn_flood", "--port", "10809", "--n", "100",
                        "--hold", "1")
         assert served.proc.poll() is None
+    print(f"nbd: writes {w}, RSS peak +{mib(peak[0] - rss0):.1f} MiB, flood {flood}")
     assert w["errors"] == [1] * 8, w  # EPERM each
     assert mib(peak[0] - rss0) < 40, f"RSS grew {mib(peak[0] - rss0):.0f} MiB"
     assert flood["opened"] - flood["closed_by_server"] <= 8, flood
@@ -341,6 +344,7 @@ def test_nfs_pipelined_reads_never_read_are_bounded(netpair: NetPair, tmp_path: 
             rss1 = proc.memory_info().rss
         udp = attack(netpair.client, "nfs_udp")
         assert served.proc.poll() is None
+    print(f"nfs pipeline: RSS +{mib(rss1 - rss0):.1f} MiB, udp {udp}")
     assert mib(rss1 - rss0) < 100, f"RSS grew {mib(rss1 - rss0):.0f} MiB"
     assert udp["answered"] == 0, "NFS answers over UDP (a reflector) though nfs.udp is off"
 
@@ -367,6 +371,7 @@ def test_forged_nfs_handles_cost_no_scan(netpair: NetPair, tmp_path: Path) -> No
             out, _ = p.communicate(timeout=30)
         cpu = sum(proc.cpu_times()[:2]) - cpu0
         forged = json.loads(out.decode().strip().splitlines()[-1])
+    print(f"forged handles: {forged}, http {http}, server CPU {cpu:.2f} s")
     assert set(forged["statuses"]) <= {"70", "10008"}, forged  # STALE, JUKEBOX
     assert http["slowest"] < 0.2, http
     assert cpu < 2.0, f"{cpu:.1f} s of CPU for 120 forged handles"
