@@ -373,8 +373,8 @@ def test_forged_nfs_handles_cost_no_scan(netpair: NetPair, tmp_path: Path) -> No
         forged = json.loads(out.decode().strip().splitlines()[-1])
     print(f"forged handles: {forged}, http {http}, server CPU {cpu:.2f} s")
     assert set(forged["statuses"]) <= {"70", "10008"}, forged  # STALE, JUKEBOX
-    assert http["slowest"] < 0.2, http
-    assert cpu < 2.0, f"{cpu:.1f} s of CPU for 120 forged handles"
+    assert http["slowest"] < 0.15, http
+    assert cpu < 0.5, f"{cpu:.1f} s of CPU for 120 forged handles"  # 1.9 s when scanning
 
 
 # --- the hostile load ---------------------------------------------------------------------------
