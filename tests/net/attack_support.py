@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pxewizard.proto.rpc import AuthFlavor, encode_auth_sys, encode_call, frame  # noqa: E402
-from pxewizard.proto.xdr import Reader, Writer  # noqa: E402
+from pxewizard.proto.rpc import AuthFlavor, encode_auth_sys, encode_call, frame
+from pxewizard.proto.xdr import Reader, Writer
 
 MAX_SECONDS = 120.0
 """No attack runs longer than this, whatever it is asked."""

@@ -122,8 +122,8 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
     svc.mountd = MountProgram(exp, resolver, bus)
     own = [address]
     try:
-        caps = dict(max_connections=max_connections, max_reply_bytes=max_reply_bytes,
-                    max_total_reply_bytes=max_total_reply_bytes)
+        caps = {"max_connections": max_connections, "max_reply_bytes": max_reply_bytes,
+                "max_total_reply_bytes": max_total_reply_bytes}
         nfs_ep = RpcEndpoint("nfs", [svc.nfsd], bus, own, sessions=True, **caps)
         svc.endpoints.append(nfs_ep)
         nfs_port = await _bind(nfs_ep, bus, address, nfs_port, interface, udp_on=udp)

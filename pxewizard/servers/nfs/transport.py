@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ...events import EventBus, LogLine, PacketDropped, SessionClosed, SessionOpened
-from ..base import RefusalLog
 from ...proto.rpc import (
     AcceptStat,
     Call,
@@ -48,6 +47,7 @@ from ...proto.rpc import (
     parse_call,
     prog_mismatch_reply,
 )
+from ..base import RefusalLog
 
 MAX_INFLIGHT = 32
 """Calls of one TCP connection being served at once."""
