@@ -157,6 +157,28 @@ def open_beneath(jail: Path | str, rel: str, *, links: bool = False,
     return fd
 
 
+def open_dir_beneath(jail: Path | str, rel: str) -> int:
+    """An ``O_PATH`` descriptor of the directory ``rel`` inside ``jail`` ('' = the jail),
+    reached with no link followed and never outside (uploads: create and link in it with
+    ``dir_fd``, so a directory swapped for a link after the check gains nothing)."""
+    try:
+        dirfd = os.open(jail, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NotFound(f"the directory {jail} is gone ({exc.strerror})") from None
+    if not rel:
+        return dirfd
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        if HAVE_OPENAT2:
+            return _openat2(dirfd, rel, flags,
+                            _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_SYMLINKS)
+        return _open_walk(dirfd, rel, flags)
+    except OSError as exc:
+        raise _open_error(exc, jail, rel) from None
+    finally:
+        os.close(dirfd)
+
+
 def _open_error(exc: OSError, jail: Path | str, rel: str) -> TreeError:
     e = exc.errno
     if e in (errno.ENOENT, errno.ENOTDIR):

@@ -64,7 +64,7 @@ from ..events import (
     TransferProgress,
     TransferStarted,
 )
-from ..files import AccessDenied, FileTree, NotFound, TreeError, normalize
+from ..files import AccessDenied, FileTree, NotFound, TreeError, normalize, open_dir_beneath
 from ..proto import tftp as proto
 from ..proto.tftp import (
     ErrorCode,
@@ -309,6 +309,14 @@ class ChunkedFile:
             self.fd = -1
 
 
+def _exists_in(dirfd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def nak_message(exc: TreeError) -> str:
     """What the client is told: tftpd-hpa's words, without our real paths.
 
@@ -327,7 +335,7 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed", "admitted")
+                 "key", "gso", "worker", "closed", "admitted", "pfd")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -345,8 +353,11 @@ class _Transfer:
         self.reported_bytes = 0
         self.writer = isinstance(core, WriteTransfer)
         self.wfd = -1
-        self.tmp: Path | None = None
-        self.final: Path | None = None
+        self.tmp: str | None = None
+        """Name of the upload's temporary file in the directory ``pfd``."""
+        self.final: str | None = None
+        self.pfd = -1
+        """O_PATH descriptor of the upload's directory (every name is used relative to it)."""
         self.key: tuple[str, int, str] = ("", 0, "")
         self.gso = 0
         """Packets per segmented send (UDP GSO), 0 when off."""
@@ -756,7 +767,11 @@ class _Worker:
             t.wfd = -1
             if t.tmp is not None:
                 with contextlib.suppress(OSError):
-                    t.tmp.unlink()
+                    os.unlink(t.tmp, dir_fd=t.pfd)
+        if t.pfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(t.pfd)
+            t.pfd = -1
 
     # --- the timer scan ---------------------------------------------------------------
 
@@ -976,27 +991,34 @@ class _Worker:
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
                          READ_ONLY_MESSAGE, f"write request refused: {why}")
             return
+        pfd = -1
         try:
             vpath = normalize(req.filename)
             if not vpath:
                 raise AccessDenied("no file name given")
-            final = self.write_root / vpath
-            parent = Path(os.path.realpath(final.parent))
-            if parent != self.write_root and self.write_root not in parent.parents:
-                raise AccessDenied(f"{vpath}: its directory leads out of {self.write_root}")
-            if not parent.is_dir():
-                raise NotFound(f"{vpath}: directory {final.parent} does not exist")
-            if os.path.lexists(final):
+            parent_rel, _, name = vpath.rpartition("/")
+            try:  # the directory, reached the jailed way (no link, never out of write_root)
+                pfd = open_dir_beneath(self.write_root, parent_rel)
+            except NotFound:
+                raise NotFound(f"{vpath}: directory {parent_rel or '.'} does not exist in "
+                               f"{self.write_root}") from None
+            if _exists_in(pfd, name):
+                os.close(pfd)
                 self._refuse(addr, peer, req.filename, ErrorCode.FILE_EXISTS,
                              "File already exists",
                              f"write of {vpath} refused: the file exists and is not overwritten")
                 return
-            tmp = parent / f".{final.name}.pxw-{secrets.token_hex(4)}.part"
-            wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            tmp_name = f".{name}.pxw-{secrets.token_hex(4)}.part"
+            wfd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o644, dir_fd=pfd)
         except TreeError as exc:
+            if pfd >= 0:
+                os.close(pfd)
             self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
             return
         except OSError as exc:
+            if pfd >= 0:
+                os.close(pfd)
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
                          "Access violation", f"cannot create {req.filename}: {exc.strerror}")
             return
@@ -1005,14 +1027,16 @@ class _Worker:
             sock = self._transfer_socket(addr)
         except Exception as exc:
             os.close(wfd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=pfd)
+            os.close(pfd)
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
                                       client=addr[0], reason=f"no socket for the transfer: {exc}"))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, None, now)
         t.admitted = True
         self._last = t
-        t.wfd, t.tmp, t.final, t.key = wfd, tmp, parent / final.name, key
+        t.wfd, t.tmp, t.final, t.pfd, t.key = wfd, tmp_name, name, pfd, key
         self.active_keys.add(key)
         opts = dict(core.negotiated.oack)
         opts["write"] = "yes"
@@ -1026,7 +1050,8 @@ class _Worker:
         assert t.tmp is not None and t.final is not None
         try:
             os.fsync(t.wfd)
-            os.link(t.tmp, t.final)  # fails if the name appeared meanwhile: never clobber
+            # fails if the name appeared meanwhile: never clobber
+            os.link(t.tmp, t.final, src_dir_fd=t.pfd, dst_dir_fd=t.pfd)
         except OSError as exc:
             self._emit(LogLine(service=SERVICE, level="error",
                                message=f"upload of {t.path} received but not saved: "
