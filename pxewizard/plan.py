@@ -182,11 +182,12 @@ class TftpSettings(_Model):
     """Transfers running at once per client address (a boot fetches one file at a time;
     dnsmasq and tftpd-hpa have no such cap, 10 leaves room for retries)."""
     max_transfer_seconds: float = Field(1800.0, gt=0, le=86400)
-    """A transfer still running after this many seconds is ended (nobody's default; a
-    100 MiB initrd takes under a minute even at lockstep PXE ROM speeds)."""
-    max_stall_seconds: float = Field(60.0, gt=0, le=3600)
+    """A transfer still running after this many seconds is ended (no reference server has
+    one; a 100 MiB initrd takes about 100 s even in 512-byte lockstep)."""
+    max_stall_seconds: float = Field(120.0, gt=0, le=3600)
     """A transfer with no progress for this long is ended, whatever timeout the client
-    asked (RFC 2349 allows 255 s, which with retries would keep it 4.5 h)."""
+    asked (RFC 2349 allows 255 s, which with retries would keep it 4.5 h); above the
+    63 s the default timeout and retries wait before giving up themselves."""
 
 
 class HttpSettings(_Model):

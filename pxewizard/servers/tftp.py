@@ -108,8 +108,8 @@ MAX_PER_CLIENT = 10
 boot loader fetches one file at a time, so 10 leaves room for retries and iPXE)."""
 MAX_LIFETIME = 1800.0
 """Default of ``tftp.max_transfer_seconds``: a transfer still running after this is ended
-(a 100 MiB initrd takes under a minute at the slowest lockstep PXE ROM speeds seen)."""
-MAX_STALL = 60.0
+(a 100 MiB initrd takes about 100 s even in 512-byte lockstep)."""
+MAX_STALL = 120.0
 """Default of ``tftp.max_stall_seconds``: a transfer with no progress for this long is
 ended whatever timeout the client asked (timeout=255 with 5 retries would wait 4.5 h)."""
 TOO_MANY = "Too many transfers, try again later"
