@@ -399,7 +399,7 @@ class FileTree:
         try:
             return self._stat(vpath, jail, rel, links=True)
         except NotFound as exc:
-            if getattr(exc, "errno", None) == errno.ENOENT:
+            if getattr(exc, "errno", None) in (errno.ENOENT, errno.ENOTDIR):
                 return None
             raise
 
