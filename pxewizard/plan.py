@@ -273,8 +273,9 @@ class NfsSettings(_Model):
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
     udp: bool = False
     """Serve NFS itself over UDP too (off, as recent nfs-utils: a READ over UDP answers
-    32 KiB to a 100-byte datagram whose source is not checked, a reflector). MOUNT and the
-    portmapper always answer over UDP as well (small replies)."""
+    32 KiB to a 100-byte datagram whose source is not checked, a reflector; klibc's
+    nfsmount and the kernel's nfsroot use TCP by default). MOUNT and the portmapper always
+    answer over UDP as well (small replies; klibc asks MOUNT over UDP)."""
     max_connections: int = Field(220, ge=1, le=10000)
     """TCP connections per port; a new one past it drops the oldest idle one, as knfsd
     does (its limit with the default 8 threads is (8 + 3) x 20 = 220)."""
