@@ -175,6 +175,19 @@ class TftpSettings(_Model):
     """Seconds before a block is sent again (doubled on each retry)."""
     retries: int = Field(5, ge=1, le=20)
     """Retransmissions before a transfer is given up."""
+    max_transfers: int = Field(50, ge=1, le=10000)
+    """Transfers running at once, all clients together; more are refused with the NAK "Too
+    many transfers, try again later" (dnsmasq's tftp-max default is 50)."""
+    max_per_client: int = Field(10, ge=1, le=10000)
+    """Transfers running at once per client address (a boot fetches one file at a time;
+    dnsmasq and tftpd-hpa have no such cap, 10 leaves room for retries)."""
+    max_transfer_seconds: float = Field(1800.0, gt=0, le=86400)
+    """A transfer still running after this many seconds is ended (no reference server has
+    one; a 100 MiB initrd takes about 100 s even in 512-byte lockstep)."""
+    max_stall_seconds: float = Field(120.0, gt=0, le=3600)
+    """A transfer with no progress for this long is ended, whatever timeout the client
+    asked (RFC 2349 allows 255 s, which with retries would keep it 4.5 h); above the
+    63 s the default timeout and retries wait before giving up themselves."""
 
 
 class HttpSettings(_Model):
@@ -186,6 +199,18 @@ class HttpSettings(_Model):
     """TCP port."""
     root: Path | None = None
     """Extra directory served below the generated boot tree; None: only the boot tree."""
+    max_connections: int = Field(512, ge=1, le=100000)
+    """Connections open at once; at the cap accepting pauses until one closes (nginx's
+    worker_connections default)."""
+    max_per_client: int = Field(32, ge=1, le=100000)
+    """Connections open at once per client address; more are closed at once (nginx has no
+    limit_conn by default; a boot opens 1-2, a browser 6)."""
+    header_timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds a request's head (request line and headers) may take to arrive whole (nginx's
+    client_header_timeout default); a slowloris is cut after this."""
+    keepalive_timeout: float = Field(75.0, gt=0, le=75)
+    """Seconds an idle kept-alive connection stays open (nginx's keepalive_timeout
+    default; at most 75)."""
 
 
 class NbdExport(_Model):
@@ -208,6 +233,14 @@ class NbdSettings(_Model):
     """Port for the oldstyle handshake (old SystemRescueCd's netboot=nbd://ip:port); None: off."""
     exports: list[NbdExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nbd, the boot media's image is exported."""
+    max_connections: int = Field(64, ge=1, le=10000)
+    """Sessions open at once; at the cap accepting pauses until one ends (nbd-server's
+    max_connections default is unlimited)."""
+    max_per_client: int = Field(8, ge=1, le=10000)
+    """Sessions open at once per client address; more are closed at once."""
+    idle_timeout: float = Field(0.0, ge=0, le=86400)
+    """Seconds a session may send nothing before it is closed; 0: never (nbd-server's
+    default: a kernel NBD root is silent while idle and does not reconnect)."""
 
 
 class NfsExport(_Model):
@@ -240,6 +273,20 @@ class NfsSettings(_Model):
     ~190 s for the portmapper first."""
     exports: list[NfsExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
+    udp: bool = False
+    """Serve NFS itself over UDP too (off, as recent nfs-utils: a READ over UDP answers
+    32 KiB to a 100-byte datagram whose source is not checked, a reflector; klibc's
+    nfsmount and the kernel's nfsroot use TCP by default). MOUNT and the portmapper always
+    answer over UDP as well (small replies; klibc asks MOUNT over UDP)."""
+    max_connections: int = Field(220, ge=1, le=10000)
+    """TCP connections per port; a new one past it drops the oldest idle one, as knfsd
+    does (its limit with the default 8 threads is (8 + 3) x 20 = 220)."""
+    max_reply_bytes: int = Field(8 << 20, ge=1 << 20, le=1 << 30)
+    """Reply bytes one connection may hold (unsent, or reserved 1 MiB per call being
+    served); past it its calls wait unread in the socket."""
+    max_total_reply_bytes: int = Field(64 << 20, ge=1 << 20, le=16 << 30)
+    """The same for all connections together; when reached, the connection holding the most
+    unsent replies that it does not read is dropped."""
 
 
 class RemoteEntry(_Model):

@@ -143,7 +143,9 @@ async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
     return [await start_tftp(
         tree=tree, bus=bus, address=str(plan.server_ip), port=t.port, interface=plan.interface,
         allow_write=t.allow_write, write_root=t.root, max_blksize=t.max_blksize,
-        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries)]
+        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries,
+        max_transfers=t.max_transfers, max_per_client=t.max_per_client,
+        max_lifetime=t.max_transfer_seconds, max_stall=t.max_stall_seconds)]
 
 
 async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -151,8 +153,11 @@ async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         return []
     from .servers.http import start_http
 
-    return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip),
-                             port=plan.http.port, interface=plan.interface)]
+    h = plan.http
+    return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip), port=h.port,
+                             interface=plan.interface, max_connections=h.max_connections,
+                             max_per_client=h.max_per_client, header_timeout=h.header_timeout,
+                             keepalive_timeout=h.keepalive_timeout)]
 
 
 async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -168,9 +173,11 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
                                     "nbd.exports and the boot medium is not an image); "
                                     "the NBD server is not started"))
         return []
-    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=plan.nbd.port,
-                            oldstyle_port=plan.nbd.oldstyle_port, exports=exports,
-                            interface=plan.interface)]
+    n = plan.nbd
+    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=n.port,
+                            oldstyle_port=n.oldstyle_port, exports=exports,
+                            interface=plan.interface, max_connections=n.max_connections,
+                            max_per_client=n.max_per_client, idle_timeout=n.idle_timeout)]
 
 
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -182,7 +189,10 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
                             mount_port=n.mount_port, portmap=n.portmap,
-                            exports=nfs_exports(plan), interface=plan.interface)]
+                            exports=nfs_exports(plan), interface=plan.interface, udp=n.udp,
+                            max_connections=n.max_connections,
+                            max_reply_bytes=n.max_reply_bytes,
+                            max_total_reply_bytes=n.max_total_reply_bytes)]
 
 
 STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
@@ -209,9 +219,88 @@ def check_interface(plan: Plan) -> None:
                        "or set server_ip in the plan to the interface's address")
 
 
+FD_RESERVE = 64
+"""Descriptors kept free beyond every cap together (logs, leases, DNS, the UI)."""
+FD_WANTED = 16384
+"""The soft RLIMIT_NOFILE asked for at start (never above the hard limit)."""
+
+
+def fds_needed(plan: Plan) -> int:
+    """Descriptors the caps of the Plan may take at once, with the reserve."""
+    n = FD_RESERVE
+    if plan.tftp.enabled:
+        n += plan.tftp.max_transfers * 2  # a socket and a file each
+    if plan.http.enabled:
+        n += plan.http.max_connections * 2
+    if plan.nbd.enabled:
+        n += plan.nbd.max_connections * 2
+    if plan.nfs.enabled:
+        n += plan.nfs.max_connections * 3 + 64  # three ports, the open-file cache
+    return n
+
+
+def raise_fd_limit(plan: Plan, publish: Callable[[Event], None]) -> int:
+    """Raise the soft RLIMIT_NOFILE (systemd and shells give 1024) up to FD_WANTED, and say
+    so when the caps of the Plan could still run out of descriptors. The new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(FD_WANTED if hard == resource.RLIM_INFINITY else hard, FD_WANTED))
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    need = fds_needed(plan)
+    if soft < need:
+        publish(LogLine(service="serve", level="warning",
+                        message=f"only {soft} file descriptors allowed (RLIMIT_NOFILE) but the "
+                                f"caps of the plan may take {need}: lower tftp.max_transfers, "
+                                "http.max_connections, nbd.max_connections or "
+                                "nfs.max_connections, or raise the limit (ulimit -n, "
+                                "LimitNOFILE= in the systemd unit)"))
+    return soft
+
+
+class LoopErrors:
+    """asyncio's exception handler: errors as events, at most one a second, never stderr.
+
+    Out of descriptors, asyncio's accept loop reports every retry with a traceback (530,226
+    of them, 228 MB of stderr, in two minutes); here each kind becomes one LogLine a second
+    with a count of the ones folded into it, and EMFILE/ENFILE are named for what they are.
+    """
+
+    def __init__(self, publish: Callable[[Event], None]) -> None:
+        self.publish = publish
+        self._last: dict[str, float] = {}
+        self._folded: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        msg = str(context.get("message") or "error in the event loop")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            key = "fds"
+            text = (f"out of file descriptors ({exc.strerror}): new connections wait; the "
+                    "caps (tftp.max_transfers, http.max_connections...) should prevent this")
+        else:
+            key = msg
+            text = msg + (f": {type(exc).__name__}: {exc}" if exc is not None else "")
+        now = loop.time()
+        if now - self._last.get(key, -1e9) < 1.0:
+            self._folded[key] = self._folded.get(key, 0) + 1
+            return
+        self._last[key] = now
+        folded = self._folded.pop(key, 0)
+        if folded:
+            text += f" ({folded} more like it in the last second not shown)"
+        self.publish(LogLine(service="serve", level="error", message=text))
+
+
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
-    bus.bind_loop(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    bus.bind_loop(loop)
+    loop.set_exception_handler(LoopErrors(bus.publish))
+    raise_fd_limit(plan, bus.publish)
     check_interface(plan)
     lock_fd = lock_interface(plan.interface)
     try:

@@ -158,7 +158,7 @@ def _map_media(tree: FileTree, media: Media) -> None:
         # a client's root filesystem (shadow file included): TFTP/HTTP get its kernels only
         for entry in media.entries:
             for vpath, _size in entry.files:
-                tree.add_file(vpath, media.path / vpath)
+                tree.add_file(vpath, media.path / vpath, jail=media.path)
     else:
         tree.add_dir("", media.path)
 

@@ -286,6 +286,9 @@ class NbdConnection:
         self.structured = False
         """True once NBD_OPT_STRUCTURED_REPLY was acknowledged: replies are chunks."""
         self._buf = bytearray()
+        self._skip = 0
+        """Bytes of a refused WRITE's payload still to come: dropped as they arrive, never
+        buffered (8 clients x 32 MiB writes would otherwise sit in memory)."""
         self._pending: deque[Output] = deque()
 
     # --- rules -------------------------------------------------------------------
@@ -323,6 +326,10 @@ class NbdConnection:
             self._buf.clear()
             self.state = State.CLOSED
             return
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
         self._buf += data
 
     def next_event(self) -> Output | None:
@@ -509,12 +516,14 @@ class NbdConnection:
                 self._pending.append(Read(handle, offset, length, reply_header(handle, 0)))
             return True
         if cmd == CMD_WRITE:
-            # the payload follows the header: swallow it to stay in step, then refuse
+            # the payload follows the header: refuse at once and drop the payload as it
+            # arrives (what is buffered now, the rest in receive_data), to stay in step
             if length > MAX_REQUEST:
                 raise self._error(f"write of {length} bytes is larger than {MAX_REQUEST}")
-            if len(buf) < _REQUEST.size + length:
-                return False
-            del buf[:_REQUEST.size + length]
+            del buf[:_REQUEST.size]
+            here = min(length, len(buf))
+            del buf[:here]
+            self._skip = length - here
             self._refuse(handle, "WRITE", EPERM, "the export is read-only")
             return True
         del buf[:_REQUEST.size]

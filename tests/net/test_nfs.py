@@ -36,7 +36,8 @@ def nfs_plan(tmp: Path, exports: list[dict]) -> Path:
     return write_plan(tmp, {
         "interface": "pxe0", "server_ip": SERVER, "prefix": 24,
         "dhcp": {"mode": "none"}, "tftp": {"enabled": False}, "http": {"enabled": False},
-        "nfs": {"enabled": True, "exports": exports}, "boot": {"transport": "nfs"},
+        # NFS over UDP is off by default (issue 17); these tests check it where it is asked
+        "nfs": {"enabled": True, "exports": exports, "udp": True}, "boot": {"transport": "nfs"},
     })
 
 

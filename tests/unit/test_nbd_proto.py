@@ -230,15 +230,17 @@ def test_request_errors(request_: bytes, error: int) -> None:
     assert roundtrip(conn, req(nbd.CMD_READ, 8, 0, 512)) == [R(8, 0, 512)]
 
 
-def test_write_payload_is_swallowed_then_eperm() -> None:
+def test_write_payload_is_dropped_unbuffered_and_eperm_at_once() -> None:
     conn = negotiated()
     payload = b"\xAA" * 4096
     outs = roundtrip(conn, req(nbd.CMD_WRITE, 3, 0, 4096) + payload[:100])
-    assert outs == []  # waits for the whole payload
-    outs = roundtrip(conn, payload[100:] + req(nbd.CMD_READ, 4, 0, 10))
-    assert header_of(outs) == (nbd.SIMPLE_REPLY_MAGIC, nbd.EPERM, 3)
+    assert header_of(outs) == (nbd.SIMPLE_REPLY_MAGIC, nbd.EPERM, 3)  # refused at once
     assert Refused("WRITE", nbd.EPERM, "the export is read-only") in outs
-    assert outs[-1] == R(4, 0, 10)
+    assert len(conn._buf) == 0  # the payload is not kept
+    conn.receive_data(payload[100:2000])
+    assert len(conn._buf) == 0
+    outs = roundtrip(conn, payload[2000:] + req(nbd.CMD_READ, 4, 0, 10))
+    assert outs == [R(4, 0, 10)]  # still in step
 
 
 def test_huge_write_closes() -> None:

@@ -308,7 +308,7 @@ class NfsProgram:
         if a.offset >= st.st_size or count == 0:
             data: bytes | memoryview = b""
         else:
-            fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, False)
+            fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, False)
             try:
                 data = await read_at(fd, count, a.offset)
             finally:
@@ -461,7 +461,7 @@ class NfsProgram:
             raise NfsError(Stat.INVAL, "not a regular file")
         auth.may_write(st, self._ids(node, call))
         data = a.data[: a.count]
-        fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, True)
+        fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, True)
         try:
             stable = a.stable
 
@@ -489,7 +489,7 @@ class NfsProgram:
         self._writable(node)
         st = node.st
         if stat.S_ISREG(st.st_mode):
-            fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, True)
+            fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, True)
             try:
                 await asyncio.to_thread(os.fsync, fd)
             finally:
