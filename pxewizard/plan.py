@@ -146,6 +146,11 @@ class DhcpSettings(_Model):
     """Fixed addresses and per-MAC boot files."""
     relay_pools: list[RelayPool] = Field(default_factory=list)
     """Pools for other subnets reached through relay agents."""
+    relay_agents: list[IPv4Address] = Field(default_factory=list)
+    """Relay agents answered, by the address they write in giaddr (their address on the
+    client's subnet, usually that pool's router). A relayed request with any other giaddr
+    gets no answer: anyone on the LAN can write a giaddr. Empty: relayed requests are
+    not answered."""
     boot_files: BootFiles = Field(default_factory=BootFiles)
     """Boot file per client architecture."""
     override_existing_server: bool = False
@@ -419,6 +424,12 @@ class Plan(_Model):
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}")
                 if r.ip == self.server_ip:
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip")
+            if d.relay_pools and not d.relay_agents:
+                hint = ", ".join(f'"{p.router}"' for p in d.relay_pools if p.router) or \
+                    '"<the relay\'s address on the client subnet>"'
+                problems.append("dhcp.relay_agents: relay_pools are set but no relay agent is "
+                                "listed, so no relayed request would be answered; add the "
+                                f"relays' giaddr, e.g. relay_agents = [{hint}]")
         macs = [r.mac for r in d.reservations]
         for m in sorted({m for m in macs if macs.count(m) > 1}):
             problems.append(f"dhcp.reservations: {m} appears more than once; keep one entry")

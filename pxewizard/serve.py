@@ -124,6 +124,7 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         relay_pools=tuple(Pool(subnet=p.subnet, range_start=p.range_start,
                                range_end=p.range_end, router=p.router, dns=tuple(p.dns))
                           for p in d.relay_pools),
+        relay_agents=tuple(d.relay_agents),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
                        ipxe_script=script))
