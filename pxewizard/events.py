@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from .errors import PxeError, os_error_words
+
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -459,9 +461,13 @@ class JsonlLog:
         """Events that could not be written."""
 
     def open(self) -> None:
+        from .ondisk import open_private
+
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        # the log names every client and file: readable by root's group, written by us only
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # the log names every client and file: readable by root's group, written by us only;
+        # never through a link planted in its directory
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640,
+                          field="log.jsonl")
         self._fh = open(fd, "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
@@ -481,7 +487,7 @@ class JsonlLog:
             if self._failing:
                 self._failing = False
                 self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
-        except OSError as exc:
+        except (OSError, PxeError) as exc:
             self.lost += len(lines)
             if self._fh is not None:  # drop what the failed write left in Python's buffer
                 with contextlib.suppress(OSError):
@@ -489,7 +495,7 @@ class JsonlLog:
                 self._fh = None
             if not self._failing:
                 self._failing = True
-                self._warn(f"cannot write the event log {self.path}: {exc.strerror}; "
+                self._warn(f"cannot write the event log {self.path}: {os_error_words(exc)}; "
                            "servers keep running, events are not being saved")
 
     def _warn(self, message: str) -> None:

@@ -551,13 +551,11 @@ def dump_plan(plan: Plan) -> str:
 
 def save_plan(plan: Plan, path: Path | str) -> None:
     """Write the Plan as TOML (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # mode 0600: extra_cmdline may hold a root password (rootpass=...)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(dump_plan(plan))
-    tmp.replace(path)
+    from .ondisk import write_atomic
+
+    # mode 0600: extra_cmdline may hold a root password (rootpass=...); a fresh temporary
+    # file (O_EXCL, random name), so a planted plan.toml.tmp cannot lend us its mode
+    write_atomic(Path(path), dump_plan(plan).encode(), 0o600)
 
 
 def field_docs(model: type[BaseModel] = Plan, prefix: str = "") -> dict[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boot.tree import build_boot
-from .errors import PxeError
+from .errors import PxeError, os_error_words
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
 from .files import FileTree
 from .plan import DhcpMode, Plan
@@ -79,6 +79,15 @@ def lock_interface(interface: str) -> int:
         path = Path(tempfile.gettempdir()) / f"pxewizard-{os.getuid()}" / path.name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        # EROFS: systemd's ProtectSystem=strict makes /run read-only unless the unit asks
+        # for RuntimeDirectory=pxewizard
+        raise PxeError(f"cannot create the single-instance lock {path}: "
+                       f"{os_error_words(exc)}",
+                       f"make {RUN_DIR} writable: in a systemd unit add "
+                       "`RuntimeDirectory=pxewizard` (ProtectSystem=strict leaves /run "
+                       "read-only; `pxewizard export --to DIR` writes such a unit), or point "
+                       "PXEWIZARD_RUN_DIR at a writable directory") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -210,10 +219,22 @@ def check_interface(plan: Plan) -> None:
                        "or set server_ip in the plan to the interface's address")
 
 
+def check_files(plan: Plan) -> None:
+    """The directories we write into must be ours alone (see :mod:`.ondisk`)."""
+    from .ondisk import check_dir
+
+    check_dir(plan.state_dir, "state_dir")
+    if plan.log.jsonl is not None:
+        check_dir(plan.jsonl_path.parent, "log.jsonl", sticky_ok=True)
+    if plan.dhcp.mode is DhcpMode.full and plan.dhcp.lease_file is not None:
+        check_dir(plan.lease_file.parent, "dhcp.lease_file", sticky_ok=True)
+
+
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     bus.bind_loop(asyncio.get_running_loop())
     check_interface(plan)
+    check_files(plan)
     lock_fd = lock_interface(plan.interface)
     try:
         boot = await asyncio.to_thread(build_boot, plan)
@@ -259,7 +280,6 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
     bus = EventBus()
     log = JsonlLog(plan.jsonl_path, bus)
-    bus.subscribe(log)
     printer = _StdoutPrinter()
     if not quiet:
         bus.subscribe(printer)
@@ -269,6 +289,10 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        # the files first: a refused state dir or log path gets nothing written into it
+        check_files(plan)
+        log.open()
+        bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
