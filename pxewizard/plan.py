@@ -312,6 +312,12 @@ class LogSettings(_Model):
 
     jsonl: Path | None = None
     """JSONL event log; default: <state_dir>/events.jsonl."""
+    refusals_per_second: float = Field(10.0, ge=0.1, le=100_000)
+    """Refusal and drop events (dropped packets, refused requests, silent DHCP answers,
+    warnings) logged per second and per kind and service, once ``refusal_burst`` is spent;
+    the excess is counted in one "N more" event a second, so a flood cannot fill the disk."""
+    refusal_burst: int = Field(100, ge=1, le=1_000_000)
+    """Refusal and drop events logged at once before ``refusals_per_second`` applies."""
 
 
 class Plan(_Model):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .boot.tree import build_boot
 from .errors import PxeError, os_error_words
-from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, RefusalLimit
 from .files import FileTree
 from .plan import DhcpMode, Plan
 from .servers.base import Service
@@ -278,7 +278,7 @@ class _StdoutPrinter:
 
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
-    bus = EventBus()
+    bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
     printer = _StdoutPrinter()
     if not quiet:

@@ -22,6 +22,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, R
 
 from ...events import (ConsoleLine, Event, LogLine, TransferDone, TransferFailed,
                        TransferProgress, TransferStarted)
+from ...safetext import escape_controls
 from ...ui_bridge import EventBridge, EventsArrived
 from ..base import size_text
 from .format import REQUEST_KINDS, log_row, request_row
@@ -227,7 +228,7 @@ class LiveScreen(Screen[Any]):
                 requests.append(request_row(ev, self.mac_of))
                 self.counts["requests"] += 1
             elif isinstance(ev, ConsoleLine):
-                self.query_one("#console", RichLog).write(ev.line)
+                self.query_one("#console", RichLog).write(escape_controls(ev.line))
                 log.append(log_row(ev))
             else:
                 log.append(log_row(ev))
@@ -317,7 +318,8 @@ class LiveScreen(Screen[Any]):
         snap = self.snapshot()
         if snap is not None:
             for s in snap.summaries():
-                rows.append((s.client, s.ip or "-", s.firmware or "-", s.label,
+                rows.append((escape_controls(s.client), s.ip or "-",
+                             escape_controls(s.firmware or "-"), escape_controls(s.label),
                              f"{s.idle:.0f}s"))
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
@@ -327,7 +329,8 @@ class LiveScreen(Screen[Any]):
                     detail.append(line + "\n")
         else:
             for client, (svc, what) in self.clients_simple.items():
-                rows.append((client, "-", "-", f"{svc} {what}", "-"))
+                rows.append((escape_controls(client), "-", "-",
+                             escape_controls(f"{svc} {what}"), "-"))
         cursor = table.cursor_row
         table.clear()
         for r in rows:
