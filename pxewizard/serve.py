@@ -254,6 +254,32 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     return running
 
 
+def drop_privileges(plan: Plan, bus: EventBus) -> None:
+    """Once every socket is bound: keep only the capabilities the Plan's services need
+    (:func:`.privileges.kept_capabilities` says which and why), set no_new_privs, and check
+    a second later that every thread followed. ``serve`` only: the wizard may bind again."""
+    from . import privileges
+
+    if not privileges.capget()[0]:
+        return  # not privileged: nothing to drop
+    keep = privileges.kept_capabilities(plan)
+    loop = asyncio.get_running_loop()
+    kept = privileges.drop(keep, loop)
+    bus.publish(LogLine(service="serve", level="info", message=(
+        "privileges dropped: no_new_privs set; capabilities kept: "
+        + ("; ".join(f"{n} ({keep[n]})" for n in kept) if kept else "none"))))
+    m = privileges.mask(kept)
+
+    def check() -> None:
+        left = privileges.threads_above(m)
+        if left:
+            bus.publish(LogLine(service="serve", level="warning",
+                                message="threads still holding dropped capabilities: "
+                                        + ", ".join(left)))
+
+    loop.call_later(1.0, check)
+
+
 class _StdoutPrinter:
     """Events as lines on stdout, written in batches (a flood must not cost a write each)."""
 
@@ -296,6 +322,14 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        log.close()
+        printer.flush()
+        raise
+    try:
+        drop_privileges(plan, bus)
+    except PxeError as exc:
+        bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        await running.close()
         log.close()
         printer.flush()
         raise
