@@ -345,6 +345,8 @@ Subscriber = Callable[[Event], None]
 def _refusal(ev: Event) -> str | None:
     """The rate-limit key of a refusal or drop event (None: not one, always delivered)."""
     kind = ev.kind
+    if kind == "packet_dropped" and getattr(ev, "peer", "") == "(many)":
+        return None  # already a summary (the TFTP engine counts its own floods)
     if kind in ("packet_dropped", "transfer_failed"):
         return f"{kind}/{getattr(ev, 'service', '')}"
     if kind == "dhcp_exchange" and getattr(ev, "msg_out", "") in ("-", "NAK"):

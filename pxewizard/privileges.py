@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from .errors import PxeError
@@ -230,6 +232,55 @@ def drop(keep: Mapping[str, str], loop: asyncio.AbstractEventLoop | None = None)
     return names(m & capget()[1])
 
 
+# --- acting as an NFS caller ---------------------------------------------------------------
+
+_SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "riscv64": 159, "ppc64le": 81,
+                  "s390x": 206}
+"""setgroups(2) by number: glibc's wrapper changes every thread of the process (as POSIX
+wants); the raw system call changes the calling thread only, which is what we need."""
+
+
+def _setgroups(groups: list[int]) -> None:
+    nr = _SYS_SETGROUPS.get(os.uname().machine)
+    if nr is None:
+        raise OSError(errno.ENOSYS, "setgroups: unknown system call number on this machine")
+    arr = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
+    _check(libc().syscall(ctypes.c_long(nr), ctypes.c_size_t(len(groups)), arr), "setgroups")
+
+
+@contextlib.contextmanager
+def acting_as(uid: int, gid: int, groups: frozenset[int] | list[int]) -> Iterator[None]:
+    """Run the body with filesystem uid/gid and groups of a caller, in this thread only, so
+    the kernel's own permission checks apply to what it does (as knfsd does per request).
+
+    While the fsuid is not 0 the kernel also masks CAP_CHOWN, CAP_DAC_*, CAP_FOWNER ... from
+    the effective set, and gives them back when it returns to 0. The body must not yield
+    to the event loop (other requests would run with this identity)."""
+    lc = libc()
+    old_uid, old_gid, old_groups = os.geteuid(), os.getegid(), os.getgroups()
+    _setgroups(sorted(groups)[:64])
+    try:
+        lc.setfsgid(ctypes.c_uint32(gid))
+        lc.setfsuid(ctypes.c_uint32(uid))
+        if lc.setfsuid(ctypes.c_uint32(0xFFFFFFFF)) != uid or \
+                lc.setfsgid(ctypes.c_uint32(0xFFFFFFFF)) != gid:
+            raise OSError(errno.EPERM, "setfsuid/setfsgid refused (CAP_SETUID/CAP_SETGID)")
+        if uid != 0:
+            # Paths are walked from /, but knfsd reaches an object by its handle, never
+            # checking the caller against the export's ancestors (often 0700, e.g. /root):
+            # CAP_DAC_READ_SEARCH back in the effective set lets the walk through. It grants
+            # no write: creating, linking, removing, chmod/chown still need the caller's rights.
+            eff, perm, inh = capget()
+            bit = 1 << CAPS["CAP_DAC_READ_SEARCH"]
+            if perm & bit and not eff & bit:
+                _capset(eff | bit, perm, inh)
+        yield
+    finally:
+        lc.setfsuid(ctypes.c_uint32(old_uid))
+        lc.setfsgid(ctypes.c_uint32(old_gid))
+        _setgroups(old_groups)
+
+
 def thread_status(pid: int | str = "self") -> dict[str, dict[str, str]]:
     """``/proc/PID/task/*/status`` fields per thread id (CapEff, CapBnd, NoNewPrivs ...)."""
     out: dict[str, dict[str, str]] = {}
@@ -253,5 +304,5 @@ def threads_above(keep_mask: int) -> list[str]:
     return bad
 
 
-__all__ = ["CAPS", "START_CAPS", "capget", "drop", "follow", "kept_capabilities", "mask",
+__all__ = ["CAPS", "START_CAPS", "acting_as", "capget", "drop", "follow", "kept_capabilities", "mask",
            "names", "start_capabilities", "thread_status", "threads_above"]

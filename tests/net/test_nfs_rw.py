@@ -208,6 +208,27 @@ def test_user_owns_what_it_creates_and_others_are_refused(rw: RwEnv):
     assert res[2]["rc"] == 0 and res[2]["uid"] == 1000
 
 
+def test_caller_cannot_hard_link_a_root_owned_private_file(rw: RwEnv):
+    """Issue 17: the write ran with the server's identity, so a uid-1000 client could
+    hard-link a root-owned 0600 file into a directory it owns (knfsd refuses: the kernel's
+    fs.protected_hardlinks check runs with the caller's fsuid). Now each namespace change
+    runs with the caller's fsuid/fsgid/groups."""
+    secret = rw.tmp / "rw" / "secret.key"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    res = rw.ops("rw", [["link", "/secret.key", "/home/stolen.key"]], uid=1000, gid=1000)
+    assert res[0]["rc"] < 0 and ("NFS3ERR_PERM" in res[0]["err"]
+                                 or "NFS3ERR_ACCES" in res[0]["err"]), res
+    assert not (rw.tmp / "rw" / "home" / "stolen.key").exists()
+    assert os.lstat(secret).st_nlink == 1
+    # the owner of a file may still link it (same rule as knfsd)
+    ok(rw.ops("rw", [["creat", "/home/mine.txt", 0o600, "m"],
+                     ["link", "/home/mine.txt", "/home/mine2.txt"]], uid=1000, gid=1000))
+    # and root (no_root_squash) may link anything, as on knfsd
+    ok(rw.ops("rw", [["link", "/secret.key", "/secret2.key"]]))
+    assert os.lstat(secret).st_nlink == 2
+
+
 @pytest.mark.parametrize("export,uid,want", [
     ("rwsq", 0, (65534, 65534)),      # root_squash: root becomes nobody
     ("rwsq", 1000, (1000, 1000)),     # ... other users keep their ids
