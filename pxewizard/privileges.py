@@ -136,8 +136,9 @@ def capget() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of the calling thread, as 64-bit masks."""
     hdr, data = _Header(_LINUX_CAPABILITY_VERSION_3, 0), (_Data * 2)()
     _check(libc().capget(ctypes.byref(hdr), data), "capget")
-    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32  # type: ignore[return-value]
-                 for f in ("effective", "permitted", "inheritable"))
+    lo, hi = data[0], data[1]
+    return (lo.effective | hi.effective << 32, lo.permitted | hi.permitted << 32,
+            lo.inheritable | hi.inheritable << 32)
 
 
 def _capset(effective: int, permitted: int, inheritable: int) -> None:
@@ -304,5 +305,5 @@ def threads_above(keep_mask: int) -> list[str]:
     return bad
 
 
-__all__ = ["CAPS", "START_CAPS", "acting_as", "capget", "drop", "follow", "kept_capabilities", "mask",
-           "names", "start_capabilities", "thread_status", "threads_above"]
+__all__ = ["CAPS", "START_CAPS", "acting_as", "capget", "drop", "follow", "kept_capabilities",
+           "mask", "names", "start_capabilities", "thread_status", "threads_above"]

@@ -8,6 +8,7 @@ RichLogs with ``max_lines`` so a boot storm cannot grow memory or stall keys.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -441,15 +442,20 @@ class LiveScreen(Screen[Any]):
         base = Path(self.wizard.config.log_path) if self.wizard.config.log_path else (
             plan.state_dir if plan is not None else Path.cwd())
         path = base / time.strftime("pxewizard-live-%Y%m%d-%H%M%S.log")
+        from ...errors import PxeError
+        from ...ondisk import open_private
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as fh:
+            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with open(fd, "w", encoding="utf-8") as fh:
                 fh.write("# requests\n")
                 fh.writelines(t.plain + "\n" for t in self.request_lines)
                 fh.write("# log\n")
                 fh.writelines(t.plain + "\n" for t in self.log_lines)
-        except OSError as exc:
-            self.notify(f"cannot write {path}: {exc.strerror}", severity="error")
+        except (OSError, PxeError) as exc:
+            why = exc.message if isinstance(exc, PxeError) else exc.strerror
+            self.notify(f"cannot write {path}: {why}", severity="error")
             return
         where = f"; every event is also in {plan.jsonl_path}" if plan is not None else ""
         self.notify(f"saved {path}{where}")
