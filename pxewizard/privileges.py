@@ -205,8 +205,9 @@ def follow() -> None:
     from a long-lived thread's loop)."""
     if _target is None or getattr(_local, "generation", 0) == _generation:
         return
-    _apply(_target)
-    _local.generation = _generation
+    _local.generation = _generation  # once: a refusal is not retried on every pass
+    with contextlib.suppress(OSError):  # serve's check of every thread reports it in words
+        _apply(_target)
 
 
 def drop(keep: Mapping[str, str], loop: asyncio.AbstractEventLoop | None = None) -> list[str]:
