@@ -300,3 +300,15 @@ def test_restart_keeps_handles_valid(rw: RwEnv):
     rw.restart()
     out = rw.py(HANDLES, SERVER, str(rw.tmp / "rw"), "check", state)
     assert out == {"read": 0, "data": "new content", "root": 0, "verf_changed": True}
+
+
+def test_rw_nfs_server_keeps_identity_caps_only(rw: RwEnv):
+    """An rw export with no_root_squash keeps what knfsd's root would use, nothing more."""
+    from pxewizard.privileges import CAPS, thread_status
+
+    assert rw.served is not None
+    for st in thread_status(rw.served.proc.pid).values():
+        eff = int(st["CapEff"], 16)
+        assert eff >> CAPS["CAP_SETUID"] & 1 and eff >> CAPS["CAP_SETGID"] & 1
+        assert not eff >> CAPS["CAP_SYS_ADMIN"] & 1 and not eff >> CAPS["CAP_NET_RAW"] & 1
+        assert int(st["CapBnd"], 16) == int(st["CapPrm"], 16) and st["NoNewPrivs"].strip() == "1"
