@@ -108,3 +108,16 @@ def test_full_disk_under_the_lease_file_names_enospc(tmp_path: Path) -> None:
             assert "no space left on device (ENOSPC)" in errs[0], errs[0]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_corrupt_lease_file_is_refused_at_start_with_the_fix(tmp_path: Path) -> None:
+    require_root()
+    from tests.unit.test_dhcp_leases import _corrupt_an_index_page
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o750)
+    lease = state / "leases.sqlite"
+    _corrupt_an_index_page(lease)  # a page the start-up query never reads
+    with net_pair() as pair:
+        out = serve_refused(pair.server, dhcp_plan(tmp_path))
+    assert "is corrupt" in out and f"mv {lease} {lease}.corrupt" in out, out
