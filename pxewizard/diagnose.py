@@ -1012,7 +1012,9 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
                 lines.append(f"        seen: {one_line(e)}")
         if f.fix:
             lines.append(f"        fix: {f.fix}")
-    return lines
+    from .safetext import escape_controls
+
+    return [escape_controls(ln) for ln in lines]  # titles and facts may quote network text
 
 
 __all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",

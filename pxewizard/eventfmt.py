@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
-                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
-                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
+                     LeaseChanged, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
+                     SessionClosed, SessionOpened, TransferDone, TransferFailed,
+                     TransferProgress, TransferStarted)
+from .safetext import escape_controls
 
 
 def _size(n: int | None) -> str:
@@ -20,7 +22,11 @@ def _size(n: int | None) -> str:
 
 
 def describe(ev: Event) -> str:
-    """What happened, without the time stamp."""
+    """What happened, without the time stamp; control characters escaped (network text)."""
+    return escape_controls(_describe(ev))
+
+
+def _describe(ev: Event) -> str:
     who = ev.client or getattr(ev, "peer", "") or "-"
     match ev:
         case ServiceStarted():
@@ -31,6 +37,10 @@ def describe(ev: Event) -> str:
             return f"{ev.service}: {ev.level}: {ev.message}"
         case PacketDropped():
             return f"{ev.service}: dropped {ev.size} bytes from {ev.peer}: {ev.reason}"
+        case EventsSuppressed():
+            return (f"{ev.service}: {ev.count} more {ev.of_kind} events not logged in "
+                    f"{ev.seconds:.1f} s (rate limit, log.refusals_per_second); "
+                    f"latest: {ev.latest}")
         case DhcpExchange():
             arch = f" {ev.arch_name}" if ev.arch_name else ""
             out = f"{ev.msg_in} -> {ev.msg_out}"

@@ -295,16 +295,57 @@ def render_nfs_exports(plan: Plan, exports: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_systemd(plan_path: Path) -> str:
+LIMIT_NOFILE = 65536
+"""Descriptors allowed to the service (every TFTP transfer, HTTP/NBD/NFS connection and
+open file takes one; the servers' own caps keep well under it)."""
+
+
+def render_systemd(plan: Plan, plan_path: Path,
+                   exe: str = "/opt/pxewizard/bin/pxewizard") -> str:
+    """The unit runs ``serve`` as root with a bounding set of only what this Plan's servers
+    use while starting; ``serve`` itself drops to :func:`kept_capabilities` once bound."""
+    from .plan import DhcpMode
+    from .privileges import kept_capabilities, start_capabilities
+
+    caps = start_capabilities(plan)
+    kept = kept_capabilities(plan)
+    by_reason: dict[str, list[str]] = {}
+    for c, r in sorted(caps.items()):
+        by_reason.setdefault(r, []).append(c)
+    why = "".join(f"#   {', '.join(cs)}: {r}\n" for r, cs in by_reason.items())
+    rw_nfs = plan.nfs.enabled and any(e.rw for e in plan.nfs.exports)
+    writable = {Path("/var/lib/pxewizard"), plan.state_dir, plan.jsonl_path.parent}
+    if plan.dhcp.mode is DhcpMode.full:
+        writable.add(plan.lease_file.parent)
+    if plan.tftp.allow_write and plan.tftp.root is not None:
+        writable.add(plan.tftp.root)
+    writable |= {e.path for e in plan.nfs.exports if e.rw} if plan.nfs.enabled else set()
     return (_header("#", "/etc/systemd/system/pxewizard.service",
                     "systemd-analyze verify /etc/systemd/system/pxewizard.service") +
             "[Unit]\nDescription=pxewizard PXE boot server\n"
             "After=network-online.target\nWants=network-online.target\n\n"
             "[Service]\nType=simple\n"
-            f"ExecStart=/opt/pxewizard/bin/pxewizard serve --quiet --plan {plan_path}\n"
+            f"ExecStart={exe} serve --quiet --plan {plan_path}\n"
             "Restart=on-failure\nRestartSec=2\n"
-            "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN\n"
-            "ProtectSystem=strict\nStateDirectory=pxewizard\nReadWritePaths=/var/lib/pxewizard\n\n"
+            "# Runs as root with only these capabilities (the bounding set); once every\n"
+            "# socket is bound pxewizard keeps " + (", ".join(sorted(kept)) or "none") +
+            " and drops the rest.\n" + why +
+            "CapabilityBoundingSet=" + " ".join(sorted(caps)) + "\n"
+            "# root needs no ambient capabilities: the bounding set above is what limits it\n"
+            "AmbientCapabilities=\n"
+            "NoNewPrivileges=yes\n"
+            f"LimitNOFILE={LIMIT_NOFILE}\n"
+            "ProtectSystem=strict\nProtectHome=read-only\nPrivateTmp=yes\n"
+            "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n"
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK AF_PACKET\n"
+            "LockPersonality=yes\n"
+            # an rw NFS root tree gets setuid programs and setgid directories from its clients
+            + ("" if rw_nfs else "RestrictSUIDSGID=yes\n") +
+            "# /run/pxewizard holds the single-instance lock: read-only under ProtectSystem\n"
+            "# unless systemd creates it\n"
+            "RuntimeDirectory=pxewizard\nStateDirectory=pxewizard\n"
+            # "-": a path that does not exist yet is skipped, not a failed start
+            "ReadWritePaths=" + " ".join(f"-{p}" for p in sorted(writable)) + "\n\n"
             "[Install]\nWantedBy=multi-user.target\n")
 
 
@@ -385,7 +426,7 @@ def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[
         "nbd-server": lambda: ("nbd-server.conf", render_nbd_server(plan, nbd_exports(plan),
                                                                     tftp_root)),
         "nfs-exports": lambda: ("exports", render_nfs_exports(plan, nfs_exports(plan))),
-        "systemd": lambda: ("pxewizard.service", render_systemd(plan_path)),
+        "systemd": lambda: ("pxewizard.service", render_systemd(plan, plan_path)),
     }
     out = []
     for f in formats:

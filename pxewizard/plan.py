@@ -12,7 +12,6 @@ Plan and its media can travel together.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from enum import StrEnum
@@ -146,6 +145,11 @@ class DhcpSettings(_Model):
     """Fixed addresses and per-MAC boot files."""
     relay_pools: list[RelayPool] = Field(default_factory=list)
     """Pools for other subnets reached through relay agents."""
+    relay_agents: list[IPv4Address] = Field(default_factory=list)
+    """Relay agents answered, by the address they write in giaddr (their address on the
+    client's subnet, usually that pool's router). A relayed request with any other giaddr
+    gets no answer: anyone on the LAN can write a giaddr. Empty: relayed requests are
+    not answered."""
     boot_files: BootFiles = Field(default_factory=BootFiles)
     """Boot file per client architecture."""
     override_existing_server: bool = False
@@ -356,6 +360,12 @@ class LogSettings(_Model):
 
     jsonl: Path | None = None
     """JSONL event log; default: <state_dir>/events.jsonl."""
+    refusals_per_second: float = Field(10.0, ge=0.1, le=100_000)
+    """Refusal and drop events (dropped packets, refused requests, silent DHCP answers,
+    warnings) logged per second and per kind and service, once ``refusal_burst`` is spent;
+    the excess is counted in one "N more" event a second, so a flood cannot fill the disk."""
+    refusal_burst: int = Field(100, ge=1, le=1_000_000)
+    """Refusal and drop events logged at once before ``refusals_per_second`` applies."""
 
 
 class Plan(_Model):
@@ -468,6 +478,12 @@ class Plan(_Model):
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}")
                 if r.ip == self.server_ip:
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip")
+            if d.relay_pools and not d.relay_agents:
+                hint = ", ".join(f'"{p.router}"' for p in d.relay_pools if p.router) or \
+                    '"<the relay\'s address on the client subnet>"'
+                problems.append("dhcp.relay_agents: relay_pools are set but no relay agent is "
+                                "listed, so no relayed request would be answered; add the "
+                                f"relays' giaddr, e.g. relay_agents = [{hint}]")
         macs = [r.mac for r in d.reservations]
         for m in sorted({m for m in macs if macs.count(m) > 1}):
             problems.append(f"dhcp.reservations: {m} appears more than once; keep one entry")
@@ -589,13 +605,11 @@ def dump_plan(plan: Plan) -> str:
 
 def save_plan(plan: Plan, path: Path | str) -> None:
     """Write the Plan as TOML (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # mode 0600: extra_cmdline may hold a root password (rootpass=...)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(dump_plan(plan))
-    tmp.replace(path)
+    from .ondisk import write_atomic
+
+    # mode 0600: extra_cmdline may hold a root password (rootpass=...); a fresh temporary
+    # file (O_EXCL, random name), so a planted plan.toml.tmp cannot lend us its mode
+    write_atomic(Path(path), dump_plan(plan).encode(), 0o600)
 
 
 def field_docs(model: type[BaseModel] = Plan, prefix: str = "") -> dict[str, str]:

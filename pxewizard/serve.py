@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boot.tree import build_boot
-from .errors import PxeError
-from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
+from .errors import PxeError, os_error_words
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, RefusalLimit
 from .files import FileTree
 from .plan import DhcpMode, Plan
 from .servers.base import Service
@@ -79,6 +79,15 @@ def lock_interface(interface: str) -> int:
         path = Path(tempfile.gettempdir()) / f"pxewizard-{os.getuid()}" / path.name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        # EROFS: systemd's ProtectSystem=strict makes /run read-only unless the unit asks
+        # for RuntimeDirectory=pxewizard
+        raise PxeError(f"cannot create the single-instance lock {path}: "
+                       f"{os_error_words(exc)}",
+                       f"make {RUN_DIR} writable: in a systemd unit add "
+                       "`RuntimeDirectory=pxewizard` (ProtectSystem=strict leaves /run "
+                       "read-only; `pxewizard export --to DIR` writes such a unit), or point "
+                       "PXEWIZARD_RUN_DIR at a writable directory") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -124,6 +133,7 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         relay_pools=tuple(Pool(subnet=p.subnet, range_start=p.range_start,
                                range_end=p.range_end, router=p.router, dns=tuple(p.dns))
                           for p in d.relay_pools),
+        relay_agents=tuple(d.relay_agents),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
                        ipxe_script=script))
@@ -295,6 +305,17 @@ class LoopErrors:
         self.publish(LogLine(service="serve", level="error", message=text))
 
 
+def check_files(plan: Plan) -> None:
+    """The directories we write into must be ours alone (see :mod:`.ondisk`)."""
+    from .ondisk import check_dir
+
+    check_dir(plan.state_dir, "state_dir")
+    if plan.log.jsonl is not None:
+        check_dir(plan.jsonl_path.parent, "log.jsonl", sticky_ok=True)
+    if plan.dhcp.mode is DhcpMode.full and plan.dhcp.lease_file is not None:
+        check_dir(plan.lease_file.parent, "dhcp.lease_file", sticky_ok=True)
+
+
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     loop = asyncio.get_running_loop()
@@ -302,6 +323,7 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     loop.set_exception_handler(LoopErrors(bus.publish))
     raise_fd_limit(plan, bus.publish)
     check_interface(plan)
+    check_files(plan)
     lock_fd = lock_interface(plan.interface)
     try:
         boot = await asyncio.to_thread(build_boot, plan)
@@ -319,6 +341,32 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         await running.close()
         raise
     return running
+
+
+def drop_privileges(plan: Plan, bus: EventBus) -> None:
+    """Once every socket is bound: keep only the capabilities the Plan's services need
+    (:func:`.privileges.kept_capabilities` says which and why), set no_new_privs, and check
+    a second later that every thread followed. ``serve`` only: the wizard may bind again."""
+    from . import privileges
+
+    if not privileges.capget()[0]:
+        return  # not privileged: nothing to drop
+    keep = privileges.kept_capabilities(plan)
+    loop = asyncio.get_running_loop()
+    kept = privileges.drop(keep, loop)
+    bus.publish(LogLine(service="serve", level="info", message=(
+        "privileges dropped: no_new_privs set; capabilities kept: "
+        + ("; ".join(f"{n} ({keep[n]})" for n in kept) if kept else "none"))))
+    m = privileges.mask(kept)
+
+    def check() -> None:
+        left = privileges.threads_above(m)
+        if left:
+            bus.publish(LogLine(service="serve", level="warning",
+                                message="threads still holding dropped capabilities: "
+                                        + ", ".join(left)))
+
+    loop.call_later(1.0, check)
 
 
 class _StdoutPrinter:
@@ -345,9 +393,8 @@ class _StdoutPrinter:
 
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
-    bus = EventBus()
+    bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
-    bus.subscribe(log)
     printer = _StdoutPrinter()
     if not quiet:
         bus.subscribe(printer)
@@ -357,9 +404,21 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        # the files first: a refused state dir or log path gets nothing written into it
+        check_files(plan)
+        log.open()
+        bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        log.close()
+        printer.flush()
+        raise
+    try:
+        drop_privileges(plan, bus)
+    except PxeError as exc:
+        bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        await running.close()
         log.close()
         printer.flush()
         raise

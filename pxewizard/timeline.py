@@ -956,4 +956,6 @@ def format_timeline(tl: Timeline) -> list[str]:
     if per:
         lines.append("  bytes: " + ", ".join(f"{st.label} {human_size(n)}"
                                               for st, n in sorted(per.items())))
-    return lines
+    from .safetext import escape_controls
+
+    return [escape_controls(ln) for ln in lines]  # titles and details hold network text

@@ -22,7 +22,7 @@ import struct
 import time
 from pathlib import Path
 
-from ..errors import PxeError
+from ..errors import PxeError, os_error_words
 from ..events import DhcpExchange, EventBus, LeaseChanged, LogLine, PacketDropped, ServiceStarted
 from ..events import ServiceStopped
 from ..proto.dhcp import (Decision, Destination, LeaseOp, LeaseState, Mode, Policy, decide, decode,
@@ -186,7 +186,8 @@ class DhcpService:
             # Not durable: say so and send nothing, the clients will retry.
             self.bus.publish(LogLine(service=self.name, level="error",
                                      message=f"cannot write the lease file {self.store.path}: "
-                                             f"{exc}; {len(waiting)} replies withheld"))
+                                             f"{os_error_words(exc)}; {len(waiting)} replies "
+                                             "withheld (clients retry)"))
             return
         for d in waiting:
             self._reply(sock, port, d, listening)

@@ -98,20 +98,32 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()) \
             or not (first_s + last_s).isascii():  # DIGIT is ASCII (RFC 5234); '²'.isdigit()
         return None
+    # Bounded: a position of more than MAX_DIGITS digits is past any file (int() of
+    # thousands of digits is slow and past 4300 raises), so it is clamped, not converted.
     if not first_s:  # suffix range
         if not last_s:
             return None
-        n = int(last_s)
+        n = _position(last_s, size)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(f"bytes=-{n} of a {size}-byte file")
         return max(0, size - n), size - 1
-    first = int(first_s)
-    last = int(last_s) if last_s else size - 1
+    first = _position(first_s, size)
+    last = _position(last_s, size) if last_s else size - 1
     if last_s and last < first:
         return None  # invalid: ignored (section 14.1.1)
     if first >= size:
         raise RangeNotSatisfiable(f"bytes={first}- of a {size}-byte file")
     return first, min(last, size - 1)
+
+
+MAX_DIGITS = 19
+"""Digits of a byte position read (2**63 has 19): nothing we serve is larger."""
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header; one past ``size`` when longer than MAX_DIGITS."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_DIGITS else max(size, 10 ** MAX_DIGITS)
 
 
 def etag_of(ref: FileRef) -> str:

@@ -76,6 +76,7 @@ from ..proto.tftp import (
     TransferComplete,
     WriteTransfer,
 )
+from ..privileges import follow as follow_privileges
 from .base import udp_socket
 
 SERVICE = "tftp"
@@ -622,6 +623,7 @@ class _Worker:
             if now >= next_scan:
                 self._scan(now)
                 next_scan = now + SCAN_INTERVAL
+                follow_privileges()  # capabilities are per thread: take serve's drop
 
     def _packet(self, t: _Transfer, n: int, now: float) -> None:
         """One datagram of ``n`` bytes in ``self.rbuf`` from a transfer's client.

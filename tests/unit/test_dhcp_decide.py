@@ -188,9 +188,38 @@ def test_renew_is_unicast_to_ciaddr() -> None:
 
 
 def test_init_reboot_wrong_subnet_naks() -> None:
-    d, nak = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), policy(), LeaseTable())
+    pol, t = policy(), LeaseTable()
+    dora("02:00:00:00:00:01", pol, t)  # a client we know, moved to another network
+    d, nak = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), pol, t)
     assert nak is not None and nak.msg_type == MsgType.NAK and nak.yiaddr == 0
     assert "not in subnet" in d.reason and nak.options[56]
+
+
+@pytest.mark.parametrize("ciaddr,o50", [(None, b"\x0a\x63\x00\x96"), ("10.99.0.150", None)])
+def test_request_from_unknown_client_gets_no_answer(ciaddr: str | None,
+                                                    o50: bytes | None) -> None:
+    """RFC 2131 4.3.2: INIT-REBOOT (or RENEWING) with no record of the client: silence,
+    so a flood of bare REQUESTs binds nothing."""
+    pol, t = policy(), LeaseTable()
+    opts = {"o50": o50} if o50 else {}
+    for i in range(20):
+        d, reply = run(req(f"02:00:00:00:01:{i:02x}", 3, ciaddr=ciaddr, **opts), pol, t)
+        assert reply is None and d.ops == () and "no record" in d.reason
+    assert len(list(t)) == 0
+    # a wrong-subnet INIT-REBOOT of an unknown client is silent too (no record comes first)
+    d, reply = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), pol, t)
+    assert reply is None and "no record" in d.reason
+    # a reserved MAC is a record: its INIT-REBOOT for its address is ACKed
+    pol = policy(reservations=(Reservation(mac="02:00:00:00:00:aa", ip="10.99.0.20"),))
+    d, ack = run(req("02:00:00:00:00:aa", 3, o50=b"\x0a\x63\x00\x14"), pol, LeaseTable())
+    assert ack is not None and ack.msg_type == MsgType.ACK
+
+
+def test_init_reboot_of_known_client_is_acked() -> None:
+    pol, t = policy(), LeaseTable()
+    ip = dora("02:00:00:00:00:01", pol, t)
+    d, ack = run(req(msg=3, o50=ip_int(ip).to_bytes(4, "big")), pol, t, now=T0 + 100)
+    assert ack is not None and ack.msg_type == MsgType.ACK and "init-reboot" in d.reason
 
 
 def test_unicast_offer_needs_neighbour_entry() -> None:
@@ -223,6 +252,40 @@ def test_inform() -> None:
     assert d.dest is not None and ip_str(d.dest.ip) == "10.99.0.50"
 
 
+@pytest.mark.parametrize("ciaddr", ["192.0.2.7", "10.99.0.255", "10.99.0.0"])
+def test_inform_off_subnet_gets_no_answer(ciaddr: str) -> None:
+    """The ACK to an INFORM goes to ciaddr: answering any ciaddr reflects at anyone."""
+    d, ack = run(req(msg=8, ciaddr=ciaddr, arch=0), policy(), LeaseTable())
+    assert ack is None and "only on the subnet" in d.reason
+
+
+def test_proxy_inform_on_4011_off_subnet_gets_no_answer() -> None:
+    pol = policy(mode=Mode.PROXY, range_start=None, range_end=None)
+    p = req(msg=8, arch=7, ciaddr="192.0.2.7")
+    d, ack = run(p, pol, LeaseTable(), port=4011, peer=(ip_int("192.0.2.7"), 4011))
+    assert ack is None and "only on the subnet" in d.reason
+    d, ack = run(req(msg=8, arch=7, ciaddr="10.99.0.7"), pol, LeaseTable(), port=4011,
+                 peer=(ip_int("10.99.0.7"), 4011))
+    assert ack is not None
+
+
+def test_relayed_request_only_from_listed_relay_agents() -> None:
+    pools = (Pool(subnet="10.20.0.0/24", range_start="10.20.0.10", range_end="10.20.0.20"),)
+    d, offer = run(req(giaddr="10.20.0.1"), policy(relay_pools=pools), LeaseTable())
+    assert offer is None and "dhcp.relay_agents" in d.reason
+    d, offer = run(req(giaddr="10.20.0.1"), policy(relay_pools=pools,
+                                                   relay_agents=("10.20.0.1",)), LeaseTable())
+    assert offer is not None and ip_str(offer.yiaddr) == "10.20.0.10"
+    # a forged giaddr inside a relay pool's subnet, but not a listed agent
+    d, offer = run(req(giaddr="10.20.0.2"), policy(relay_pools=pools,
+                                                   relay_agents=("10.20.0.1",)), LeaseTable())
+    assert offer is None
+    # proxy mode too
+    pol = policy(mode=Mode.PROXY, range_start=None, range_end=None)
+    d, offer = run(req(arch=0, giaddr="10.20.0.1"), pol, LeaseTable())
+    assert offer is None and "not a relay agent" in d.reason
+
+
 def test_reservations() -> None:
     pol = policy(reservations=(
         Reservation(mac="02:00:00:00:00:aa", ip="10.99.0.20", hostname="node1",
@@ -231,6 +294,7 @@ def test_reservations() -> None:
     d, offer = run(req("02:00:00:00:00:aa", arch=7), pol, t)
     assert offer is not None and ip_str(offer.yiaddr) == "10.99.0.20"
     assert offer.options[12] == b"node1" and offer.options[67] == b"special.efi"
+    dora("02:00:00:00:00:bb", pol, t)  # known to us, then asks for aa's address
     d, nak = run(req("02:00:00:00:00:bb", 3, o50=b"\x0a\x63\x00\x14"), pol, t)
     assert nak is not None and "reserved for 02:00:00:00:00:aa" in d.reason
 
@@ -238,7 +302,8 @@ def test_reservations() -> None:
 def test_relay_pools() -> None:
     pol = policy(relay_pools=(Pool(subnet="10.20.0.0/24", range_start="10.20.0.10",
                                    range_end="10.20.0.20", router="10.20.0.1",
-                                   dns=("10.20.0.53",)),))
+                                   dns=("10.20.0.53",)),),
+                 relay_agents=("10.20.0.1", "172.16.0.1"))
     t = LeaseTable()
     d, offer = run(req(giaddr="10.20.0.1", o82=b"\x01\x02ab"), pol, t)
     assert offer is not None and ip_str(offer.yiaddr) == "10.20.0.10"

@@ -36,6 +36,9 @@ from pxewizard.servers.http import RangeNotSatisfiable, parse_range, request_pat
     ("bytes=-", 10, None),
     ("bytes=1", 10, None),
     ("bytes=\u00b2-", 10, None),          # '²'.isdigit() is True, but DIGIT is ASCII
+    ("bytes=2-" + "9" * 4400, 10, (2, 9)),  # thousands of digits: clamped, never int()-ed
+    ("bytes=-" + "9" * 4400, 10, (0, 9)),
+    ("bytes=" + "0" * 4400 + "3-4", 10, (3, 4)),
 ])
 def test_parse_range(header: str | None, size: int, expect: tuple[int, int] | None) -> None:
     assert parse_range(header, size) == expect
@@ -43,6 +46,7 @@ def test_parse_range(header: str | None, size: int, expect: tuple[int, int] | No
 
 @pytest.mark.parametrize("header,size", [
     ("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=-5", 0),
+    ("bytes=" + "9" * 4400 + "-", 10), ("bytes=" + "1" * 4400 + "-" + "2" * 4400, 10),
 ])
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):

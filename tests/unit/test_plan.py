@@ -121,3 +121,30 @@ def test_saved_plan_is_private(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     save_plan(plan_from_dict(BASE), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_relay_pools_need_listed_relay_agents() -> None:
+    pool = {"subnet": "10.20.0.0/24", "range_start": "10.20.0.10", "range_end": "10.20.0.20",
+            "router": "10.20.0.1"}
+    msgs = problems(full(relay_pools=[pool]))
+    assert any("dhcp.relay_agents" in m and '"10.20.0.1"' in m for m in msgs)
+    p = plan_from_dict(full(relay_pools=[pool], relay_agents=["10.20.0.1"]))
+    assert [str(a) for a in p.dhcp.relay_agents] == ["10.20.0.1"]
+
+
+def test_planted_plan_tmp_gains_nothing(tmp_path: Path) -> None:
+    """A pre-created plan.toml.tmp (0666, someone else's) is neither reused nor followed."""
+    import stat
+
+    planted = tmp_path / "plan.toml.tmp"
+    planted.write_text("planted")
+    planted.chmod(0o666)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / ".plan.toml.x.tmp").symlink_to(victim)
+    path = tmp_path / "plan.toml"
+    save_plan(plan_from_dict(BASE), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and "interface" in path.read_text()
+    assert planted.read_text() == "planted" and victim.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".plan.toml.x.tmp", "plan.toml",
+                                                          "plan.toml.tmp", "victim"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import errno
 import hashlib
 import os
@@ -28,9 +29,11 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ...events import EventBus
+from ...privileges import acting_as
 from ...proto import nfs3 as n3
 from ...proto.nfs3 import NfsError, Proc, Stat
 from ...proto.rpc import Call
@@ -131,6 +134,9 @@ class NfsProgram:
         """Write verifier: new on every start (RFC 1813 section 3.3.7)."""
         self.fds = FdCache()
         self.meter = ReadMeter()
+        self._switch: contextlib.ExitStack | None = None
+        """Set while a write handler runs: its first _ids() takes the caller's identity."""
+        self._acting: Ids | None = None
         self._dirs: OrderedDict[tuple[int, int], tuple[int, int, list[tuple[int, str, int]]]] = \
             OrderedDict()
         self._handlers = {
@@ -153,6 +159,8 @@ class NfsProgram:
             return None
         args = n3.decode_args(proc, call.args)  # ValueError -> GARBAGE_ARGS
         try:
+            if proc in self.nonidempotent:
+                return self._as_caller(self._handlers[proc](args, call, ctx))
             return await self._handlers[proc](args, call, ctx)
         except NfsError as exc:
             status = exc.status
@@ -160,15 +168,42 @@ class NfsProgram:
             status = n3.stat_from_errno(exc.errno)
         return [struct.pack(">I", status) + FAIL_TAIL[proc]]
 
+    def _as_caller(self, coro: Coroutine[Any, Any, Results]) -> Results:
+        """Run a namespace-changing handler (it never awaits) to its end, switching to the
+        caller's squashed identity at its first :meth:`_ids` on an rw export, so the kernel
+        checks what it does with the caller's rights, as knfsd does: a uid-1000 client
+        cannot hard-link a root-owned 0600 file (fs.protected_hardlinks) nor write where
+        the modes say no, whatever our own checks missed."""
+        self._switch = contextlib.ExitStack()
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        else:  # it yielded: another request could run under this identity
+            coro.close()
+            raise NfsError(Stat.SERVERFAULT, "a write handler yielded to the event loop")
+        finally:
+            switch, self._switch = self._switch, None
+            switch.close()
+
     # --- helpers --------------------------------------------------------------------------
 
     def _node(self, fh: bytes) -> Node:
         return self.resolver.resolve(fh)
 
-    @staticmethod
-    def _ids(node: Node, call: Call) -> Ids:
+    def _ids(self, node: Node, call: Call) -> Ids:
         e = node.export
-        return auth.squash_ids(call.cred, e.squash, e.anonuid, e.anongid)
+        ids = auth.squash_ids(call.cred, e.squash, e.anonuid, e.anongid)
+        switch = self._switch
+        # (a server not running as root cannot act as anyone else, nor needs to)
+        if switch is not None and e.rw and self._acting is None and os.geteuid() == 0:
+            switch.enter_context(acting_as(ids.uid, ids.gid, ids.groups()))
+            self._acting = ids
+            switch.callback(self._stop_acting)
+        return ids
+
+    def _stop_acting(self) -> None:
+        self._acting = None
 
     @staticmethod
     def _writable(node: Node) -> None:
