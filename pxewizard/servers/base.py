@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 from typing import Protocol
@@ -131,48 +130,17 @@ def tcp_listener(address: str, port: int, *, interface: str | None = None,
 
 
 class RefusalLog:
-    """Refusals and drops of one service as events, at most ``per_second`` a second.
+    """Refusals and drops of one service, each a :class:`PacketDropped` event.
 
     A flood of refusals (connections over a cap, a slowloris's timeouts) must not become a
-    flood of events: past the limit they are counted, and one summary event a second says
-    how many more there were and the latest reason. Use from the event loop's thread.
+    flood of events: the bus holds back past its limit and summarises once a second
+    (:class:`pxewizard.events.RefusalLimit`, one limit for every kind and service).
     """
 
-    def __init__(self, bus: EventBus, service: str, per_second: int = 20) -> None:
+    def __init__(self, bus: EventBus, service: str) -> None:
         self.bus = bus
         self.service = service
-        self.per_second = per_second
-        self._window = 0.0
-        self._logged = 0
-        self._suppressed = 0
-        self._last = ""
-        self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, peer: str, reason: str, client: str = "") -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if now - self._window >= 1.0:
-            self._window, self._logged = now, 0
-        if self._logged < self.per_second:
-            self._logged += 1
-            self.bus.publish(PacketDropped(service=self.service, peer=peer, reason=reason,
-                                           client=client))
-            return
-        self._suppressed += 1
-        self._last = reason
-        if self._timer is None:
-            self._timer = loop.call_later(1.0, self._summary)
-
-    def _summary(self) -> None:
-        self._timer = None
-        if self._suppressed:
-            self.bus.publish(PacketDropped(
-                service=self.service, peer="(many)",
-                reason=f"{self._suppressed} more refused or dropped in the last second without "
-                       f"an event each (more than {self.per_second}/s; latest: {self._last})"))
-            self._suppressed = 0
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._summary()
+        self.bus.publish(PacketDropped(service=self.service, peer=peer, reason=reason,
+                                       client=client))

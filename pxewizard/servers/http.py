@@ -308,8 +308,6 @@ class HttpService:
         if self.sock is not None:
             self.sock.close()
         await self.runner.cleanup()
-        if self.guard is not None:
-            self.guard.refused.close()
         self.bus.publish(ServiceStopped(service=SERVICE))
 
 

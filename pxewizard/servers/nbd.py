@@ -459,7 +459,6 @@ class NbdService:
         for e in self.exports.values():
             with contextlib.suppress(OSError):
                 os.close(e.fd)
-        self.refused.close()
         self.bus.publish(ServiceStopped(service=SERVICE))
 
 

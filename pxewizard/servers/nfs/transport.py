@@ -262,7 +262,6 @@ class RpcEndpoint:
                 await asyncio.wait_for(s.wait_closed(), 2)
         self.servers.clear()
         self.udp.clear()
-        self.refused.close()
 
 
 class _RpcTcp(asyncio.Protocol):
