@@ -95,10 +95,12 @@ class LeaseView(Protocol):
 
     def by_ip(self, ip: int) -> LeaseInfo | None: ...
 
-    def find_free(self, start: int, end: int, now: float,
-                  exclude: Container[int]) -> int | None:
+    def find_free(self, start: int, end: int, now: float, exclude: Container[int],
+                  offers_expiring_before: float | None = None) -> int | None:
         """An address in [start, end] not held by anyone: never used first, then the
-        longest-expired; None when the pool is exhausted."""
+        longest-expired; then, when ``offers_expiring_before`` is given, the oldest
+        address merely offered (never bound) whose hold ends before that time; None when
+        the pool is exhausted."""
         ...
 
 
@@ -243,6 +245,12 @@ class Policy:
     boot: BootFiles = field(default_factory=BootFiles)
     offer_hold: float = 30.0
     """Seconds an offered address stays reserved for the client it was offered to."""
+    offer_reclaim_after: float = 2.0
+    """With the pool exhausted, an offer older than this many seconds that was never
+    REQUESTed goes to the next new client (oldest first). A DISCOVER flood from random
+    MACs would otherwise hold every address for ``offer_hold`` seconds and starve real
+    clients; real ones REQUEST within a second (OVMF, which collects offers for ~4 s,
+    is NAKed under such a flood and starts again, instead of getting nothing)."""
     decline_hold: float = 600.0
     """Seconds an address a client DECLINEd stays out of the pool."""
     _pool: Pool | None = field(init=False, repr=False, compare=False, default=None)
@@ -637,10 +645,15 @@ def _choose(c: _Client, policy: Policy, pool: Pool, leases: LeaseView,
     if rip and pool.in_range(rip) and rip not in policy._excluded \
             and _available(rip, c.mac, leases, now) is None:
         return rip, "the address the client asked for (option 50)"
-    ip = leases.find_free(pool.start, pool.end, now, policy._excluded)
+    ip = leases.find_free(pool.start, pool.end, now, policy._excluded,
+                          now + policy.offer_hold - policy.offer_reclaim_after)
     if ip is None:
         return None, (f"pool exhausted: all {pool.size} addresses of {pool.describe()} are "
                       "leased or offered; no offer (enlarge the pool or shorten lease_time)")
+    held = leases.by_ip(ip)
+    if held is not None and held.active(now):
+        return ip, (f"pool exhausted: the unanswered offer of {ip_str(ip)} to {held.mac} "
+                    f"(older than {policy.offer_reclaim_after:g} s) is taken back")
     return ip, "next free address in the pool"
 
 

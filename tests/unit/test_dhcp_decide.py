@@ -151,10 +151,29 @@ def test_two_discovers_in_flight_get_different_addresses() -> None:
 def test_offer_hold_expires() -> None:
     pol, t = policy(range_end="10.99.0.100", offer_hold=30), LeaseTable()
     a, _ = run(req("02:00:00:00:00:01"), pol, t)
-    b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 10)
+    b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 1)
     assert b.reply is None and "pool exhausted" in b.reason
     b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 31)
     assert b.yiaddr == a.yiaddr == "10.99.0.100"
+
+
+def test_a_discover_flood_cannot_starve_the_pool() -> None:
+    """Random-MAC DISCOVERs never REQUEST: with the pool full of their offers, a new client
+    takes the oldest offer older than offer_reclaim_after; a bound lease is never taken."""
+    pol, t = policy(range_end="10.99.0.102", offer_hold=30), LeaseTable()
+    bound = dora("02:00:00:00:02:00", pol, t)
+    flood = [run(req(f"02:00:00:00:02:{i:02x}"), pol, t, now=T0 + i)[0].yiaddr
+             for i in (1, 2)]
+    d, _ = run(req("02:00:00:00:02:ff"), pol, t, now=T0 + 2.5)
+    assert d.reply is None and "pool exhausted" in d.reason  # no offer is 2 s old yet
+    d, _ = run(req("02:00:00:00:02:ff"), pol, t, now=T0 + 3.5)
+    assert d.yiaddr == flood[0] != bound and "taken back" in d.reason
+    d, ack = run(req("02:00:00:00:02:ff", msg=3, o50=bytes(map(int, d.yiaddr.split(".")))),
+                 pol, t, now=T0 + 3.6)
+    assert ack is not None and d.msg_out == "ACK"
+    late, _ = run(req("02:00:00:00:02:01", msg=3, o50=bytes(map(int, flood[0].split(".")))),
+                  pol, t, now=T0 + 4)
+    assert late.msg_out != "ACK"  # the flooder's old offer is gone; one holder per address
 
 
 def test_pool_exhaustion_no_address_twice() -> None:
