@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,13 +109,13 @@ class RwEnv:
         self.start()
 
     def ops(self, export: str, ops: list, uid: int = 0, gid: int = 0) -> list[dict]:
-        r = self.pair.client.run("python3", "-c", LIBNFS_OPS, SERVER, str(self.tmp / export),
+        r = self.pair.client.run(sys.executable, "-c", LIBNFS_OPS, SERVER, str(self.tmp / export),
                                  str(uid), str(gid), json.dumps(ops), check=False)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
     def py(self, script: str, *args: str) -> dict:
-        r = self.pair.client.run("python3", "-c", script, *args, check=False,
+        r = self.pair.client.run(sys.executable, "-c", script, *args, check=False,
                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
