@@ -451,10 +451,10 @@ def check_checksums(media: Any) -> list[Finding]:
     return out
 
 
-def probe_servers(interface: str, timeout: float) -> list[DhcpServerSeen]:
-    from .detect.dhcp_probe import probe_sync
+def probe_servers(interface: str, timeout: float | None = None) -> list[DhcpServerSeen]:
+    from .detect.dhcp_probe import PROBE_TIMEOUT, probe_sync
 
-    return list(probe_sync(interface, timeout))
+    return list(probe_sync(interface, timeout or PROBE_TIMEOUT))
 
 
 def check_probe(plan: Any, seen: list[DhcpServerSeen]) -> list[Finding]:
@@ -535,7 +535,7 @@ def _feed_all(b: TimelineBuilder, events: list[Event], rep: Report) -> None:
 
 
 def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
-               probe_timeout: float = 3.0, checksums: bool = True,
+               probe_timeout: float | None = None, checksums: bool = True,
                client_ram: int | None = None, now: float | None = None,
                thresholds: Thresholds | None = None) -> Report:
     """Every check and, with a log, the replayed diagnosis (no printing)."""

@@ -196,10 +196,9 @@ def check_interface(plan: Plan) -> None:
     import netifaces
 
     if plan.interface not in netifaces.interfaces():
-        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
-        raise PxeError(f"interface {plan.interface} does not exist on this machine "
-                       f"(interfaces here: {names})",
-                       "set `interface` in the plan to one of them")
+        from .detect.interfaces import no_such_interface
+
+        raise no_such_interface(plan.interface)
     addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
     if str(plan.server_ip) not in addrs:
         have = ", ".join(a for a in addrs if a) or "no IPv4 address"

@@ -33,3 +33,39 @@ def test_table() -> None:
     text = format_table("eth0", rows, 4)
     assert "2 DHCP answer(s) on eth0" in text and "proxyDHCP" in text and "10.0.0.150" in text
     assert format_table("eth0", [], 4) == "no DHCP server answered on eth0 within 4 s"
+
+
+def test_probe_retransmits_as_a_client_does() -> None:
+    # dnsmasq answers ~3 s after a DISCOVER (its ping); busy servers answer the resend
+    from pxewizard.detect.dhcp_probe import PROBE_TIMEOUT, send_times
+
+    assert PROBE_TIMEOUT >= 5.0
+    times = send_times(PROBE_TIMEOUT)
+    assert times[0] == 0.0 and len(times) >= 3
+    assert all(b - a <= 2.0 for a, b in zip(times, times[1:]))
+    assert times[-1] <= PROBE_TIMEOUT - 1.0
+    assert send_times(0.2) == [0.0]
+    again = decode(discover("02:00:00:00:00:01", 9, pxe=False, secs=3))
+    assert again.secs == 3 and again.xid == 9
+
+
+def test_serve_scan_and_doctor_listen_as_long() -> None:
+    import inspect
+
+    from pxewizard.app import WizardConfig
+    from pxewizard.detect.dhcp_probe import PROBE_TIMEOUT, look_before_serving
+
+    assert inspect.signature(look_before_serving).parameters["timeout"].default == PROBE_TIMEOUT
+    assert WizardConfig().probe_timeout == PROBE_TIMEOUT
+
+
+def test_probe_of_a_missing_interface_lists_those_that_exist(capsys) -> None:
+    import os
+
+    from pxewizard.cli import main
+
+    assert main(["probe", "nosuch7"]) == 2
+    err = capsys.readouterr().err
+    assert "interface nosuch7 does not exist" in err
+    names = [n for n in os.listdir("/sys/class/net") if n != "lo"]
+    assert "interfaces here:" in err and all(n in err for n in names)
