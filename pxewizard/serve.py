@@ -126,7 +126,8 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
                           for p in d.relay_pools),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
-                       ipxe_script=script))
+                       ipxe_script=script),
+        known_macs=plan.known_macs)
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
                               override=d.override_existing_server, publish=bus.publish)

@@ -22,6 +22,7 @@ full mode, port 67
   DECLINE   -> the address is held as unusable for ``decline_hold`` seconds.
   RELEASE   -> the binding is released (the MAC keeps its affinity to it).
   INFORM    -> ACK with options, no address, no lease time (§4.3.5).
+every mode: with ``known_macs`` set, any other MAC -> silence (cause ``not_allowed``).
 proxy mode, ports 67 and 4011 (PXE 2.1 §2.2)
   only vendor class PXEClient / HTTPClient; never an address (yiaddr 0).
   67:   DISCOVER -> OFFER with option 43 (discovery control 8) and the boot file;
@@ -231,6 +232,8 @@ class Policy:
     reservations: tuple[Reservation, ...] = ()
     relay_pools: tuple[Pool, ...] = ()
     boot: BootFiles = field(default_factory=BootFiles)
+    known_macs: frozenset[str] | None = None
+    """Set: the only MACs answered, in every mode (dnsmasq's dhcp-ignore=tag:!known)."""
     offer_hold: float = 30.0
     """Seconds an offered address stays reserved for the client it was offered to."""
     decline_hold: float = 600.0
@@ -325,6 +328,8 @@ class Decision:
     """The address offered or acknowledged (0: none)."""
     request: Packet | None = None
     """The request, for the words computed on demand below (only events need them)."""
+    cause: str = ""
+    """Why we stayed silent, as a key rules and rate limits match on (``not_allowed``)."""
 
     @property
     def arch_name(self) -> str:
@@ -536,6 +541,11 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
                           "served")
     if c.mt not in MsgType._value2member_map_:
         return _silent(c, f"unknown DHCP message type {c.mt}")
+    if policy.known_macs is not None and c.mac not in policy.known_macs:
+        d = _silent(c, f"{c.mac} is not in dhcp.allowed_macs (nor a reservation): ignored, "
+                       "as another PC of this LAN; add it there to boot it")
+        d.cause = "not_allowed"
+        return d
     if policy.mode is Mode.PROXY:
         return _proxy(c, policy, leases, port, peer)
     if port != SERVER_PORT:

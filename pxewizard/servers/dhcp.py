@@ -100,9 +100,10 @@ class DhcpService:
         self.interface = interface
         self.store = store
         self.sockets = sockets
-        self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0}
+        self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0, "refused": 0}
         self.limit = MacRateLimit()
         self._limited_said: dict[bytes, float] = {}  # mac -> when we last said so
+        self._refused_said: dict[str, float] = {}  # mac -> when we last said it is not allowed
         self._loop = asyncio.get_running_loop()
         for port, sock in sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
@@ -197,8 +198,25 @@ class DhcpService:
             err = self._send(sock, d.reply, d.dest)
             if not err:
                 self.stats["answered"] += 1
+        if d.cause == "not_allowed":
+            self.stats["refused"] += 1
+            if not self._say_refused(d.mac):
+                return
         if listening:
             self.bus.publish(self._exchange_event(d, port, err))
+
+    REFUSED_EVERY = 60.0
+    """Seconds between two events for one MAC outside dhcp.allowed_macs: each PC of an
+    office LAN asks at every boot and every renewal, the log needs it once."""
+
+    def _say_refused(self, mac: str) -> bool:
+        now = time.monotonic()
+        if now - self._refused_said.get(mac, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
+            return False
+        if len(self._refused_said) > 4096:
+            self._refused_said.clear()
+        self._refused_said[mac] = now
+        return True
 
     def _send(self, sock: socket.socket, data: bytes, dest: Destination) -> str:
         """Send one reply; returns an error in words, or ''."""
@@ -232,7 +250,7 @@ class DhcpService:
                             arch=d.arch, arch_name=d.arch_name, vendor_class=d.vendor_class,
                             user_class=d.user_class, requested_ip=d.requested_ip,
                             yiaddr=d.yiaddr, boot_file=d.boot_file, next_server=d.next_server,
-                            relay=d.relay, reason=reason)
+                            relay=d.relay, reason=reason, cause=d.cause)
 
     @staticmethod
     def _lease_event(op: LeaseOp, new: object) -> LeaseChanged:
