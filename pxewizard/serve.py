@@ -130,7 +130,8 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         known_macs=plan.known_macs)
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
-                              override=d.override_existing_server, publish=bus.publish)
+                              override=d.override_existing_server, publish=bus.publish,
+                              pool=(d.range_start, d.range_end) if d.range_start else None)
     return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
                              lease_file=plan.lease_file)]
 

@@ -30,6 +30,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 from ..errors import NeedsRoot, PxeError
@@ -179,13 +180,36 @@ async def probe(interface: str, timeout: float = PROBE_TIMEOUT, *,
     return await asyncio.to_thread(probe_sync, interface, timeout, until=until)
 
 
+def pool_in_use(seen: list[DhcpServerSeen], start: object, end: object) -> list[str]:
+    """Addresses the probe saw in use that lie in the pool [start, end], each with who uses
+    it: another server's own address, the router and DNS it hands out, the address it
+    offered. Handing one of them out breaks that machine and the client alike."""
+    lo, hi = int(ip_address(str(start))), int(ip_address(str(end)))
+    out: dict[str, str] = {}
+    for s in seen:
+        uses = [(s.server_id, "its address"), (s.router, "the router it hands out"),
+                (s.next_server, "its next-server"), (s.offered_ip, "the address it offered")]
+        uses += [(d, "a DNS server it hands out") for d in s.dns.split(",") if d]
+        for addr, what in uses:
+            try:
+                n = int(ip_address(addr))
+            except ValueError:
+                continue
+            if lo <= n <= hi:
+                out.setdefault(addr, f"{addr} ({what}: DHCP server {s.server_id}, "
+                                     f"{s.server_mac})")
+    return list(out.values())
+
+
 def _dhcp_server_heard(seen: list[DhcpServerSeen]) -> bool:
     return any(not s.proxy for s in seen)
 
 
 async def look_before_serving(interface: str, *, full: bool, override: bool,
                               publish: Callable[[Event], None],
-                              timeout: float = PROBE_TIMEOUT) -> list[DhcpServerSeen]:
+                              timeout: float = PROBE_TIMEOUT,
+                              pool: tuple[object, object] | None = None
+                              ) -> list[DhcpServerSeen]:
     """Probe before starting DHCP; publish what answered. The first DHCP server heard
     ends the probe (that is all the decision needs).
 
@@ -221,6 +245,13 @@ async def look_before_serving(interface: str, *, full: bool, override: bool,
                             message=f"another DHCP server answers on {interface}: "
                                     f"{s.server_id} ({s.server_mac}); starting anyway "
                                     "(dhcp.override_existing_server)"))
+        if pool is not None:
+            for what in pool_in_use(seen, *pool):
+                publish(LogLine(service="dhcp", level="warning",
+                                message=f"the pool {pool[0]}-{pool[1]} contains an address "
+                                        f"in use on {interface}: {what}; a client given it "
+                                        "would clash with that machine (move "
+                                        "dhcp.range_start/range_end so they exclude it)"))
     elif not others:
         publish(LogLine(service="proxydhcp", level="warning",
                         message=f"no DHCP server answered on {interface}: proxyDHCP gives boot "
