@@ -93,3 +93,19 @@ def test_jsonl_log_round_trip_and_full_disk(tmp_path: Path) -> None:
         full(ev)
         assert full.lost == 2
         assert any("cannot write the event log" in w.message for w in warnings)  # type: ignore
+
+
+def test_a_silent_dhcp_answer_reads_as_words() -> None:
+    from pxewizard.eventfmt import describe
+    from pxewizard.events import DhcpExchange
+    from pxewizard.screens.live.format import request_row
+
+    ev = DhcpExchange(client="52:54:00:00:00:01", service="proxydhcp", mac="52:54:00:00:00:01",
+                      xid=1, msg_in="DISCOVER", msg_out="-",
+                      reason="not a PXE client (vendor class 'none')")
+    text = describe(ev)
+    assert "DISCOVER, not answered (not a PXE client" in text and "->" not in text
+    assert "DISCOVER, not answered" in request_row(ev).plain
+    ok = DhcpExchange(client="m", service="dhcp", mac="m", xid=1, msg_in="DISCOVER",
+                      msg_out="OFFER")
+    assert "DISCOVER -> OFFER" in describe(ok) and "DISCOVER->OFFER" in request_row(ok).plain
