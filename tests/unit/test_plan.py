@@ -141,3 +141,14 @@ def test_saved_plan_is_private(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     save_plan(plan_from_dict(BASE), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_dns_offered_on_an_isolated_segment_is_never_the_hosts_own_resolver() -> None:
+    from pxewizard.detect.host import dns_for_segment
+    from pxewizard.screens.draft import Draft
+
+    assert dns_for_segment(("127.0.0.53", "10.255.255.53", "10.99.0.53", "10.99.0.1"),
+                           "10.99.0.0/24", "10.99.0.1") == ("10.99.0.53",)
+    d = Draft(interface="pxe0", server_ip="10.99.0.1", prefix=24)
+    d.suggest_full(("127.0.0.53", "192.0.2.53"))
+    assert d.dns == "" and d.range_start  # the pool is still suggested
