@@ -150,8 +150,9 @@ async def test_none_shows_what_the_existing_server_needs(wizard: Any) -> None:
         text = app.screen.query_one("#mode-help").render()
         plain = str(text)
         for snippet in ("next-server 192.168.50.2;", 'filename "pxelinux.0";',
-                        "dhcp-boot=tag:efi64,syslinux.efi,,192.168.50.2",
-                        '"next-server": "192.168.50.2", "boot-file-name": "syslinux.efi"',
+                        # the Plan's real path (the tree serves efi64/syslinux.efi)
+                        "dhcp-boot=tag:!ipxe,tag:efi64,efi64/syslinux.efi,,192.168.50.2",
+                        '"next-server": "192.168.50.2", "boot-file-name": "efi64/syslinux.efi"',
                         "next-server (siaddr, option 66): 192.168.50.2"):
             assert snippet in plain, snippet
         assert_console_safe(app)
