@@ -746,7 +746,7 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
         seen: set[str] = set()
         for s in _failed(tl):
             if s.stage is not Stage.stage3 or s.path in seen or _recovered(tl, s) \
-                    or _is_timeout(s) or _is_permission(s):
+                    or _is_timeout(s) or _is_permission(s) or s.service == "mountd":
                 continue
             seen.add(s.path)
             code = _code(s)
@@ -768,6 +768,24 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
                 fix = "see the reason; check the image file and the server's log"
             yield _finding(Severity.error, "stage3-failed", tl, title, cause, fix, _ev(s),
                            [near] if near else [], stage=Stage.stage3)
+
+
+@rule
+def nfs_mount_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """MOUNT refused the path the client asked (archiso_nfs_srv=IP:/wrong/path)."""
+    for tl in snap.clients:
+        seen: set[str] = set()
+        for s in _failed(tl):
+            if s.service != "mountd" or s.path in seen or _recovered(tl, s):
+                continue
+            seen.add(s.path)
+            yield _finding(Severity.error, "nfs-mount-refused", tl,
+                           f"NFS: {_who(tl)} asked to mount {s.path}, which is not exported",
+                           _reason(s),
+                           "put an exported path in the kernel command line "
+                           "(archiso_nfs_srv=IP:/export, nfsroot=IP:/export or netboot=nfs://"
+                           "IP:/export) or export that directory (nfs.exports)", _ev(s),
+                           stage=Stage.stage3)
 
 
 _NFS4 = re.compile(r"nfs\s*v?4|v(?:ers(?:ion)?)?\s*[=:]?\s*4\b|version 4|program version 4", re.I)
