@@ -523,8 +523,8 @@ def not_world_readable(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iter
                            f"{s.path} is not readable by others" + (f" (mode {mode})" if mode
                                                                      else ""),
                            "TFTP servers (tftpd-hpa: 'File must have global read "
-                           "permissions') serve only files every user may read; "
-                           f"{_reason(s)}",
+                           "permissions') serve only files every user may read, and "
+                           f"{s.path} is not" + (f" (mode {mode})" if mode else ""),
                            f"chmod o+r the file (chmod 644 {posixpath.basename(s.path)}), or "
                            "chmod -R o+rX the boot tree", _ev(s), stage=s.stage)
     lines = [e for e in snap.host_events if isinstance(e, LogLine)
@@ -1027,7 +1027,10 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
             lines.append(f"        fact: {d}")
         if with_evidence:
             for e in f.evidence[:6]:
-                lines.append(f"        seen: {one_line(e)}")
+                seen = one_line(e)
+                if f.fix:  # an event's own "fix: ..." would print the fix a second time
+                    seen = re.sub(r";? fix: [^)]*", "", seen)
+                lines.append(f"        seen: {seen}")
         if f.fix:
             lines.append(f"        fix: {f.fix}")
     return lines
