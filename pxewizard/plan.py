@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import PlanError
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IPXE_LOADERS = {"ipxe": {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}}
+"""boot.loader -> the dhcp.boot_files it implies (pxelinux: BootFiles' own defaults)."""
 LOCAL_ENTRY_ID = "local"
 """Id of the "Boot from local disk" menu entry (boot/media.py's LOCAL_ENTRY)."""
 
@@ -88,12 +90,13 @@ class BootFiles(_Model):
     """Which boot file each client architecture (DHCP option 93) gets."""
 
     bios: str = "pxelinux.0"
-    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe."""
+    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe (the default with
+    boot.loader = "ipxe")."""
     efi_ia32: str | None = None
     """Arch 6 (32-bit UEFI). None: such clients are told in the log that nothing is configured."""
     efi_x64: str = "efi64/syslinux.efi"
     """Arch 7 and 9 (64-bit UEFI): efi64/syslinux.efi (its EFI modules and pxelinux.cfg are
-    looked up beside it), ipxe.efi or snponly.efi."""
+    looked up beside it), ipxe.efi (the default with boot.loader = "ipxe") or snponly.efi."""
     efi_arm64: str | None = None
     """Arch 11 (64-bit ARM UEFI)."""
     uefi_http: str | None = None
@@ -306,7 +309,8 @@ class BootSettings(_Model):
     copytoram: bool | None = None
     """NFS/NBD: copy the image to client RAM (None: the profile's default)."""
     loader: str = "pxelinux"
-    """Boot loader family: pxelinux (pxelinux/syslinux.efi) or ipxe (undionly.kpxe/ipxe.efi)."""
+    """Boot loader family: pxelinux (pxelinux.0 / efi64/syslinux.efi) or ipxe (undionly.kpxe /
+    ipxe.efi, which then fetch the iPXE menu over HTTP); sets the dhcp.boot_files defaults."""
     external_http: str | None = None
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
     remote_entries: list[RemoteEntry] = Field(default_factory=list)
@@ -356,6 +360,26 @@ class Plan(_Model):
     """Boot media and menus."""
     log: LogSettings = Field(default_factory=LogSettings)
     """Event log."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_defaults(cls, data: Any) -> Any:
+        """boot.loader = "ipxe": BIOS clients get undionly.kpxe, UEFI x64 ipxe.efi (both then
+        chain to the iPXE script); boot_files the Plan names itself are kept."""
+        if not isinstance(data, dict):
+            return data
+        boot = data.get("boot")
+        if not isinstance(boot, dict) or boot.get("loader") not in IPXE_LOADERS:
+            return data
+        dhcp = data.get("dhcp")
+        if dhcp is not None and not isinstance(dhcp, dict):
+            return data
+        dhcp = dict(dhcp or {})
+        files = dhcp.get("boot_files", {})
+        if not isinstance(files, dict):
+            return data
+        dhcp["boot_files"] = {**IPXE_LOADERS["ipxe"], **files}
+        return {**data, "dhcp": dhcp}
 
     @property
     def network(self) -> IPv4Network:
@@ -491,6 +515,19 @@ class Plan(_Model):
         if self.boot.loader not in ("pxelinux", "ipxe"):
             problems.append(f"boot.loader: {self.boot.loader!r} is not known; "
                             "use 'pxelinux' or 'ipxe'")
+        elif self.boot.loader == "ipxe":
+            bf = self.dhcp.boot_files
+            for name in ("bios", "efi_x64"):
+                f = getattr(bf, name)
+                if f and os.path.basename(f) in ("pxelinux.0", "lpxelinux.0", "syslinux.efi"):
+                    problems.append(f"dhcp.boot_files.{name}: {f!r} is a syslinux loader but "
+                                    "boot.loader = \"ipxe\"; remove it (the ipxe default is "
+                                    f"{IPXE_LOADERS['ipxe'][name]!r}) or set boot.loader = "
+                                    "\"pxelinux\"")
+            if not bf.ipxe_script:
+                problems.append("dhcp.boot_files.ipxe_script: boot.loader = \"ipxe\" needs the "
+                                "iPXE script (else iPXE is handed iPXE again and loops); set it "
+                                "to \"boot.ipxe\"")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -129,7 +129,7 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
         dhcp.update(range_start=POOL[0], range_end=POOL[1])
     boot_files: dict[str, Any] = {}
     if case.loader == "ipxe":
-        boot_files.update(bios="undionly.kpxe", efi_x64="ipxe.efi")
+        pass  # boot.loader = "ipxe" alone picks undionly.kpxe / ipxe.efi (that is under test)
     else:
         # No iPXE script: QEMU's BIOS ROM is iPXE and would otherwise get the script (the
         # product's choice for iPXE clients) and never run pxelinux.
