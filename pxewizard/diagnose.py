@@ -291,7 +291,14 @@ def dhcp_no_offer(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
         why = last.reason
         low = why.lower()
         ev = silent[-3:]
-        if "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
+        if getattr(last, "cause", "") == "not_allowed":
+            yield _finding(Severity.info, "dhcp-not-allowed", tl,
+                           f"{_who(tl)} is not in dhcp.allowed_macs; we ignore it",
+                           "dhcp.allowed_macs lists the only clients we answer (a shared LAN's "
+                           "other PCs must not get our menu); this MAC is not in it",
+                           "nothing to do if this machine is not meant to boot from us; "
+                           f"otherwise add {tl.mac or tl.client} to dhcp.allowed_macs", ev)
+        elif "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
             yield _finding(Severity.error, "dhcp-pool-full", tl,
                            f"no address left for {_who(tl)}: the DHCP pool is full",
                            f"every address of the pool is leased or offered ({why})",

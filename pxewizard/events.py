@@ -161,7 +161,8 @@ class DhcpExchange(Event):
     reason: str = ""
     """Why this answer (or silence), in words."""
     cause: str = ""
-    """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs)."""
+    """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs),
+    ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -329,7 +329,8 @@ class Decision:
     request: Packet | None = None
     """The request, for the words computed on demand below (only events need them)."""
     cause: str = ""
-    """Why we stayed silent, as a key rules and rate limits match on (``not_allowed``)."""
+    """Why we stayed silent, as a key rules and rate limits match on: ``not_allowed``
+    (outside known_macs), ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
     @property
     def arch_name(self) -> str:
@@ -559,8 +560,10 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
 def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
            peer: tuple[int, int] | None) -> Decision:
     if not (c.pxe or c.http):
-        return _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
-                          "proxyDHCP leaves it to the real DHCP server")
+        d = _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
+                       "proxyDHCP leaves it to the real DHCP server")
+        d.cause = "not_pxe"
+        return d
     mt = c.mt
     sid = c.req.server_id
     if port == SERVER_PORT:

@@ -35,6 +35,8 @@ ATF_COM = 0x02
 ARPHRD_ETHER = 1
 MAX_BATCH = 256
 """Datagrams read per wake-up before yielding to the loop."""
+QUIET_CAUSES = frozenset({"not_allowed", "not_pxe"})
+"""Silences said at most once a minute per MAC (every other PC of a LAN causes them)."""
 COMMIT_EVERY = 32
 """ACKs held for one group commit at most (the batch's end commits the rest)."""
 
@@ -198,7 +200,7 @@ class DhcpService:
             err = self._send(sock, d.reply, d.dest)
             if not err:
                 self.stats["answered"] += 1
-        if d.cause == "not_allowed":
+        if d.cause in QUIET_CAUSES:
             self.stats["refused"] += 1
             if not self._say_refused(d.mac):
                 return
@@ -206,8 +208,8 @@ class DhcpService:
             self.bus.publish(self._exchange_event(d, port, err))
 
     REFUSED_EVERY = 60.0
-    """Seconds between two events for one MAC outside dhcp.allowed_macs: each PC of an
-    office LAN asks at every boot and every renewal, the log needs it once."""
+    """Seconds between two events for one MAC ignored for a QUIET_CAUSES reason: each PC of
+    an office LAN asks at every boot and every renewal, the log needs it once."""
 
     def _say_refused(self, mac: str) -> bool:
         now = time.monotonic()

@@ -381,3 +381,15 @@ def test_replay_prints_each_fix_once_and_every_boot_attempt(tmp_path, capsys) ->
     assert "boot attempt 1 (earlier): reached initramfs, 1 failed step(s)" in out
     assert "boot attempt 2 (latest):" in out
     assert out.count("FAIL  http arch/x86_64/airootfs.sfs") == 2
+
+
+def test_a_client_outside_allowed_macs_is_named_with_the_fix() -> None:
+    from pxewizard.diagnose import diagnose_events
+    from pxewizard.events import DhcpExchange
+
+    ev = DhcpExchange(ts=100.0, client="52:54:00:99:99:01", service="proxydhcp",
+                      mac="52:54:00:99:99:01", xid=1, msg_in="DISCOVER", msg_out="-",
+                      vendor_class="PXEClient:Arch:00000:UNDI:002001", cause="not_allowed",
+                      reason="52:54:00:99:99:01 is not in dhcp.allowed_macs")
+    (f,) = [f for f in diagnose_events([ev], now=130.0)[1] if f.rule.startswith("dhcp-")]
+    assert f.rule == "dhcp-not-allowed" and "add 52:54:00:99:99:01 to dhcp.allowed_macs" in f.fix
