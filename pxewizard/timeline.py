@@ -701,7 +701,8 @@ class TimelineBuilder:
 
     def _new_attempt(self, c: _Client) -> None:
         done = _with_idle(c.freeze(c.last_activity), 0.0)  # a copy: safe to trim
-        object.__setattr__(done, "earlier", ())
+        for name in ("earlier", "events", "console"):  # its steps say how it ended
+            object.__setattr__(done, name, ())
         c.earlier = [*c.earlier, done][-MAX_EARLIER:]
         c.attempt += 1
         c.steps.clear()
