@@ -105,7 +105,7 @@ class DhcpService:
         self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0, "refused": 0}
         self.limit = MacRateLimit()
         self._limited_said: dict[bytes, float] = {}  # mac -> when we last said so
-        self._refused_said: dict[str, float] = {}  # mac -> when we last said it is not allowed
+        self._refused_said: dict[tuple[str, str, str], float] = {}  # see _say_refused
         self._loop = asyncio.get_running_loop()
         for port, sock in sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
@@ -202,7 +202,7 @@ class DhcpService:
                 self.stats["answered"] += 1
         if d.cause in QUIET_CAUSES:
             self.stats["refused"] += 1
-            if not self._say_refused(d.mac):
+            if not self._say_refused((d.mac, d.msg_in, d.requested_ip)):
                 return
         if listening:
             self.bus.publish(self._exchange_event(d, port, err))
@@ -211,13 +211,15 @@ class DhcpService:
     """Seconds between two events for one MAC ignored for a QUIET_CAUSES reason: each PC of
     an office LAN asks at every boot and every renewal, the log needs it once."""
 
-    def _say_refused(self, mac: str) -> bool:
+    def _say_refused(self, key: tuple[str, str, str]) -> bool:
+        """Once a minute per (MAC, message, address asked): what a message tells the
+        timeline (the address a REQUEST names) is never left out."""
         now = time.monotonic()
-        if now - self._refused_said.get(mac, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
+        if now - self._refused_said.get(key, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
             return False
         if len(self._refused_said) > 4096:
             self._refused_said.clear()
-        self._refused_said[mac] = now
+        self._refused_said[key] = now
         return True
 
     def _send(self, sock: socket.socket, data: bytes, dest: Destination) -> str:
