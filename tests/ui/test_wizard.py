@@ -446,3 +446,12 @@ async def test_external_http_and_default_entry(wizard: Any) -> None:
         assert plan.boot.external_http == "http://mirror.lan/srcd/"
         assert plan.boot.default == "sysresccd-copytoram"
         await wait_text(pilot, "save plan as /tmp/")  # the save path is visible
+
+
+async def test_review_names_the_local_boot_default_beside_another_server(wizard: Any) -> None:
+    app = wizard(FakeDetector(servers=[seen_server()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await from_mode_to_review(pilot)
+        assert app.plan is not None and app.plan.dhcp.mode is DhcpMode.proxy
+        assert "default local;" in screen_text(app)
