@@ -199,7 +199,7 @@ def qemu_argv(spec: VmSpec, *, ovmf_vars: Path | None = None) -> list[str]:
 
 def _ip(netns: str | None, *args: str) -> subprocess.CompletedProcess:
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
 def create_tap(tap: str, bridge: str | None, netns: str | None = None) -> None:
@@ -227,7 +227,7 @@ TC_PREF = 49321
 
 def _tc(netns: str | None, *args: str) -> subprocess.CompletedProcess:
     cmd = [*(["ip", "netns", "exec", netns] if netns else []), "tc", *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
 def wire_tap_to_nic(tap: str, nic: str, vm_mac: str, netns: str | None = None) -> bool:

@@ -340,7 +340,7 @@ class Timeline:
     """Seconds since the latest event, at the snapshot's ``now``."""
     attempt: int = 1
     """Boot attempt number (a new PXE DISCOVER after the kernel starts a new one)."""
-    earlier: tuple["Timeline", ...] = ()
+    earlier: tuple[Timeline, ...] = ()
     """The client's earlier boot attempts, oldest first (the last MAX_EARLIER)."""
 
     @property

@@ -51,7 +51,7 @@ def walkthrough() -> tuple[dict, list[str]]:
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     section = text[start:end if end > 0 else None]
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
     plans = [tomllib.loads(body) for lang, body in blocks if lang == "toml"]
     commands = [ln.strip() for lang, body in blocks if lang == "sh"
                 for ln in body.splitlines() if ln.strip() and not ln.startswith("#")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from pxewizard.detect.dhcp_probe import _checksum, discover, format_table, udp_ip_packet
@@ -42,7 +43,7 @@ def test_probe_retransmits_as_a_client_does() -> None:
     assert PROBE_TIMEOUT >= 5.0
     times = send_times(PROBE_TIMEOUT)
     assert times[0] == 0.0 and len(times) >= 3
-    assert all(b - a <= 2.0 for a, b in zip(times, times[1:]))
+    assert all(b - a <= 2.0 for a, b in itertools.pairwise(times))
     assert times[-1] <= PROBE_TIMEOUT - 1.0
     assert send_times(0.2) == [0.0]
     again = decode(discover("02:00:00:00:00:01", 9, pxe=False, secs=3))
@@ -78,8 +79,8 @@ def test_pool_in_use_names_each_address_and_who_uses_it() -> None:
                             offered_ip="10.0.0.20", router="10.0.0.1", dns="10.0.0.1,10.0.0.160")
     used = pool_in_use([router], "10.0.0.100", "10.0.0.199")
     assert used == ["10.0.0.150 (its address: DHCP server 10.0.0.150, aa:bb:cc:dd:ee:ff)",
-                    "10.0.0.160 (a DNS server it hands out: DHCP server 10.0.0.150, "
-                    "aa:bb:cc:dd:ee:ff)"]
+                    ("10.0.0.160 (a DNS server it hands out: DHCP server 10.0.0.150, "
+                     "aa:bb:cc:dd:ee:ff)")]
     assert pool_in_use([router], "10.0.0.200", "10.0.0.250") == []
 
 

@@ -66,7 +66,7 @@ def _golden(name: str, text: str) -> None:
 def _first_entry(text: str) -> str:
     import re
 
-    return re.search(r"^(?:LABEL|item) (\S+)", text, re.M).group(1)
+    return re.search(r"^(?:LABEL|item) (\S+)", text, re.MULTILINE).group(1)
 
 
 @pytest.mark.parametrize("mode,default,expected", [

@@ -64,9 +64,9 @@ def test_unknown_field_and_bad_type_named() -> None:
 
 def test_bad_values_name_the_field_in_words_the_value_and_the_fix() -> None:
     msgs = problems({**BASE, "dhcp": {"dns": ["10.0.0.53", "8.8.8.x"]}})
-    assert msgs == ["dhcp.dns, entry 2 (DNS servers given to clients): '8.8.8.x' is not an "
-                    "IPv4 address; write four numbers from 0 to 255 separated by dots, "
-                    "e.g. 192.168.1.10"]
+    assert msgs == [("dhcp.dns, entry 2 (DNS servers given to clients): '8.8.8.x' is not an "
+                     "IPv4 address; write four numbers from 0 to 255 separated by dots, "
+                     "e.g. 192.168.1.10")]
     assert not any("Input" in m for m in problems({**BASE, "server_ip": "10.0.0.x"}))
 
 
@@ -78,8 +78,8 @@ def test_allowed_macs_normalised_and_validated() -> None:
     assert p.known_macs == {"52:54:00:99:00:10", "52:54:00:99:00:11", "52:54:00:99:00:12"}
     assert plan_from_dict(BASE).known_macs is None  # empty: every client
     msgs = problems({**BASE, "dhcp": {"allowed_macs": ["52:54:00:99"]}})
-    assert msgs == ["dhcp.allowed_macs: '52:54:00:99' is not a MAC address; write it as "
-                    "aa:bb:cc:dd:ee:ff"]
+    assert msgs == [("dhcp.allowed_macs: '52:54:00:99' is not a MAC address; write it as "
+                     "aa:bb:cc:dd:ee:ff")]
 
 
 def test_reservations_unique_and_macs_normalised() -> None:

@@ -21,7 +21,7 @@ _ARCH_WORDS = {"bios": "BIOS clients (arch 0)", "efi64": "UEFI x64 clients (arch
                "efi32": "UEFI IA32 clients (arch 6)", "arm64": "UEFI ARM64 clients (arch 11)"}
 
 
-def boot_paths(plan: "Plan") -> list[tuple[str, str]]:
+def boot_paths(plan: Plan) -> list[tuple[str, str]]:
     """(who, path or URL) for every boot file a snippet names."""
     from ...export import _arch_files, _ipxe_url
 
@@ -32,7 +32,7 @@ def boot_paths(plan: "Plan") -> list[tuple[str, str]]:
     return out
 
 
-def snippets(plan: "Plan") -> list[tuple[str, str]]:
+def snippets(plan: Plan) -> list[tuple[str, str]]:
     """(title, configuration text) for each DHCP server we know."""
     from ...export import _arch_files, _ipxe_url
 
