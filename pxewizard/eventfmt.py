@@ -21,6 +21,13 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def exchange_words(ev: DhcpExchange, sep: str = " -> ") -> str:
+    """``DISCOVER -> OFFER``, or ``DISCOVER, not answered`` when we stayed silent."""
+    if ev.msg_out in ("", "-"):
+        return f"{ev.msg_in}, not answered"
+    return f"{ev.msg_in}{sep}{ev.msg_out}"
+
+
 def describe(ev: Event) -> str:
     """What happened, without the time stamp; control characters escaped (network text)."""
     return escape_controls(_describe(ev))
@@ -43,12 +50,12 @@ def _describe(ev: Event) -> str:
                     f"latest: {ev.latest}")
         case DhcpExchange():
             arch = f" {ev.arch_name}" if ev.arch_name else ""
-            out = f"{ev.msg_in} -> {ev.msg_out}"
+            out = exchange_words(ev)
             extra = " ".join(x for x in (
                 ev.yiaddr and f"ip={ev.yiaddr}", ev.boot_file and f"file={ev.boot_file}",
                 ev.relay and f"via={ev.relay}") if x)
             why = f" ({ev.reason})" if ev.reason else ""
-            return f"{ev.service} {ev.mac}{arch}: {out} {extra}{why}".rstrip()
+            return f"{ev.service} {ev.mac}{arch}: {' '.join(x for x in (out, extra) if x)}{why}"
         case LeaseChanged():
             return f"lease {ev.ip} {ev.state} for {ev.mac}" + (
                 f" ({ev.hostname})" if ev.hostname else "")

@@ -178,6 +178,9 @@ class DhcpExchange(Event):
     """giaddr when the request came through a relay agent."""
     reason: str = ""
     """Why this answer (or silence), in words."""
+    cause: str = ""
+    """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs),
+    ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
 
 @dataclass(frozen=True, kw_only=True)

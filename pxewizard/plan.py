@@ -25,6 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import PlanError
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IPXE_LOADERS = {"ipxe": {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}}
+"""boot.loader -> the dhcp.boot_files it implies (pxelinux: BootFiles' own defaults)."""
+LOCAL_ENTRY_ID = "local"
+"""Id of the "Boot from local disk" menu entry (boot/media.py's LOCAL_ENTRY)."""
 
 
 def normalize_mac(value: str) -> str:
@@ -85,12 +89,13 @@ class BootFiles(_Model):
     """Which boot file each client architecture (DHCP option 93) gets."""
 
     bios: str = "pxelinux.0"
-    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe."""
+    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe (the default with
+    boot.loader = "ipxe")."""
     efi_ia32: str | None = None
     """Arch 6 (32-bit UEFI). None: such clients are told in the log that nothing is configured."""
     efi_x64: str = "efi64/syslinux.efi"
     """Arch 7 and 9 (64-bit UEFI): efi64/syslinux.efi (its EFI modules and pxelinux.cfg are
-    looked up beside it), ipxe.efi or snponly.efi."""
+    looked up beside it), ipxe.efi (the default with boot.loader = "ipxe") or snponly.efi."""
     efi_arm64: str | None = None
     """Arch 11 (64-bit ARM UEFI)."""
     uefi_http: str | None = None
@@ -154,6 +159,22 @@ class DhcpSettings(_Model):
     """Boot file per client architecture."""
     override_existing_server: bool = False
     """Start full DHCP even where another DHCP server answered. Only on a segment you own."""
+    allowed_macs: list[str] = Field(default_factory=list)
+    """Answer only these clients (MACs, aa:bb:cc:dd:ee:ff) and those of dhcp.reservations, in
+    every mode, as dnsmasq's dhcp-ignore=tag:!known; others are ignored with an event.
+    Empty: every client. On a shared LAN list the PCs you mean to boot."""
+
+    @field_validator("allowed_macs", mode="before")
+    @classmethod
+    def _macs(cls, v: Any) -> list[str]:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"{v!r} is not a list of MACs; write [\"aa:bb:cc:dd:ee:ff\", ...]")
+        out: list[str] = []
+        for item in v:
+            mac = normalize_mac(str(item))
+            if mac not in out:
+                out.append(mac)
+        return out
     lease_file: Path | None = None
     """SQLite lease database; default: <state_dir>/leases.sqlite."""
 
@@ -331,7 +352,9 @@ class BootSettings(_Model):
     entries: list[str] | None = None
     """Ids of the boot entries put in the menu; None: every entry found."""
     default: str | None = None
-    """Id of the default menu entry; None: the first."""
+    """Id of the menu entry booted after the timeout; None: "local" (Boot from local disk)
+    in proxy and none mode, where any PC of the LAN that network-boots may get the menu,
+    the first entry in full mode."""
     timeout: int = Field(10, ge=0, le=3600)
     """Menu timeout in seconds before the default entry boots (0: wait forever)."""
     extra_cmdline: str = ""
@@ -339,7 +362,8 @@ class BootSettings(_Model):
     copytoram: bool | None = None
     """NFS/NBD: copy the image to client RAM (None: the profile's default)."""
     loader: str = "pxelinux"
-    """Boot loader family: pxelinux (pxelinux/syslinux.efi) or ipxe (undionly.kpxe/ipxe.efi)."""
+    """Boot loader family: pxelinux (pxelinux.0 / efi64/syslinux.efi) or ipxe (undionly.kpxe /
+    ipxe.efi, which then fetch the iPXE menu over HTTP); sets the dhcp.boot_files defaults."""
     external_http: str | None = None
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
     remote_entries: list[RemoteEntry] = Field(default_factory=list)
@@ -396,6 +420,26 @@ class Plan(_Model):
     log: LogSettings = Field(default_factory=LogSettings)
     """Event log."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_defaults(cls, data: Any) -> Any:
+        """boot.loader = "ipxe": BIOS clients get undionly.kpxe, UEFI x64 ipxe.efi (both then
+        chain to the iPXE script); boot_files the Plan names itself are kept."""
+        if not isinstance(data, dict):
+            return data
+        boot = data.get("boot")
+        if not isinstance(boot, dict) or boot.get("loader") not in IPXE_LOADERS:
+            return data
+        dhcp = data.get("dhcp")
+        if dhcp is not None and not isinstance(dhcp, dict):
+            return data
+        dhcp = dict(dhcp or {})
+        files = dhcp.get("boot_files", {})
+        if not isinstance(files, dict):
+            return data
+        dhcp["boot_files"] = {**IPXE_LOADERS["ipxe"], **files}
+        return {**data, "dhcp": dhcp}
+
     @property
     def network(self) -> IPv4Network:
         return ipaddress.ip_network(f"{self.server_ip}/{self.prefix}", strict=False)
@@ -411,6 +455,21 @@ class Plan(_Model):
     @property
     def jsonl_path(self) -> Path:
         return self.log.jsonl or self.state_dir / "events.jsonl"
+
+    @property
+    def menu_default(self) -> str | None:
+        """The menu entry booted after the timeout (see ``boot.default``); None: the first."""
+        if self.boot.default is not None:
+            return self.boot.default
+        return None if self.dhcp.mode is DhcpMode.full else LOCAL_ENTRY_ID
+
+    @property
+    def known_macs(self) -> frozenset[str] | None:
+        """The only clients DHCP answers (dhcp.allowed_macs + reservations); None: all."""
+        d = self.dhcp
+        if not d.allowed_macs:
+            return None
+        return frozenset(d.allowed_macs) | {r.mac for r in d.reservations}
 
     @property
     def http_base(self) -> str:
@@ -521,9 +580,51 @@ class Plan(_Model):
         if self.boot.loader not in ("pxelinux", "ipxe"):
             problems.append(f"boot.loader: {self.boot.loader!r} is not known; "
                             "use 'pxelinux' or 'ipxe'")
+        elif self.boot.loader == "ipxe":
+            bf = self.dhcp.boot_files
+            for name in ("bios", "efi_x64"):
+                f = getattr(bf, name)
+                if f and os.path.basename(f) in ("pxelinux.0", "lpxelinux.0", "syslinux.efi"):
+                    problems.append(f"dhcp.boot_files.{name}: {f!r} is a syslinux loader but "
+                                    "boot.loader = \"ipxe\"; remove it (the ipxe default is "
+                                    f"{IPXE_LOADERS['ipxe'][name]!r}) or set boot.loader = "
+                                    "\"pxelinux\"")
+            if not bf.ipxe_script:
+                problems.append("dhcp.boot_files.ipxe_script: boot.loader = \"ipxe\" needs the "
+                                "iPXE script (else iPXE is handed iPXE again and loops); set it "
+                                "to \"boot.ipxe\"")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+_TYPE_FIX = {
+    "ip_v4_address": "is not an IPv4 address; write four numbers from 0 to 255 separated by "
+                     "dots, e.g. 192.168.1.10",
+    "ip_v4_network": "is not an IPv4 subnet; write it as address/prefix, e.g. 10.20.0.0/24",
+    "int_parsing": "is not a whole number; write digits only, e.g. 69",
+    "int_type": "is not a whole number; write digits only, e.g. 69",
+    "float_parsing": "is not a number; write e.g. 1.5",
+    "bool_parsing": "is not true or false; write true or false (no quotes)",
+    "bool_type": "is not true or false; write true or false (no quotes)",
+    "string_type": "is not text; put it in quotes",
+    "list_type": "is not a list; write it in brackets, e.g. [\"a\", \"b\"]",
+}
+"""pydantic error type -> what is wrong and the fix, after the value."""
+
+
+def _loc_words(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(``dhcp.dns, entry 1``, the field's docstring in a few words) for an error location."""
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    where = ""
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            where += f", entry {p + 1}"
+        else:
+            where += ("." if i and not isinstance(loc[i - 1], int) else ", " if i else "") + p
+    doc = _DOCS.get(".".join(names), "") if names else ""
+    doc = re.split(r"\. |\.$|; | \(", doc, maxsplit=1)[0].strip()
+    return where, ("" if ":" in doc else doc)
 
 
 def _format_validation(exc: ValidationError) -> list[str]:
@@ -533,6 +634,14 @@ def _format_validation(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        val = err.get("input")
+        if err["type"] in _TYPE_FIX or err["type"] in ("enum", "literal_error") or \
+                err["type"].startswith(("greater_than", "less_than")):
+            where, doc = _loc_words(err["loc"])
+            words = f" ({doc})" if doc else ""
+            fix = _TYPE_FIX.get(err["type"]) or f"is not accepted: {msg[0].lower()}{msg[1:]}"
+            problems.append(f"{where}{words}: {val!r} {fix}")
+            continue
         for line in msg.split("\n"):
             if err["type"] == "extra_forbidden":
                 problems.append(f"{loc}: unknown setting; check its spelling against "
@@ -540,7 +649,6 @@ def _format_validation(exc: ValidationError) -> list[str]:
             elif err["type"] == "missing":
                 problems.append(f"{loc}: required; add it to the plan")
             elif loc and not line.startswith(loc.split(".")[0]):
-                val = err.get("input")
                 shown = "" if isinstance(val, (dict, list)) else f" (got {val!r})"
                 problems.append(f"{loc}: {line}{shown}")
             else:
@@ -622,3 +730,6 @@ def field_docs(model: type[BaseModel] = Plan, prefix: str = "") -> dict[str, str
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.update(field_docs(ann, key + "."))
     return out
+
+
+_DOCS = field_docs()

@@ -136,10 +136,12 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         relay_agents=tuple(d.relay_agents),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
-                       ipxe_script=script))
+                       ipxe_script=script),
+        known_macs=plan.known_macs)
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
-                              override=d.override_existing_server, publish=bus.publish)
+                              override=d.override_existing_server, publish=bus.publish,
+                              pool=(d.range_start, d.range_end) if d.range_start else None)
     return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
                              lease_file=plan.lease_file)]
 
@@ -216,10 +218,9 @@ def check_interface(plan: Plan) -> None:
     import netifaces
 
     if plan.interface not in netifaces.interfaces():
-        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
-        raise PxeError(f"interface {plan.interface} does not exist on this machine "
-                       f"(interfaces here: {names})",
-                       "set `interface` in the plan to one of them")
+        from .detect.interfaces import no_such_interface
+
+        raise no_such_interface(plan.interface)
     addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
     if str(plan.server_ip) not in addrs:
         have = ", ".join(a for a in addrs if a) or "no IPv4 address"

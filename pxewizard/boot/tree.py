@@ -247,7 +247,13 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
                         f"{', '.join(ids)}); the first entry is the default")
     per_mac = tuple((r.mac, r.boot_entry) for r in plan.dhcp.reservations
                     if getattr(r, "boot_entry", None))
-    settings = MenuSettings(title=title, default=plan.boot.default, timeout=plan.boot.timeout,
+    default = plan.menu_default
+    if plan.boot.default is None and default is not None and default not in ids:
+        warnings.append(f"dhcp.mode = {plan.dhcp.mode.value}: any PC of the LAN that "
+                        "network-boots may get this menu, but boot.entries leaves out "
+                        f"{default!r} (Boot from local disk), so they boot the first entry "
+                        "after the timeout; add it, or set boot.default")
+    settings = MenuSettings(title=title, default=default, timeout=plan.boot.timeout,
                             per_mac=per_mac)
     menus = menu_files(entries, settings, base=ipxe_base(plan),
                        ipxe_path=plan.dhcp.boot_files.ipxe_script, efi_dir=efi_dir,

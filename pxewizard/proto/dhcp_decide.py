@@ -30,6 +30,8 @@ full mode, port 67
 any mode
   giaddr set (relayed, §4.3.1) -> answered only when giaddr is a relay agent the
                Plan lists (``relay_agents``); anyone on the LAN can write a giaddr.
+  INFORM    -> ACK with options, no address, no lease time (§4.3.5).
+every mode: with ``known_macs`` set, any other MAC -> silence (cause ``not_allowed``).
 proxy mode, ports 67 and 4011 (PXE 2.1 §2.2)
   only vendor class PXEClient / HTTPClient; never an address (yiaddr 0).
   67:   DISCOVER -> OFFER with option 43 (discovery control 8) and the boot file;
@@ -243,6 +245,8 @@ class Policy:
     relay_agents: tuple[IPv4Address, ...] = ()
     """giaddr values accepted: relayed requests from any other giaddr are not answered."""
     boot: BootFiles = field(default_factory=BootFiles)
+    known_macs: frozenset[str] | None = None
+    """Set: the only MACs answered, in every mode (dnsmasq's dhcp-ignore=tag:!known)."""
     offer_hold: float = 30.0
     """Seconds an offered address stays reserved for the client it was offered to."""
     offer_reclaim_after: float = 2.0
@@ -345,6 +349,9 @@ class Decision:
     """The address offered or acknowledged (0: none)."""
     request: Packet | None = None
     """The request, for the words computed on demand below (only events need them)."""
+    cause: str = ""
+    """Why we stayed silent, as a key rules and rate limits match on: ``not_allowed``
+    (outside known_macs), ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
     @property
     def arch_name(self) -> str:
@@ -559,6 +566,11 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
     if req.giaddr and req.giaddr not in policy._static["relays"]:
         return _silent(c, f"relayed by {ip_str(req.giaddr)}, which is not a relay agent of "
                           "the plan: not answered (list it in dhcp.relay_agents)")
+    if policy.known_macs is not None and c.mac not in policy.known_macs:
+        d = _silent(c, f"{c.mac} is not in dhcp.allowed_macs (nor a reservation): ignored, "
+                       "as another PC of this LAN; add it there to boot it")
+        d.cause = "not_allowed"
+        return d
     if policy.mode is Mode.PROXY:
         return _proxy(c, policy, leases, port, peer)
     if port != SERVER_PORT:
@@ -572,8 +584,10 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
 def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
            peer: tuple[int, int] | None) -> Decision:
     if not (c.pxe or c.http):
-        return _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
-                          "proxyDHCP leaves it to the real DHCP server")
+        d = _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
+                       "proxyDHCP leaves it to the real DHCP server")
+        d.cause = "not_pxe"
+        return d
     mt = c.mt
     sid = c.req.server_id
     if port == SERVER_PORT:

@@ -404,12 +404,18 @@ class NbdConnection:
         except UnicodeDecodeError:
             return None
 
+    @staticmethod
+    def _name_words(raw: bytes) -> str:
+        """An export name as the operator reads it: "nosuch", not b'nosuch'."""
+        text = raw[:64].decode("utf-8", "backslashreplace")
+        return f'"{text}"' + ("..." if len(raw) > 64 else "")
+
     def _opt_export_name(self, opt: int, data: bytes) -> None:
         # proto.md NBD_OPT_EXPORT_NAME: no error reply exists; an unknown name closes
         name = self._decode_name(data)
         export = self._lookup(name) if name is not None else None
         if export is None:
-            raise self._error(f"export {data[:64]!r} does not exist (NBD_OPT_EXPORT_NAME "
+            raise self._error(f"no export named {self._name_words(data)} (NBD_OPT_EXPORT_NAME "
                               f"cannot be refused politely); exports: {', '.join(self.exports)}")
         self._enter(export, "EXPORT_NAME")
         reply = struct.pack(">QH", self.size, TRANSMISSION_FLAGS)
@@ -460,7 +466,8 @@ class NbdConnection:
         export = self._lookup(name) if name is not None else None
         if export is None:
             return self._refuse_opt(opt, REP_ERR_UNKNOWN,
-                                    f"no export named {data[4:4 + nlen][:64]!r}; exports: "
+                                    f"no export named {self._name_words(data[4:4 + nlen])}; "
+                                    "exports: "
                                     f"{', '.join(self.exports)}")
         size = self.exports[export]
         out = bytearray(option_reply(opt, REP_INFO, struct.pack(">HQH", INFO_EXPORT, size,

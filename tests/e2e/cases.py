@@ -129,7 +129,7 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
         dhcp.update(range_start=POOL[0], range_end=POOL[1])
     boot_files: dict[str, Any] = {}
     if case.loader == "ipxe":
-        boot_files.update(bios="undionly.kpxe", efi_x64="ipxe.efi")
+        pass  # boot.loader = "ipxe" alone picks undionly.kpxe / ipxe.efi (that is under test)
     else:
         # No iPXE script: QEMU's BIOS ROM is iPXE and would otherwise get the script (the
         # product's choice for iPXE clients) and never run pxelinux.
@@ -148,6 +148,13 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
                        "exports": [{"name": NBD_EXPORT, "path": str(media / STAGE3)}]}
     if case.transport == "nfs":
         plan["nfs"] = {"enabled": True}
+    if case.dhcp != "full":
+        # beside another DHCP server the menu defaults to local boot (any PC may get it):
+        # this client is meant to boot the medium
+        from pxewizard.boot.media import find_media
+
+        plan["boot"]["default"] = next(e.id for e in find_media(media)[0].entries
+                                       if e.kind != "localboot")
     plan_from_dict(plan)  # fail here, with the field named, rather than in serve
     return Prepared(case=case, work=work, media=media, stage3_sha=sha, plan=plan)
 

@@ -185,3 +185,30 @@ def test_tree_from_an_iso_is_written_from_its_extents(tmp_path: Path) -> None:
     out = tmp_path / "out"
     export(plan, out, ["dnsmasq"])
     assert (out / "tftpboot" / "sysresccd/boot/x86_64/vmlinuz").read_bytes() == kernel
+
+
+@pytest.mark.parametrize("mode", ["full", "proxy"])
+def test_allowed_macs_exported(tmp_path: Path, mode: str, pxe_ns) -> None:
+    """dhcp.allowed_macs: the exported servers answer the listed clients only, and their own
+    checkers accept the result."""
+    require("dnsmasq", "dhcpd", "kea-dhcp4")
+    plan = _plan(tmp_path, mode)
+    data = plan.model_dump(mode="json", exclude_none=True)
+    data["dhcp"]["allowed_macs"] = ["52:54:00:99:00:11"]
+    plan = plan_from_dict(data)
+    out = tmp_path / "out"
+    export(plan, out, ["dnsmasq", "isc-dhcpd", "kea"], with_tree=False)
+    text = (out / "dnsmasq.conf").read_text()
+    assert "dhcp-host=52:54:00:99:00:11\n" in text and "dhcp-ignore=tag:!known" in text
+    r = _run("dnsmasq", "--test", "-C", str(out / "dnsmasq.conf"))
+    assert r.returncode == 0, r.stderr
+    if mode == "full":
+        isc = (out / "dhcpd.conf").read_text()
+        assert "deny unknown-clients;" in isc and "hardware ethernet 52:54:00:99:00:11;" in isc
+        r = _run("dhcpd", "-t", "-cf", str(out / "dhcpd.conf"), ns=pxe_ns)
+        assert r.returncode == 0, r.stdout + r.stderr
+        conf = out / "kea-dhcp4.conf"
+        conf.write_text(conf.read_text().replace("/var/lib/kea", str(tmp_path)))
+        assert '"client-class": "KNOWN"' in conf.read_text()
+        r = _run("kea-dhcp4", "-t", str(conf), ns=pxe_ns)
+        assert r.returncode == 0, r.stdout + r.stderr

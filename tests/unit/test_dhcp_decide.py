@@ -398,3 +398,31 @@ def test_decide_never_raises_but_valueerror(name: str, muts: list[tuple[int, int
         return
     if d.reply is not None:
         decode(d.reply)
+
+
+# --- dhcp.allowed_macs (dnsmasq's dhcp-ignore=tag:!known) ---------------------------------
+
+LISTED, OTHER = "02:00:00:00:0a:01", "02:00:00:00:0a:02"
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL, Mode.PROXY])
+def test_only_known_macs_are_answered(mode: Mode) -> None:
+    kw: dict[str, object] = {"mode": mode, "known_macs": frozenset({LISTED})}
+    if mode is Mode.PROXY:
+        kw.update(range_start=None, range_end=None)
+    pol, t = policy(**kw), LeaseTable()
+    d, reply = run(req(LISTED, 1, arch=0), pol, t)
+    assert reply is not None and d.msg_out == "OFFER" and d.cause == ""
+    for msg in (1, 3):
+        d, reply = run(req(OTHER, msg, arch=0, o50=bytes([10, 99, 0, 120])), pol, t)
+        assert reply is None and d.msg_out == "-" and not d.ops
+        assert d.cause == "not_allowed" and "dhcp.allowed_macs" in d.reason
+    # on port 4011 too (UEFI's second proxy question)
+    if mode is Mode.PROXY:
+        d, reply = run(req(OTHER, 3, arch=7), pol, t, port=4011, peer=(ip_int("10.99.0.9"), 68))
+        assert reply is None and d.cause == "not_allowed"
+
+
+def test_no_list_answers_everyone() -> None:
+    d, reply = run(req(OTHER, 1, arch=0), policy(), LeaseTable())
+    assert reply is not None and d.cause == ""

@@ -147,3 +147,17 @@ def test_every_renderer_escapes_control_characters() -> None:
     for t in texts:
         assert t.isprintable(), repr(t)
     assert any("\\x1b[2J" in t for t in texts)
+def test_a_silent_dhcp_answer_reads_as_words() -> None:
+    from pxewizard.eventfmt import describe
+    from pxewizard.events import DhcpExchange
+    from pxewizard.screens.live.format import request_row
+
+    ev = DhcpExchange(client="52:54:00:00:00:01", service="proxydhcp", mac="52:54:00:00:00:01",
+                      xid=1, msg_in="DISCOVER", msg_out="-",
+                      reason="not a PXE client (vendor class 'none')")
+    text = describe(ev)
+    assert "DISCOVER, not answered (not a PXE client" in text and "->" not in text
+    assert "DISCOVER, not answered" in request_row(ev).plain
+    ok = DhcpExchange(client="m", service="dhcp", mac="m", xid=1, msg_in="DISCOVER",
+                      msg_out="OFFER")
+    assert "DISCOVER -> OFFER" in describe(ok) and "DISCOVER->OFFER" in request_row(ok).plain

@@ -136,6 +136,7 @@ def test_go_unknown_export_is_refused_politely() -> None:
     reps = option_replies(sent(outs))
     assert reps == [(nbd.OPT_GO, nbd.REP_ERR_UNKNOWN, reps[0][2])]
     assert b"archiso" in reps[0][2]  # the message names the exports
+    assert b'no export named "nope";' in reps[0][2]  # in words, not a bytes repr (b'nope')
     assert any(isinstance(o, Refused) for o in outs) and conn.state is State.OPTIONS
 
 
@@ -161,7 +162,7 @@ def test_export_name(no_zeroes: bool, tail: int) -> None:
 def test_export_name_unknown_closes() -> None:
     conn = NbdConnection(EXPORTS)
     conn.receive_data(struct.pack(">I", 1) + opt(nbd.OPT_EXPORT_NAME, b"nope"))
-    with pytest.raises(NbdProtocolError, match="does not exist"):
+    with pytest.raises(NbdProtocolError, match='no export named "nope"'):
         conn.outputs()
     assert conn.state is State.CLOSED
 

@@ -41,7 +41,9 @@ def _what(ev: Event) -> tuple[str, str]:
             extra = " ".join(x for x in (ev.yiaddr, ev.boot_file and f"file={ev.boot_file}",
                                          ev.arch_name) if x)
             style = "" if ev.msg_out != "-" else "dim"
-            return f"{ev.msg_in}->{ev.msg_out} {extra}".rstrip(), style
+            from ...eventfmt import exchange_words
+
+            return f"{exchange_words(ev, '->')} {extra}".rstrip(), style
         case LeaseChanged():
             return f"lease {ev.ip} {ev.state}", ""
         case TransferStarted():

@@ -480,11 +480,11 @@ class LiveScreen(Screen[Any]):
         plan = self.wizard.plan
         assert plan is not None
         try:
-            bridge = lab.lab_bridge_for(plan.interface)
+            bridge, nic = lab.lab_attachment(plan.interface)
             spec = lab.VmSpec(tap=f"pxwlab{int(time.time()) % 100000}", firmware=firmware)
             self.bus.publish(LogLine(service="lab", level="info",
-                                     message=f"starting a {firmware} test VM on {bridge}"))
-            await lab.run_vm(spec, bus=self.bus, bridge=bridge)
+                                     message=f"starting a {firmware} test VM on {bridge or nic}"))
+            await lab.run_vm(spec, bus=self.bus, bridge=bridge, nic=nic)
         except PxeError as exc:
             self.bus.publish(LogLine(service="lab", level="error", message=str(exc)))
 

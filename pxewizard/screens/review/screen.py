@@ -105,7 +105,7 @@ class ReviewScreen(WizardScreen):
                     if b.copytoram is not None else "")
                  + (f" from {b.external_http}" if b.external_http else "") + "\n")
         t.append(f"Menu: {', '.join(b.entries) if b.entries else 'every entry'}; default "
-                 f"{b.default or 'the first'}; timeout {b.timeout} s\n")
+                 f"{plan.menu_default or 'the first'}; timeout {b.timeout} s\n")
         ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
         line = []
         for proto, port, svc in plan.bound_ports():

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ...events import EventBus
+from ...events import EventBus, TransferFailed
 from ...privileges import acting_as
 from ...proto import nfs3 as n3
 from ...proto.nfs3 import NfsError, Proc, Stat
@@ -116,6 +116,12 @@ def cookie_of(name: str) -> int:
     return max(h, 3)
 
 
+REFUSALS = frozenset({Stat.PERM, Stat.ACCES, Stat.ROFS, Stat.STALE, Stat.BADHANDLE,
+                      Stat.IO, Stat.SERVERFAULT, Stat.NOSPC, Stat.DQUOT})
+"""Errors that refuse the client something (each is an event); NOENT, EXIST, NOTEMPTY...
+are ordinary answers a client expects (a LOOKUP for a file that is not there)."""
+
+
 class NfsProgram:
     prog = n3.NFS_PROG
     low = n3.NFS_VERS
@@ -137,6 +143,7 @@ class NfsProgram:
         self._switch: contextlib.ExitStack | None = None
         """Set while a write handler runs: its first _ids() takes the caller's identity."""
         self._acting: Ids | None = None
+        self._refused_said: dict[tuple[str, int, int], float] = {}
         self._dirs: OrderedDict[tuple[int, int], tuple[int, int, list[tuple[int, str, int]]]] = \
             OrderedDict()
         self._handlers = {
@@ -158,14 +165,17 @@ class NfsProgram:
         except ValueError:
             return None
         args = n3.decode_args(proc, call.args)  # ValueError -> GARBAGE_ARGS
+        why = ""
         try:
             if proc in self.nonidempotent:
                 return self._as_caller(self._handlers[proc](args, call, ctx))
             return await self._handlers[proc](args, call, ctx)
         except NfsError as exc:
-            status = exc.status
+            status, why = exc.status, str(exc)
         except OSError as exc:
-            status = n3.stat_from_errno(exc.errno)
+            status, why = n3.stat_from_errno(exc.errno), exc.strerror or str(exc)
+        if status in REFUSALS:
+            self._refused(proc, status, why, ctx)
         return [struct.pack(">I", status) + FAIL_TAIL[proc]]
 
     def _as_caller(self, coro: Coroutine[Any, Any, Results]) -> Results:
@@ -185,6 +195,23 @@ class NfsProgram:
         finally:
             switch, self._switch = self._switch, None
             switch.close()
+    REFUSED_EVERY = 30.0
+    """Seconds between two events for one (client, procedure, status): a client that is
+    refused retries, the log needs it once."""
+
+    def _refused(self, proc: Proc, status: int, why: str, ctx: CallContext) -> None:
+        now = time.monotonic()
+        key = (ctx.peer[0], int(proc), int(status))
+        said = self._refused_said
+        if now - said.get(key, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
+            return
+        if len(said) > 4096:
+            said.clear()
+        said[key] = now
+        name = Stat(status).name if status in Stat._value2member_map_ else str(status)
+        self.bus.publish(TransferFailed(
+            service="nfs", path="", peer=ctx.peer_str, client=ctx.peer[0], code=int(status),
+            reason=f"{proc.name} refused: NFS3ERR_{name}" + (f" ({why})" if why else "")))
 
     # --- helpers --------------------------------------------------------------------------
 
