@@ -12,6 +12,7 @@ Plan and its media can travel together.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from enum import StrEnum
