@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
-                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
-                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, ForeignRouterSeen,
+                     LeaseChanged, LogLine, PacketDropped, RouterAdvertSent, ServiceStarted,
+                     ServiceStopped, SessionClosed, SessionOpened, TransferDone, TransferFailed,
+                     TransferProgress, TransferStarted)
 
 
 def _size(n: int | None) -> str:
@@ -46,6 +47,16 @@ def describe(ev: Event) -> str:
             kind = "proxyDHCP" if ev.proxy else "DHCP"
             return (f"{kind} server {ev.server_id} ({ev.server_mac}) offered "
                     f"{ev.offered_ip or 'no address'} file={ev.boot_file or '-'}")
+        case RouterAdvertSent():
+            what = "Router Solicitation" if ev.solicit else "Router Advertisement"
+            return f"ra: {what} to {ev.dest}" + (f" for {ev.client}" if ev.client else "") + (
+                f" ({ev.reason})" if ev.reason else "")
+        case ForeignRouterSeen():
+            flags = "".join(f for f, on in (("M", ev.managed), ("O", ev.other)) if on) or "-"
+            return (f"ra: router {ev.router} ({ev.router_mac or '?'}) advertises lifetime "
+                    f"{ev.lifetime} s, flags {flags}, prefixes "
+                    f"{', '.join(ev.prefixes) or 'none'}"
+                    + ("; we send no Router Advertisements" if ev.silenced else ""))
         case TransferStarted():
             opts = " ".join(f"{k}={v}" for k, v in ev.options.items())
             return f"{ev.service} {who}: start {ev.path} ({_size(ev.size)}) {opts}".rstrip()
