@@ -77,6 +77,9 @@ CASES: tuple[Case, ...] = (
          about="OVMF's own PXE gets ipxe.efi over TFTP, then iPXE its menu + kernel over HTTP"),
     Case("bios_ipxe_http", loader="ipxe",
          about="SeaBIOS + iPXE ROM (an iPXE client already): iPXE menu + kernel over HTTP"),
+    Case("uefi_ipxe_http", firmware="uefi", loader="ipxe",
+         about="OVMF with QEMU's iPXE EFI driver ROM (efi-virtio.rom, an iPXE client): iPXE "
+               "menu + kernel over HTTP"),
     Case("bios_nbd", transport="nbd", about="SeaBIOS + iPXE ROM, pxelinux, stage 3 over NBD"),
     Case("bios_nfs", transport="nfs", about="SeaBIOS + iPXE ROM, pxelinux, stage 3 over NFSv3"),
 )
@@ -189,6 +192,7 @@ def run_ours(prep: Prepared, *, timeout: float | None = None) -> Boot:
                 served.drain()
                 b.server_output = served.output  # type: ignore[attr-defined]
                 b.server_events = events  # type: ignore[attr-defined]
+                print(b.phases(events), flush=True)
                 return b
 
 
