@@ -28,8 +28,8 @@ from tests.support.serving import write_plan
 
 from .guest import GuestImages
 from .harness import (POOL, PREFIX, PROXY_DHCP_IP, SERVER_IP, Boot, LabNet, boot, dnsmasq_conf,
-                      lab_network, make_stage3, nginx_conf, serve_ours, start_dnsmasq,
-                      start_nginx)
+                      lab_network, make_stage3, nginx_conf, nginx_events, serve_ours,
+                      start_dnsmasq, start_nginx)
 
 NBD_EXPORT = "pxwtest"
 NBD_PORT = 10809
@@ -271,8 +271,10 @@ def run_reference(prep: Prepared, *, timeout: float | None = None) -> Boot:
                     else _nullcontext()
                 with nbd:
                     kw = {"timeout": timeout} if timeout else {}
-                    return boot(net, f"{case.name}[reference]", prep.stage3_sha,
-                                 firmware=case.firmware, romfile=case.romfile, nic=case.nic, **kw)
+                    b = boot(net, f"{case.name}[reference]", prep.stage3_sha,
+                             firmware=case.firmware, romfile=case.romfile, nic=case.nic, **kw)
+                    print(b.phases(nginx_events(refwork)) + " (nginx only)", flush=True)
+                    return b
             finally:
                 net.server.kill_all()
 

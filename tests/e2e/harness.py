@@ -142,7 +142,8 @@ pid {work / 'nginx.pid'};
 error_log stderr warn;
 events {{ worker_connections 256; }}
 http {{
-  access_log off;
+  log_format stamped '$msec $request_uri $status';
+  access_log {work / 'access.log'} stamped;
   sendfile on;
   tcp_nopush on;
   default_type application/octet-stream;
@@ -158,6 +159,22 @@ http {{
 }}
 """)
     return conf
+
+
+def nginx_events(work: Path) -> list[dict]:
+    """nginx's access log (``$msec`` = when each request finished) as transfer_done events,
+    so the reference's boots get E2E-PHASES like ours."""
+    out = []
+    try:
+        text = (work / "access.log").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out.append({"kind": "transfer_done", "service": "http", "path": parts[1],
+                        "ts": float(parts[0]), "status": parts[2]})
+    return out
 
 
 def start_nginx(ns: Netns, conf: Path) -> subprocess.Popen:
