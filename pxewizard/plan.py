@@ -80,7 +80,8 @@ class Reservation(_Model):
     """Boot file for this MAC, overriding the architecture mapping."""
     boot_entry: str | None = None
     """Id of the menu entry this MAC boots by default (a per-MAC pxelinux.cfg file and an
-    iPXE ``${netX/mac}`` test are generated)."""
+    iPXE ``${netX/mac}`` test are generated); booted at once, without the menu timeout, when
+    it is the menu's only entry besides local boot."""
 
     @field_validator("mac", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ Three menus, same entries, same default and timeout (from ``plan.boot``):
 
 Per-MAC defaults: when a reservation names a boot entry (``boot_entry``), the
 pxelinux menus get a ``pxelinux.cfg/01-aa-bb-cc-dd-ee-ff`` copy whose DEFAULT is
-that entry, and the iPXE script sets its default by ``${netX/mac}``.
+that entry, and the iPXE script sets its default by ``${netX/mac}``. When that entry is
+the menu's only one besides local boot, there is nothing to choose: that MAC boots it at
+once (TIMEOUT 1, ``goto``) instead of waiting out the timeout; other clients keep the menu.
 
 Remote entries (kernel and initramfs at http:// URLs, e.g. an installer on a
 mirror) go into the iPXE menu as they are. pxelinux.0 and syslinux.efi have no
