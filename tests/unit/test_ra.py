@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pxewizard.plan import plan_from_dict
 from pxewizard.proto.ra import (ALL_NODES, ALL_ROUTERS, DroppedNote, ForeignRouterNote,
@@ -175,3 +177,16 @@ def test_plan_ipv6_ra_bad_value_names_field() -> None:
     with pytest.raises(PlanError, match="dhcp.ipv6_ra"):
         plan_from_dict({"interface": "eth0", "server_ip": "10.0.0.1",
                         "dhcp": {"ipv6_ra": "yes"}})
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=120), typ=st.sampled_from([133, 134, 0]),
+       hop=st.sampled_from([255, 64, None]))
+def test_any_bytes_are_answered_or_dropped_never_raise(data: bytes, typ: int,
+                                                       hop: int | None) -> None:
+    r = answering()
+    msg = (bytes([typ, 0]) + data) if typ else data
+    r.receive(msg, CLIENT, hop, 5.0)
+    r.receive(msg, "::", hop, 5.0)
+    for d in r.datagrams_to_send():
+        assert d.data == build_ra(MAC)
