@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from pxewizard.proto.ra import build_ra
 from tests.net.dhcp_support import dhcp_plan, serve_dhcp
 from tests.support.netns import Netns, bridge_ns, link_netns, namespace
