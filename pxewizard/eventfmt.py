@@ -25,7 +25,8 @@ def describe(ev: Event) -> str:
     who = ev.client or getattr(ev, "peer", "") or "-"
     match ev:
         case ServiceStarted():
-            return f"{ev.service}: listening on {ev.address}:{ev.port}/{ev.proto}"
+            port = f":{ev.port}" if ev.port else ""  # ICMPv6 (RA) has no port
+            return f"{ev.service}: listening on {ev.address}{port}/{ev.proto}"
         case ServiceStopped():
             return f"{ev.service}: stopped" + (f" ({ev.reason})" if ev.reason else "")
         case LogLine():
