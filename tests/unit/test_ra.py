@@ -190,3 +190,34 @@ def test_any_bytes_are_answered_or_dropped_never_raise(data: bytes, typ: int,
     r.receive(msg, "::", hop, 5.0)
     for d in r.datagrams_to_send():
         assert d.data == build_ra(MAC)
+
+
+@pytest.mark.parametrize("setting", ["auto", "on"])
+def test_serve_without_a_raw_socket(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: a warning naming the fix and the other servers run; on: the start fails."""
+    import asyncio
+
+    from pxewizard import serve
+    from pxewizard.errors import NeedsRoot, PxeError
+    from pxewizard.events import EventBus, LogLine
+    from pxewizard.servers import ra as ra_server
+
+    async def refuse(**_kw):
+        raise NeedsRoot("cannot open a raw ICMPv6 socket for Router Advertisements: "
+                        "permission denied", "run pxewizard as root, or set dhcp.ipv6_ra = "
+                        "\"off\"")
+
+    monkeypatch.setattr(ra_server, "start_ra", refuse)
+    plan = plan_from_dict({"interface": "eth0", "server_ip": "10.0.0.1",
+                           "dhcp": {"mode": "full", "range_start": "10.0.0.100",
+                                    "range_end": "10.0.0.110", "ipv6_ra": setting}})
+    bus = EventBus()
+    seen: list = []
+    bus.subscribe(seen.append)
+    if setting == "on":
+        with pytest.raises(PxeError, match="raw ICMPv6"):
+            asyncio.run(serve._start_ra(plan, None, bus))  # type: ignore[arg-type]
+        return
+    assert asyncio.run(serve._start_ra(plan, None, bus)) == []  # type: ignore[arg-type]
+    [w] = [e for e in seen if isinstance(e, LogLine)]
+    assert w.level == "warning" and "dhcp.ipv6_ra" in w.message and "\n" not in w.message
