@@ -117,23 +117,30 @@ class RaService:
         self._task = asyncio.create_task(self._begin())
 
     async def _begin(self) -> None:
-        """Wait for a usable link-local address, bind it, join ff02::2, solicit, listen."""
+        """Wait for a usable link-local address, bind it, join ff02::2, solicit, listen.
+
+        A bridge without ports (``pxewizard lab`` adds its VM's tap later) has no carrier
+        and so no link-local address yet: after LINK_LOCAL_WAIT we say so once and keep
+        looking, so the RAs start when the first port comes up."""
         deadline = time.monotonic() + LINK_LOCAL_WAIT
+        said = False
         while True:
             addr, tentative = link_local(self.interface, self.ifindex)
             if addr is not None and not tentative:
                 break
-            if time.monotonic() > deadline:
+            if not said and time.monotonic() > deadline:
+                said = True
                 why = ("its link-local address is still tentative (duplicate address "
-                       "detection)" if addr else "it has no IPv6 link-local address")
+                       "detection)" if addr else "it has no IPv6 link-local address (no "
+                       "carrier yet, or IPv6 disabled)")
                 self.bus.publish(LogLine(
                     service="ra", level="warning",
-                    message=f"no Router Advertisements on {self.interface}: {why}; iPXE "
-                            "clients will wait ~16 s for an IPv6 router. Fix: `sysctl "
-                            f"net.ipv6.conf.{self.interface}.disable_ipv6=0`, or set "
+                    message=f"no Router Advertisements on {self.interface} yet: {why}; they "
+                            "start when it has one. Until then iPXE clients wait ~16 s for "
+                            "an IPv6 router. Fix: bring a port up, or `sysctl "
+                            f"net.ipv6.conf.{self.interface}.disable_ipv6=0`; or set "
                             "dhcp.ipv6_ra = \"off\" to silence this"))
-                return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1 if not said else 1.0)
         try:
             self.sock.bind((addr, 0, 0, self.ifindex))
             mreq = socket.inet_pton(socket.AF_INET6, ALL_ROUTERS) + struct.pack("@I",

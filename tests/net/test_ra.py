@@ -208,3 +208,22 @@ def test_falls_silent_when_a_router_appears(tmp_path: Path) -> None:
             r = _rdisc6(cli, multiple=True)
             assert {ra["from"] for ra in _ras(r.stdout)} == {router_ll}, r.stdout
             assert len(_served_events(served, "router_advert_sent")) == before
+
+
+def test_bridge_interface_answers_a_port_added_later(tmp_path: Path) -> None:
+    """`pxewizard lab`'s case: the Plan's interface is a bridge whose port (the VM's tap)
+    appears after serving started."""
+    require_root()
+    require("rdisc6")
+    with namespace("srv") as srv, namespace("cli") as cli:
+        srv.run("ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                "forward_delay", "0")
+        srv.run("ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
+        srv.run("ip", "link", "set", "br0", "up")
+        with serve_dhcp(srv, dhcp_plan(tmp_path, mode="full", interface="br0")) as served:
+            served.wait_event(lambda e: e.get("kind") == "router_advert_sent"
+                              and not e.get("solicit"), timeout=30)
+            link_netns(srv, "p-cli", cli, "eth0", b_mac=CLIENT_MAC)
+            srv.run("ip", "link", "set", "p-cli", "master", "br0")
+            r = _rdisc6(cli)
+            assert [ra["from"] for ra in _ras(r.stdout)] == [_link_local(srv, "br0")], r.stdout
