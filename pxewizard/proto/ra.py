@@ -235,18 +235,20 @@ class Responder:
     own: frozenset[str] = frozenset()
     """Our own IPv6 addresses on the interface (our RA looped back is not foreign)."""
     listen_first: float = LISTEN_FIRST
-    state: State = State.LISTENING
-    _timer: float | None = None
-    _out: deque[Datagram] = field(default_factory=deque)
-    _notes: deque[Note] = field(default_factory=deque)
-    _answered: dict[str, float] = field(default_factory=dict)
-    _tokens: float = BURST
-    _tokens_at: float = 0.0
-    _routers: dict[str, float] = field(default_factory=dict)
-    _heard: int = 0
+    state: State = field(default=State.LISTENING, init=False)
+    _timer: float | None = field(default=None, init=False, repr=False)
+    _out: deque[Datagram] = field(default_factory=deque, init=False, repr=False)
+    _notes: deque[Note] = field(default_factory=deque, init=False, repr=False)
+    _answered: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    """Destination -> when we last answered it (PER_CLIENT_GAP)."""
+    _tokens: float = field(default=BURST, init=False, repr=False)
+    _tokens_at: float = field(default=0.0, init=False, repr=False)
+    _routers: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    """Foreign router -> when we last reported it (NOTE_EVERY)."""
+    _heard: int = field(default=0, init=False, repr=False)
     """RSs heard while listening (answered together by the unsolicited RA)."""
-    _drops: int = 0
-    _drop_said: float = float("-inf")
+    _drops: int = field(default=0, init=False, repr=False)
+    _drop_said: float = field(default=float("-inf"), init=False, repr=False)
 
     def _go(self, what: str) -> None:
         try:
