@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
-                     LeaseChanged, LogLine, PacketDropped, ServiceStarted, ServiceStopped,
-                     SessionClosed, SessionOpened, TransferDone, TransferFailed,
-                     TransferProgress, TransferStarted)
+                     ForeignRouterSeen, LeaseChanged, LogLine, PacketDropped, RouterAdvertSent,
+                     ServiceStarted, ServiceStopped, SessionClosed, SessionOpened, TransferDone,
+                     TransferFailed, TransferProgress, TransferStarted)
 from .safetext import escape_controls
 
 
@@ -37,7 +37,8 @@ def _describe(ev: Event) -> str:
     who = ev.client or getattr(ev, "peer", "") or "-"
     match ev:
         case ServiceStarted():
-            return f"{ev.service}: listening on {ev.address}:{ev.port}/{ev.proto}"
+            port = f":{ev.port}" if ev.port else ""  # ICMPv6 (RA) has no port
+            return f"{ev.service}: listening on {ev.address}{port}/{ev.proto}"
         case ServiceStopped():
             return f"{ev.service}: stopped" + (f" ({ev.reason})" if ev.reason else "")
         case LogLine():
@@ -63,6 +64,16 @@ def _describe(ev: Event) -> str:
             kind = "proxyDHCP" if ev.proxy else "DHCP"
             return (f"{kind} server {ev.server_id} ({ev.server_mac}) offered "
                     f"{ev.offered_ip or 'no address'} file={ev.boot_file or '-'}")
+        case RouterAdvertSent():
+            what = "Router Solicitation" if ev.solicit else "Router Advertisement"
+            return f"ra: {what} to {ev.dest}" + (f" for {ev.client}" if ev.client else "") + (
+                f" ({ev.reason})" if ev.reason else "")
+        case ForeignRouterSeen():
+            flags = "".join(f for f, on in (("M", ev.managed), ("O", ev.other)) if on) or "-"
+            return (f"ra: router {ev.router} ({ev.router_mac or '?'}) advertises lifetime "
+                    f"{ev.lifetime} s, flags {flags}, prefixes "
+                    f"{', '.join(ev.prefixes) or 'none'}"
+                    + ("; we send no Router Advertisements" if ev.silenced else ""))
         case TransferStarted():
             opts = " ".join(f"{k}={v}" for k, v in ev.options.items())
             return f"{ev.service} {who}: start {ev.path} ({_size(ev.size)}) {opts}".rstrip()

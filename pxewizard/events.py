@@ -221,6 +221,42 @@ class DhcpServerSeen(Event):
     """True when the offer carries no address (proxyDHCP)."""
 
 
+# --- IPv6 Router Advertisements -----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterAdvertSent(Event):
+    """We sent an ICMPv6 Router Advertisement (lifetime 0, no prefixes, M=O=0) that ends a
+    client's wait for an IPv6 router, or (``solicit``) our start-up Router Solicitation."""
+
+    dest: str
+    """IPv6 destination: the soliciting client's address, ff02::1 or (solicit) ff02::2."""
+    reason: str
+    """Why it was sent, in words."""
+    solicit: bool = False
+    """True for our own Router Solicitation at start (looking for a router that exists)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForeignRouterSeen(Event):
+    """A Router Advertisement from another router: IPv6 has an owner here, we send no RA."""
+
+    router: str
+    """Its IPv6 (link-local) address."""
+    router_mac: str = ""
+    """Its Source Link-Layer Address option."""
+    lifetime: int = 0
+    """Its router lifetime in seconds (0: not a default router)."""
+    managed: bool = False
+    """M flag (addresses from DHCPv6)."""
+    other: bool = False
+    """O flag (other configuration from DHCPv6)."""
+    prefixes: tuple[str, ...] = ()
+    """Prefixes it advertises."""
+    silenced: bool = False
+    """True when this RA made us fall silent (the first one seen)."""
+
+
 # --- file transfers (TFTP, HTTP, NBD, NFS) ------------------------------------------
 
 

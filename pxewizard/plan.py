@@ -52,6 +52,12 @@ class DhcpMode(StrEnum):
     none = "none"
 
 
+class Ipv6Ra(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Transport(StrEnum):
     http = "http"
     tftp = "tftp"
@@ -78,7 +84,8 @@ class Reservation(_Model):
     """Boot file for this MAC, overriding the architecture mapping."""
     boot_entry: str | None = None
     """Id of the menu entry this MAC boots by default (a per-MAC pxelinux.cfg file and an
-    iPXE ``${netX/mac}`` test are generated)."""
+    iPXE ``${netX/mac}`` test are generated); booted at once, without the menu timeout, when
+    it is the menu's only entry besides local boot."""
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -178,6 +185,18 @@ class DhcpSettings(_Model):
         return out
     lease_file: Path | None = None
     """SQLite lease database; default: <state_dir>/leases.sqlite."""
+    ipv6_ra: Ipv6Ra = Ipv6Ra.auto
+    """IPv6 Router Advertisement (router lifetime 0, no prefixes, M=O=0) so iPXE clients stop
+    waiting ~16 s for an IPv6 router: auto (on in full mode, off in proxy/none mode, where
+    another router may own IPv6), on, or off. None is ever sent once another router's RA
+    has been seen on the segment."""
+
+    @property
+    def sends_ra(self) -> bool:
+        """Whether Router Advertisements are sent (``ipv6_ra`` resolved against ``mode``)."""
+        if self.ipv6_ra is Ipv6Ra.auto:
+            return self.mode is DhcpMode.full
+        return self.ipv6_ra is Ipv6Ra.on
 
 
 class TftpSettings(_Model):

@@ -207,10 +207,29 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
                             max_total_reply_bytes=n.max_total_reply_bytes)]
 
 
+async def _start_ra(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.dhcp.sends_ra:
+        return []
+    from .plan import Ipv6Ra
+    from .servers.ra import start_ra
+
+    try:
+        return [await start_ra(bus=bus, interface=plan.interface)]
+    except PxeError as exc:
+        if plan.dhcp.ipv6_ra is Ipv6Ra.on:
+            raise
+        # auto: a speed-up, not a service; IPv4 boots work without it
+        bus.publish(LogLine(service="ra", level="warning",
+                            message=f"no IPv6 Router Advertisements: {exc.message}"
+                                    + (f"; fix: {exc.fix}" if exc.fix else "")))
+        return []
+
+
 STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
-    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_dhcp,
+    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_ra, _start_dhcp,
 ]
-"""Order matters: DHCP last, so no client is sent to a server that is not up yet."""
+"""Order matters: DHCP last, so no client is sent to a server that is not up yet (the RA
+responder before it: it listens for a router while DHCP probes for servers)."""
 
 
 def check_interface(plan: Plan) -> None:

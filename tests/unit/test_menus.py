@@ -189,6 +189,29 @@ def test_per_mac_defaults(tmp_path: Path) -> None:
     assert check_ipxe(files["boot.ipxe"]) == []
 
 
+def test_per_mac_default_on_a_one_entry_menu_boots_at_once(tmp_path: Path) -> None:
+    [m] = find_media(fx.make_generic(tmp_path / "g"))
+    entries = list(m.entries)
+    [real] = [e for e in entries if e.kind != "localboot"]
+    assert any(e.kind == "localboot" for e in entries)
+    mac = "52:54:00:99:00:10"
+    s = MenuSettings(title="t", timeout=10, per_mac=((mac, real.id),))
+    files = menu_files(entries, s, base="http://10.99.0.1/")
+    # nothing left to choose for that MAC: no 10 s wait (pxelinux TIMEOUT is in tenths,
+    # 0 would wait forever); every other client still gets the menu and its timeout
+    for prefix in ("", "efi64/"):
+        assert "TIMEOUT 1\n" in files[f"{prefix}pxelinux.cfg/01-52-54-00-99-00-10"]
+        assert "TIMEOUT 100\n" in files[f"{prefix}pxelinux.cfg/default"]
+    assert f"iseq ${{netX/mac}} {mac} && goto {real.id} ||\n" in files["boot.ipxe"]
+    assert "--timeout 10000" in files["boot.ipxe"]
+    assert check_ipxe(files["boot.ipxe"]) == []
+    # a default of local boot still shows the menu (the operator may want the other entry)
+    s = MenuSettings(title="t", timeout=10, per_mac=((mac, "local"),))
+    files = menu_files(entries, s, base="http://10.99.0.1/")
+    assert "TIMEOUT 100\n" in files["pxelinux.cfg/01-52-54-00-99-00-10"]
+    assert f"iseq ${{netX/mac}} {mac} && set menu-default local ||\n" in files["boot.ipxe"]
+
+
 REMOTE = RemoteEntry(
     id="debian-installer", label="Debian 12 installer (from the mirror)",
     kernel="http://deb.debian.org/debian/dists/bookworm/main/installer-amd64/current/images/"

@@ -97,6 +97,9 @@ class ReviewScreen(WizardScreen):
             t.append("DHCP proxy: boot information only, beside the existing server\n")
         else:
             t.append("DHCP none: the existing server points clients here\n")
+        t.append("IPv6: RA, lifetime 0: iPXE skips its router wait (none beside a router)\n"
+                 if d.sends_ra else
+                 f"IPv6: no Router Advertisement (ipv6_ra = {d.ipv6_ra.value})\n")
         b = plan.boot
         media = self.draft.media
         t.append(f"Boot {media.label if media is not None else (b.media or 'autodetect')}, "
