@@ -82,9 +82,9 @@ class WizardConfig:
     ram_estimate: Callable[..., Any] | None | str = "auto"
     """``ram_estimate(media, entry, transport, copytoram)``; "auto": pxewizard.boot.ram."""
     lab: bool | None = None
-    """Offer the virtual test client in Live (None: when pxewizard.lab is installed)."""
+    """Offer the virtual test client in Live (None: when pxewizard.commands.lab is installed)."""
     export: bool | None = None
-    """Offer "Export for a permanent server" in Review (None: when pxewizard.export exists)."""
+    """Offer "Export for a permanent server" in Review (None: when pxewizard.commands.export exists)."""
     linux_console: bool | None = None
     """Console glyphs and colours (None: from TERM)."""
     probe_timeout: float = 4.0
@@ -124,9 +124,9 @@ class PxeWizardApp(App[int]):
         self.detector: Detector = config.detector
         if config.ram_estimate == "auto":
             config.ram_estimate = _default_ram_estimate()
-        self.lab_available = _module_present("pxewizard.lab") if config.lab is None \
+        self.lab_available = _module_present("pxewizard.commands.lab") if config.lab is None \
             else config.lab
-        self.export_available = _module_present("pxewizard.export") if config.export is None \
+        self.export_available = _module_present("pxewizard.commands.export") if config.export is None \
             else config.export
         self.wizard_draft: Draft | None = None
         self.host: HostFacts | None = None

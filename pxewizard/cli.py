@@ -22,10 +22,10 @@ COMMANDS: dict[str, str] = {
     "wizard": "pxewizard.app:cli_wizard",
     "serve": "pxewizard.serve:cli_serve",
     "probe": "pxewizard.detect.dhcp_probe:cli_probe",
-    "doctor": "pxewizard.doctor:cli_doctor",
-    "replay": "pxewizard.doctor:cli_replay",
-    "lab": "pxewizard.lab:cli_lab",
-    "export": "pxewizard.export:cli_export",
+    "doctor": "pxewizard.commands.doctor:cli_doctor",
+    "replay": "pxewizard.commands.doctor:cli_replay",
+    "lab": "pxewizard.commands.lab:cli_lab",
+    "export": "pxewizard.commands.export:cli_export",
 }
 
 

@@ -236,7 +236,7 @@ class _StdoutPrinter:
     """Events as lines on stdout, written in batches (a flood must not cost a write each)."""
 
     def __init__(self, delay: float = 0.1) -> None:
-        from .eventfmt import one_line
+        from .insight.eventfmt import one_line
 
         self._fmt = one_line
         self._batch = LineBatch(self._write, delay=delay)

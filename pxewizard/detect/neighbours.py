@@ -69,7 +69,7 @@ async def neighbours(interface: str | None = None) -> list[Neighbour]:
 
 
 def ip_to_mac(entries: list[Neighbour]) -> dict[str, str]:
-    """{ip: mac} for :meth:`pxewizard.timeline.TimelineBuilder.learn`."""
+    """{ip: mac} for :meth:`pxewizard.insight.timeline.TimelineBuilder.learn`."""
     return {n.ip: n.mac for n in entries}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pxewizard.errors import PxeError
-from pxewizard.lab import (VmSpec, choose_accel, clean_console, cpu_virt_flags, lab_bridge_for,
+from pxewizard.commands.lab import (VmSpec, choose_accel, clean_console, cpu_virt_flags, lab_bridge_for,
                            qemu_argv)
 
 from .guest import Cpio, module_depends, resolve_modules

@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from pxewizard.diagnose import Finding, HostFacts, diagnose_events
-from pxewizard.doctor import host_facts, served_paths
+from pxewizard.insight.diagnose import Finding, HostFacts, diagnose_events
+from pxewizard.commands.doctor import host_facts, served_paths
 from pxewizard.events import from_dict
 from pxewizard.plan import load_plan
-from pxewizard.timeline import Role, Stage, Status
+from pxewizard.insight.timeline import Role, Stage, Status
 from tests.net.dhcp_support import serve_dhcp
 from tests.support.netns import Netns, NetPair, link_netns, namespace, net_pair
 from tests.support.serving import REPO, Served, write_plan
@@ -315,7 +315,7 @@ def test_proxy_client_joined_through_the_neighbour_table(tmp_path: Path) -> None
     require_root()
     require("udhcpc", "tftp")
     from pxewizard.detect.neighbours import neighbours_sync
-    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.insight.timeline import TimelineBuilder
     from tests.net.dhcp_support import pxe_request, raw_exchange
 
     with segment(tmp_path) as (srv, dn, cli):
@@ -357,6 +357,6 @@ def test_proxy_client_joined_through_the_neighbour_table(tmp_path: Path) -> None
         (tl,) = [t for t in snap.clients if t.mac == CLIENT_MAC]
         assert ip in tl.ips and tl.stage is Stage.loader
         assert tl.steps[0].kind == "dhcp" and tl.steps[0].service == "proxydhcp"
-        from pxewizard.diagnose import diagnose
+        from pxewizard.insight.diagnose import diagnose
 
         assert diagnose(snap, facts_for(plan)) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.export import FORMATS, export, render_dnsmasq
+from pxewizard.commands.export import FORMATS, export, render_dnsmasq
 from pxewizard.plan import plan_from_dict
 from tests.support.netns import namespace, stub_interface
 from tests.support.tools import require, require_root

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
+from pxewizard.insight.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
                                 closest_name, diagnose, diagnose_events, format_finding,
                                 package_for)
 from pxewizard.events import ConsoleLine, DhcpServerSeen, LogLine, from_dict, read_jsonl
-from pxewizard.timeline import Role, Stage, Status, TimelineBuilder
+from pxewizard.insight.timeline import Role, Stage, Status, TimelineBuilder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "timeline"
 MAC = "52:54:00:99:00:10"
@@ -249,7 +249,7 @@ def test_findings_sorted_worst_first_and_words() -> None:
 
 
 def test_every_rule_has_a_sequence() -> None:
-    from pxewizard.diagnose import RULES
+    from pxewizard.insight.diagnose import RULES
     assert len(RULES) >= 18
 
 
@@ -261,7 +261,7 @@ def test_helpers() -> None:
 
 
 def test_a_broken_rule_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pxewizard import diagnose as d
+    from pxewizard.insight import diagnose as d
 
     def boom(*a):
         raise RuntimeError("x")
@@ -301,7 +301,7 @@ def test_keys_stay_stable_while_counters_grow() -> None:
 
 
 def test_findings_for_one_client() -> None:
-    from pxewizard.diagnose import findings_for
+    from pxewizard.insight.diagnose import findings_for
 
     fs = run("fault-other-server-won", 1)
     assert [f.rule for f in findings_for(fs, MAC)] == ["dhcp-other-server-won"]
@@ -328,7 +328,7 @@ E2E = ["e2e-bios_pxelinux_http", "e2e-uefi_syslinux_http", "e2e-uefi_ipxe_chainl
                                   "uefi-ipxe-http-ok", "net-healthy-tftp", *E2E])
 def test_healthy_boots_are_quiet_at_every_moment(name: str) -> None:
     """Live: the UI diagnoses after every event; a healthy boot never shows a finding."""
-    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.insight.timeline import TimelineBuilder
 
     evs = load(name)
     b = TimelineBuilder()

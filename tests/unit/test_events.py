@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.eventfmt import one_line
+from pxewizard.insight.eventfmt import one_line
 from pxewizard.events import (DhcpExchange, Event, EventBus, JsonlLog, LogLine, TransferDone,
                               event_types, from_dict, read_jsonl)
 
@@ -38,7 +38,7 @@ def _sample(cls: type[Event]) -> Event:
 
 
 def test_every_event_field_documented_and_formatted() -> None:
-    import pxewizard.events as mod
+    import pxewizard.events.types as mod
 
     src = inspect.getsource(mod)
     for cls in event_types().values():

@@ -74,7 +74,7 @@ def request_row(ev: Event, mac_of: Callable[[str], str | None] | None = None) ->
 
 def log_row(ev: Event) -> Text:
     """A Log pane line from any event (eventfmt's words), coloured by level."""
-    from ...eventfmt import describe
+    from ...insight.eventfmt import describe
 
     style = ""
     if isinstance(ev, LogLine):

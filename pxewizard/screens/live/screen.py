@@ -114,7 +114,7 @@ class LiveScreen(Screen[Any]):
     @staticmethod
     def make_builder() -> Any:
         try:
-            from ...timeline import TimelineBuilder
+            from ...insight.timeline import TimelineBuilder
         except ImportError:
             return None
         return TimelineBuilder()
@@ -157,7 +157,7 @@ class LiveScreen(Screen[Any]):
         """What the diagnosis rules know of this host and Plan (bridge, ports, files, RAM)."""
         plan = self.wizard.plan
         try:
-            from ...diagnose import HostFacts
+            from ...insight.diagnose import HostFacts
         except ImportError:
             return None
         if plan is None:
@@ -321,7 +321,7 @@ class LiveScreen(Screen[Any]):
                              f"{s.idle:.0f}s"))
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
-                from ...timeline import format_timeline
+                from ...insight.timeline import format_timeline
 
                 for line in format_timeline(snap.clients[row])[-8:]:
                     detail.append(line + "\n")
@@ -340,7 +340,7 @@ class LiveScreen(Screen[Any]):
         if self.builder is None:
             return
         try:
-            from ...diagnose import HostFacts, diagnose, format_finding
+            from ...insight.diagnose import HostFacts, diagnose, format_finding
         except ImportError:
             return
         plan = self.wizard.plan
@@ -465,7 +465,7 @@ class LiveScreen(Screen[Any]):
 
     @work(exclusive=True, group="lab")
     async def run_lab(self, firmware: str) -> None:
-        from ... import lab
+        from ...commands import lab
         from ...errors import PxeError
 
         plan = self.wizard.plan

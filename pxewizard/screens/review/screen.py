@@ -207,7 +207,7 @@ class ReviewScreen(WizardScreen):
             from ...plan import save_plan
 
             save_plan(plan, path)
-            mod: Any = importlib.import_module("pxewizard.export")
+            mod: Any = importlib.import_module("pxewizard.commands.export")
             written = mod.export(plan, out_dir, None, path.resolve())
         except Exception as exc:
             self.app.call_from_thread(status.update, Text(f"export failed: {exc}", style="red"))

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import NeedsRoot, PxeError
-from .events import ConsoleLine, EventBus, JsonlLog, LogLine
+from ..errors import NeedsRoot, PxeError
+from ..events import ConsoleLine, EventBus, JsonlLog, LogLine
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from ..plan import Plan
 
 QEMU_NAMES = ("qemu-system-x86_64",)
 
@@ -504,8 +504,8 @@ async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memo
 
 
 async def _lab_main(args: object) -> int:
-    from .eventfmt import one_line
-    from .plan import load_plan
+    from ..insight.eventfmt import one_line
+    from ..plan import load_plan
 
     plan = load_plan(args.plan)  # type: ignore[attr-defined]
     firmware = getattr(args, "firmware", "bios")

@@ -7,7 +7,7 @@ image checksums) and, when asked, send one DHCP DISCOVER to see which servers
 answer. With ``--log events.jsonl`` the saved events are replayed through the
 timeline and the diagnosis rules, as they were seen live.
 
-Every outcome is a :class:`~pxewizard.diagnose.Finding`; the exit status is 1
+Every outcome is a :class:`~pxewizard.insight.diagnose.Finding`; the exit status is 1
 when any of them is an error, else 0, so scripts can gate on it. Whatever goes
 wrong inside a check becomes a finding in words, never a traceback.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .diagnose import (Finding, HostFacts, Severity, Thresholds, diagnose,
+from ..insight.diagnose import (Finding, HostFacts, Severity, Thresholds, diagnose,
                        format_finding)
-from .errors import PxeError
-from .events import DhcpServerSeen, Event, from_dict, read_jsonl
-from .timeline import Snapshot, TimelineBuilder, format_timeline
+from ..errors import PxeError
+from ..events import DhcpServerSeen, Event, from_dict, read_jsonl
+from ..insight.timeline import Snapshot, TimelineBuilder, format_timeline
 
 MiB = 1024 * 1024
 
@@ -144,7 +144,7 @@ def check_ports(plan: Any | None,
                 ) -> tuple[list[Finding], list[tuple[str, int, str, str]]]:
     """Findings for ports held by others, and the held list for :class:`HostFacts`."""
     if holder is None:
-        from .servers.base import port_holder as holder
+        from ..servers.base import port_holder as holder
     wanted = wanted_ports(plan) if plan is not None else [
         ("udp", 67, "DHCP"), ("udp", 69, "TFTP"), ("tcp", 80, "HTTP"), ("udp", 4011, "proxyDHCP")]
     held, out = [], []
@@ -167,7 +167,7 @@ def check_ports(plan: Any | None,
 
 
 def check_bridge(interface: str) -> tuple[list[Finding], object | None]:
-    from .detect.bridge import bridge_facts_sync
+    from ..detect.bridge import bridge_facts_sync
 
     facts = bridge_facts_sync(interface)
     if not facts.exists or facts.bridge is None:
@@ -202,7 +202,7 @@ def _explain_bridge_carrier(checks: list[Finding], bridge: Any) -> list[Finding]
 
 def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
     """Loaders and media through boot.tree; returns findings, served paths and the media."""
-    from .boot.tree import build_boot
+    from ..boot.tree import build_boot
 
     try:
         bt = build_boot(plan)
@@ -452,7 +452,7 @@ def check_checksums(media: Any) -> list[Finding]:
 
 
 def probe_servers(interface: str, timeout: float) -> list[DhcpServerSeen]:
-    from .detect.dhcp_probe import probe_sync
+    from ..detect.dhcp_probe import probe_sync
 
     return list(probe_sync(interface, timeout))
 
@@ -571,7 +571,7 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
             rep.checks += _guard("checksum", lambda: check_checksums(media), [], rep)
         if client_ram is not None and media is not None:
             def est() -> int:
-                from .boot.ram import ram_estimate
+                from ..boot.ram import ram_estimate
                 return ram_estimate(media, None, str(plan.boot.transport.value),
                                     plan.boot.copytoram).needed_bytes
             ram_needed = _guard("client RAM", est, None, rep)
@@ -612,7 +612,7 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
 
 def _learn_neighbours(b: TimelineBuilder, events: list[Event], plan: Any | None) -> None:
     """For a log replayed on the serving host, join unknown IPs through the ARP table."""
-    from .detect.neighbours import neighbours_sync
+    from ..detect.neighbours import neighbours_sync
 
     for n in neighbours_sync(plan.interface if plan is not None else None):
         b.learn(n.ip, n.mac)
@@ -702,7 +702,7 @@ def cli_doctor(args: Any) -> int:
     try:
         plan = None
         if getattr(args, "plan", None):
-            from .plan import load_plan
+            from ..plan import load_plan
 
             try:
                 plan = load_plan(args.plan)

@@ -2,7 +2,7 @@
 
 A PXE client that stops shows the operator a firmware code on another
 machine's screen. These rules read what the servers saw (a
-:class:`~pxewizard.timeline.Snapshot`) and what is true of the host
+:class:`~pxewizard.insight.timeline.Snapshot`) and what is true of the host
 (:class:`HostFacts`: bridge, ports, the Plan's settings) and say where the boot
 stopped, why, with the events that prove it, and what to do.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .events import (DhcpExchange, DhcpServerSeen, Event, LogLine, SessionOpened, TransferFailed,
+from ..events import (DhcpExchange, DhcpServerSeen, Event, LogLine, SessionOpened, TransferFailed,
                      TransferStarted)
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
                        TimelineBuilder, human_size, loader_family, loader_firmware)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
+from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
                      PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
                      TransferDone, TransferFailed, TransferProgress, TransferStarted)
 

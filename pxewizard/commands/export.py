@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PxeError
-from .plan import DhcpMode, Plan, load_plan
+from ..errors import PxeError
+from ..plan import DhcpMode, Plan, load_plan
 
 FORMATS = ("dnsmasq", "isc-dhcpd", "kea", "tftpd-hpa", "nginx", "nbd-server", "nfs-exports",
            "systemd")
@@ -308,7 +308,7 @@ def render_systemd(plan_path: Path) -> str:
 
 def write_tree(plan: Plan, dest: Path) -> list[str]:
     """Write the served boot tree into ``dest`` (generated files, mapped files and dirs)."""
-    from .boot.tree import build_tree
+    from ..boot.tree import build_tree
 
     tree = build_tree(plan)
     dest.mkdir(parents=True, exist_ok=True)
@@ -368,7 +368,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[Rendered]:
     """Render the requested formats (paths inside point into ``dest``)."""
-    from .boot.tree import nbd_exports, nfs_exports
+    from ..boot.tree import nbd_exports, nfs_exports
 
     tftp_root = dest / "tftpboot"
     makers: dict[str, Callable[[], tuple[str, str]]] = {

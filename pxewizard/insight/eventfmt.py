@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
+from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
                      PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
                      TransferDone, TransferFailed, TransferProgress, TransferStarted)
 

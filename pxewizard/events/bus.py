@@ -1,0 +1,215 @@
+"""The bus that fans events out to subscribers, and the JSONL event log.
+
+Servers running in their own thread (the TFTP hot loop) hand events to the
+bus with :meth:`EventBus.publish_threadsafe`; everything else publishes from
+the asyncio loop with :meth:`EventBus.publish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from .types import Event, LogLine
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to subscribers, on one asyncio loop.
+
+    Subscribers are plain callables run synchronously in :meth:`publish`;
+    they must be quick (append to a buffer, put into a queue). An exception
+    in one subscriber is swallowed so it cannot take a server down.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Event] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    def queue(self, maxsize: int = 0) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
+        """A queue that receives every event from now on, and its unsubscribe function."""
+        q: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+
+        def put(ev: Event) -> None:
+            try:
+                q.put_nowait(ev)
+            except asyncio.QueueFull:
+                pass
+
+        return q, self.subscribe(put)
+
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone listens (hot paths skip building events nobody reads)."""
+        return bool(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        """Deliver an event to every subscriber (call from the loop's thread)."""
+        for fn in list(self._subscribers):
+            try:
+                fn(event)
+            except Exception:  # a broken view must not stop a server
+                pass
+
+    def publish_many(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.publish(ev)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the loop that :meth:`publish_threadsafe` hands events to."""
+        self._loop = loop
+
+    def publish_threadsafe(self, event: Event) -> None:
+        """Queue an event from another thread; delivered in batches on the loop."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("EventBus.bind_loop() was not called")
+        with self._lock:
+            self._pending.append(event)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+        self.publish_many(batch)
+
+
+class LineBatch:
+    """Lines collected and handed to ``sink`` in one call: at most ``delay`` seconds late or
+    every ``flush_every`` lines, so a flood of events does not cost a system call each.
+    Outside an event loop (tools, tests) every line is handed over at once."""
+
+    def __init__(self, sink: Callable[[list[str]], None], *, flush_every: int = 512,
+                 delay: float = 0.2) -> None:
+        self._sink = sink
+        self._lines: list[str] = []
+        self._flush_every = flush_every
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= self._flush_every:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        if lines:
+            self._sink(lines)
+
+
+class JsonlLog:
+    """Appends every event as one JSON line; survives a full disk.
+
+    Lines are buffered and written in batches (at most ``flush_every`` lines
+    or ``flush_delay`` seconds late, and on :meth:`close`), so a busy server
+    does not pay one system call per event. When a write fails (disk full,
+    file removed) it says so once through the bus as a warning and keeps
+    trying on later batches, so the servers keep serving.
+    """
+
+    def __init__(self, path: Path, bus: EventBus | None = None, *, flush_every: int = 512,
+                 flush_delay: float = 0.2) -> None:
+        self.path = path
+        self._bus = bus
+        self._fh: IO[str] | None = None
+        self._failing = False
+        self._batch = LineBatch(self._write, flush_every=flush_every, delay=flush_delay)
+        self.lost = 0
+        """Events that could not be written."""
+
+    def open(self) -> None:
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # the log names every client and file: readable by root's group, written by us only
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fh = open(fd, "a", encoding="utf-8")
+
+    def __call__(self, event: Event) -> None:
+        self._batch.add(json.dumps(event.to_dict(), separators=(",", ":")))
+
+    def flush(self) -> None:
+        """Write what is buffered now."""
+        self._batch.flush()
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            if self._fh is None:
+                self.open()
+            assert self._fh is not None
+            self._fh.write("\n".join(lines) + "\n")
+            self._fh.flush()
+            if self._failing:
+                self._failing = False
+                self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
+        except OSError as exc:
+            self.lost += len(lines)
+            if self._fh is not None:  # drop what the failed write left in Python's buffer
+                with contextlib.suppress(OSError):
+                    self._fh.close()
+                self._fh = None
+            if not self._failing:
+                self._failing = True
+                self._warn(f"cannot write the event log {self.path}: {exc.strerror}; "
+                           "servers keep running, events are not being saved")
+
+    def _warn(self, message: str) -> None:
+        if self._bus is not None:
+            self._bus.publish(LogLine(service="log", level="warning", message=message))
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Read back a JSONL event log (for tests, the timeline and `doctor`)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return out
