@@ -26,23 +26,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PxeError
+from .events import FailCause
 
 
 class TreeError(PxeError):
-    """Base of lookup failures; ``code`` is a TFTP error code, ``status`` an HTTP status."""
+    """Base of lookup failures; ``code`` is a TFTP error code, ``status`` an HTTP status,
+    ``cause`` what the servers put in their TransferFailed event."""
 
     code = 0
     status = 500
+    cause = FailCause.refused
 
 
 class NotFound(TreeError):
     code = 1
     status = 404
+    cause = FailCause.not_found
 
 
 class AccessDenied(TreeError):
     code = 2
     status = 403
+
+
+class NotReadable(AccessDenied):
+    """The file exists but may not be read (mode, permission denied)."""
+
+    cause = FailCause.permission
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,8 @@ class FileRef:
         except FileNotFoundError:
             raise NotFound(f"file not found: {self.path} (it vanished)") from None
         except OSError as exc:
-            raise AccessDenied(f"{self.path}: cannot open: {exc.strerror or exc}") from None
+            denied = NotReadable if isinstance(exc, PermissionError) else AccessDenied
+            raise denied(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         try:
             st = os.fstat(fd)
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
@@ -109,7 +120,7 @@ class FileRef:
                     raise AccessDenied(f"{self.path} was swapped for a link out of {self.jail} "
                                        "after it was looked up: refused")
             if self.world_readable and not st.st_mode & stat.S_IROTH:
-                raise AccessDenied(f"{self.path}: file must have global read permissions")
+                raise NotReadable(f"{self.path}: file must have global read permissions")
         except BaseException:
             os.close(fd)
             raise
@@ -265,7 +276,7 @@ class FileTree:
             raise NotFound(f"file not found: {vpath} (a dangling link or a file that "
                            f"vanished: {real})") from None
         except PermissionError:
-            raise AccessDenied(f"{vpath}: permission denied reading {real}") from None
+            raise NotReadable(f"{vpath}: permission denied reading {real}") from None
         except OSError as exc:  # a link loop (ELOOP), a name too long...: refused, in words
             raise AccessDenied(f"{vpath}: cannot read {real}: {exc.strerror or exc}") from None
         if stat.S_ISDIR(st.st_mode):
@@ -273,8 +284,8 @@ class FileTree:
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise AccessDenied(f"{vpath} is not a regular file")
         if self.require_world_readable and not st.st_mode & stat.S_IROTH:
-            raise AccessDenied(f"{vpath}: file must have global read permissions "
-                               f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r {real})")
+            raise NotReadable(f"{vpath}: file must have global read permissions "
+                              f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r {real})")
         size = st.st_size
         if stat.S_ISBLK(st.st_mode):
             with open(real, "rb") as fh:

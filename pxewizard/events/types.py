@@ -13,6 +13,7 @@ import functools
 import re
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
@@ -242,6 +243,30 @@ class TransferDone(Event):
     """``ip:port`` of the client."""
 
 
+class FailCause(StrEnum):
+    """Why a transfer failed, set by the server that saw it; the diagnosis rules match on this,
+    the ``reason`` says it in words for the operator."""
+
+    unknown = ""
+    """Not said (logs written before causes existed)."""
+    not_found = "not_found"
+    """The file or export does not exist."""
+    permission = "permission"
+    """The file exists but may not be read (not readable by others, permission denied)."""
+    refused = "refused"
+    """The request itself was refused (path out of the tree, writes off, unsupported mode)."""
+    timeout = "timeout"
+    """The client stopped answering and the retries ran out."""
+    client_aborted = "client_aborted"
+    """The client ended the transfer (TFTP ERROR, cancelled request)."""
+    client_gone = "client_gone"
+    """The client's connection or port went away mid-transfer."""
+    server_error = "server_error"
+    """Our side could not read or write (I/O error, no socket, disk full)."""
+    stopped = "stopped"
+    """The server was stopped while the transfer ran."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TransferFailed(Event):
     """A request was refused or a transfer broke off."""
@@ -252,6 +277,8 @@ class TransferFailed(Event):
     """Path asked for."""
     reason: str
     """What happened, in words (``file not found``, ``timed out after 5 retries`` ...)."""
+    cause: FailCause = FailCause.unknown
+    """What happened, for the rules (:class:`FailCause`)."""
     code: int = 0
     """Protocol error code (TFTP error code, HTTP status, NBD/NFS error)."""
     sent: int = 0

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..events import (DhcpExchange, DhcpServerSeen, Event, LogLine, SessionOpened, TransferFailed,
-                     TransferStarted)
+from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
+                      TransferFailed, TransferStarted)
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
                        TimelineBuilder, human_size, loader_family, loader_firmware)
 
@@ -210,19 +210,24 @@ def _code(step: Step) -> int:
     return 0
 
 
+def _cause(step: Step) -> str:
+    """The :class:`FailCause` the server gave the step's last failure."""
+    for e in reversed(step.events):
+        if isinstance(e, TransferFailed):
+            return e.cause
+    return FailCause.unknown
+
+
 def _is_not_found(step: Step) -> bool:
-    return _code(step) in (1, 404) or "not found" in _reason(step).lower()
+    return _cause(step) == FailCause.not_found
 
 
 def _is_permission(step: Step) -> bool:
-    r = _reason(step).lower()
-    return "global read permission" in r or "permission denied" in r or (
-        _code(step) in (2, 403) and "permission" in r)
+    return _cause(step) == FailCause.permission
 
 
 def _is_timeout(step: Step) -> bool:
-    r = _reason(step).lower()
-    return "timed out" in r or "timeout" in r or "retries" in r
+    return _cause(step) == FailCause.timeout
 
 
 def _recovered(tl: Timeline, step: Step) -> bool:

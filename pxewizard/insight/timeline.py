@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
-                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
-                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, FailCause, LeaseChanged,
+                      LogLine, PacketDropped, ServiceStarted, ServiceStopped, SessionClosed,
+                      SessionOpened, TransferDone, TransferFailed, TransferProgress,
+                      TransferStarted)
 
 # --- file roles ----------------------------------------------------------------------
 
@@ -898,7 +899,7 @@ def _dhcp_title(events: list[Event]) -> str:
 
 
 def _is_not_found(ev: TransferFailed) -> bool:
-    return ev.code in (1, 404) or "not found" in ev.reason.lower()
+    return ev.cause == FailCause.not_found
 
 
 def build(events: Iterable[Event], now: float | None = None,

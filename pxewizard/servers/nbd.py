@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import PxeError
 from ..events import (
     EventBus,
+    FailCause,
     LogLine,
     PacketDropped,
     ServiceStarted,
@@ -212,7 +213,8 @@ class _Session:
                 self.server.bus.publish(TransferFailed(
                     service=SERVICE, path=self.export.name if self.export else "",
                     reason=f"{out.what} refused: {out.reason}", code=out.error,
-                    peer=self.peer, client=self.client))
+                    cause=FailCause.not_found if out.error == REP_ERR_UNKNOWN
+                    else FailCause.refused, peer=self.peer, client=self.client))
         elif isinstance(out, Closed):
             self.reason = out.reason
             await self.queue.put(out)

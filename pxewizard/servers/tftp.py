@@ -55,6 +55,7 @@ from pathlib import Path
 
 from ..events import (
     EventBus,
+    FailCause,
     LogLine,
     PacketDropped,
     ServiceStarted,
@@ -653,9 +654,11 @@ class _Worker:
                 self._emit(TransferDone(service=SERVICE, path=t.path, sent=ev.bytes,
                                         seconds=secs, peer=t.peer, client=t.client))
             elif isinstance(ev, TransferAborted):
+                cause = (FailCause.timeout if ev.timed_out else FailCause.refused
+                         if ev.too_big else FailCause.client_aborted)
                 self._emit(TransferFailed(service=SERVICE, path=t.path, reason=ev.reason,
                                           code=ev.code, sent=ev.bytes, probe=ev.probe,
-                                          peer=t.peer, client=t.client))
+                                          cause=cause, peer=t.peer, client=t.client))
             ev = t.core.next_event()
         if t.core.finished:
             self._close(t)
@@ -666,14 +669,15 @@ class _Worker:
             with contextlib.suppress(OSError):
                 t.send(proto.error_packet(ErrorCode.NOT_DEFINED, "File changed or unreadable "
                                           "on the server; try again"), MSG_DONTWAIT)
-            reason = f"cannot read the file: {exc.strerror or exc}"
+            reason, cause = f"cannot read the file: {exc.strerror or exc}", FailCause.server_error
         elif exc.errno == errno.ECONNREFUSED:
             reason = "the client's port is closed (it went away or gave up)"
+            cause = FailCause.client_gone
         else:
-            reason = f"socket error: {exc.strerror or exc}"
+            reason, cause = f"socket error: {exc.strerror or exc}", FailCause.client_gone
         sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
         self._emit(TransferFailed(service=SERVICE, path=t.path, reason=reason, sent=sent,
-                                  peer=t.peer, client=t.client))
+                                  cause=cause, peer=t.peer, client=t.client))
         self._close(t)
 
     def _close(self, t: _Transfer) -> None:
@@ -767,10 +771,10 @@ class _Worker:
                 s.close()
 
     def _refuse(self, addr: tuple[str, int], peer: str, path: str, code: int, nak: str,
-                reason: str) -> None:
+                reason: str, cause: FailCause = FailCause.refused) -> None:
         self._nak(addr, code, nak)
         self._emit(TransferFailed(service=SERVICE, path=path, reason=reason, code=code,
-                                  peer=peer, client=addr[0]))
+                                  cause=cause, peer=peer, client=addr[0]))
 
     def _transfer_socket(self, addr: tuple[str, int]) -> socket.socket:
         s = udp_socket(self.address, 0, interface=self.interface)
@@ -804,7 +808,8 @@ class _Worker:
         try:
             ref = self.tree.resolve(req.filename)
         except TreeError as exc:
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         mm: ChunkedFile | None = None
         try:
@@ -831,15 +836,18 @@ class _Worker:
                 mm = ChunkedFile(fd, ref.size, req.filename, base=ref.offset)
                 data = mm
         except TreeError as exc:
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         except PermissionError as exc:
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION, "Access violation",
-                         f"{req.filename}: cannot open {ref.real}: {exc.strerror}")
+                         f"{req.filename}: cannot open {ref.real}: {exc.strerror}",
+                         FailCause.permission)
             return
         except OSError as exc:
             self._refuse(addr, peer, req.filename, ErrorCode.NOT_DEFINED, "Read error",
-                         f"{req.filename}: cannot read {ref.real}: {exc.strerror}")
+                         f"{req.filename}: cannot read {ref.real}: {exc.strerror}",
+                         FailCause.server_error)
             return
         if req.mode == "netascii":
             assert not isinstance(data, ChunkedFile)  # netascii files are read whole
@@ -851,7 +859,8 @@ class _Worker:
             if mm is not None:
                 mm.close()
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
-                                      client=addr[0], reason=f"no socket for the transfer: {exc}"))
+                                      client=addr[0], reason=f"no socket for the transfer: {exc}",
+                                      cause=FailCause.server_error))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, core.size, now)
         t.mm = mm
@@ -899,11 +908,13 @@ class _Worker:
             tmp = parent / f".{final.name}.pxw-{secrets.token_hex(4)}.part"
             wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except TreeError as exc:
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         except OSError as exc:
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
-                         "Access violation", f"cannot create {req.filename}: {exc.strerror}")
+                         "Access violation", f"cannot create {req.filename}: {exc.strerror}",
+                         FailCause.server_error)
             return
         core = WriteTransfer(req, self.limits, now, max_bytes=WRITE_MAX)
         try:
@@ -912,7 +923,8 @@ class _Worker:
             os.close(wfd)
             tmp.unlink(missing_ok=True)
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
-                                      client=addr[0], reason=f"no socket for the transfer: {exc}"))
+                                      client=addr[0], reason=f"no socket for the transfer: {exc}",
+                                      cause=FailCause.server_error))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, None, now)
         t.wfd, t.tmp, t.final, t.key = wfd, tmp, parent / final.name, key
@@ -942,6 +954,7 @@ class _Worker:
                    MSG_DONTWAIT)
         self._emit(TransferFailed(service=SERVICE, path=t.path, code=ErrorCode.DISK_FULL,
                                   reason=f"cannot write the upload: {exc.strerror}",
+                                  cause=FailCause.server_error,
                                   sent=t.core.bytes, peer=t.peer,  # type: ignore[union-attr]
                                   client=t.client))
         self._close(t)
@@ -952,7 +965,8 @@ class _Worker:
         for t in list(self.transfers.values()):
             sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
             self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
-                                      client=t.client, reason="the server was stopped"))
+                                      client=t.client, reason="the server was stopped",
+                                      cause=FailCause.stopped))
             self._close(t)
         with contextlib.suppress(Exception):
             self.ep.close()

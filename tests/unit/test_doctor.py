@@ -75,7 +75,8 @@ def test_bad_plan_and_missing_log_never_traceback(tmp_path: Path,
 def test_garbage_log_lines_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     log = tmp_path / "e.jsonl"
     log.write_text('{"kind":"transfer_failed","ts":1,"client":"10.0.0.9","service":"tftp",'
-                   '"path":"pxelinux.0","code":1,"reason":"file not found"}\nnot json\n'
+                   '"path":"pxelinux.0","code":1,"reason":"file not found","cause":"not_found"}\n'
+                   'not json\n'
                    '{"kind":"transfer_failed","bogus":1}\n')
     assert cli_doctor(args(log=str(log))) == 1
     assert "pxelinux.0 is missing" in capsys.readouterr().out
