@@ -19,12 +19,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .boot.tree import build_boot
+from .boot.tree import build_boot, nbd_exports, nfs_exports
+from .detect.dhcp_probe import look_before_serving
+from .detect.interfaces import check_serving_address
 from .errors import PxeError
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
 from .files import FileTree
-from .plan import DhcpMode, Plan
+from .insight.diagnose import format_finding
+from .insight.eventfmt import one_line
+from .insight.session import InsightSession, host_facts, served_paths
+from .plan import DhcpMode, Plan, load_plan
+from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
 from .servers.base import Service
+from .servers.dhcp import start_dhcp
+from .servers.http import start_http
+from .servers.nbd import start_nbd
+from .servers.nfs import start_nfs
+from .servers.tftp import start_tftp
 
 
 @dataclass
@@ -99,9 +110,6 @@ def lock_interface(interface: str) -> int:
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
-    from .detect.dhcp_probe import look_before_serving
-    from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
-    from .servers.dhcp import start_dhcp
 
     d, bf = plan.dhcp, plan.dhcp.boot_files
 
@@ -137,7 +145,6 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.tftp.enabled:
         return []
-    from .servers.tftp import start_tftp
 
     t = plan.tftp
     return [await start_tftp(
@@ -149,7 +156,6 @@ async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.http.enabled:
         return []
-    from .servers.http import start_http
 
     return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip),
                              port=plan.http.port, interface=plan.interface)]
@@ -158,8 +164,6 @@ async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.nbd.enabled:
         return []
-    from .boot.tree import nbd_exports
-    from .servers.nbd import start_nbd
 
     exports = nbd_exports(plan)
     if not exports:  # NBD on, but not the transport and the medium has no image to export
@@ -176,8 +180,6 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.nfs.enabled:
         return []
-    from .boot.tree import nfs_exports
-    from .servers.nfs import start_nfs
 
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
@@ -190,29 +192,14 @@ STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] =
 ]
 """Order matters: DHCP last, so no client is sent to a server that is not up yet."""
 
-
-def check_interface(plan: Plan) -> None:
-    """The Plan's interface must exist and carry server_ip, or no client could reach us."""
-    import netifaces
-
-    if plan.interface not in netifaces.interfaces():
-        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
-        raise PxeError(f"interface {plan.interface} does not exist on this machine "
-                       f"(interfaces here: {names})",
-                       "set `interface` in the plan to one of them")
-    addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
-    if str(plan.server_ip) not in addrs:
-        have = ", ".join(a for a in addrs if a) or "no IPv4 address"
-        raise PxeError(f"interface {plan.interface} does not carry server_ip {plan.server_ip} "
-                       f"(it has {have})",
-                       f"run `ip addr add {plan.server_ip}/{plan.prefix} dev {plan.interface}` "
-                       "or set server_ip in the plan to the interface's address")
+FINDINGS_EVERY = 2.0
+"""Seconds between two looks at the diagnosis in headless ``serve`` (Live looks as often)."""
 
 
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
     bus.bind_loop(asyncio.get_running_loop())
-    check_interface(plan)
+    check_serving_address(plan.interface, str(plan.server_ip), plan.prefix)
     lock_fd = lock_interface(plan.interface)
     try:
         boot = await asyncio.to_thread(build_boot, plan)
@@ -236,13 +223,14 @@ class _StdoutPrinter:
     """Events as lines on stdout, written in batches (a flood must not cost a write each)."""
 
     def __init__(self, delay: float = 0.1) -> None:
-        from .insight.eventfmt import one_line
-
-        self._fmt = one_line
         self._batch = LineBatch(self._write, delay=delay)
 
     def __call__(self, ev: Event) -> None:
-        self._batch.add(self._fmt(ev))
+        self._batch.add(one_line(ev))
+
+    def lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self._batch.add(line)
 
     def flush(self) -> None:
         self._batch.flush()
@@ -277,9 +265,22 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
+    session = InsightSession(host_facts(plan)).attach(bus)
+    if not quiet:
+        files = await asyncio.to_thread(served_paths, running.tree)
+        session.facts = host_facts(plan, files=files)
     try:
+        while not quiet:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
+            # what the diagnosis rules see, once per finding, as it appears
+            printer.lines([line for f in session.new_findings()
+                           for line in format_finding(f, with_evidence=False)])
+            if stop.is_set():
+                break
         await stop.wait()
     finally:
+        session.detach()
         bus.publish(LogLine(service="serve", level="info", message="stopping"))
         await running.close()
         log.close()
@@ -288,8 +289,6 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
 
 
 def cli_serve(args: object) -> int:
-    from .plan import load_plan
-
     plan = load_plan(args.plan)  # type: ignore[attr-defined]
     try:
         return asyncio.run(serve_forever(plan, quiet=getattr(args, "quiet", False)))

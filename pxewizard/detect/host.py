@@ -9,15 +9,22 @@ machine. Every result is a plain frozen dataclass.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:
-    from ..events import DhcpServerSeen
-    from .interfaces import InterfaceInfo
-    from .ports import PortStatus
+import psutil
+
+from ..boot.loaders import MENU_MODULES, PACKAGES, find_loaders
+from ..boot.media import Media, find_media
+from ..events import DhcpServerSeen
+from ..versions import version_text
+from . import dhcp_probe, interfaces, ports
+from .bridge import bridge_forward_now
+from .interfaces import InterfaceInfo
+from .ports import PortStatus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +81,6 @@ class HostFacts:
 
 
 def _resolv_conf(path: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
-    import ipaddress
-
     out = []
     try:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -101,10 +106,6 @@ _LOADER_ATTRS: tuple[tuple[str, str], ...] = (
 def _loader_statuses() -> tuple[tuple[LoaderStatus, ...], tuple[str, ...]]:
     """Every boot loader file :func:`pxewizard.boot.loaders.find_loaders` knows, found or not."""
     try:
-        from ..boot.loaders import MENU_MODULES, PACKAGES, find_loaders
-    except ImportError:
-        return (), ("boot loader detection is not available in this build",)
-    try:
         found = find_loaders()
     except Exception as exc:  # a detection bug must not stop the wizard
         return (), (f"boot loader detection failed: {exc}",)
@@ -126,10 +127,6 @@ def _loader_statuses() -> tuple[tuple[LoaderStatus, ...], tuple[str, ...]]:
 
 def detect_host() -> HostFacts:
     """Blocking host facts (a few ms; the loaders scan stats files)."""
-    import psutil
-
-    from ..cli import version_text
-
     vm = psutil.virtual_memory()
     loaders, notes = _loader_statuses()
     return HostFacts(is_root=os.geteuid() == 0, ram_total=vm.total, ram_available=vm.available,
@@ -157,8 +154,8 @@ class Detector(Protocol):
         """DHCP servers answering a DISCOVER on ``interface`` within ``timeout`` seconds."""
         ...
 
-    async def media(self, path: str | None = None) -> list[Any]:
-        """Boot media (``pxewizard.boot.media.Media``) found on this machine, or at ``path``.
+    async def media(self, path: str | None = None) -> list[Media]:
+        """Boot media found on this machine, or at ``path``.
         Raises PxeError (in words) when ``path`` holds nothing bootable."""
         ...
 
@@ -179,32 +176,20 @@ class SystemDetector:
         return await asyncio.to_thread(detect_host)
 
     async def interfaces(self) -> list[InterfaceInfo]:
-        from .interfaces import list_interfaces
-
-        return await list_interfaces()
+        return await interfaces.list_interfaces()
 
     async def ports(self) -> list[PortStatus]:
-        from .ports import check_ports
-
-        return await check_ports()
+        return await ports.check_ports()
 
     async def probe(self, interface: str, timeout: float) -> list[DhcpServerSeen]:
-        from .dhcp_probe import probe
+        return list(await dhcp_probe.probe(interface, timeout))
 
-        return list(await probe(interface, timeout))
-
-    async def media(self, path: str | None = None) -> list[Any]:
-        from ..boot.media import find_media
-
+    async def media(self, path: str | None = None) -> list[Media]:
         return list(await asyncio.to_thread(find_media, Path(path) if path else None))
 
     async def assign_address(self, interface: str, address: str, prefix: int,
                              gateway: str | None = None) -> None:
-        from .interfaces import assign_address
-
-        await assign_address(interface, address, prefix, gateway)
+        await interfaces.assign_address(interface, address, prefix, gateway)
 
     async def bridge_forward_now(self, bridge: str) -> None:
-        from .interfaces import bridge_forward_now
-
         await bridge_forward_now(bridge)

@@ -26,8 +26,9 @@ from enum import IntEnum
 
 from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
                       TransferFailed, TransferStarted)
+from .eventfmt import one_line
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
-                       TimelineBuilder, human_size, loader_family, loader_firmware)
+                       human_size, loader_family, loader_firmware)
 
 
 class Severity(IntEnum):
@@ -100,14 +101,10 @@ class HostFacts:
     """Interface we serve on."""
     dhcp_mode: str = ""
     """``full``, ``proxy``, ``none`` or empty when unknown."""
-    boot_files: tuple[tuple[str, str], ...] = ()
-    """(field, file) of dhcp.boot_files that are set."""
     transport: str = ""
     """Stage-3 transport (http, tftp, nfs, nbd)."""
     menu_timeout: int | None = None
     """Menu timeout in seconds (0 waits forever), to tell a menu from a stall."""
-    tftp_max_blksize: int | None = None
-    """The Plan's tftp.max_blksize."""
     bridge: object | None = None
     """Bridge facts of the interface (``detect.bridge.BridgeFacts`` or :class:`BridgeState`)."""
     files: tuple[str, ...] = ()
@@ -987,25 +984,8 @@ def findings_for(findings: Iterable[Finding], client: str) -> list[Finding]:
     return [f for f in findings if f.client == client]
 
 
-def diagnose_events(events: Iterable[Event], facts: HostFacts | None = None,
-                    now: float | None = None, thresholds: Thresholds | None = None,
-                    neighbours: dict[str, str] | None = None) -> tuple[Snapshot, list[Finding]]:
-    """Timelines and findings from a list of events (tests, replay of a JSONL log)."""
-    b = TimelineBuilder()
-    for ip, mac in (neighbours or {}).items():
-        b.learn(ip, mac)
-    evs = list(events)
-    b.feed_many(evs)
-    if now is None:
-        now = max((e.ts for e in evs), default=0.0)
-    snap = b.snapshot(now)
-    return snap, diagnose(snap, facts, thresholds)
-
-
 def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
     """A finding as lines of text."""
-    from .eventfmt import one_line
-
     who = f" [{f.client}]" if f.client else ""
     lines = [f"{f.severity.label.upper():<7}{who} {f.title}"]
     if f.severity is not Severity.ok:
@@ -1021,5 +1001,5 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
 
 
 __all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",
-           "closest_name", "diagnose", "diagnose_events", "findings_for", "format_finding",
+           "closest_name", "diagnose", "findings_for", "format_finding",
            "package_for"]

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from pxewizard.insight.diagnose import Finding, HostFacts, diagnose_events
-from pxewizard.commands.doctor import host_facts, served_paths
+from pxewizard.insight.diagnose import Finding, HostFacts
+from pxewizard.insight.session import diagnose_events, host_facts, served_paths
 from pxewizard.events import from_dict
 from pxewizard.plan import load_plan
 from pxewizard.insight.timeline import Role, Stage, Status
@@ -196,6 +196,13 @@ def test_missing_file_names_file_and_package(pair: NetPair, tmp_path: Path) -> N
         wait_for(served, lambda e: e["kind"] == "transfer_failed")
         _, findings = diagnosis(served, facts_for(plan))     # one second after the event
         record(served, "net-missing-file")
+        # headless serve prints what the diagnosis says, once, as it appears
+        deadline = time.monotonic() + 10
+        while not any("ERROR" in ln and "PXELINUX.0" in ln for ln in served.output) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sum("ERROR" in ln and "PXELINUX.0" in ln for ln in served.output) == 1, \
+            served.output[-20:]
     (f,) = findings
     assert f.rule == "tftp-not-found" and "PXELINUX.0" in f.title
     assert "pxelinux" in f.fix

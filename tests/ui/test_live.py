@@ -238,7 +238,7 @@ def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
 
 async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
                                                       tmp_path: Path) -> None:
-    from pxewizard.events import TransferFailed
+    from pxewizard.events import FailCause, TransferFailed
 
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
@@ -246,7 +246,7 @@ async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
         t = time.time()
         servers.bus.publish_many(boot_events(t)[:3] + [
             TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
-                           code=1, peer="10.99.0.100:2071")])
+                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")])
         await pilot.press("4")
         await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
         await wait_text(pilot, "pxelinux.0")

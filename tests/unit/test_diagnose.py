@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.insight.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
-                                closest_name, diagnose, diagnose_events, format_finding,
-                                package_for)
 from pxewizard.events import ConsoleLine, DhcpServerSeen, LogLine, from_dict, read_jsonl
+from pxewizard.insight.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
+                                        closest_name, diagnose, format_finding, package_for)
+from pxewizard.insight.session import diagnose_events
 from pxewizard.insight.timeline import Role, Stage, Status, TimelineBuilder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "timeline"

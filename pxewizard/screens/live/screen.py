@@ -8,8 +8,10 @@ RichLogs with ``max_lines`` so a boot storm cannot grow memory or stall keys.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -20,14 +22,24 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, RichLog, Static
 
-from ...events import (ConsoleLine, Event, LogLine, TransferDone, TransferFailed,
-                       TransferProgress, TransferStarted)
+from ...commands import lab
+from ...detect.bridge import bridge_facts
+from ...errors import PxeError
+from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, TransferDone,
+                       TransferFailed, TransferProgress, TransferStarted)
+from ...insight.diagnose import Finding, HostFacts, format_finding
+from ...insight.session import InsightSession, host_facts, served_paths
+from ...insight.timeline import Snapshot, format_timeline
 from ...ui_bridge import EventBridge, EventsArrived
 from ..base import size_text
+from .confirm import Confirm
 from .format import REQUEST_KINDS, log_row, request_row
 
 if TYPE_CHECKING:
+    from textual.worker import Worker
+
     from ...app import PxeWizardApp
+    from ...serve import Running
 
 PANES = (("requests", "Requests"), ("clients", "Clients"), ("log", "Log"),
          ("diagnosis", "Diagnosis"), ("console", "VM console"))
@@ -78,8 +90,6 @@ class LiveScreen(Screen[Any]):
         yield Footer()
 
     def on_mount(self) -> None:
-        from ...events import EventBus
-
         self.pane = "requests"
         self.paused = False
         self.held_requests: list[Text] = []
@@ -90,18 +100,14 @@ class LiveScreen(Screen[Any]):
         self.counts = {"events": 0, "requests": 0, "bytes": 0, "failed": 0}
         self.active: dict[tuple[str, str, str], float] = {}
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
-        self.clients_simple: dict[str, list[str]] = {}
-        self.findings: list[Any] = []
-        self.snap: Any = None
-        self.diag_facts: Any = None
-        self.snap_at = 0.0
-        self.running: Any = None
+        self.findings: list[Finding] = []
+        self.running: Running | None = None
         self.state = "starting"
-        self.lab_worker: Any = None
+        self.lab_worker: Worker[None] | None = None
         self.bus = EventBus()
+        self.insight = InsightSession(host_facts(self.wizard.plan)).attach(self.bus)
         self.bridge = EventBridge(self.bus, self).attach()
-        self.builder = self.make_builder()
-        self.jsonl: Any = None
+        self.jsonl: JsonlLog | None = None
         self.query_one("#clients-table", DataTable).add_columns(
             "Client", "IP", "Firmware", "Stage", "Idle")
         self.show_tabbar()
@@ -111,21 +117,10 @@ class LiveScreen(Screen[Any]):
         self.refresh_status()
         self.start_servers()
 
-    @staticmethod
-    def make_builder() -> Any:
-        try:
-            from ...insight.timeline import TimelineBuilder
-        except ImportError:
-            return None
-        return TimelineBuilder()
-
     # --- servers -------------------------------------------------------------------------
 
     @work(exclusive=True, group="servers")
     async def start_servers(self) -> None:
-        from ...errors import PxeError
-        from ...events import JsonlLog
-
         plan = self.wizard.plan
         if plan is None:
             self.state = "no plan"
@@ -151,28 +146,22 @@ class LiveScreen(Screen[Any]):
         self.state = "serving"
         self.bus.publish(LogLine(service="wizard", level="info",
                                  message=f"ready: serving on {plan.interface} {plan.server_ip}"))
-        self.diag_facts = await self.host_facts()
+        self.insight.facts = await self.host_facts()
 
-    async def host_facts(self) -> Any:
+    async def host_facts(self) -> HostFacts:
         """What the diagnosis rules know of this host and Plan (bridge, ports, files, RAM)."""
         plan = self.wizard.plan
-        try:
-            from ...insight.diagnose import HostFacts
-        except ImportError:
-            return None
         if plan is None:
             return HostFacts()
         bridge = None
         try:
-            from ...detect.bridge import bridge_facts
-
             bridge = await bridge_facts(plan.interface)
         except Exception:  # advice only: the rules stay quiet about what is unknown
             pass
-        files: tuple[str, ...] = ()
+        files: list[str] = []
         tree = getattr(self.running, "tree", None)
         if tree is not None:
-            files = tuple(vpath for vpath, _, _ in tree.entries())
+            files = await asyncio.to_thread(served_paths, tree)
         held = tuple((p.proto, p.port, p.service, p.holder or "")
                      for p in self.wizard.ports or [] if not p.free)
         ram_needed = None
@@ -183,13 +172,8 @@ class LiveScreen(Screen[Any]):
                                 plan.boot.copytoram).needed_bytes
             except Exception:
                 ram_needed = None
-        boot_files = tuple((k, v) for k, v in plan.dhcp.boot_files.model_dump().items()
-                           if isinstance(v, str))
-        return HostFacts(server_ip=str(plan.server_ip), interface=plan.interface,
-                         dhcp_mode=plan.dhcp.mode.value, boot_files=boot_files,
-                         transport=plan.boot.transport.value, menu_timeout=plan.boot.timeout,
-                         tftp_max_blksize=plan.tftp.max_blksize, bridge=bridge, files=files,
-                         ram_needed=ram_needed, ports_held=held)
+        return host_facts(plan, files=files, bridge=bridge, ram_needed=ram_needed,
+                          ports_held=held)
 
     async def stop_servers(self) -> None:
         running, self.running = self.running, None
@@ -206,6 +190,7 @@ class LiveScreen(Screen[Any]):
             self.lab_worker = None
         await self.stop_servers()
         self.bridge.detach()
+        self.insight.detach()
         if self.jsonl is not None:
             self.jsonl.close()
 
@@ -240,7 +225,7 @@ class LiveScreen(Screen[Any]):
         self.write_rows(requests, log)
 
     def mac_of(self, ip: str) -> str | None:
-        return self.builder.mac_of(ip) if self.builder is not None else None
+        return self.insight.mac_of(ip)
 
     def write_rows(self, requests: list[Text], log: list[Text]) -> None:
         if requests:
@@ -251,11 +236,6 @@ class LiveScreen(Screen[Any]):
             self.query_one("#log-view", RichLog).write(Text("\n").join(shown[-MAX_LINES:]))
 
     def account(self, ev: Event) -> None:
-        if self.builder is not None:
-            try:
-                self.builder.feed(ev)
-            except Exception:  # the timeline is a view; never lose the stream over it
-                pass
         key = (getattr(ev, "service", ""), getattr(ev, "peer", "") or ev.client,
                getattr(ev, "path", ""))
         if isinstance(ev, TransferStarted):
@@ -266,9 +246,6 @@ class LiveScreen(Screen[Any]):
                 self.counts["bytes"] += ev.sent
             elif not ev.probe:
                 self.counts["failed"] += 1
-        if self.builder is None and isinstance(ev, REQUEST_KINDS):
-            self.clients_simple[request_row(ev).plain.split()[1]] = [
-                getattr(ev, "service", ""), request_row(ev).plain.split(None, 3)[-1]]
 
     # --- periodic views ------------------------------------------------------------------
 
@@ -289,24 +266,13 @@ class LiveScreen(Screen[Any]):
             f"({mbps:.1f} MB/s)  {rate:.0f} ev/s"
             + (f"  failed {self.counts['failed']}" if self.counts["failed"] else "") + paused)
 
-    def snapshot(self, max_age: float = 1.0) -> Any:
+    def snapshot(self, max_age: float = 1.0) -> Snapshot | None:
         """The timeline snapshot, rebuilt at most once per ``max_age`` seconds."""
-        if self.builder is None:
-            return None
-        now = time.monotonic()
-        if self.snap is None or now - self.snap_at > max_age:
-            try:
-                self.snap = self.builder.snapshot(time.time())
-            except Exception:  # the timeline is a view; never lose the stream over it
-                return self.snap
-            self.snap_at = now
-        return self.snap
+        return self.insight.snapshot(max_age=max_age)
 
     def client_count(self) -> int:
-        if self.builder is not None:
-            snap = self.snapshot(max_age=2.0)
-            return len(snap.clients) if snap is not None else 0
-        return len(self.clients_simple)
+        snap = self.snapshot(max_age=2.0)
+        return len(snap.clients) if snap is not None else 0
 
     def refresh_clients(self) -> None:
         if self.pane != "clients":
@@ -321,13 +287,8 @@ class LiveScreen(Screen[Any]):
                              f"{s.idle:.0f}s"))
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
-                from ...insight.timeline import format_timeline
-
                 for line in format_timeline(snap.clients[row])[-8:]:
                     detail.append(line + "\n")
-        else:
-            for client, (svc, what) in self.clients_simple.items():
-                rows.append((client, "-", "-", f"{svc} {what}", "-"))
         cursor = table.cursor_row
         table.clear()
         for r in rows:
@@ -337,23 +298,12 @@ class LiveScreen(Screen[Any]):
         self.query_one("#clients-detail", Static).update(detail)
 
     def refresh_diagnosis(self) -> None:
-        if self.builder is None:
-            return
-        try:
-            from ...insight.diagnose import HostFacts, diagnose, format_finding
-        except ImportError:
-            return
-        plan = self.wizard.plan
-        facts = self.diag_facts or (HostFacts() if plan is None else HostFacts(
-            server_ip=str(plan.server_ip), interface=plan.interface,
-            dhcp_mode=plan.dhcp.mode.value, transport=plan.boot.transport.value,
-            menu_timeout=plan.boot.timeout))
         snap = self.snapshot()
         if snap is None:
             return
         try:
-            findings = diagnose(snap, facts)
-        except Exception:
+            findings = self.insight.findings(snap)
+        except Exception:  # the diagnosis is advice; the servers and the view go on
             return
         keys = [f.key for f in findings]
         if keys == [f.key for f in self.findings]:
@@ -432,8 +382,6 @@ class LiveScreen(Screen[Any]):
         self.query_one("#log-view", RichLog).focus()
 
     def action_save_log(self) -> None:
-        from pathlib import Path
-
         plan = self.wizard.plan
         base = Path(self.wizard.config.log_path) if self.wizard.config.log_path else (
             plan.state_dir if plan is not None else Path.cwd())
@@ -465,9 +413,6 @@ class LiveScreen(Screen[Any]):
 
     @work(exclusive=True, group="lab")
     async def run_lab(self, firmware: str) -> None:
-        from ...commands import lab
-        from ...errors import PxeError
-
         plan = self.wizard.plan
         assert plan is not None
         try:
@@ -486,6 +431,7 @@ class LiveScreen(Screen[Any]):
             self.notify(msg)
             return
         self.bridge.detach()
+        self.insight.detach()
         if self.jsonl is not None:
             self.jsonl.close()
         self.wizard.go_back()
@@ -493,8 +439,6 @@ class LiveScreen(Screen[Any]):
     def action_quit_live(self) -> None:
         n = len(self.active)
         if n:
-            from .confirm import Confirm
-
             self.app.push_screen(
                 Confirm(f"{n} transfer(s) are running: quitting stops them mid-way and the "
                         "clients fail to boot. Quit anyway?"), self._quit_answer)
