@@ -217,11 +217,6 @@ class PxeWizardApp(App[int]):
                 await shutdown()
         self.exit(0)
 
-    async def ensure_host(self) -> "HostFacts":
-        if self.host is None:
-            self.host = await self.detector.host()
-        return self.host
-
 
 def make_app(detector: "Detector | None" = None, **kwargs: Any) -> PxeWizardApp:
     """The wizard app; every keyword is a :class:`WizardConfig` field."""

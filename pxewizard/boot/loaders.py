@@ -12,7 +12,7 @@ paths. The first directory holding a file wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The BIOS and EFI com32 modules a menu needs: menu.c32/vesamenu.c32 load libutil and libcom32.
@@ -88,15 +88,6 @@ class Loaders:
                 out.append(name)
         out += [m for m in MENU_MODULES if m not in self.bios_modules]
         out += [f"efi64/{m}" for m in MENU_MODULES if m not in self.efi64_modules]
-        return out
-
-    def as_dict(self) -> dict[str, Path | None]:
-        """Loader files by name, for listings."""
-        out: dict[str, Path | None] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Path) or v is None:
-                out[f.name] = v
         return out
 
 

@@ -36,7 +36,8 @@ from ..errors import PxeError
 from ..files import FileTree, NotFound
 from ..plan import NfsExport, Plan
 from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
-from .media import LOCAL_ENTRY, BootEntry, Media, entries_for, find_media
+from .cmdline import entries_for
+from .media import LOCAL_ENTRY, BootEntry, Media, find_media
 from .menus import MenuSettings, RemoteEntry, menu_files
 
 EFI_DIR = "efi64"

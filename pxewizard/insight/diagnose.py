@@ -26,9 +26,10 @@ from enum import IntEnum
 
 from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
                       TransferFailed, TransferStarted)
+from ..units import size_text
 from .eventfmt import one_line
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
-                       human_size, loader_family, loader_firmware)
+                       loader_family, loader_firmware)
 
 
 class Severity(IntEnum):
@@ -661,7 +662,7 @@ def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
                                            for e in s.events if isinstance(e, TransferStarted)))
             blk = int(m.group(1)) if m else None
             mid = s.sent > 0
-            where = (f"after {human_size(s.sent)} of {human_size(s.size)}" if mid
+            where = (f"after {size_text(s.sent)} of {size_text(s.size)}" if mid
                      else "before the first block was acknowledged")
             cause = (f"the transfer of {s.path} timed out {where} ({_reason(s)}). "
                      + ("The client stopped answering in the middle: it rebooted or crashed, "
@@ -823,8 +824,8 @@ def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
     """Console shows OOM, a large stage-3 copy stalls, or the Plan needs more RAM than stated."""
     if facts.ram_needed and facts.client_ram and facts.ram_needed > facts.client_ram:
         yield _finding(Severity.error, "client-ram", None,
-                       f"clients need about {human_size(facts.ram_needed)} of RAM, they have "
-                       f"{human_size(facts.client_ram)}",
+                       f"clients need about {size_text(facts.ram_needed)} of RAM, they have "
+                       f"{size_text(facts.client_ram)}",
                        f"stage 3 over {facts.transport or 'this transport'} copies the image "
                        "into the client's RAM (HTTP peaks at about twice its size)",
                        "use NBD or NFS with copytoram=n (read on demand), or clients with "
@@ -848,13 +849,13 @@ def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
         s = big[-1]
         need = ""
         if facts.client_ram:
-            need = (f"; the client has {human_size(facts.client_ram)} and the copy needs "
-                    f"about {human_size(2 * s.size)}")
+            need = (f"; the client has {size_text(facts.client_ram)} and the copy needs "
+                    f"about {size_text(2 * s.size)}")
         sev = Severity.error if facts.client_ram and facts.client_ram < 2 * s.size \
             else Severity.warning
         yield _finding(sev, "client-ram", tl,
-                       f"{_who(tl)} stopped reading {s.path} at {human_size(s.sent)} of "
-                       f"{human_size(s.size)}",
+                       f"{_who(tl)} stopped reading {s.path} at {size_text(s.sent)} of "
+                       f"{size_text(s.size)}",
                        "the image is copied into the client's RAM (HTTP peaks at about twice "
                        "its size); a client that stops mid-copy most often ran out of memory, "
                        "else it crashed or lost its link" + need,
@@ -943,7 +944,7 @@ def stall(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]
             continue      # NBD/NFS read on demand; idle is normal once booted
         if tl.idle < wait:
             continue
-        what = f" ({cur.service} {cur.path}, {human_size(cur.sent)} sent)" if cur else ""
+        what = f" ({cur.service} {cur.path}, {size_text(cur.sent)} sent)" if cur else ""
         yield _finding(Severity.warning, "stall", tl,
                        f"{_who(tl)} silent for {tl.idle:.0f} s in the {st.label} stage",
                        f"no request for {tl.idle:.0f} s{what}. Likely: {_STALL_CAUSES[st]}",

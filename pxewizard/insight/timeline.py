@@ -33,6 +33,7 @@ from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, FailCaus
                       LogLine, PacketDropped, ServiceStarted, ServiceStopped, SessionClosed,
                       SessionOpened, TransferDone, TransferFailed, TransferProgress,
                       TransferStarted)
+from ..units import size_text
 
 # --- file roles ----------------------------------------------------------------------
 
@@ -918,17 +919,6 @@ def build(events: Iterable[Event], now: float | None = None,
 # --- words --------------------------------------------------------------------------------
 
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
-
-
 def format_timeline(tl: Timeline) -> list[str]:
     """The timeline as lines of text (doctor, bug reports); times relative to the first event."""
     t0 = tl.first_seen
@@ -945,9 +935,9 @@ def format_timeline(tl: Timeline) -> list[str]:
                 Status.ignored: "--"}[s.status]
         line = f"  +{rel:7.2f}s {mark:<5} {s.title}"
         if s.kind in ("transfer", "session") and (s.sent or s.size):
-            line += f"  {human_size(s.sent)}"
+            line += f"  {size_text(s.sent)}"
             if s.size and s.status is Status.running:
-                line += f"/{human_size(s.size)}"
+                line += f"/{size_text(s.size)}"
             if s.rate and s.sent > 65536:
                 line += f" at {s.rate / 1e6:.1f} MB/s"
         if s.status in (Status.failed, Status.ignored) and s.detail:
@@ -955,6 +945,6 @@ def format_timeline(tl: Timeline) -> list[str]:
         lines.append(line)
     per = tl.bytes_by_stage()
     if per:
-        lines.append("  bytes: " + ", ".join(f"{st.label} {human_size(n)}"
+        lines.append("  bytes: " + ", ".join(f"{st.label} {size_text(n)}"
                                               for st, n in sorted(per.items())))
     return lines

@@ -17,19 +17,6 @@ if TYPE_CHECKING:
     from .draft import Draft
 
 
-def size_text(n: int | None) -> str:
-    """Bytes in words: ``2.1 GiB``, ``300 MiB``."""
-    if n is None or n < 0:
-        return "?"
-    if n >= 1024**3:
-        return f"{n / 1024**3:.1f} GiB"
-    if n >= 1024**2:
-        return f"{n / 1024**2:.0f} MiB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} KiB"
-    return f"{n} B"
-
-
 class WizardScreen(Screen[Any]):
     """One step: a scrolling body between the step line and the Back/Next row."""
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pxewizard.plan import DhcpMode, Transport, load_plan
-from pxewizard.screens.base import size_text
+from pxewizard.units import size_text
 from pxewizard.screens.console import foreign_chars
 
 from .fakes import FakeDetector, seen_server

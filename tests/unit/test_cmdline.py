@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pxewizard.boot.cmdline import ARCHISO_NO_TFTP
-from pxewizard.boot.media import entries_for, find_media
+from pxewizard.boot.cmdline import ARCHISO_NO_TFTP, entries_for
+from pxewizard.boot.media import find_media
 from pxewizard.errors import PxeError
 from pxewizard.plan import Plan, plan_from_dict
 from tests.data.boot import fixtures as fx

@@ -135,7 +135,7 @@ def test_client_ram_from_a_stalled_http_copy() -> None:
     assert f.rule == "client-ram" and f.severity is Severity.warning
     facts = HostFacts(server_ip="10.99.0.1", dhcp_mode="full", client_ram=512 << 20)
     (f,) = run("fault-ram-http-stall", 40, facts)
-    assert f.severity is Severity.error and "512.0 MiB" in f.cause
+    assert f.severity is Severity.error and "512 MiB" in f.cause
 
 
 def test_client_ram_host_fact() -> None:

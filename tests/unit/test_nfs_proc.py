@@ -27,7 +27,7 @@ from pxewizard.proto.rpc import (
     parse_reply,
 )
 from pxewizard.proto.xdr import Reader, Writer
-from pxewizard.servers.nfs.client import dirop_args, fh_args, read_args
+from tests.support.nfs_client import dirop_args, fh_args, read_args
 from pxewizard.servers.nfs.handles import Export, Resolver
 from pxewizard.servers.nfs.mountd import MountProgram
 from pxewizard.servers.nfs.nfsd import NfsProgram

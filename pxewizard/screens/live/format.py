@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
                        SessionOpened, TransferDone, TransferFailed, TransferStarted)
-from ..base import size_text
+from ...units import size_text
 
 REQUEST_KINDS = (DhcpExchange, LeaseChanged, TransferStarted, TransferDone, TransferFailed,
                  SessionOpened, SessionClosed)

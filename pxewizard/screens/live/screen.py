@@ -31,7 +31,7 @@ from ...insight.diagnose import Finding, HostFacts, format_finding
 from ...insight.session import InsightSession, host_facts, served_paths
 from ...insight.timeline import Snapshot, format_timeline
 from ...ui_bridge import EventBridge, EventsArrived
-from ..base import size_text
+from ...units import size_text
 from .confirm import Confirm
 from .format import REQUEST_KINDS, log_row, request_row
 

@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
 
 
 class MediaScreen(WizardScreen):

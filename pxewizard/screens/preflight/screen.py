@@ -9,7 +9,8 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
 
 
 class PreflightScreen(WizardScreen):

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
 
 if TYPE_CHECKING:
     from ...plan import Plan

@@ -11,7 +11,8 @@ from textual.containers import Horizontal
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from ...plan import Transport
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
 
 MEANING = {
     Transport.http: "HTTP: the image is downloaded into client RAM; fast, any network",
