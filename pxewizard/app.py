@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from textual.app import App
 from textual.binding import Binding
 
+from . import screens
+from .screens import STEPS, step_index
 from .screens.console import apply_console_glyphs, is_linux_console
 
 if TYPE_CHECKING:
@@ -36,19 +38,6 @@ if TYPE_CHECKING:
     from .screens.draft import Draft
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-
-STEPS: tuple[tuple[str, str], ...] = (
-    ("preflight", "Preflight"),
-    ("interface", "Interface"),
-    ("dhcp_scan", "DHCP scan"),
-    ("dhcp_mode", "DHCP mode"),
-    ("media", "Boot media"),
-    ("transport", "Transport"),
-    ("review", "Review"),
-    ("live", "Live"),
-)
-"""Screen names in order, with their titles."""
-
 
 def _module_present(name: str) -> bool:
     try:
@@ -188,26 +177,21 @@ class PxeWizardApp(App[int]):
 
     def make_screen(self, name: str) -> "Screen[Any]":
         """A fresh screen for step ``name`` (it reads its state from the draft)."""
-        from . import screens
-
         return screens.make(name)
-
-    def step_index(self, name: str) -> int:
-        return [s for s, _ in STEPS].index(name)
 
     def go(self, name: str) -> None:
         self.step = name
         self.switch_screen(self.make_screen(name))
 
     def go_next(self) -> None:
-        i = self.step_index(self.step)
+        i = step_index(self.step)
         if i + 1 < len(STEPS):
-            self.go(STEPS[i + 1][0])
+            self.go(STEPS[i + 1].name)
 
     def go_back(self) -> None:
-        i = self.step_index(self.step)
+        i = step_index(self.step)
         if i > 0:
-            self.go(STEPS[i - 1][0])
+            self.go(STEPS[i - 1].name)
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""

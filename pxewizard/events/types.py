@@ -28,6 +28,8 @@ class Event:
     """Base of every event."""
 
     kind: ClassVar[str] = "event"
+    abstract: ClassVar[bool] = False
+    """A base of events that is never published itself (``TransferEvent``)."""
     ts: float = field(default_factory=time.time)
     """Wall-clock time of the event (seconds since the epoch)."""
     client: str = ""
@@ -36,6 +38,7 @@ class Event:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.kind = _kind_of(cls)
+        cls.abstract = bool(cls.__dict__.get("abstract", False))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind}
@@ -194,53 +197,48 @@ class DhcpServerSeen(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferStarted(Event):
-    """A client started reading a file (or an export)."""
+class TransferEvent(Event):
+    """What every transfer event names: the service, the path and the client's address."""
 
+    abstract: ClassVar[bool] = True
     service: str
     """``tftp``, ``http``, ``nbd`` or ``nfs``."""
     path: str
     """Path as the client asked for it."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferStarted(TransferEvent):
+    """A client started reading a file (or an export)."""
+
     size: int | None = None
     """Size in bytes, when known."""
     options: dict[str, str] = field(default_factory=dict)
     """Negotiated options (TFTP blksize/tsize/windowsize, HTTP Range ...)."""
-    peer: str = ""
-    """``ip:port`` of the client."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferProgress(Event):
+class TransferProgress(TransferEvent):
     """Bytes sent so far on a running transfer (rate-limited, a few per second)."""
 
-    service: str
-    """Service name."""
-    path: str
-    """Path being read."""
     sent: int
     """Bytes sent so far."""
     size: int | None = None
     """Total size, when known."""
-    peer: str = ""
-    """``ip:port`` of the client."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferDone(Event):
+class TransferDone(TransferEvent):
     """A transfer completed."""
 
-    service: str
-    """Service name."""
-    path: str
-    """Path read."""
     sent: int
     """Bytes sent."""
     seconds: float
     """Duration."""
     status: int = 0
     """HTTP status (0 for other services)."""
-    peer: str = ""
-    """``ip:port`` of the client."""
 
 
 class FailCause(StrEnum):
@@ -268,13 +266,9 @@ class FailCause(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferFailed(Event):
+class TransferFailed(TransferEvent):
     """A request was refused or a transfer broke off."""
 
-    service: str
-    """Service name."""
-    path: str
-    """Path asked for."""
     reason: str
     """What happened, in words (``file not found``, ``timed out after 5 retries`` ...)."""
     cause: FailCause = FailCause.unknown
@@ -285,8 +279,6 @@ class TransferFailed(Event):
     """Bytes sent before it stopped."""
     probe: bool = False
     """True when this is a normal probe, not a failure (EDK2's tsize query aborted with ERROR 8)."""
-    peer: str = ""
-    """``ip:port`` of the client."""
 
 
 # --- sessions (NBD connections, NFS mounts) -----------------------------------------
@@ -341,7 +333,8 @@ def event_types() -> dict[str, type[Event]]:
     stack: list[type[Event]] = [Event]
     while stack:
         cls = stack.pop()
-        seen[cls.kind] = cls
+        if not cls.abstract:
+            seen[cls.kind] = cls
         stack.extend(cls.__subclasses__())
     return seen
 

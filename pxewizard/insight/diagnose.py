@@ -26,6 +26,7 @@ from enum import IntEnum
 
 from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
                       TransferFailed, TransferStarted)
+from ..boot.loaders import LOADER_FILES
 from ..units import size_text
 from .eventfmt import one_line
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
@@ -140,22 +141,12 @@ class Thresholds:
 
 # --- helpers ---------------------------------------------------------------------------
 
-PACKAGES = {
-    "pxelinux.0": "pxelinux", "lpxelinux.0": "pxelinux", "gpxelinux.0": "pxelinux",
-    "syslinux.efi": "syslinux-efi", "ldlinux.e64": "syslinux-efi", "ldlinux.e32": "syslinux-efi",
-    "ldlinux.c32": "syslinux-common",
-    "undionly.kpxe": "ipxe", "ipxe.efi": "ipxe", "snponly.efi": "ipxe", "ipxe.pxe": "ipxe",
-    "ipxe.lkrn": "ipxe", "grubx64.efi": "grub-efi-amd64-signed",
-    "grubnetx64.efi.signed": "grub-efi-amd64-signed", "shimx64.efi": "shim-signed",
-    "shimx64.efi.signed": "shim-signed",
-}
-"""Debian package providing a boot loader file (Arch: syslinux, ipxe, grub, shim)."""
-
-
 def package_for(path: str) -> str | None:
+    """The Debian package that provides a boot loader file (Arch names are in the catalogue)."""
     name = posixpath.basename(path).lower()
-    if name in PACKAGES:
-        return PACKAGES[name]
+    f = LOADER_FILES.get(name)
+    if f is not None and f.debian:
+        return f.debian
     if name.endswith(".c32"):
         return "syslinux-common (BIOS modules) or syslinux-efi (efi64/ modules)"
     return None

@@ -33,6 +33,7 @@ from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, FailCaus
                       LogLine, PacketDropped, ServiceStarted, ServiceStopped, SessionClosed,
                       SessionOpened, TransferDone, TransferFailed, TransferProgress,
                       TransferStarted)
+from ..boot.loaders import loader_names
 from ..units import size_text
 
 # --- file roles ----------------------------------------------------------------------
@@ -89,14 +90,9 @@ _ROLE_STAGE = {
     Role.checksum: Stage.stage3,
 }
 
-IPXE_BINARIES = frozenset({"undionly.kpxe", "undionly.kkpxe", "undionly.kkkpxe", "ipxe.pxe",
-                           "ipxe.kpxe", "ipxe.lkrn", "ipxe.efi", "snponly.efi", "snp.efi",
-                           "ipxe-x86_64.efi", "ipxe-arm64.efi"})
-SYSLINUX_LOADERS = frozenset({"pxelinux.0", "lpxelinux.0", "gpxelinux.0", "syslinux.efi",
-                              "syslinux64.efi", "syslinux32.efi"})
-_EFI_OTHER_LOADERS = frozenset({"bootx64.efi", "bootia32.efi", "bootaa64.efi", "grubx64.efi",
-                                "grubnetx64.efi", "grubnetx64.efi.signed", "shimx64.efi",
-                                "shimx64.efi.signed", "grubia32.efi", "grubaa64.efi"})
+IPXE_BINARIES = loader_names("ipxe")
+SYSLINUX_LOADERS = loader_names("syslinux")
+_EFI_OTHER_LOADERS = loader_names("grub")
 
 # pxelinux.cfg search (syslinux doc/pxelinux.txt): 01-<MAC>, the UUID, the client IP
 # in upper-case hex with one digit less each try, then "default".

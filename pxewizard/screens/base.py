@@ -12,6 +12,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
+from . import STEPS, step_index
+
 if TYPE_CHECKING:
     from ..app import PxeWizardApp
     from .draft import Draft
@@ -35,12 +37,9 @@ class WizardScreen(Screen[Any]):
         return self.wizard.draft
 
     def compose(self) -> ComposeResult:
-        from ..app import STEPS
-
-        names = [s for s, _ in STEPS]
-        i = names.index(self.STEP)
+        i = step_index(self.STEP)
         yield Header(icon="*")
-        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i][1]}", id="step")
+        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i].title}", id="step")
         with VerticalScroll(id="body"):
             yield from self.body()
         yield Static("", id="problem")
