@@ -13,7 +13,6 @@ rescue console.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,27 +35,20 @@ if TYPE_CHECKING:
     from .events import EventBus
     from .plan import Plan
     from .screens.draft import Draft
+    from .serve import Running
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
-def _module_present(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _default_start_plan(plan: "Plan", bus: "EventBus") -> Awaitable[Any]:
+def _default_start_plan(plan: Plan, bus: EventBus) -> Awaitable[Running]:
+    # the servers (aiohttp...) load when Live starts them, not before the first screen
     from .serve import start_plan
 
     return start_plan(plan, bus)
 
 
-def _default_ram_estimate() -> Callable[..., Any] | None:
-    try:
-        from .boot.ram import ram_estimate
-    except ImportError:
-        return None
+def _default_ram_estimate() -> Callable[..., Any]:
+    from .boot.ram import ram_estimate
+
     return ram_estimate
 
 
@@ -70,10 +62,10 @@ class WizardConfig:
     """Starts the servers of a Plan; returns an object with ``async close()``."""
     ram_estimate: Callable[..., Any] | None | str = "auto"
     """``ram_estimate(media, entry, transport, copytoram)``; "auto": pxewizard.boot.ram."""
-    lab: bool | None = None
-    """Offer the virtual test client in Live (None: when pxewizard.commands.lab is installed)."""
-    export: bool | None = None
-    """Offer "Export for a permanent server" in Review (None: when pxewizard.commands.export exists)."""
+    lab: bool = True
+    """Offer the virtual test client in Live."""
+    export: bool = True
+    """Offer "Export for a permanent server" in Review."""
     linux_console: bool | None = None
     """Console glyphs and colours (None: from TERM)."""
     probe_timeout: float = 4.0
@@ -113,10 +105,8 @@ class PxeWizardApp(App[int]):
         self.detector: Detector = config.detector
         if config.ram_estimate == "auto":
             config.ram_estimate = _default_ram_estimate()
-        self.lab_available = _module_present("pxewizard.commands.lab") if config.lab is None \
-            else config.lab
-        self.export_available = _module_present("pxewizard.commands.export") if config.export is None \
-            else config.export
+        self.lab_available = config.lab
+        self.export_available = config.export
         self.wizard_draft: Draft | None = None
         self.host: HostFacts | None = None
         """Filled by Preflight (or on demand)."""

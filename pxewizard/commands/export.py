@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..boot.tree import build_tree, nbd_exports, nfs_exports
 from ..errors import PxeError
 from ..plan import DhcpMode, Plan, load_plan
 
@@ -308,8 +309,6 @@ def render_systemd(plan_path: Path) -> str:
 
 def write_tree(plan: Plan, dest: Path) -> list[str]:
     """Write the served boot tree into ``dest`` (generated files, mapped files and dirs)."""
-    from ..boot.tree import build_tree
-
     tree = build_tree(plan)
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -368,8 +367,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[Rendered]:
     """Render the requested formats (paths inside point into ``dest``)."""
-    from ..boot.tree import nbd_exports, nfs_exports
-
     tftp_root = dest / "tftpboot"
     makers: dict[str, Callable[[], tuple[str, str]]] = {
         "dnsmasq": lambda: ("dnsmasq.conf", render_dnsmasq(plan, tftp_root)),

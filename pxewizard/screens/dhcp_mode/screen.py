@@ -8,9 +8,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, RadioButton, RadioSet, Static
 
+from ...errors import PlanError
 from ...plan import DhcpMode
 from ..base import WizardScreen
 from ..draft import I_OWN
+from .snippets import snippets
 
 _MODES = {
     DhcpMode.full: ("full DHCP: hand out addresses (only on a segment you own)"),
@@ -98,8 +100,6 @@ class DhcpModeScreen(WizardScreen):
             help_.update("")
 
     def snippet_text(self) -> Text:
-        from .snippets import snippets
-
         boot = self.draft.base.get("dhcp", {}).get("boot_files", {})
         t = Text("pxewizard runs no DHCP. Add this to the existing server:\n")
         for title, body in snippets(self.draft.server_ip, boot.get("bios", "pxelinux.0"),
@@ -120,8 +120,6 @@ class DhcpModeScreen(WizardScreen):
         d.confirmation = self.query_one("#confirm", Input).value
 
     def check(self) -> str | None:
-        from ...errors import PlanError
-
         d = self.draft
         if d.dhcp_mode is DhcpMode.full:
             if d.lease_time < 60:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -11,10 +9,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from ...detect.interfaces import InterfaceInfo, check_assignment, preferred
+from ...errors import PxeError
 from ..base import WizardScreen
-
-if TYPE_CHECKING:
-    from ...detect.interfaces import InterfaceInfo
 
 
 def _state(i: "InterfaceInfo") -> str:
@@ -74,8 +71,6 @@ class InterfaceScreen(WizardScreen):
         self.load()
 
     def fill(self) -> None:
-        from ...detect.interfaces import preferred
-
         table = self.query_one("#ifaces", DataTable)
         table.clear()
         ifaces = self.wizard.interfaces or []
@@ -141,8 +136,6 @@ class InterfaceScreen(WizardScreen):
     @on(Button.Pressed, "#do-assign")
     @on(Input.Submitted, "#addr, #gw")
     def _assign(self) -> None:
-        from ...detect.interfaces import check_assignment
-
         i = self.selected()
         if i is None:
             return
@@ -157,8 +150,6 @@ class InterfaceScreen(WizardScreen):
 
     @work(exclusive=True, group="assign")
     async def assign(self, name: str, address: str, prefix: int, gateway: str) -> None:
-        from ...errors import PxeError
-
         try:
             await self.wizard.detector.assign_address(name, address, prefix, gateway or None)
         except PxeError as exc:
@@ -177,8 +168,6 @@ class InterfaceScreen(WizardScreen):
 
     @work(exclusive=True, group="assign")
     async def fix_bridge(self, name: str) -> None:
-        from ...errors import PxeError
-
         try:
             await self.wizard.detector.bridge_forward_now(name)
         except PxeError as exc:

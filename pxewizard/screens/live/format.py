@@ -9,6 +9,7 @@ from rich.text import Text
 
 from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
                        SessionOpened, TransferDone, TransferFailed, TransferStarted)
+from ...insight.eventfmt import describe
 from ...units import size_text
 
 REQUEST_KINDS = (DhcpExchange, LeaseChanged, TransferStarted, TransferDone, TransferFailed,
@@ -74,8 +75,6 @@ def request_row(ev: Event, mac_of: Callable[[str], str | None] | None = None) ->
 
 def log_row(ev: Event) -> Text:
     """A Log pane line from any event (eventfmt's words), coloured by level."""
-    from ...insight.eventfmt import describe
-
     style = ""
     if isinstance(ev, LogLine):
         style = {"error": "bold red", "warning": "yellow", "debug": "dim"}.get(ev.level, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from rich.text import Text
@@ -10,6 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
+from ...errors import PxeError
 from ...units import size_text
 from ..base import WizardScreen
 
@@ -52,8 +54,6 @@ class MediaScreen(WizardScreen):
 
     @work(exclusive=True, group="media")
     async def load(self) -> None:
-        from ...errors import PxeError
-
         try:
             self.wizard.media_found = list(await self.wizard.detector.media(None))
         except (PxeError, OSError, ImportError) as exc:
@@ -147,10 +147,6 @@ class MediaScreen(WizardScreen):
 
     @work(exclusive=True, group="path")
     async def check_path(self, path: str) -> None:
-        import asyncio
-
-        from ...errors import PxeError
-
         status = self.query_one("#path-status", Static)
         await asyncio.sleep(0.3)  # debounce: the worker is cancelled by the next keystroke
         status.update(f"checking {path} ...")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -11,17 +11,17 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
+from ...boot.tree import build_tree
+from ...commands.export import export as export_plan
+from ...errors import PlanError, PxeError
+from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
 from ...units import size_text
 from ..base import WizardScreen
-
-if TYPE_CHECKING:
-    from ...plan import Plan
+from ..draft import Draft
 
 
-def documented_toml(plan: "Plan") -> Text:
+def documented_toml(plan: Plan) -> Text:
     """The Plan's TOML, each setting followed by its field doc (dimmed)."""
-    from ...plan import dump_plan, field_docs
-
     docs = field_docs()
     t = Text()
     section = ""
@@ -62,8 +62,6 @@ class ReviewScreen(WizardScreen):
         yield Static("", id="plan-toml")
 
     def on_mount(self) -> None:
-        from ...errors import PlanError
-
         path = self.query_one("#plan-path", Input)
         path.value = self.draft.plan_path
         self.query_one("#export").display = self.wizard.export_available
@@ -81,9 +79,7 @@ class ReviewScreen(WizardScreen):
         self.query_one("#next").focus()
         self.load_served(plan)
 
-    def summary(self, plan: "Plan") -> Text:
-        from ...plan import DhcpMode
-
+    def summary(self, plan: Plan) -> Text:
         d = plan.dhcp
         t = Text()
         t.append(f"Serve on {plan.interface} {plan.server_ip}/{plan.prefix}\n", style="bold")
@@ -117,10 +113,8 @@ class ReviewScreen(WizardScreen):
         return t
 
     @work(exclusive=True, group="served", thread=True)
-    def load_served(self, plan: "Plan") -> None:
+    def load_served(self, plan: Plan) -> None:
         try:
-            from ...boot.tree import build_tree
-
             tree = build_tree(plan)
             entries = tree.entries()
             sources = tree.sources()
@@ -155,8 +149,6 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#plan-path")
     def action_save_plan(self) -> None:
-        from ...plan import save_plan
-
         plan = self.wizard.plan
         status = self.query_one("#save-status", Static)
         path = self.query_one("#plan-path", Input).value.strip()
@@ -176,10 +168,6 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#load")
     def _load(self) -> None:
         """Replace the answers with a Plan file's (what ``pxewizard --plan FILE`` does)."""
-        from ...errors import PxeError
-        from ...plan import load_plan
-        from ..draft import Draft
-
         path = self.query_one("#plan-path", Input).value.strip()
         try:
             plan = load_plan(path)
@@ -191,25 +179,19 @@ class ReviewScreen(WizardScreen):
 
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
-        self.export()
-
-    @work(exclusive=True, group="export", thread=True)
-    def export(self) -> None:
-        import importlib
-        from pathlib import Path
-
         plan = self.wizard.plan
-        status = self.query_one("#save-status", Static)
         if plan is None:
             return
+        # what the worker needs is read here, on the UI thread, before it starts
         path = Path(self.query_one("#plan-path", Input).value.strip() or "pxewizard-plan.toml")
+        self.export(plan, path, self.query_one("#save-status", Static))
+
+    @work(exclusive=True, group="export", thread=True)
+    def export(self, plan: Plan, path: Path, status: Static) -> None:
         out_dir = path.resolve().parent / "pxewizard-export"
         try:
-            from ...plan import save_plan
-
             save_plan(plan, path)
-            mod: Any = importlib.import_module("pxewizard.commands.export")
-            written = mod.export(plan, out_dir, None, path.resolve())
+            written = export_plan(plan, out_dir, None, path.resolve())
         except Exception as exc:
             self.app.call_from_thread(status.update, Text(f"export failed: {exc}", style="red"))
             return

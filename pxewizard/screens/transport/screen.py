@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Static
 
+from ...errors import PlanError
 from ...plan import Transport
 from ...units import size_text
 from ..base import WizardScreen
@@ -136,8 +137,6 @@ class TransportScreen(WizardScreen):
         d.external_http = self.query_one("#external", Input).value.strip()
 
     def check(self) -> str | None:
-        from ...errors import PlanError
-
         try:
             self.draft.to_plan()
         except PlanError as exc:
