@@ -24,7 +24,7 @@ from textual.binding import Binding
 
 from . import screens
 from .screens import STEPS, step_index
-from .screens.console import apply_console_glyphs, is_linux_console
+from .screens.console import console_key_display, is_linux_console, use_console_scrollbars
 
 if TYPE_CHECKING:
     from textual.screen import Screen
@@ -92,8 +92,7 @@ class PxeWizardApp(App[int]):
         self.config = config
         self.linux_console = (is_linux_console() if config.linux_console is None
                               else config.linux_console)
-        if self.linux_console or config.linux_console is False:
-            apply_console_glyphs(self.linux_console)
+        use_console_scrollbars(self.linux_console)
         css = [ASSETS / "base.tcss"]
         if self.linux_console:
             css.append(ASSETS / "linux.tcss")
@@ -182,6 +181,11 @@ class PxeWizardApp(App[int]):
         i = step_index(self.step)
         if i > 0:
             self.go(STEPS[i - 1].name)
+
+    def get_key_display(self, binding: Binding) -> str:
+        """Keys in the footer; on the Linux console without glyphs its font lacks."""
+        text = super().get_key_display(binding)
+        return console_key_display(text) if self.linux_console else text
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""

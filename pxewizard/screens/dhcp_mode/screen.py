@@ -6,11 +6,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Input, Label, RadioSet, Static
 
 from ...errors import PlanError
 from ...plan import DhcpMode
 from ..base import WizardScreen
+from ..console import ConsoleRadioButton
 from ..draft import I_OWN
 from .snippets import snippets
 
@@ -31,7 +32,7 @@ class DhcpModeScreen(WizardScreen):
         mode = d.dhcp_mode or d.default_mode()
         with RadioSet(id="mode"):
             for m, text in _MODES.items():
-                yield RadioButton(text, value=m is mode, id=f"mode-{m.value}")
+                yield ConsoleRadioButton(text, value=m is mode, id=f"mode-{m.value}")
         with Vertical(id="full"):
             for key, label, hint in (("range_start", "pool start", ""),
                                      ("range_end", "pool end", ""),

@@ -14,6 +14,7 @@ from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 from ...errors import PxeError
 from ...units import size_text
 from ..base import WizardScreen
+from ..console import ConsoleCheckbox
 
 
 class MediaScreen(WizardScreen):
@@ -107,7 +108,7 @@ class MediaScreen(WizardScreen):
         wanted = set(d.entries) if same and d.entries is not None else None
         box = self.query_one("#entries", Vertical)
         box.remove_children()
-        box.mount_all([Checkbox(f"{e.label} ({e.id})", wanted is None or e.id in wanted,
+        box.mount_all([ConsoleCheckbox(f"{e.label} ({e.id})", wanted is None or e.id in wanted,
                                 name=e.id, compact=True) for e in media.entries])
         self.shown_entries = [e.id for e in media.entries]
         self.call_after_refresh(self.refresh_default, d.default if same else None)

@@ -8,12 +8,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Checkbox, Input, Label, RadioSet, Static
 
 from ...errors import PlanError
 from ...plan import Transport
 from ...units import size_text
 from ..base import WizardScreen
+from ..console import ConsoleCheckbox, ConsoleRadioButton
 
 MEANING = {
     Transport.http: "HTTP: the image is downloaded into client RAM; fast, any network",
@@ -42,8 +43,8 @@ class TransportScreen(WizardScreen):
         d = self.draft
         with RadioSet(id="transport"):
             for t, text in MEANING.items():
-                yield RadioButton(text, value=t is d.transport, id=f"t-{t.value}")
-        yield Checkbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
+                yield ConsoleRadioButton(text, value=t is d.transport, id=f"t-{t.value}")
+        yield ConsoleCheckbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
                        value=d.copytoram is not False, compact=True)
         with Horizontal(classes="row"):
             yield Label("external HTTP", classes="label")
