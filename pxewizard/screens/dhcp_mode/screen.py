@@ -5,14 +5,15 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, RadioSet, Static
+from textual.containers import Vertical
+from textual.widgets import Input, RadioSet, Static
 
 from ...errors import PlanError
 from ...plan import DhcpMode
 from ..base import WizardScreen
 from ..console import ConsoleRadioButton
 from ..draft import I_OWN
+from ..widgets import FieldRow
 from .snippets import snippets
 
 _MODES = {
@@ -39,15 +40,12 @@ class DhcpModeScreen(WizardScreen):
                                      ("router", "router", "none: clients get no gateway"),
                                      ("dns", "DNS servers", "comma-separated, may be empty"),
                                      ("lease_time", "lease (s)", "3600")):
-                with Horizontal(classes="row"):
-                    yield Label(label, classes="label")
-                    yield Input(placeholder=hint, id=key.replace("_", "-"), compact=True)
+                yield FieldRow(label, Input(placeholder=hint, id=key.replace("_", "-"),
+                                            compact=True))
             with Vertical(id="override"):
                 yield Static("", id="override-warning", classes="warn")
-                with Horizontal(classes="row"):
-                    yield Label("confirm", classes="label")
-                    yield Input(placeholder=f"{d.interface} or: {I_OWN}", id="confirm",
-                                compact=True)
+                yield FieldRow("confirm", Input(placeholder=f"{d.interface} or: {I_OWN}",
+                                                id="confirm", compact=True))
         yield Static("", id="mode-help")
 
     def on_mount(self) -> None:

@@ -6,12 +6,13 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Input, Label, Static
+from textual.containers import Vertical
+from textual.widgets import Button, DataTable, Input, Static
 
 from ...detect.interfaces import InterfaceInfo, check_assignment, preferred
 from ...errors import PxeError
 from ..base import WizardScreen
+from ..widgets import FieldRow
 
 
 def _state(i: "InterfaceInfo") -> str:
@@ -43,12 +44,10 @@ class InterfaceScreen(WizardScreen):
         with Vertical(id="assign"):
             yield Static("Give it an IPv4 address (brought up, added with pyroute2):",
                          classes="hint")
-            with Horizontal(classes="row"):
-                yield Label("address/prefix", classes="label")
-                yield Input(placeholder="192.168.50.1/24", id="addr", compact=True)
-            with Horizontal(classes="row"):
-                yield Label("gateway (opt.)", classes="label")
-                yield Input(placeholder="none: an isolated segment", id="gw", compact=True)
+            yield FieldRow("address/prefix",
+                           Input(placeholder="192.168.50.1/24", id="addr", compact=True))
+            yield FieldRow("gateway (opt.)",
+                           Input(placeholder="none: an isolated segment", id="gw", compact=True))
             yield Button("Assign address", id="do-assign", compact=True)
         yield Button("STP off, forward delay 0", id="fix-bridge", compact=True)
 

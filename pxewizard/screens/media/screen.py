@@ -8,13 +8,14 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
+from textual.containers import Vertical
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from ...errors import PxeError
 from ...units import size_text
 from ..base import WizardScreen
 from ..console import ConsoleCheckbox
+from ..widgets import FieldRow
 
 
 class MediaScreen(WizardScreen):
@@ -24,19 +25,14 @@ class MediaScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield DataTable(id="media", cursor_type="row")
-        with Horizontal(classes="row"):
-            yield Label("ISO or directory", classes="label")
-            yield Input(placeholder="/path/to/systemrescue.iso", id="path", compact=True)
+        yield FieldRow("ISO or directory",
+                       Input(placeholder="/path/to/systemrescue.iso", id="path", compact=True))
         yield Static("", id="path-status")
         yield Static("Menu entries (tab moves, space toggles):", classes="section")
         yield Vertical(id="entries")
-        with Horizontal(classes="row"):
-            yield Label("default entry", classes="label")
-            yield Select[str]([], id="default", allow_blank=True, compact=True,
-                              prompt="the first")
-        with Horizontal(classes="row"):
-            yield Label("timeout (s)", classes="label")
-            yield Input(id="timeout", compact=True, type="integer")
+        yield FieldRow("default entry", Select[str]([], id="default", allow_blank=True,
+                                                    compact=True, prompt="the first"))
+        yield FieldRow("timeout (s)", Input(id="timeout", compact=True, type="integer"))
 
     def on_mount(self) -> None:
         self.media_list: list[Any] = []

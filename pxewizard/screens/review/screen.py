@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Static
 
 from ...boot.tree import build_tree
 from ...commands.export import export as export_plan
@@ -18,6 +18,7 @@ from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
 from ...units import size_text
 from ..base import WizardScreen
 from ..draft import Draft
+from ..widgets import FieldRow
 
 
 def documented_toml(plan: Plan) -> Text:
@@ -50,9 +51,7 @@ class ReviewScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield Static("", id="summary")
-        with Horizontal(classes="row"):
-            yield Label("save plan as", classes="label")
-            yield Input(id="plan-path", compact=True)
+        yield FieldRow("save plan as", Input(id="plan-path", compact=True))
         with Horizontal(classes="row", id="buttons"):
             yield Button("Save plan", id="save", compact=True)
             yield Button("Load plan", id="load", compact=True)

@@ -7,14 +7,14 @@ from typing import Any
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Checkbox, Input, Label, RadioSet, Static
+from textual.widgets import Checkbox, Input, RadioSet, Static
 
 from ...errors import PlanError
 from ...plan import Transport
 from ...units import size_text
 from ..base import WizardScreen
 from ..console import ConsoleCheckbox, ConsoleRadioButton
+from ..widgets import FieldRow
 
 MEANING = {
     Transport.http: "HTTP: the image is downloaded into client RAM; fast, any network",
@@ -46,10 +46,9 @@ class TransportScreen(WizardScreen):
                 yield ConsoleRadioButton(text, value=t is d.transport, id=f"t-{t.value}")
         yield ConsoleCheckbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
                        value=d.copytoram is not False, compact=True)
-        with Horizontal(classes="row"):
-            yield Label("external HTTP", classes="label")
-            yield Input(placeholder="none: our own HTTP server (http://host/path/)",
-                        id="external", compact=True)
+        yield FieldRow("external HTTP", Input(
+            placeholder="none: our own HTTP server (http://host/path/)", id="external",
+            compact=True))
         yield Static("", id="ram")
 
     def on_mount(self) -> None:
