@@ -165,7 +165,17 @@ class PxeWizardApp(App[int]):
     # --- navigation ----------------------------------------------------------------
 
     def make_screen(self, name: str) -> "Screen[Any]":
-        """A fresh screen for step ``name`` (it reads its state from the draft)."""
+        """A fresh screen for step ``name`` (the wizard steps read the draft; Live is given
+        what it runs)."""
+        if name == "live":
+            from .screens.live.screen import LiveSetup
+
+            cfg = self.config
+            ram = cfg.ram_estimate if callable(cfg.ram_estimate) else None
+            return screens.make(name, setup=LiveSetup(
+                plan=self.plan, start_plan=cfg.start_plan, media=self.draft.media,
+                ram_estimate=ram, ports=tuple(self.ports or ()), lab=self.lab_available,
+                log_path=cfg.log_path))
         return screens.make(name)
 
     def go(self, name: str) -> None:

@@ -38,7 +38,7 @@ def step_index(name: str) -> int:
     return [s.name for s in STEPS].index(name)
 
 
-def make(name: str) -> Screen[object]:
-    """A new screen instance for step ``name``."""
+def make(name: str, **inputs: object) -> Screen[object]:
+    """A new screen instance for step ``name``, given its ``inputs`` (Live: ``setup``)."""
     module, cls = STEPS[step_index(name)].screen.split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**inputs)  # type: ignore[no-any-return]

@@ -1,9 +1,11 @@
 """Step 8: the servers run; every request, client, log line and finding as it happens.
 
-Servers are started only through ``start_plan`` (WizardConfig.start_plan,
-``pxewizard.serve.start_plan`` by default). Events reach this screen only
-through :class:`pxewizard.ui_bridge.EventBridge`, in batches; panes are
-RichLogs with ``max_lines`` so a boot storm cannot grow memory or stall keys.
+Servers are started only through ``LiveSetup.start_plan`` (``pxewizard.serve.start_plan``
+in the app). Events reach this screen only through
+:class:`pxewizard.ui_bridge.EventBridge`, in batches; the timelines and findings come
+from the run's :class:`~pxewizard.insight.session.InsightSession`. The panes
+(``panes.py``) are RichLogs with ``max_lines``, so a boot storm cannot grow memory or
+stall keys.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,22 +22,26 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, RichLog, Static
+from textual.widgets import ContentSwitcher, Footer, Header, RichLog
 
+from ...boot.media import Media
+from ...boot.ram import RamEstimate
 from ...commands import lab
 from ...detect.bridge import bridge_facts
+from ...detect.ports import PortStatus
 from ...errors import PxeError
 from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, TransferDone,
                        TransferFailed, TransferProgress, TransferStarted)
-from ...insight.diagnose import Finding, HostFacts, format_finding
+from ...insight.diagnose import Finding, HostFacts
 from ...insight.session import InsightSession, host_facts, served_paths
-from ...insight.timeline import Snapshot, format_timeline
+from ...insight.timeline import Snapshot
+from ...plan import Plan
 from ...ui_bridge import EventBridge, EventsArrived
-from ...units import size_text
 from .confirm import Confirm
 from .format import REQUEST_KINDS, log_row, request_row
+from .panes import (MAX_LINES, ClientsPane, DiagnosisPane, LogPane, RequestsPane, StatusLine,
+                    TabBar)
 
 if TYPE_CHECKING:
     from textual.worker import Worker
@@ -41,13 +49,33 @@ if TYPE_CHECKING:
     from ...app import PxeWizardApp
     from ...serve import Running
 
-PANES = (("requests", "Requests"), ("clients", "Clients"), ("log", "Log"),
-         ("diagnosis", "Diagnosis"), ("console", "VM console"))
-MAX_LINES = 5000
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSetup:
+    """What the Live screen is given by the wizard (it reads nothing else of the app)."""
+
+    plan: Plan | None
+    """The Plan to run (None: Review found it invalid)."""
+    start_plan: Callable[[Plan, EventBus], Awaitable[Running]]
+    """Starts the Plan's servers (``pxewizard.serve.start_plan``; tests pass fakes)."""
+    media: Media | None = None
+    """The boot medium chosen, for the RAM estimate."""
+    ram_estimate: Callable[..., RamEstimate] | None = None
+    """``ram_estimate(media, entry, transport, copytoram)`` (None: no estimate)."""
+    ports: tuple[PortStatus, ...] = ()
+    """The port scan of Preflight (held ports are facts for the diagnosis)."""
+    lab: bool = True
+    """Offer the virtual test client (keys v/u, pane 5)."""
+    log_path: str = ""
+    """Where ``w`` saves the view (empty: the Plan's state_dir)."""
 
 
 class LiveScreen(Screen[Any]):
     """Requests, Clients, Log, Diagnosis (and a lab VM's console), with totals below."""
+
+    def __init__(self, setup: LiveSetup) -> None:
+        super().__init__()
+        self.setup = setup
 
     STEP = "live"
     BINDINGS = [
@@ -72,21 +100,14 @@ class LiveScreen(Screen[Any]):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="*")
-        yield Static("", id="tabbar")
+        yield TabBar(console=self.setup.lab, id="tabbar")
         with ContentSwitcher(id="panes", initial="requests"):
-            with Vertical(id="requests"):
-                yield Static(f"{'time':<8} {'client':<17} {'svc':<5} what", classes="colhead")
-                yield RichLog(id="requests-view", max_lines=MAX_LINES, wrap=False, markup=False)
-            with Vertical(id="clients"):
-                yield DataTable(id="clients-table", cursor_type="row")
-                yield Static("", id="clients-detail")
-            with Vertical(id="log"):
-                yield Input(placeholder="filter: text to match (service, client, path)",
-                            id="filter", compact=True)
-                yield RichLog(id="log-view", max_lines=MAX_LINES, wrap=False, markup=False)
-            yield RichLog(id="diagnosis", max_lines=2000, wrap=True, markup=False)
+            yield RequestsPane(id="requests")
+            yield ClientsPane(id="clients")
+            yield LogPane(id="log")
+            yield DiagnosisPane(id="diagnosis")
             yield RichLog(id="console", max_lines=MAX_LINES, wrap=False, markup=False)
-        yield Static("", id="status")
+        yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -94,23 +115,17 @@ class LiveScreen(Screen[Any]):
         self.paused = False
         self.held_requests: list[Text] = []
         self.held_log: list[Text] = []
-        self.log_lines: deque[Text] = deque(maxlen=MAX_LINES)
         self.request_lines: deque[Text] = deque(maxlen=MAX_LINES)
-        self.filter_text = ""
         self.counts = {"events": 0, "requests": 0, "bytes": 0, "failed": 0}
         self.active: dict[tuple[str, str, str], float] = {}
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
-        self.findings: list[Finding] = []
         self.running: Running | None = None
         self.state = "starting"
         self.lab_worker: Worker[None] | None = None
         self.bus = EventBus()
-        self.insight = InsightSession(host_facts(self.wizard.plan)).attach(self.bus)
+        self.insight = InsightSession(host_facts(self.setup.plan)).attach(self.bus)
         self.bridge = EventBridge(self.bus, self).attach()
         self.jsonl: JsonlLog | None = None
-        self.query_one("#clients-table", DataTable).add_columns(
-            "Client", "IP", "Firmware", "Stage", "Idle")
-        self.show_tabbar()
         self.set_interval(0.5, self.refresh_status)
         self.set_interval(1.0, self.refresh_clients)
         self.set_interval(2.0, self.refresh_diagnosis)
@@ -121,7 +136,7 @@ class LiveScreen(Screen[Any]):
 
     @work(exclusive=True, group="servers")
     async def start_servers(self) -> None:
-        plan = self.wizard.plan
+        plan = self.setup.plan
         if plan is None:
             self.state = "no plan"
             return
@@ -130,7 +145,7 @@ class LiveScreen(Screen[Any]):
             self.jsonl = JsonlLog(plan.jsonl_path, self.bus)
             self.bus.subscribe(self.jsonl)
         try:
-            self.running = await self.wizard.config.start_plan(plan, self.bus)
+            self.running = await self.setup.start_plan(plan, self.bus)
         except PxeError as exc:
             self.state = "failed"
             self.bus.publish(LogLine(service="wizard", level="error", message=str(exc)))
@@ -150,7 +165,7 @@ class LiveScreen(Screen[Any]):
 
     async def host_facts(self) -> HostFacts:
         """What the diagnosis rules know of this host and Plan (bridge, ports, files, RAM)."""
-        plan = self.wizard.plan
+        plan = self.setup.plan
         if plan is None:
             return HostFacts()
         bridge = None
@@ -163,10 +178,10 @@ class LiveScreen(Screen[Any]):
         if tree is not None:
             files = await asyncio.to_thread(served_paths, tree)
         held = tuple((p.proto, p.port, p.service, p.holder or "")
-                     for p in self.wizard.ports or [] if not p.free)
+                     for p in self.setup.ports if not p.free)
         ram_needed = None
-        fn, media = self.wizard.config.ram_estimate, self.wizard.draft.media
-        if callable(fn) and media is not None:
+        fn, media = self.setup.ram_estimate, self.setup.media
+        if fn is not None and media is not None:
             try:
                 ram_needed = fn(media, None, plan.boot.transport.value,
                                 plan.boot.copytoram).needed_bytes
@@ -217,7 +232,7 @@ class LiveScreen(Screen[Any]):
             else:
                 log.append(log_row(ev))
         self.request_lines.extend(requests)
-        self.log_lines.extend(log)
+        self.query_one(LogPane).lines.extend(log)
         if self.paused:
             self.held_requests = (self.held_requests + requests)[-MAX_LINES:]
             self.held_log = (self.held_log + log)[-MAX_LINES:]
@@ -227,13 +242,17 @@ class LiveScreen(Screen[Any]):
     def mac_of(self, ip: str) -> str | None:
         return self.insight.mac_of(ip)
 
+    @property
+    def log_lines(self) -> deque[Text]:
+        return self.query_one(LogPane).lines
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.query_one(DiagnosisPane).findings
+
     def write_rows(self, requests: list[Text], log: list[Text]) -> None:
-        if requests:
-            self.query_one("#requests-view", RichLog).write(
-                Text("\n").join(requests[-MAX_LINES:]))
-        shown = [t for t in log if self.matches(t)]
-        if shown:
-            self.query_one("#log-view", RichLog).write(Text("\n").join(shown[-MAX_LINES:]))
+        self.query_one(RequestsPane).write(requests)
+        self.query_one(LogPane).write(log)
 
     def account(self, ev: Event) -> None:
         key = (getattr(ev, "service", ""), getattr(ev, "peer", "") or ev.client,
@@ -258,13 +277,11 @@ class LiveScreen(Screen[Any]):
                 mbps = (b1 - b0) / (t1 - t0) / 1e6
         while self.rate_window and time.monotonic() - self.rate_window[0][0] > 5:
             self.rate_window.popleft()
-        clients = self.client_count()
-        paused = "  PAUSED" if self.paused else ""
-        self.query_one("#status", Static).update(
-            f"{self.state}  req {self.counts['requests']}  clients {clients}  "
-            f"active {len(self.active)}  sent {size_text(self.counts['bytes'])} "
-            f"({mbps:.1f} MB/s)  {rate:.0f} ev/s"
-            + (f"  failed {self.counts['failed']}" if self.counts["failed"] else "") + paused)
+        status = self.query_one(StatusLine)
+        status.state, status.paused = self.state, self.paused
+        status.requests, status.sent = self.counts["requests"], self.counts["bytes"]
+        status.failed, status.active = self.counts["failed"], len(self.active)
+        status.clients, status.mbps, status.rate = self.client_count(), mbps, rate
 
     def snapshot(self, max_age: float = 1.0) -> Snapshot | None:
         """The timeline snapshot, rebuilt at most once per ``max_age`` seconds."""
@@ -275,27 +292,8 @@ class LiveScreen(Screen[Any]):
         return len(snap.clients) if snap is not None else 0
 
     def refresh_clients(self) -> None:
-        if self.pane != "clients":
-            return
-        table = self.query_one("#clients-table", DataTable)
-        rows: list[tuple[str, ...]] = []
-        detail = Text()
-        snap = self.snapshot()
-        if snap is not None:
-            for s in snap.summaries():
-                rows.append((s.client, s.ip or "-", s.firmware or "-", s.label,
-                             f"{s.idle:.0f}s"))
-            row = table.cursor_row if table.row_count else 0
-            if snap.clients and 0 <= row < len(snap.clients):
-                for line in format_timeline(snap.clients[row])[-8:]:
-                    detail.append(line + "\n")
-        cursor = table.cursor_row
-        table.clear()
-        for r in rows:
-            table.add_row(*r)
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
-        self.query_one("#clients-detail", Static).update(detail)
+        if self.pane == "clients":
+            self.query_one(ClientsPane).show(self.snapshot())
 
     def refresh_diagnosis(self) -> None:
         snap = self.snapshot()
@@ -305,34 +303,18 @@ class LiveScreen(Screen[Any]):
             findings = self.insight.findings(snap)
         except Exception:  # the diagnosis is advice; the servers and the view go on
             return
-        keys = [f.key for f in findings]
-        if keys == [f.key for f in self.findings]:
-            return
-        self.findings = findings
-        view = self.query_one("#diagnosis", RichLog)
-        view.clear()
-        if not findings:
-            view.write("No problem found so far.")
-        for f in findings:
-            view.write("\n".join(format_finding(f, with_evidence=False)))
-        self.show_tabbar()
+        if self.query_one(DiagnosisPane).show(findings):
+            self.show_tabbar()
 
     def show_tabbar(self) -> None:
-        t = Text()
-        for i, (pane, title) in enumerate(PANES, 1):
-            if pane == "console" and not self.wizard.lab_available:
-                continue
-            if pane == "diagnosis" and self.findings:
-                title = f"{title}({len(self.findings)})"
-            label = f" {i} {title} "
-            t.append(label, style="reverse bold" if pane == self.pane else "")
-        self.query_one("#tabbar", Static).update(t)
+        bar = self.query_one(TabBar)
+        bar.current, bar.findings = self.pane, len(self.findings)
 
     # --- actions -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lab" or (action == "pane" and parameters == ("console",)):
-            return self.wizard.lab_available
+            return self.setup.lab
         return True
 
     def action_pane(self, pane: str) -> None:
@@ -361,29 +343,11 @@ class LiveScreen(Screen[Any]):
 
     def action_filter(self) -> None:
         self.action_pane("log")
-        f = self.query_one("#filter", Input)
-        f.add_class("-shown")
-        f.focus()
-
-    def matches(self, line: Text) -> bool:
-        return not self.filter_text or self.filter_text in line.plain.lower()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value.strip().lower()
-        view = self.query_one("#log-view", RichLog)
-        view.clear()
-        shown = [t for t in self.log_lines if self.matches(t)]
-        if shown:
-            view.write(Text("\n").join(shown))
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one("#log-view", RichLog).focus()
+        self.query_one(LogPane).show_filter()
 
     def action_save_log(self) -> None:
-        plan = self.wizard.plan
-        base = Path(self.wizard.config.log_path) if self.wizard.config.log_path else (
+        plan = self.setup.plan
+        base = Path(self.setup.log_path) if self.setup.log_path else (
             plan.state_dir if plan is not None else Path.cwd())
         path = base / time.strftime("pxewizard-live-%Y%m%d-%H%M%S.log")
         try:
@@ -400,7 +364,7 @@ class LiveScreen(Screen[Any]):
         self.notify(f"saved {path}{where}")
 
     def action_lab(self, firmware: str) -> None:
-        if not self.wizard.lab_available or self.wizard.plan is None:
+        if not self.setup.lab or self.setup.plan is None:
             return
         if self.lab_worker is not None and self.lab_worker.is_running:
             self.lab_worker.cancel()
@@ -408,12 +372,11 @@ class LiveScreen(Screen[Any]):
             self.bus.publish(LogLine(service="lab", level="info", message="test VM stopped"))
             return
         self.lab_worker = self.run_lab(firmware)
-        if self.wizard.lab_available:
-            self.action_pane("console")
+        self.action_pane("console")
 
     @work(exclusive=True, group="lab")
     async def run_lab(self, firmware: str) -> None:
-        plan = self.wizard.plan
+        plan = self.setup.plan
         assert plan is not None
         try:
             bridge = lab.lab_bridge_for(plan.interface)
