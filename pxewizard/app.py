@@ -25,13 +25,12 @@ from textual.binding import Binding
 from . import screens
 from .screens import STEPS, step_index
 from .screens.console import console_key_display, is_linux_console, use_console_scrollbars
+from .screens.state import WizardState
 
 if TYPE_CHECKING:
     from textual.screen import Screen
 
-    from .detect.host import Detector, HostFacts
-    from .detect.interfaces import InterfaceInfo
-    from .detect.ports import PortStatus
+    from .detect.host import Detector
     from .events import EventBus
     from .plan import Plan
     from .screens.draft import Draft
@@ -107,14 +106,8 @@ class PxeWizardApp(App[int]):
         self.lab_available = config.lab
         self.export_available = config.export
         self.wizard_draft: Draft | None = None
-        self.host: HostFacts | None = None
-        """Filled by Preflight (or on demand)."""
-        self.ports: list[PortStatus] | None = None
-        self.interfaces: list[InterfaceInfo] | None = None
-        self.media_found: list[Any] | None = None
-        """Media found by autodetection (None: not searched yet)."""
-        self.plan: Plan | None = config.plan
-        """The Plan Review shows and Live runs."""
+        self.state = WizardState(plan=config.plan)
+        """What the steps found, and the Plan Review built (the draft holds the answers)."""
         self.step = "review" if config.plan is not None else "preflight"
 
     @property
@@ -173,8 +166,8 @@ class PxeWizardApp(App[int]):
             cfg = self.config
             ram = cfg.ram_estimate if callable(cfg.ram_estimate) else None
             return screens.make(name, setup=LiveSetup(
-                plan=self.plan, start_plan=cfg.start_plan, media=self.draft.media,
-                ram_estimate=ram, ports=tuple(self.ports or ()), lab=self.lab_available,
+                plan=self.state.plan, start_plan=cfg.start_plan, media=self.draft.media,
+                ram_estimate=ram, ports=tuple(self.state.ports or ()), lab=self.lab_available,
                 log_path=cfg.log_path))
         return screens.make(name)
 

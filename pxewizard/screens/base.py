@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from . import STEPS, step_index
+from .state import WizardState
 
 if TYPE_CHECKING:
     from ..app import PxeWizardApp
@@ -35,6 +36,11 @@ class WizardScreen(Screen[Any]):
     @property
     def draft(self) -> "Draft":
         return self.wizard.draft
+
+    @property
+    def state(self) -> WizardState:
+        """What earlier steps found, and the Plan Review built."""
+        return self.wizard.state
 
     def compose(self) -> ComposeResult:
         i = step_index(self.STEP)

@@ -58,7 +58,7 @@ async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path:
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         live = await to_live(pilot)
-        assert servers.plans[0] == app.plan  # started only through start_plan
+        assert servers.plans[0] == app.state.plan  # started only through start_plan
         servers.bus.publish_many(boot_events(time.time()))
         requests = live.query_one("#requests-view", RichLog)
         await wait_for(pilot, lambda: len(requests.lines) >= 5, what="requests")
@@ -80,7 +80,7 @@ async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path:
         await pilot.press("enter", "4")
         await pilot.pause()
         assert live.query_one("#panes", ContentSwitcher).current == "diagnosis"
-        events = (Path(app.plan.state_dir) / "events.jsonl").read_text()
+        events = (Path(app.state.plan.state_dir) / "events.jsonl").read_text()
         assert '"kind":"transfer_done"' in events  # the JSONL log is written too
 
 

@@ -50,7 +50,7 @@ class DhcpModeScreen(WizardScreen):
 
     def on_mount(self) -> None:
         d = self.draft
-        host = self.wizard.host
+        host = self.state.host
         d.suggest_full(host.dns_servers if host is not None else ())
         for key in ("range_start", "range_end", "router", "dns"):
             self.query_one(f"#{key.replace('_', '-')}", Input).value = getattr(d, key)

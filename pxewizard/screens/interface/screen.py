@@ -56,14 +56,14 @@ class InterfaceScreen(WizardScreen):
         table.add_columns("Name", "State", "Speed", "IPv4", "MAC", "Kind")
         self.query_one("#assign").display = False
         self.query_one("#fix-bridge").display = False
-        if self.wizard.interfaces is None:
+        if self.state.interfaces is None:
             self.load()
         else:
             self.fill()
 
     @work(exclusive=True, group="interfaces")
     async def load(self) -> None:
-        self.wizard.interfaces = list(await self.wizard.detector.interfaces())
+        self.state.interfaces = list(await self.wizard.detector.interfaces())
         self.fill()
 
     def action_reload(self) -> None:
@@ -72,7 +72,7 @@ class InterfaceScreen(WizardScreen):
     def fill(self) -> None:
         table = self.query_one("#ifaces", DataTable)
         table.clear()
-        ifaces = self.wizard.interfaces or []
+        ifaces = self.state.interfaces or []
         for i in ifaces:
             speed = f"{i.speed_mbps}M" if i.speed_mbps else "-"
             table.add_row(i.name, _state(i), speed, ", ".join(i.ipv4) or "-", i.mac or "-",
@@ -89,7 +89,7 @@ class InterfaceScreen(WizardScreen):
 
     def selected(self) -> "InterfaceInfo | None":
         table = self.query_one("#ifaces", DataTable)
-        ifaces = self.wizard.interfaces or []
+        ifaces = self.state.interfaces or []
         if not ifaces or table.row_count == 0:
             return None
         row = table.cursor_row

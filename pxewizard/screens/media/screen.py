@@ -41,7 +41,7 @@ class MediaScreen(WizardScreen):
         self.query_one("#timeout", Input).value = str(self.draft.timeout)
         self.query_one("#path", Input).value = self.draft.media_path \
             if self.draft.media is None else ""
-        if self.wizard.media_found is None:
+        if self.state.media_found is None:
             self.query_one("#path-status", Static).update("Looking for boot media ...")
             self.load()
         else:
@@ -52,12 +52,12 @@ class MediaScreen(WizardScreen):
     @work(exclusive=True, group="media")
     async def load(self) -> None:
         try:
-            self.wizard.media_found = list(await self.wizard.detector.media(None))
+            self.state.media_found = list(await self.wizard.detector.media(None))
         except (PxeError, OSError, ImportError) as exc:
-            self.wizard.media_found = []
+            self.state.media_found = []
             self.query_one("#path-status", Static).update(Text(str(exc), style="yellow"))
         else:
-            if not self.wizard.media_found:
+            if not self.state.media_found:
                 self.query_one("#path-status", Static).update(
                     "No boot medium found on this machine: type the path of an ISO or a "
                     "directory.")
@@ -67,7 +67,7 @@ class MediaScreen(WizardScreen):
         self.fill()
 
     def fill(self, select: Any = None) -> None:
-        found = list(self.wizard.media_found or [])
+        found = list(self.state.media_found or [])
         chosen = select if select is not None else self.draft.media
         if chosen is not None and all(m.path != chosen.path for m in found):
             found.insert(0, chosen)

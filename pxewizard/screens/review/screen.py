@@ -67,10 +67,10 @@ class ReviewScreen(WizardScreen):
         try:
             plan = self.draft.to_plan()
         except PlanError as exc:
-            self.wizard.plan = None
+            self.state.plan = None
             self.show_problem(str(exc))
             return
-        self.wizard.plan = plan
+        self.state.plan = plan
         self.query_one("#summary", Static).update(self.summary(plan))
         self.query_one("#plan-toml", Static).update(
             Text("Plan file (TOML) with what each setting means:\n", style="bold")
@@ -102,7 +102,7 @@ class ReviewScreen(WizardScreen):
                  + (f" from {b.external_http}" if b.external_http else "") + "\n")
         t.append(f"Menu: {', '.join(b.entries) if b.entries else 'every entry'}; default "
                  f"{b.default or 'the first'}; timeout {b.timeout} s\n")
-        ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
+        ports = {(p.proto, p.port): p for p in self.state.ports or []}
         line = []
         for proto, port, svc in plan.bound_ports():
             held = ports.get((proto, port))
@@ -148,7 +148,7 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#plan-path")
     def action_save_plan(self) -> None:
-        plan = self.wizard.plan
+        plan = self.state.plan
         status = self.query_one("#save-status", Static)
         path = self.query_one("#plan-path", Input).value.strip()
         if plan is None or not path:
@@ -178,7 +178,7 @@ class ReviewScreen(WizardScreen):
 
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
-        plan = self.wizard.plan
+        plan = self.state.plan
         if plan is None:
             return
         # what the worker needs is read here, on the UI thread, before it starts
@@ -202,6 +202,6 @@ class ReviewScreen(WizardScreen):
             or self.draft.plan_path
 
     def check(self) -> str | None:
-        if self.wizard.plan is None:
+        if self.state.plan is None:
             return "the plan is not valid; go back and fix the fields named above"
         return None

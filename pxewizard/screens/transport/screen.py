@@ -101,7 +101,7 @@ class TransportScreen(WizardScreen):
         cb.disabled = t not in (Transport.nfs, Transport.nbd)
         out = Text()
         est = self.estimate(t, c)
-        host = self.wizard.host
+        host = self.state.host
         if est is None:
             out.append("No RAM estimate: no boot medium chosen (or no estimator here).\n",
                        style="yellow")
