@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -11,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
+from ...boot.media import Media
 from ...errors import PxeError
 from ...units import size_text
 from ..base import WizardScreen
@@ -35,7 +35,7 @@ class MediaScreen(WizardScreen):
         yield FieldRow("timeout (s)", Input(id="timeout", compact=True, type="integer"))
 
     def on_mount(self) -> None:
-        self.media_list: list[Any] = []
+        self.media_list: list[Media] = []
         self.query_one("#media", DataTable).add_columns("Medium", "Profile", "Entries",
                                                         "Image", "Path")
         self.query_one("#timeout", Input).value = str(self.draft.timeout)
@@ -66,7 +66,7 @@ class MediaScreen(WizardScreen):
                 self.query_one("#path-status", Static).update("")
         self.fill()
 
-    def fill(self, select: Any = None) -> None:
+    def fill(self, select: Media | None = None) -> None:
         found = list(self.state.media_found or [])
         chosen = select if select is not None else self.draft.media
         if chosen is not None and all(m.path != chosen.path for m in found):
@@ -85,7 +85,7 @@ class MediaScreen(WizardScreen):
             if select is None:  # never steal the focus from the path being typed
                 table.focus()
 
-    def current(self) -> Any:
+    def current(self) -> Media | None:
         table = self.query_one("#media", DataTable)
         if not self.media_list:
             return None
@@ -98,7 +98,7 @@ class MediaScreen(WizardScreen):
         if m is not None:
             self.show_entries(m)
 
-    def show_entries(self, media: Any) -> None:
+    def show_entries(self, media: Media) -> None:
         d = self.draft
         same = d.media is not None and d.media.path == media.path
         wanted = set(d.entries) if same and d.entries is not None else None

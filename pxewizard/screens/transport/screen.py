@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Checkbox, Input, RadioSet, Static
 
+from ...boot.media import BootEntry
+from ...boot.ram import RamEstimate
 from ...errors import PlanError
 from ...plan import Transport
 from ...units import size_text
@@ -24,7 +25,7 @@ MEANING = {
 }
 
 
-def ram_words(est: Any, transport: Transport, copytoram: bool | None) -> str:
+def ram_words(est: RamEstimate, transport: Transport, copytoram: bool | None) -> str:
     """"Clients need about 2.1 GiB RAM with HTTP" (+ the dependency on this server)."""
     need = f"clients need about {size_text(est.needed_bytes)} RAM with {transport.value.upper()}"
     if transport in (Transport.nfs, Transport.nbd) and copytoram is False:
@@ -73,7 +74,7 @@ class TransportScreen(WizardScreen):
     def _changed(self) -> None:
         self.refresh_ram()
 
-    def entry(self) -> Any:
+    def entry(self) -> BootEntry | None:
         m = self.draft.media
         if m is None:
             return None
@@ -85,7 +86,7 @@ class TransportScreen(WizardScreen):
         linux = [e for e in pool if e.image_size]
         return (linux or pool or [None])[0]
 
-    def estimate(self, transport: Transport, copytoram: bool | None) -> Any:
+    def estimate(self, transport: Transport, copytoram: bool | None) -> RamEstimate | None:
         fn = self.wizard.config.ram_estimate
         m, e = self.draft.media, self.entry()
         if not callable(fn) or m is None or e is None:
