@@ -185,26 +185,24 @@ def _failed(tl: Timeline) -> list[Step]:
     return [s for s in tl.steps if s.kind == "transfer" and s.status is Status.failed]
 
 
+def _last_failure(step: Step) -> TransferFailed | None:
+    return next((e for e in reversed(step.events) if isinstance(e, TransferFailed)), None)
+
+
 def _reason(step: Step) -> str:
-    for e in reversed(step.events):
-        if isinstance(e, TransferFailed):
-            return e.reason
-    return step.detail
+    f = _last_failure(step)
+    return f.reason if f is not None else step.detail
 
 
 def _code(step: Step) -> int:
-    for e in reversed(step.events):
-        if isinstance(e, TransferFailed):
-            return e.code
-    return 0
+    f = _last_failure(step)
+    return f.code if f is not None else 0
 
 
 def _cause(step: Step) -> str:
     """The :class:`FailCause` the server gave the step's last failure."""
-    for e in reversed(step.events):
-        if isinstance(e, TransferFailed):
-            return e.cause
-    return FailCause.unknown
+    f = _last_failure(step)
+    return f.cause if f is not None else FailCause.unknown
 
 
 def _is_not_found(step: Step) -> bool:
