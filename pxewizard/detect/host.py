@@ -13,18 +13,15 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import psutil
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..boot.loaders import MENU_MODULES, PACKAGES, find_loaders
-from ..boot.media import Media, find_media
-from ..events import DhcpServerSeen
-from ..versions import version_text
-from . import dhcp_probe, interfaces, ports
-from .bridge import bridge_forward_now
-from .interfaces import InterfaceInfo
-from .ports import PortStatus
+
+if TYPE_CHECKING:
+    from ..boot.media import Media
+    from ..events import DhcpServerSeen
+    from .interfaces import InterfaceInfo
+    from .ports import PortStatus
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +124,10 @@ def _loader_statuses() -> tuple[tuple[LoaderStatus, ...], tuple[str, ...]]:
 
 def detect_host() -> HostFacts:
     """Blocking host facts (a few ms; the loaders scan stats files)."""
+    import psutil
+
+    from ..versions import version_text
+
     vm = psutil.virtual_memory()
     loaders, notes = _loader_statuses()
     return HostFacts(is_root=os.geteuid() == 0, ram_total=vm.total, ram_available=vm.available,
@@ -170,26 +171,41 @@ class Detector(Protocol):
 
 
 class SystemDetector:
-    """The real Detector: this machine, through detect/ and boot/ (each call off the UI loop)."""
+    """The real Detector: this machine, through detect/ and boot/ (each call off the UI loop).
+
+    The app makes one before its first screen, so each tool is imported when first used
+    (netlink, the DHCP probe, the media scan), not while the operator waits for it."""
 
     async def host(self) -> HostFacts:
         return await asyncio.to_thread(detect_host)
 
     async def interfaces(self) -> list[InterfaceInfo]:
-        return await interfaces.list_interfaces()
+        from .interfaces import list_interfaces
+
+        return await list_interfaces()
 
     async def ports(self) -> list[PortStatus]:
-        return await ports.check_ports()
+        from .ports import check_ports
+
+        return await check_ports()
 
     async def probe(self, interface: str, timeout: float) -> list[DhcpServerSeen]:
-        return list(await dhcp_probe.probe(interface, timeout))
+        from .dhcp_probe import probe
+
+        return list(await probe(interface, timeout))
 
     async def media(self, path: str | None = None) -> list[Media]:
+        from ..boot.media import find_media
+
         return list(await asyncio.to_thread(find_media, Path(path) if path else None))
 
     async def assign_address(self, interface: str, address: str, prefix: int,
                              gateway: str | None = None) -> None:
-        await interfaces.assign_address(interface, address, prefix, gateway)
+        from .interfaces import assign_address
+
+        await assign_address(interface, address, prefix, gateway)
 
     async def bridge_forward_now(self, bridge: str) -> None:
+        from .bridge import bridge_forward_now
+
         await bridge_forward_now(bridge)
