@@ -13,7 +13,11 @@ rescue console.
 
 from __future__ import annotations
 
+import faulthandler
+import logging
 import os
+import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +136,7 @@ class PxeWizardApp(App[int]):
 
     def first_paint(self) -> None:
         """Log how long the first screen took from process start (the figure in the report)."""
-        import logging
-
         try:
-            import time
-
             # /proc/self/stat field 22: start time in clock ticks since boot (CLOCK_BOOTTIME)
             fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
             started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
@@ -206,8 +206,6 @@ def make_app(detector: "Detector | None" = None, **kwargs: Any) -> PxeWizardApp:
 
 def cli_wizard(args: Any) -> int:
     """``pxewizard`` / ``pxewizard wizard [--plan F] [--state-dir D]``."""
-    import logging
-
     from .plan import load_plan
 
     plan = None
@@ -220,9 +218,6 @@ def cli_wizard(args: Any) -> int:
         base["state_dir"] = str(Path(state_dir).resolve())
     log_file = os.environ.get("PXEWIZARD_UI_LOG")
     if log_file:  # Textual draws on stderr: never log there
-        import faulthandler
-        import signal
-
         logging.basicConfig(filename=log_file, level=logging.INFO)
         trace = open(log_file, "a")  # noqa: SIM115 - stays open for the handler
         faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)  # kill -USR1 PID
