@@ -248,8 +248,10 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     log = JsonlLog(plan.jsonl_path, bus)
     bus.subscribe(log)
     printer = _StdoutPrinter()
+    session = InsightSession(host_facts(plan))
     if not quiet:
         bus.subscribe(printer)
+        session.attach(bus)  # from the first event: the timelines need the servers' starts
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -259,17 +261,17 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        session.detach()
         log.close()
         printer.flush()
         raise
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
-    session = InsightSession(host_facts(plan)).attach(bus)
-    if not quiet:
-        files = await asyncio.to_thread(served_paths, running.tree)
-        session.facts = host_facts(plan, files=files)
     try:
+        if not quiet:
+            files = await asyncio.to_thread(served_paths, running.tree)
+            session.facts = host_facts(plan, files=files)
         while not quiet:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
