@@ -13,8 +13,11 @@ rescue console.
 
 from __future__ import annotations
 
-import importlib.util
+import faulthandler
+import logging
 import os
+import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,57 +26,33 @@ from typing import TYPE_CHECKING, Any
 from textual.app import App
 from textual.binding import Binding
 
-from .screens.console import apply_console_glyphs, is_linux_console
+from . import screens
+from .detect.dhcp_probe import PROBE_TIMEOUT
+from .screens import STEPS, step_index
+from .screens.console import console_key_display, is_linux_console, use_console_scrollbars
+from .screens.state import WizardState
 
 if TYPE_CHECKING:
     from textual.screen import Screen
 
-    from .detect.host import Detector, HostFacts
-    from .detect.interfaces import InterfaceInfo
-    from .detect.ports import PortStatus
+    from .detect.host import Detector
     from .events import EventBus
     from .plan import Plan
     from .screens.draft import Draft
+    from .serve import Running
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
-STEPS: tuple[tuple[str, str], ...] = (
-    ("preflight", "Preflight"),
-    ("interface", "Interface"),
-    ("dhcp_scan", "DHCP scan"),
-    ("dhcp_mode", "DHCP mode"),
-    ("media", "Boot media"),
-    ("transport", "Transport"),
-    ("review", "Review"),
-    ("live", "Live"),
-)
-"""Screen names in order, with their titles."""
-
-
-def _module_present(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _probe_timeout() -> float:
-    from .detect.dhcp_probe import PROBE_TIMEOUT  # the scan listens as long as serve's probe
-
-    return PROBE_TIMEOUT
-
-
-def _default_start_plan(plan: "Plan", bus: "EventBus") -> Awaitable[Any]:
+def _default_start_plan(plan: Plan, bus: EventBus) -> Awaitable[Running]:
+    # the servers (aiohttp...) load when Live starts them, not before the first screen
     from .serve import start_plan
 
     return start_plan(plan, bus)
 
 
-def _default_ram_estimate() -> Callable[..., Any] | None:
-    try:
-        from .boot.ram import ram_estimate
-    except ImportError:
-        return None
+def _default_ram_estimate() -> Callable[..., Any]:
+    from .boot.ram import ram_estimate
+
     return ram_estimate
 
 
@@ -87,14 +66,14 @@ class WizardConfig:
     """Starts the servers of a Plan; returns an object with ``async close()``."""
     ram_estimate: Callable[..., Any] | None | str = "auto"
     """``ram_estimate(media, entry, transport, copytoram)``; "auto": pxewizard.boot.ram."""
-    lab: bool | None = None
-    """Offer the virtual test client in Live (None: when pxewizard.lab is installed)."""
-    export: bool | None = None
-    """Offer "Export for a permanent server" in Review (None: when pxewizard.export exists)."""
+    lab: bool = True
+    """Offer the virtual test client in Live."""
+    export: bool = True
+    """Offer "Export for a permanent server" in Review."""
     linux_console: bool | None = None
     """Console glyphs and colours (None: from TERM)."""
-    probe_timeout: float = field(default_factory=_probe_timeout)
-    """Seconds the DHCP scan listens."""
+    probe_timeout: float = PROBE_TIMEOUT
+    """Seconds the DHCP scan listens (the same probe as serve's look before serving)."""
     plan: "Plan | None" = None
     """Start at Review with this Plan (``pxewizard --plan FILE``)."""
     plan_path: str = ""
@@ -117,8 +96,7 @@ class PxeWizardApp(App[int]):
         self.config = config
         self.linux_console = (is_linux_console() if config.linux_console is None
                               else config.linux_console)
-        if self.linux_console or config.linux_console is False:
-            apply_console_glyphs(self.linux_console)
+        use_console_scrollbars(self.linux_console)
         css = [ASSETS / "base.tcss"]
         if self.linux_console:
             css.append(ASSETS / "linux.tcss")
@@ -130,19 +108,11 @@ class PxeWizardApp(App[int]):
         self.detector: Detector = config.detector
         if config.ram_estimate == "auto":
             config.ram_estimate = _default_ram_estimate()
-        self.lab_available = _module_present("pxewizard.lab") if config.lab is None \
-            else config.lab
-        self.export_available = _module_present("pxewizard.export") if config.export is None \
-            else config.export
+        self.lab_available = config.lab
+        self.export_available = config.export
         self.wizard_draft: Draft | None = None
-        self.host: HostFacts | None = None
-        """Filled by Preflight (or on demand)."""
-        self.ports: list[PortStatus] | None = None
-        self.interfaces: list[InterfaceInfo] | None = None
-        self.media_found: list[Any] | None = None
-        """Media found by autodetection (None: not searched yet)."""
-        self.plan: Plan | None = config.plan
-        """The Plan Review shows and Live runs."""
+        self.state = WizardState(plan=config.plan)
+        """What the steps found, and the Plan Review built (the draft holds the answers)."""
         self.step = "review" if config.plan is not None else "preflight"
 
     @property
@@ -167,11 +137,7 @@ class PxeWizardApp(App[int]):
 
     def first_paint(self) -> None:
         """Log how long the first screen took from process start (the figure in the report)."""
-        import logging
-
         try:
-            import time
-
             # /proc/self/stat field 22: start time in clock ticks since boot (CLOCK_BOOTTIME)
             fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
             started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
@@ -193,27 +159,37 @@ class PxeWizardApp(App[int]):
     # --- navigation ----------------------------------------------------------------
 
     def make_screen(self, name: str) -> "Screen[Any]":
-        """A fresh screen for step ``name`` (it reads its state from the draft)."""
-        from . import screens
+        """A fresh screen for step ``name`` (the wizard steps read the draft; Live is given
+        what it runs)."""
+        if name == "live":
+            from .screens.live.screen import LiveSetup
 
+            cfg = self.config
+            ram = cfg.ram_estimate if callable(cfg.ram_estimate) else None
+            return screens.make(name, setup=LiveSetup(
+                plan=self.state.plan, start_plan=cfg.start_plan, media=self.draft.media,
+                ram_estimate=ram, ports=tuple(self.state.ports or ()), lab=self.lab_available,
+                log_path=cfg.log_path))
         return screens.make(name)
-
-    def step_index(self, name: str) -> int:
-        return [s for s, _ in STEPS].index(name)
 
     def go(self, name: str) -> None:
         self.step = name
         self.switch_screen(self.make_screen(name))
 
     def go_next(self) -> None:
-        i = self.step_index(self.step)
+        i = step_index(self.step)
         if i + 1 < len(STEPS):
-            self.go(STEPS[i + 1][0])
+            self.go(STEPS[i + 1].name)
 
     def go_back(self) -> None:
-        i = self.step_index(self.step)
+        i = step_index(self.step)
         if i > 0:
-            self.go(STEPS[i - 1][0])
+            self.go(STEPS[i - 1].name)
+
+    def get_key_display(self, binding: Binding) -> str:
+        """Keys in the footer; on the Linux console without glyphs its font lacks."""
+        text = super().get_key_display(binding)
+        return console_key_display(text) if self.linux_console else text
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""
@@ -223,11 +199,6 @@ class PxeWizardApp(App[int]):
                 await shutdown()
         self.exit(0)
 
-    async def ensure_host(self) -> "HostFacts":
-        if self.host is None:
-            self.host = await self.detector.host()
-        return self.host
-
 
 def make_app(detector: "Detector | None" = None, **kwargs: Any) -> PxeWizardApp:
     """The wizard app; every keyword is a :class:`WizardConfig` field."""
@@ -236,8 +207,6 @@ def make_app(detector: "Detector | None" = None, **kwargs: Any) -> PxeWizardApp:
 
 def cli_wizard(args: Any) -> int:
     """``pxewizard`` / ``pxewizard wizard [--plan F] [--state-dir D]``."""
-    import logging
-
     from .plan import load_plan
 
     plan = None
@@ -250,9 +219,6 @@ def cli_wizard(args: Any) -> int:
         base["state_dir"] = str(Path(state_dir).resolve())
     log_file = os.environ.get("PXEWIZARD_UI_LOG")
     if log_file:  # Textual draws on stderr: never log there
-        import faulthandler
-        import signal
-
         logging.basicConfig(filename=log_file, level=logging.INFO)
         trace = open(log_file, "a")  # noqa: SIM115 - stays open for the handler
         faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)  # kill -USR1 PID

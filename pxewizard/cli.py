@@ -10,38 +10,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
+import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
 from .errors import PxeError
+from .versions import version_text
 
 # subcommand -> "module:function"; the function takes the parsed args and returns an exit code
 COMMANDS: dict[str, str] = {
     "wizard": "pxewizard.app:cli_wizard",
     "serve": "pxewizard.serve:cli_serve",
     "probe": "pxewizard.detect.dhcp_probe:cli_probe",
-    "doctor": "pxewizard.doctor:cli_doctor",
-    "replay": "pxewizard.doctor:cli_replay",
-    "lab": "pxewizard.lab:cli_lab",
-    "export": "pxewizard.export:cli_export",
+    "doctor": "pxewizard.commands.doctor:cli_doctor",
+    "replay": "pxewizard.commands.doctor:cli_replay",
+    "lab": "pxewizard.commands.lab:cli_lab",
+    "export": "pxewizard.commands.export:cli_export",
 }
-
-
-def version_text() -> str:
-    """Our version, Python's, and our dependencies' (the first screen shows the same)."""
-    from importlib import metadata
-
-    deps = []
-    for dist in ("textual", "aiohttp", "pydantic", "psutil", "pyroute2", "netifaces-plus",
-                 "pycdlib", "tomli-w"):
-        try:
-            deps.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            deps.append(f"{dist} (missing)")
-    return (f"pxewizard {__version__} on Python {platform.python_version()} "
-            f"({sys.executable})\n" + ", ".join(deps))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except BrokenPipeError:
         # the reader went away (`pxewizard ... | head`): exit quietly, as a filter should
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

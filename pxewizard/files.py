@@ -39,23 +39,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PxeError
+from .events import FailCause
 
 
 class TreeError(PxeError):
-    """Base of lookup failures; ``code`` is a TFTP error code, ``status`` an HTTP status."""
+    """Base of lookup failures; ``code`` is a TFTP error code, ``status`` an HTTP status,
+    ``cause`` what the servers put in their TransferFailed event."""
 
     code = 0
     status = 500
+    cause = FailCause.refused
 
 
 class NotFound(TreeError):
     code = 1
     status = 404
+    cause = FailCause.not_found
 
 
 class AccessDenied(TreeError):
     code = 2
     status = 403
+
+
+class NotReadable(AccessDenied):
+    """The file exists but may not be read (mode, permission denied)."""
+
+    cause = FailCause.permission
 
 
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (since 5.6)
@@ -192,11 +202,23 @@ def _open_error(exc: OSError, jail: Path | str, rel: str) -> TreeError:
     elif e == errno.EISDIR:
         err = NotFound(f"{rel} is a directory, not a file")
     elif e in (errno.EACCES, errno.EPERM):
-        err = AccessDenied(f"{rel}: permission denied in {jail}")
+        err = NotReadable(f"{rel}: permission denied in {jail}")
     else:
         err = AccessDenied(f"{rel}: cannot open in {jail}: {exc.strerror or exc}")
     err.errno = e  # type: ignore[attr-defined]
     return err
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``size`` bytes at ``offset`` of ``path``, exported as a whole disk: a file inside an
+    unmounted .iso (old SystemRescueCd's ``sysrcd.dat``), as HTTP and TFTP serve it."""
+
+    path: Path
+    offset: int
+    size: int
+    inner: str = ""
+    """The file's path inside ``path``, for messages and exported configurations."""
 
 
 @dataclass(frozen=True)
@@ -254,9 +276,9 @@ class FileRef:
         try:
             st = os.fstat(fd)
             if self.world_readable and not st.st_mode & stat.S_IROTH:
-                raise AccessDenied(f"{self.path}: file must have global read permissions "
-                                   f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r "
-                                   f"{self.jail / self.rel})")
+                raise NotReadable(f"{self.path}: file must have global read permissions "
+                                  f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r "
+                                  f"{self.jail / self.rel})")
         except BaseException:
             os.close(fd)
             raise
@@ -442,9 +464,9 @@ class FileTree:
         finally:
             os.close(fd)
         if self.require_world_readable and not st.st_mode & stat.S_IROTH:
-            raise AccessDenied(f"{vpath}: file must have global read permissions "
-                               f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r "
-                               f"{jail / rel})")
+            raise NotReadable(f"{vpath}: file must have global read permissions "
+                              f"(mode {stat.S_IMODE(st.st_mode):04o}; fix: chmod o+r "
+                              f"{jail / rel})")
         return FileRef(path=vpath, size=size, mtime=st.st_mtime, real=jail / rel, jail=jail,
                        rel=rel, links=links, world_readable=self.require_world_readable)
 

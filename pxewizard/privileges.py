@@ -63,10 +63,8 @@ START_CAPS: dict[str, str] = {
 
 def kept_capabilities(plan: Plan) -> dict[str, str]:
     """The capabilities ``serve`` keeps after binding, each with the reason, for ``plan``."""
-    from .plan import DhcpMode
-
     keep: dict[str, str] = {}
-    if plan.dhcp.mode is DhcpMode.full:
+    if plan.dhcp.mode == "full":
         keep["CAP_NET_ADMIN"] = ("full DHCP writes a neighbour entry (SIOCSARP, MAC -> "
                                  "offered address) before unicasting to a client that has no "
                                  "address yet and cannot answer ARP, as dnsmasq does")

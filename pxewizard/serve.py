@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import signal
 import sys
 import tempfile
@@ -19,12 +20,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .boot.tree import build_boot
+from .boot.tree import build_boot, nbd_exports, nfs_exports
+from .detect.dhcp_probe import look_before_serving
+from .detect.interfaces import check_serving_address
 from .errors import PxeError, os_error_words
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, RefusalLimit
 from .files import FileTree
-from .plan import DhcpMode, Plan
+from .insight.diagnose import format_finding
+from .insight.eventfmt import one_line
+from .insight.session import InsightSession, host_facts, served_paths
+from .ondisk import check_dir
+from .plan import DhcpMode, Plan, load_plan
+from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
 from .servers.base import Service
+from .servers.dhcp import start_dhcp
+from .servers.http import start_http
+from .servers.nbd import start_nbd
+from .servers.nfs import start_nfs
+from .servers.tftp import start_tftp
 
 
 @dataclass
@@ -108,9 +121,6 @@ def lock_interface(interface: str) -> int:
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
-    from .detect.dhcp_probe import look_before_serving
-    from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
-    from .servers.dhcp import start_dhcp
 
     d, bf = plan.dhcp, plan.dhcp.boot_files
 
@@ -149,7 +159,6 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.tftp.enabled:
         return []
-    from .servers.tftp import start_tftp
 
     t = plan.tftp
     return [await start_tftp(
@@ -163,7 +172,6 @@ async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.http.enabled:
         return []
-    from .servers.http import start_http
 
     h = plan.http
     return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip), port=h.port,
@@ -175,8 +183,6 @@ async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
 async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.nbd.enabled:
         return []
-    from .boot.tree import nbd_exports
-    from .servers.nbd import start_nbd
 
     exports = nbd_exports(plan)
     if not exports:  # NBD on, but not the transport and the medium has no image to export
@@ -195,8 +201,6 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.nfs.enabled:
         return []
-    from .boot.tree import nfs_exports
-    from .servers.nfs import start_nfs
 
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
@@ -231,22 +235,8 @@ STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] =
 """Order matters: DHCP last, so no client is sent to a server that is not up yet (the RA
 responder before it: it listens for a router while DHCP probes for servers)."""
 
-
-def check_interface(plan: Plan) -> None:
-    """The Plan's interface must exist and carry server_ip, or no client could reach us."""
-    import netifaces
-
-    if plan.interface not in netifaces.interfaces():
-        from .detect.interfaces import no_such_interface
-
-        raise no_such_interface(plan.interface)
-    addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
-    if str(plan.server_ip) not in addrs:
-        have = ", ".join(a for a in addrs if a) or "no IPv4 address"
-        raise PxeError(f"interface {plan.interface} does not carry server_ip {plan.server_ip} "
-                       f"(it has {have})",
-                       f"run `ip addr add {plan.server_ip}/{plan.prefix} dev {plan.interface}` "
-                       "or set server_ip in the plan to the interface's address")
+FINDINGS_EVERY = 2.0
+"""Seconds between two looks at the diagnosis in headless ``serve`` (Live looks as often)."""
 
 
 FD_RESERVE = 64
@@ -272,8 +262,6 @@ def fds_needed(plan: Plan) -> int:
 def raise_fd_limit(plan: Plan, publish: Callable[[Event], None]) -> int:
     """Raise the soft RLIMIT_NOFILE (systemd and shells give 1024) up to FD_WANTED, and say
     so when the caps of the Plan could still run out of descriptors. The new soft limit."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, min(FD_WANTED if hard == resource.RLIM_INFINITY else hard, FD_WANTED))
     if want > soft:
@@ -327,8 +315,6 @@ class LoopErrors:
 
 def check_files(plan: Plan) -> None:
     """The directories we write into must be ours alone (see :mod:`.ondisk`)."""
-    from .ondisk import check_dir
-
     check_dir(plan.state_dir, "state_dir")
     if plan.log.jsonl is not None:
         check_dir(plan.jsonl_path.parent, "log.jsonl", sticky_ok=True)
@@ -342,7 +328,7 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     bus.bind_loop(loop)
     loop.set_exception_handler(LoopErrors(bus.publish))
     raise_fd_limit(plan, bus.publish)
-    check_interface(plan)
+    check_serving_address(plan.interface, str(plan.server_ip), plan.prefix)
     check_files(plan)
     lock_fd = lock_interface(plan.interface)
     try:
@@ -393,13 +379,14 @@ class _StdoutPrinter:
     """Events as lines on stdout, written in batches (a flood must not cost a write each)."""
 
     def __init__(self, delay: float = 0.1) -> None:
-        from .eventfmt import one_line
-
-        self._fmt = one_line
         self._batch = LineBatch(self._write, delay=delay)
 
     def __call__(self, ev: Event) -> None:
-        self._batch.add(self._fmt(ev))
+        self._batch.add(one_line(ev))
+
+    def lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self._batch.add(line)
 
     def flush(self) -> None:
         self._batch.flush()
@@ -416,8 +403,10 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
     printer = _StdoutPrinter()
+    session = InsightSession(host_facts(plan))
     if not quiet:
         bus.subscribe(printer)
+        session.attach(bus)  # from the first event: the timelines need the servers' starts
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -431,6 +420,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        session.detach()
         log.close()
         printer.flush()
         raise
@@ -446,8 +436,20 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
     try:
+        if not quiet:
+            files = await asyncio.to_thread(served_paths, running.tree)
+            session.facts = host_facts(plan, files=files)
+        while not quiet:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
+            # what the diagnosis rules see, once per finding, as it appears
+            printer.lines([line for f in session.new_findings()
+                           for line in format_finding(f, with_evidence=False)])
+            if stop.is_set():
+                break
         await stop.wait()
     finally:
+        session.detach()
         bus.publish(LogLine(service="serve", level="info", message="stopping"))
         await running.close()
         log.close()
@@ -456,8 +458,6 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
 
 
 def cli_serve(args: object) -> int:
-    from .plan import load_plan
-
     plan = load_plan(args.plan)  # type: ignore[attr-defined]
     try:
         return asyncio.run(serve_forever(plan, quiet=getattr(args, "quiet", False)))

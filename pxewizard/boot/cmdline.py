@@ -46,10 +46,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import PxeError
+from .media import BootEntry, Media
 
 if TYPE_CHECKING:
     from ..plan import Plan
-    from .media import BootEntry, Media
 
 ARCHISO_NO_TFTP = ("SystemRescue (archiso) cannot fetch its root image over TFTP (its "
                    "initramfs has HTTP, NFS and NBD hooks only): the root image goes over "
@@ -332,3 +332,22 @@ def finish_entry(entry: BootEntry, media: Media, plan: Plan) -> BootEntry:
     """The entry with its final command line and any transport notes added."""
     line, notes = kernel_cmdline(entry, media, plan)
     return replace(entry, cmdline=line, notes=entry.notes + tuple(notes))
+
+
+def entries_for(media: Media, plan: Plan) -> list[BootEntry]:
+    """The medium's entries made final for the Plan: transport, server address, extra options.
+
+    Filters and orders them by ``plan.boot.entries`` when set (unknown ids raise PxeError
+    naming the ids that exist). Local boot stays last.
+    """
+    entries = [finish_entry(e, media, plan) for e in media.entries]
+    wanted = plan.boot.entries
+    if wanted is not None:
+        known = {e.id: e for e in entries}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise PxeError(f"boot.entries: {', '.join(unknown)} not found on {media.path}; "
+                           f"entries there: {', '.join(known)}",
+                           "use ids from that list, or leave boot.entries unset")
+        entries = [known[w] for w in wanted]
+    return entries

@@ -12,30 +12,64 @@ paths. The first directory holding a file wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The BIOS and EFI com32 modules a menu needs: menu.c32/vesamenu.c32 load libutil and libcom32.
 MENU_MODULES: tuple[str, ...] = ("menu.c32", "vesamenu.c32", "libutil.c32", "libcom32.c32")
 
-# file name -> (Debian/Ubuntu package, Arch/SystemRescue package)
+
+@dataclass(frozen=True)
+class LoaderFile:
+    """What a boot loader file name is (the one catalogue: detection, timeline, diagnosis)."""
+
+    family: str
+    """``syslinux``, ``ipxe`` or ``grub`` (GRUB, shim and the EFI fallback names)."""
+    debian: str = ""
+    """Debian/Ubuntu package that provides it (empty: none we can name)."""
+    arch: str = ""
+    """Arch/SystemRescue package."""
+    module: bool = False
+    """A module the loader fetches itself (ldlinux.*), not a file DHCP hands out."""
+
+
+_SYSLINUX_BIOS = LoaderFile("syslinux", "pxelinux", "syslinux")
+_SYSLINUX_EFI = LoaderFile("syslinux", "syslinux-efi", "syslinux")
+_IPXE = LoaderFile("ipxe", "ipxe", "ipxe")
+_GRUB = LoaderFile("grub", "grub-efi-amd64-signed", "grub")
+_SHIM = LoaderFile("grub", "shim-signed", "shim")
+
+LOADER_FILES: dict[str, LoaderFile] = {
+    "pxelinux.0": _SYSLINUX_BIOS, "lpxelinux.0": _SYSLINUX_BIOS, "gpxelinux.0": _SYSLINUX_BIOS,
+    "ldlinux.c32": LoaderFile("syslinux", "syslinux-common", "syslinux", module=True),
+    "syslinux.efi": _SYSLINUX_EFI,
+    "syslinux64.efi": LoaderFile("syslinux"), "syslinux32.efi": LoaderFile("syslinux"),
+    "ldlinux.e64": LoaderFile("syslinux", "syslinux-efi", "syslinux", module=True),
+    "ldlinux.e32": LoaderFile("syslinux", "syslinux-efi", "syslinux", module=True),
+    "undionly.kpxe": _IPXE, "ipxe.efi": _IPXE, "snponly.efi": _IPXE, "ipxe.pxe": _IPXE,
+    "ipxe.lkrn": _IPXE,
+    "undionly.kkpxe": LoaderFile("ipxe"), "undionly.kkkpxe": LoaderFile("ipxe"),
+    "ipxe.kpxe": LoaderFile("ipxe"), "snp.efi": LoaderFile("ipxe"),
+    "ipxe-x86_64.efi": LoaderFile("ipxe"), "ipxe-arm64.efi": LoaderFile("ipxe"),
+    "grubx64.efi": _GRUB, "grubnetx64.efi.signed": _GRUB, "grubnetx64.efi": LoaderFile("grub"),
+    "grubia32.efi": LoaderFile("grub"), "grubaa64.efi": LoaderFile("grub"),
+    "shimx64.efi": _SHIM, "shimx64.efi.signed": _SHIM,
+    "bootx64.efi": LoaderFile("grub"), "bootia32.efi": LoaderFile("grub"),
+    "bootaa64.efi": LoaderFile("grub"),
+}
+"""Every boot loader file name we know, lower case (menu modules: :data:`MENU_MODULES`)."""
+
+
+def loader_names(family: str) -> frozenset[str]:
+    """Loader file names (not modules) of one family."""
+    return frozenset(n for n, f in LOADER_FILES.items() if f.family == family and not f.module)
+
+
+# file name -> (Debian/Ubuntu package, Arch/SystemRescue package), for the files we look for
 PACKAGES: dict[str, tuple[str, str]] = {
-    "pxelinux.0": ("pxelinux", "syslinux"),
-    "lpxelinux.0": ("pxelinux", "syslinux"),
-    "ldlinux.c32": ("syslinux-common", "syslinux"),
-    "menu.c32": ("syslinux-common", "syslinux"),
-    "vesamenu.c32": ("syslinux-common", "syslinux"),
-    "libutil.c32": ("syslinux-common", "syslinux"),
-    "libcom32.c32": ("syslinux-common", "syslinux"),
-    "syslinux.efi": ("syslinux-efi", "syslinux"),
-    "ldlinux.e64": ("syslinux-efi", "syslinux"),
-    "efi64/menu.c32": ("syslinux-efi", "syslinux"),
-    "efi64/vesamenu.c32": ("syslinux-efi", "syslinux"),
-    "efi64/libutil.c32": ("syslinux-efi", "syslinux"),
-    "efi64/libcom32.c32": ("syslinux-efi", "syslinux"),
-    "undionly.kpxe": ("ipxe", "ipxe"),
-    "ipxe.efi": ("ipxe", "ipxe"),
-    "snponly.efi": ("ipxe", "ipxe"),
+    **{n: (f.debian, f.arch) for n, f in LOADER_FILES.items() if f.debian},
+    **{m: ("syslinux-common", "syslinux") for m in MENU_MODULES},
+    **{f"efi64/{m}": ("syslinux-efi", "syslinux") for m in MENU_MODULES},
 }
 
 # Where each flavour lives on Debian (first) and Arch/SystemRescue (second).
@@ -88,15 +122,6 @@ class Loaders:
                 out.append(name)
         out += [m for m in MENU_MODULES if m not in self.bios_modules]
         out += [f"efi64/{m}" for m in MENU_MODULES if m not in self.efi64_modules]
-        return out
-
-    def as_dict(self) -> dict[str, Path | None]:
-        """Loader files by name, for listings."""
-        out: dict[str, Path | None] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Path) or v is None:
-                out[f.name] = v
         return out
 
 

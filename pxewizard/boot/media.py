@@ -24,25 +24,24 @@ profile              recognised by
 
 Every medium also gets "Boot from local disk". Entries found here are
 *transport-agnostic*: their ``cmdline`` holds only what the profile always
-needs (``archisobasedir=sysresccd``...). :func:`entries_for` (with
-``cmdline.py``) turns them into the final entries for a Plan's transport and
-server address; menus are written from those.
+needs (``archisobasedir=sysresccd``...). :func:`pxewizard.boot.cmdline.entries_for`
+turns them into the final entries for a Plan's transport and server address;
+menus are written from those.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..errors import PxeError
-
-if TYPE_CHECKING:
-    from ..plan import Plan
+from .initramfs import nfs_support
 
 PROFILES = ("sysrescue-archiso", "sysrescue-legacy", "debian-live", "ubuntu-casper",
             "nfsroot", "generic", "memtest")
@@ -66,7 +65,8 @@ class BootEntry:
     initrds: tuple[str, ...]
     """Virtual paths (or URLs) of the initramfs files, in load order (microcode first)."""
     cmdline: str
-    """Kernel command line: final after :func:`entries_for`; the profile's fixed part before."""
+    """Kernel command line: final after ``cmdline.entries_for``; the profile's fixed part
+    before."""
     files: tuple[tuple[str, int], ...]
     """(virtual path, size) of every file the entry needs, stage-3 image included."""
     image_size: int
@@ -470,8 +470,6 @@ def _nfsroot(src: Source) -> _Found | None:
     pairs = _pairs(src, "boot/")
     if not pairs:
         return None
-    from .initramfs import nfs_support
-
     osname = "Linux"
     for line in _text(src, "etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
@@ -594,8 +592,6 @@ def _nothing_found(path: Path, src_kind: str, extra: str = "") -> PxeError:
 
 
 def _autodetect_dirs(patterns: tuple[str, ...]) -> Iterator[Path]:
-    import glob
-
     seen: set[Path] = set()
     for pattern in patterns:
         for hit in sorted(glob.glob(pattern)):
@@ -634,34 +630,3 @@ def find_media(path: Path | None = None, *,
         if m is not None:
             found.append(m)
     return found
-
-
-def autodetect_message(search: tuple[str, ...] = AUTODETECT_DIRS) -> PxeError:
-    """The error for "no medium given and none found", naming where we looked."""
-    return PxeError("no boot medium found; looked in " + ", ".join(search),
-                    "mount the SystemRescue CD/USB, or set boot.media to a directory or .iso")
-
-
-def entries_for(media: Media, plan: Plan) -> list[BootEntry]:
-    """The medium's entries made final for the Plan: transport, server address, extra options.
-
-    Filters and orders them by ``plan.boot.entries`` when set (unknown ids raise PxeError
-    naming the ids that exist). Local boot stays last.
-    """
-    from .cmdline import finish_entry
-
-    entries = [finish_entry(e, media, plan) for e in media.entries]
-    wanted = plan.boot.entries
-    if wanted is not None:
-        known = {e.id: e for e in entries}
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise PxeError(f"boot.entries: {', '.join(unknown)} not found on {media.path}; "
-                           f"entries there: {', '.join(known)}",
-                           "use ids from that list, or leave boot.entries unset")
-        entries = [known[w] for w in wanted]
-    return entries
-
-
-def with_notes(entry: BootEntry, *notes: str) -> BootEntry:
-    return replace(entry, notes=entry.notes + tuple(n for n in notes if n))

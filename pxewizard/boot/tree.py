@@ -31,17 +31,14 @@ import posixpath
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import PxeError
-from ..files import FileTree, NotFound
+from ..files import FileRange, FileTree, NotFound
 from ..plan import NfsExport, Plan
 from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
-from .media import LOCAL_ENTRY, BootEntry, Media, entries_for, find_media
+from .cmdline import entries_for
+from .media import LOCAL_ENTRY, BootEntry, Media, find_media
 from .menus import MenuSettings, RemoteEntry, menu_files
-
-if TYPE_CHECKING:
-    from ..servers.nbd import FileRange
 
 EFI_DIR = "efi64"
 
@@ -280,8 +277,6 @@ def nbd_exports(plan: Plan) -> dict[str, Path | FileRange]:
     block device under the running medium) for SystemRescue, ``sysrcd`` = sysrcd.dat for old
     SystemRescueCd (oldstyle NBD serves the first export), read from inside the .iso when
     the medium is one (its initramfs mounts the image itself, not the ISO)."""
-    from ..servers.nbd import FileRange
-
     if plan.nbd.exports:
         return {e.name: e.path for e in plan.nbd.exports}
     if not plan.nbd.enabled:

@@ -187,6 +187,12 @@ def set_forward_delay_sync(bridge: str, seconds: float = 0.0, *, stp: bool | Non
         raise netlink_error(exc, f"set the forward delay of {bridge}") from None
 
 
+async def bridge_forward_now(name: str) -> None:
+    """Turn STP off and the forward delay to 0 on bridge ``name`` (``brctl setfd br0 0``);
+    ports already waiting in listening/learning move to forwarding at once."""
+    await set_forward_delay(name, 0.0, stp=False)
+
+
 async def set_forward_delay(bridge: str, seconds: float = 0.0, *, stp: bool | None = None) -> None:
     """``brctl setfd BRIDGE 0`` through netlink, off the event loop."""
     await asyncio.to_thread(set_forward_delay_sync, bridge, seconds, stp=stp)

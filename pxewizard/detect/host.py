@@ -9,12 +9,16 @@ machine. Every result is a plain frozen dataclass.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..boot.loaders import MENU_MODULES, PACKAGES, find_loaders
+
 if TYPE_CHECKING:
+    from ..boot.media import Media
     from ..events import DhcpServerSeen
     from .interfaces import InterfaceInfo
     from .ports import PortStatus
@@ -75,8 +79,6 @@ class HostFacts:
 
 
 def _resolv_conf(path: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
-    import ipaddress
-
     out = []
     try:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -124,10 +126,6 @@ _LOADER_ATTRS: tuple[tuple[str, str], ...] = (
 def _loader_statuses() -> tuple[tuple[LoaderStatus, ...], tuple[str, ...]]:
     """Every boot loader file :func:`pxewizard.boot.loaders.find_loaders` knows, found or not."""
     try:
-        from ..boot.loaders import MENU_MODULES, PACKAGES, find_loaders
-    except ImportError:
-        return (), ("boot loader detection is not available in this build",)
-    try:
         found = find_loaders()
     except Exception as exc:  # a detection bug must not stop the wizard
         return (), (f"boot loader detection failed: {exc}",)
@@ -151,7 +149,7 @@ def detect_host() -> HostFacts:
     """Blocking host facts (a few ms; the loaders scan stats files)."""
     import psutil
 
-    from ..cli import version_text
+    from ..versions import version_text
 
     vm = psutil.virtual_memory()
     loaders, notes = _loader_statuses()
@@ -180,8 +178,8 @@ class Detector(Protocol):
         """DHCP servers answering a DISCOVER on ``interface`` within ``timeout`` seconds."""
         ...
 
-    async def media(self, path: str | None = None) -> list[Any]:
-        """Boot media (``pxewizard.boot.media.Media``) found on this machine, or at ``path``.
+    async def media(self, path: str | None = None) -> list[Media]:
+        """Boot media found on this machine, or at ``path``.
         Raises PxeError (in words) when ``path`` holds nothing bootable."""
         ...
 
@@ -196,7 +194,10 @@ class Detector(Protocol):
 
 
 class SystemDetector:
-    """The real Detector: this machine, through detect/ and boot/ (each call off the UI loop)."""
+    """The real Detector: this machine, through detect/ and boot/ (each call off the UI loop).
+
+    The app makes one before its first screen, so each tool is imported when first used
+    (netlink, the DHCP probe, the media scan), not while the operator waits for it."""
 
     async def host(self) -> HostFacts:
         return await asyncio.to_thread(detect_host)
@@ -216,7 +217,7 @@ class SystemDetector:
 
         return list(await probe(interface, timeout))
 
-    async def media(self, path: str | None = None) -> list[Any]:
+    async def media(self, path: str | None = None) -> list[Media]:
         from ..boot.media import find_media
 
         return list(await asyncio.to_thread(find_media, Path(path) if path else None))
@@ -228,6 +229,6 @@ class SystemDetector:
         await assign_address(interface, address, prefix, gateway)
 
     async def bridge_forward_now(self, bridge: str) -> None:
-        from .interfaces import bridge_forward_now
+        from .bridge import bridge_forward_now
 
         await bridge_forward_now(bridge)

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import netifaces
+
 from ..errors import NeedsRoot, PxeError
 
 
@@ -266,12 +268,25 @@ async def assign_address(name: str, address: str, prefix: int, gateway: str | No
     await asyncio.to_thread(_assign, name, address, prefix, gateway or None)
 
 
-async def bridge_forward_now(name: str) -> None:
-    """Turn STP off and the forward delay to 0 on bridge ``name`` (``brctl setfd br0 0``);
-    ports already waiting in listening/learning move to forwarding at once."""
-    from .bridge import set_forward_delay
+class InterfaceMissing(PxeError):
+    """The Plan's interface does not exist on this machine."""
 
-    await set_forward_delay(name, 0.0, stp=False)
+
+def check_serving_address(name: str, server_ip: str, prefix: int) -> None:
+    """The interface must exist and carry ``server_ip``, or no client could reach us
+    (:class:`InterfaceMissing`, or :class:`PxeError` for the address, each with its fix)."""
+    if name not in netifaces.interfaces():
+        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
+        raise InterfaceMissing(f"interface {name} does not exist on this machine "
+                               f"(interfaces here: {names})",
+                               "set `interface` in the plan to one of them")
+    addrs = [a.get("addr") for a in netifaces.ifaddresses(name).get(netifaces.AF_INET, [])]
+    if server_ip not in addrs:
+        have = ", ".join(a for a in addrs if a) or "no IPv4 address"
+        raise PxeError(f"interface {name} does not carry server_ip {server_ip} "
+                       f"(it has {have})",
+                       f"run `ip addr add {server_ip}/{prefix} dev {name}` "
+                       "or set server_ip in the plan to the interface's address")
 
 
 def preferred(interfaces: list[InterfaceInfo] | tuple[InterfaceInfo, ...]) -> InterfaceInfo | None:

@@ -68,16 +68,12 @@ async def neighbours(interface: str | None = None) -> list[Neighbour]:
     return await asyncio.to_thread(neighbours_sync, interface)
 
 
-def ip_to_mac(entries: list[Neighbour]) -> dict[str, str]:
-    """{ip: mac} for :meth:`pxewizard.timeline.TimelineBuilder.learn`."""
-    return {n.ip: n.mac for n in entries}
-
-
 async def join_unknown(builder: Any, interface: str | None = None) -> int:
     """Join a TimelineBuilder's IP-only clients to MACs from the table; how many were joined.
 
-    The Live screen calls this every few seconds while ``builder.unknown_ips()`` is
-    not empty (proxyDHCP clients, whose addresses another server gave).
+    For clients known only by IP (proxyDHCP clients, whose addresses another server
+    gave). ``doctor --log`` joins through :func:`neighbours_sync` the same way; Live
+    does not call this yet.
     """
     unknown = set(builder.unknown_ips())
     if not unknown:

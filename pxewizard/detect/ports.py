@@ -1,7 +1,7 @@
 """Which of the ports pxewizard needs are free, and who holds the others.
 
-The holder is named through psutil (reusing :func:`pxewizard.servers.base.port_holder`),
-so the Preflight screen can say "UDP 67 is held by dnsmasq (pid 812)" before
+The holder is named through psutil (:func:`port_holder`, which the servers also use to name
+who holds a port they cannot bind), so the Preflight screen can say "UDP 67 is held by dnsmasq (pid 812)" before
 anything fails to bind.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+
+import psutil
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,10 +51,26 @@ WANTED: tuple[tuple[int, str, str], ...] = (
 """Every port a Plan may use with its default settings."""
 
 
+def port_holder(port: int, proto: str = "udp") -> str | None:
+    """Name the process holding a local port: ``dnsmasq (pid 812)``, or None."""
+    try:
+        conns = psutil.net_connections(kind=proto)
+    except (psutil.AccessDenied, PermissionError, OSError):
+        return None
+    for c in conns:
+        if c.laddr and c.laddr.port == port and (proto == "udp" or c.status == psutil.CONN_LISTEN):
+            if c.pid is None:
+                return "an unknown process (run as root to see which)"
+            try:
+                p = psutil.Process(c.pid)
+                return f"{p.name()} (pid {c.pid})"
+            except psutil.Error:
+                return f"pid {c.pid}"
+    return None
+
+
 def check_ports_sync(wanted: tuple[tuple[int, str, str], ...] = WANTED) -> list[PortStatus]:
     """Blocking scan of the socket table (a few ms; use :func:`check_ports` from async code)."""
-    from ..servers.base import port_holder
-
     return [PortStatus(port=p, proto=proto, service=svc, holder=port_holder(p, proto))
             for p, proto, svc in wanted]
 

@@ -334,6 +334,10 @@ class TransferAborted:
     probe: bool = False
     """The client only wanted the OACK (EDK2's tsize probe, ended with ERROR 8)."""
     bytes: int = 0
+    timed_out: bool = False
+    """The retries ran out waiting for the client (else the client sent ERROR)."""
+    too_big: bool = False
+    """We refused an upload larger than allowed."""
 
 
 TransferEvent = TransferComplete | TransferAborted
@@ -581,7 +585,7 @@ class ReadTransfer:
             self._events.append(TransferAborted(
                 reason=f"timed out after {self.retries} retries waiting for the ACK of {where} "
                        f"({waited:.0f} s without an answer)",
-                code=0, bytes=self.bytes_acked))
+                code=0, bytes=self.bytes_acked, timed_out=True))
             return
         self.retry += 1
         # Back-off: the next deadline counts from now, doubled per retry.
@@ -688,7 +692,7 @@ class WriteTransfer:
             self._out.append(error_packet(ErrorCode.DISK_FULL, "File too large"))
             self._events.append(TransferAborted(
                 reason=f"upload larger than {self.max_bytes} bytes refused",
-                code=ErrorCode.DISK_FULL, bytes=self.bytes))
+                code=ErrorCode.DISK_FULL, bytes=self.bytes, too_big=True))
             return
         self._chunks.append((self.bytes, payload))
         self.bytes += len(payload)
@@ -723,7 +727,8 @@ class WriteTransfer:
             self._go("give_up")
             self._events.append(TransferAborted(
                 reason=f"timed out after {self.retries} retries waiting for DATA block "
-                       f"{self.received + 1}", bytes=self.bytes))
+                       f"{self.received + 1}", bytes=self.bytes,
+                timed_out=True))
             return
         self.retry += 1
         self.last_progress = now

@@ -1,23 +1,44 @@
-"""The wizard's screens, one folder per step; :func:`make` builds one by name (lazily)."""
+"""The wizard's screens, one folder per step; :data:`STEPS` is their order, :func:`make`
+builds one by name (its module is imported on first use: the first screen must be up fast)."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
-_SCREENS = {
-    "preflight": "preflight.screen:PreflightScreen",
-    "interface": "interface.screen:InterfaceScreen",
-    "dhcp_scan": "dhcp_scan.screen:DhcpScanScreen",
-    "dhcp_mode": "dhcp_mode.screen:DhcpModeScreen",
-    "media": "media.screen:MediaScreen",
-    "transport": "transport.screen:TransportScreen",
-    "review": "review.screen:ReviewScreen",
-    "live": "live.screen:LiveScreen",
-}
+if TYPE_CHECKING:
+    from textual.screen import Screen
 
 
-def make(name: str) -> Any:
-    """A new screen instance for step ``name`` (its module is imported on first use)."""
-    module, cls = _SCREENS[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+class Step(NamedTuple):
+    """One step of the wizard."""
+
+    name: str
+    """Step id (``preflight`` ...), also the screen's ``STEP``."""
+    title: str
+    """Shown in the step line."""
+    screen: str
+    """``module:Class`` of its screen, relative to this package."""
+
+
+STEPS: tuple[Step, ...] = (
+    Step("preflight", "Preflight", "preflight.screen:PreflightScreen"),
+    Step("interface", "Interface", "interface.screen:InterfaceScreen"),
+    Step("dhcp_scan", "DHCP scan", "dhcp_scan.screen:DhcpScanScreen"),
+    Step("dhcp_mode", "DHCP mode", "dhcp_mode.screen:DhcpModeScreen"),
+    Step("media", "Boot media", "media.screen:MediaScreen"),
+    Step("transport", "Transport", "transport.screen:TransportScreen"),
+    Step("review", "Review", "review.screen:ReviewScreen"),
+    Step("live", "Live", "live.screen:LiveScreen"),
+)
+"""The steps in order."""
+
+
+def step_index(name: str) -> int:
+    return [s.name for s in STEPS].index(name)
+
+
+def make(name: str, **inputs: object) -> Screen[object]:
+    """A new screen instance for step ``name``, given its ``inputs`` (Live: ``setup``)."""
+    module, cls = STEPS[step_index(name)].screen.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**inputs)  # type: ignore[no-any-return]

@@ -12,22 +12,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
+from . import STEPS, step_index
+from .state import WizardState
+
 if TYPE_CHECKING:
     from ..app import PxeWizardApp
     from .draft import Draft
-
-
-def size_text(n: int | None) -> str:
-    """Bytes in words: ``2.1 GiB``, ``300 MiB``."""
-    if n is None or n < 0:
-        return "?"
-    if n >= 1024**3:
-        return f"{n / 1024**3:.1f} GiB"
-    if n >= 1024**2:
-        return f"{n / 1024**2:.0f} MiB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} KiB"
-    return f"{n} B"
 
 
 class WizardScreen(Screen[Any]):
@@ -47,13 +37,15 @@ class WizardScreen(Screen[Any]):
     def draft(self) -> "Draft":
         return self.wizard.draft
 
-    def compose(self) -> ComposeResult:
-        from ..app import STEPS
+    @property
+    def state(self) -> WizardState:
+        """What earlier steps found, and the Plan Review built."""
+        return self.wizard.state
 
-        names = [s for s, _ in STEPS]
-        i = names.index(self.STEP)
+    def compose(self) -> ComposeResult:
+        i = step_index(self.STEP)
         yield Header(icon="*")
-        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i][1]}", id="step")
+        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i].title}", id="step")
         with VerticalScroll(id="body"):
             yield from self.body()
         yield Static("", id="problem")

@@ -3,13 +3,18 @@
 The VGA font holds ASCII and code page 437 (box drawing, blocks, a few arrows);
 Textual's defaults use glyphs outside it (``▔▁▊▎▏`` tall borders, ``●`` radio
 dots, ``▁▂▃`` scrollbar ends, ``⏎`` in the footer), which the console draws as
-diamonds. :func:`apply_console_glyphs` swaps them for ASCII once, before the app
-starts; the TCSS in ``assets/linux.tcss`` does the borders.
+diamonds. Here are the ASCII stand-ins, through Textual's own hooks: the scrollbar
+renderer, the app's key display, and toggle buttons that render themselves on the
+console. The TCSS in ``assets/linux.tcss`` does the borders.
 """
 
 from __future__ import annotations
 
 import os
+
+from textual.content import Content
+from textual.scrollbar import ScrollBar, ScrollBarRender
+from textual.widgets import Checkbox, RadioButton
 
 #: The characters the Linux console's default VGA font can draw besides ASCII (CP437's
 #: upper half that matters to a TUI: box drawing, blocks, shades, arrows, a few symbols).
@@ -36,53 +41,48 @@ def is_linux_console(term: str | None = None) -> bool:
     return (term if term is not None else os.environ.get("TERM", "")) == "linux"
 
 
-_originals: dict[str, object] | None = None
+class AsciiScrollBarRender(ScrollBarRender):
+    """Scrollbars without the ``▁▂▃`` ends the VGA font lacks (Textual's renderer hook:
+    ``ScrollBar.renderer``)."""
+
+    VERTICAL_BARS = [" "] * 8
+    HORIZONTAL_BARS = [" "] * 8
 
 
-def apply_console_glyphs(enable: bool = True) -> None:
-    """Replace Textual's non-VGA glyphs with ASCII, or put the originals back (process-wide:
-    the app sets it once at start; tests that build apps of both kinds switch it each time)."""
-    global _originals
-    from textual import keys
-    from textual.content import Content
-    from textual.scrollbar import ScrollBarRender
-    from textual.widgets import RadioButton
-    from textual.widgets._toggle_button import ToggleButton
+def use_console_scrollbars(enable: bool) -> None:
+    """Draw scrollbars for the console or with Textual's glyphs (process-wide, as Textual's
+    ``ScrollBar.renderer`` is; the app sets it when it starts)."""
+    ScrollBar.renderer = AsciiScrollBarRender if enable else ScrollBarRender
 
-    targets = {
-        "v": (ScrollBarRender, "VERTICAL_BARS"), "h": (ScrollBarRender, "HORIZONTAL_BARS"),
-        "tl": (ToggleButton, "BUTTON_LEFT"), "tr": (ToggleButton, "BUTTON_RIGHT"),
-        "rl": (RadioButton, "BUTTON_LEFT"), "rr": (RadioButton, "BUTTON_RIGHT"),
-        "ri": (RadioButton, "BUTTON_INNER"), "btn": (ToggleButton, "_button"),
-    }
-    if _originals is None:
-        _originals = {k: cls.__dict__.get(attr) for k, (cls, attr) in targets.items()}
-        _originals["keys"] = dict(keys.KEY_DISPLAY_ALIASES)
-    if not enable:
-        for k, (cls, attr) in targets.items():
-            if _originals[k] is None:
-                if attr in cls.__dict__:
-                    delattr(cls, attr)
-            else:
-                setattr(cls, attr, _originals[k])
-        keys.KEY_DISPLAY_ALIASES.clear()
-        keys.KEY_DISPLAY_ALIASES.update(_originals["keys"])  # type: ignore[call-overload]
-        keys.format_key.cache_clear()
-        return
 
-    def _button(self: ToggleButton) -> Content:
-        # The ANSI theme cannot dim the inner glyph of an unset button: draw a space instead.
-        style = self.get_visual_style("toggle--button")
-        inner = self.BUTTON_INNER if self.value else " "
-        return Content.assemble(self.BUTTON_LEFT, (inner, style), self.BUTTON_RIGHT)
+def console_key_display(text: str) -> str:
+    """A key as the footer shows it, without ``⏎``/``⌫``, which the VGA font lacks."""
+    return text.replace("\u23ce", "enter").replace("\u232b", "bksp")
 
-    ScrollBarRender.VERTICAL_BARS = [" "] * 8
-    ScrollBarRender.HORIZONTAL_BARS = [" "] * 8
-    ToggleButton.BUTTON_LEFT = "["
-    ToggleButton.BUTTON_RIGHT = "]"
-    RadioButton.BUTTON_LEFT = "("
-    RadioButton.BUTTON_RIGHT = ")"
-    RadioButton.BUTTON_INNER = "*"
-    ToggleButton._button = property(_button)  # type: ignore[method-assign,assignment]
-    keys.KEY_DISPLAY_ALIASES.update({"enter": "enter", "backspace": "bksp"})
-    keys.format_key.cache_clear()
+
+def _console_toggle(widget: Checkbox | RadioButton, ascii: tuple[str, str, str]) -> Content:
+    """``[*] label`` / ``( ) label``: the toggle drawn with ASCII sides. The ANSI theme cannot
+    dim the inner glyph of an unset button, so an unset one shows a space instead."""
+    left, inner, right = ascii
+    style = widget.get_visual_style("toggle--button")
+    button = Content.assemble(left, (inner if widget.value else " ", style), right)
+    label = widget.label.pad(1, 1).stylize_before(widget.get_visual_style("toggle--label"))
+    return Content.assemble(button, label)
+
+
+class ConsoleCheckbox(Checkbox):
+    """A Checkbox that the Linux console can draw (Textual's own look elsewhere)."""
+
+    def render(self) -> Content:
+        if getattr(self.app, "linux_console", False):
+            return _console_toggle(self, ("[", "X", "]"))
+        return super().render()
+
+
+class ConsoleRadioButton(RadioButton):
+    """A RadioButton that the Linux console can draw (Textual's own look elsewhere)."""
+
+    def render(self) -> Content:
+        if getattr(self.app, "linux_console", False):
+            return _console_toggle(self, ("(", "*", ")"))
+        return super().render()

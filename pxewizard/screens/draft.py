@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from ..boot.media import Media
+from ..events import DhcpServerSeen
 from ..plan import DhcpMode, Plan, Transport, plan_from_dict, plan_to_dict
 
 I_OWN = "I own this network"
@@ -55,8 +57,8 @@ class Draft:
     prefix: int = 24
     gateway: str = ""
     """Default gateway through the interface (suggested as the clients' router)."""
-    servers_seen: list[Any] | None = None
-    """DhcpServerSeen from the scan; None before a scan ran."""
+    servers_seen: list[DhcpServerSeen] | None = None
+    """DHCP servers the scan saw; None before a scan ran."""
     dhcp_mode: DhcpMode | None = None
     range_start: str = ""
     range_end: str = ""
@@ -65,8 +67,8 @@ class Draft:
     lease_time: int = 3600
     confirmation: str = ""
     """What the operator typed to confirm full DHCP beside another server."""
-    media: Any = None
-    """The chosen ``boot.media.Media`` (or None: the Plan's path, or autodetect)."""
+    media: Media | None = None
+    """The chosen medium (None: the Plan's path, or autodetect)."""
     media_path: str = ""
     entries: list[str] | None = None
     default: str | None = None

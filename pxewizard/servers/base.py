@@ -6,6 +6,7 @@ import errno
 import socket
 from typing import Protocol
 
+from ..detect.ports import port_holder
 from ..errors import NeedsRoot, PortInUse, PxeError
 from ..events import EventBus, PacketDropped
 
@@ -16,26 +17,6 @@ class Service(Protocol):
     name: str
 
     async def close(self) -> None: ...
-
-
-def port_holder(port: int, proto: str = "udp") -> str | None:
-    """Name the process holding a local port: ``dnsmasq (pid 812)``, or None."""
-    import psutil  # here: client scripts of the tests import the NFS package without it
-
-    try:
-        conns = psutil.net_connections(kind=proto)
-    except (psutil.AccessDenied, PermissionError, OSError):
-        return None
-    for c in conns:
-        if c.laddr and c.laddr.port == port and (proto == "udp" or c.status == psutil.CONN_LISTEN):
-            if c.pid is None:
-                return "an unknown process (run as root to see which)"
-            try:
-                p = psutil.Process(c.pid)
-                return f"{p.name()} (pid {c.pid})"
-            except psutil.Error:
-                return f"pid {c.pid}"
-    return None
 
 
 def _bind_error(exc: OSError, proto: str, address: str, port: int) -> PxeError:

@@ -34,6 +34,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..events import (
     EventBus,
+    FailCause,
     LogLine,
     ServiceStarted,
     ServiceStopped,
@@ -364,15 +365,15 @@ class _Handler:
         except TreeError as exc:
             # the full reason (with real paths and the fix) goes to the operator's log; the
             # client gets the status in words without details of this machine's filesystem
-            self._fail(peer_ip, peer, raw, exc.status, exc.message)
+            self._fail(peer_ip, peer, raw, exc.status, exc.message, cause=exc.cause)
             word = "file not found" if exc.status == 404 else "forbidden (the server log says why)"
             return web.Response(status=exc.status, text=f"{exc.status} {word}: {raw}\n")
         return await self._send(request, ref, peer_ip, peer)
 
     def _fail(self, client: str, peer: str, path: str, status: int, reason: str,
-              sent: int = 0) -> None:
+              sent: int = 0, cause: FailCause = FailCause.refused) -> None:
         self.bus.publish(TransferFailed(service=SERVICE, path=path, reason=reason, code=status,
-                                        sent=sent, peer=peer, client=client))
+                                        sent=sent, cause=cause, peer=peer, client=client))
 
     async def _send(self, request: web.BaseRequest, ref: FileRef, client: str,
                     peer: str) -> web.StreamResponse:
@@ -407,11 +408,14 @@ class _Handler:
                 # O_RDONLY, and the jail checked again on what was opened (link races)
                 fobj = open(ref.open_fd(), "rb", buffering=0)
             except TreeError as exc:
-                self._fail(client, peer, vpath, exc.status, str(exc))
+                self._fail(client, peer, vpath, exc.status, str(exc), cause=exc.cause)
                 return web.Response(status=exc.status, text=f"{exc.status} cannot open {vpath}\n")
             except OSError as exc:
                 code = 404 if isinstance(exc, FileNotFoundError) else 403
-                self._fail(client, peer, vpath, code, f"cannot open {loc[0]}: {exc.strerror}")
+                cause = (FailCause.not_found if code == 404 else FailCause.permission
+                         if isinstance(exc, PermissionError) else FailCause.server_error)
+                self._fail(client, peer, vpath, code, f"cannot open {loc[0]}: {exc.strerror}",
+                           cause=cause)
                 return web.Response(status=code, text=f"{code} cannot open {vpath}\n")
         try:
             return await self._respond(request, ref, fobj, loc[1] if loc else 0, rng, headers,
@@ -455,19 +459,22 @@ class _Handler:
         except asyncio.CancelledError:
             sent = max(sent, progress[0])
             self._fail(client, peer, vpath, status, f"cancelled after {sent} of {count} bytes",
-                       sent=sent)
+                       sent=sent, cause=FailCause.client_aborted)
             raise
         except OSError as exc:
             sent = max(sent, progress[0])
             # the client went away (or the file could not be read): the event says so, the
             # connection is dropped, and nothing is raised into aiohttp's stderr logger
+            gone = isinstance(exc, (ConnectionError, TimeoutError)) \
+                or exc.errno == errno.EHOSTUNREACH
             why = ("client closed the connection" if isinstance(exc, ConnectionError)
                    else f"the client stopped answering ({exc.strerror})"  # TCP_USER_TIMEOUT
-                   if isinstance(exc, TimeoutError) or exc.errno == errno.EHOSTUNREACH
+                   if gone
                    else f"read error on {getattr(fobj, 'name', vpath)}: "
                         f"{exc.strerror or exc}")
             self._fail(client, peer, vpath, status, f"{why} after {sent} of {count} bytes",
-                       sent=sent)
+                       sent=sent,
+                       cause=FailCause.client_gone if gone else FailCause.server_error)
             if request.transport is not None:
                 request.transport.close()
             return resp

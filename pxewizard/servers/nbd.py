@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import PxeError
 from ..events import (
     EventBus,
+    FailCause,
     LogLine,
     PacketDropped,
     ServiceStarted,
@@ -45,7 +46,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
-from ..files import AccessDenied, NotFound, open_beneath
+from ..files import AccessDenied, FileRange, NotFound, open_beneath
 from ..proto.nbd import (
     REP_ERR_UNKNOWN,
     Closed,
@@ -97,18 +98,6 @@ class Export:
     """False once sendfile(2) failed as unsupported on this file: then pread + send."""
     offset: int = 0
     """Where the export starts in the file (a file inside an .iso, see :class:`FileRange`)."""
-
-
-@dataclass(frozen=True)
-class FileRange:
-    """``size`` bytes at ``offset`` of ``path``, exported as a whole disk: a file inside an
-    unmounted .iso (old SystemRescueCd's ``sysrcd.dat``), as HTTP and TFTP serve it."""
-
-    path: Path
-    offset: int
-    size: int
-    inner: str = ""
-    """The file's path inside ``path``, for messages and exported configurations."""
 
 
 def _reopen(export: Export) -> int:
@@ -267,7 +256,8 @@ class _Session:
                 self.server.bus.publish(TransferFailed(
                     service=SERVICE, path=self.export.name if self.export else "",
                     reason=f"{out.what} refused: {out.reason}", code=out.error,
-                    peer=self.peer, client=self.client))
+                    cause=FailCause.not_found if out.error == REP_ERR_UNKNOWN
+                    else FailCause.refused, peer=self.peer, client=self.client))
         elif isinstance(out, Closed):
             self.reason = out.reason
             await self.queue.put(out)

@@ -1,9 +1,9 @@
 """TFTP server adapter: epoll readiness loops in their own threads, no asyncio in the hot path.
 
-Why not asyncio's datagram endpoints: a measured spike (DESIGN.md, "TFTP hot
-path") showed the generic path spends its time in callback dispatch, a 256 KiB
-buffer per 4-byte ACK and a timer object per ACK, and loses to dnsmasq by 40%.
-Here instead:
+Why not asyncio's datagram endpoints: an early prototype built on them (not kept) spent
+its time in callback dispatch, a 256 KiB buffer per 4-byte ACK and a timer object per
+ACK, and lost to dnsmasq by 40% (``bench/tftp.py`` measures this server against
+dnsmasq). Here instead:
 
 - an ``epoll`` loop over the listening socket and the transfer sockets, in a
   thread of its own (more workers are possible, but measured slower: see
@@ -55,6 +55,7 @@ from pathlib import Path
 
 from ..events import (
     EventBus,
+    FailCause,
     LogLine,
     PacketDropped,
     ServiceStarted,
@@ -722,9 +723,11 @@ class _Worker:
                 self._emit(TransferDone(service=SERVICE, path=t.path, sent=ev.bytes,
                                         seconds=secs, peer=t.peer, client=t.client))
             elif isinstance(ev, TransferAborted):
+                cause = (FailCause.timeout if ev.timed_out else FailCause.refused
+                         if ev.too_big else FailCause.client_aborted)
                 self._emit(TransferFailed(service=SERVICE, path=t.path, reason=ev.reason,
                                           code=ev.code, sent=ev.bytes, probe=ev.probe,
-                                          peer=t.peer, client=t.client))
+                                          cause=cause, peer=t.peer, client=t.client))
             ev = t.core.next_event()
         if t.core.finished:
             self._close(t)
@@ -735,14 +738,15 @@ class _Worker:
             with contextlib.suppress(OSError):
                 t.send(proto.error_packet(ErrorCode.NOT_DEFINED, "File changed or unreadable "
                                           "on the server; try again"), MSG_DONTWAIT)
-            reason = f"cannot read the file: {exc.strerror or exc}"
+            reason, cause = f"cannot read the file: {exc.strerror or exc}", FailCause.server_error
         elif exc.errno == errno.ECONNREFUSED:
             reason = "the client's port is closed (it went away or gave up)"
+            cause = FailCause.client_gone
         else:
-            reason = f"socket error: {exc.strerror or exc}"
+            reason, cause = f"socket error: {exc.strerror or exc}", FailCause.client_gone
         sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
         self._emit(TransferFailed(service=SERVICE, path=t.path, reason=reason, sent=sent,
-                                  peer=t.peer, client=t.client))
+                                  cause=cause, peer=t.peer, client=t.client))
         self._close(t)
 
     def _close(self, t: _Transfer) -> None:
@@ -858,10 +862,10 @@ class _Worker:
                 s.close()
 
     def _refuse(self, addr: tuple[str, int], peer: str, path: str, code: int, nak: str,
-                reason: str) -> None:
+                reason: str, cause: FailCause = FailCause.refused) -> None:
         self._nak(addr, code, nak)
         self._emit(TransferFailed(service=SERVICE, path=path, reason=reason, code=code,
-                                  peer=peer, client=addr[0]))
+                                  cause=cause, peer=peer, client=addr[0]))
 
     def _transfer_socket(self, addr: tuple[str, int]) -> socket.socket:
         s = udp_socket(self.address, 0, interface=self.interface)
@@ -914,7 +918,8 @@ class _Worker:
         try:
             ref = self.tree.resolve(req.filename)
         except TreeError as exc:
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         mm: ChunkedFile | None = None
         try:
@@ -941,15 +946,18 @@ class _Worker:
                 mm = ChunkedFile(fd, ref.size, req.filename, base=ref.offset)
                 data = mm
         except TreeError as exc:
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         except PermissionError as exc:
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION, "Access violation",
-                         f"{req.filename}: cannot open {ref.real}: {exc.strerror}")
+                         f"{req.filename}: cannot open {ref.real}: {exc.strerror}",
+                         FailCause.permission)
             return
         except OSError as exc:
             self._refuse(addr, peer, req.filename, ErrorCode.NOT_DEFINED, "Read error",
-                         f"{req.filename}: cannot read {ref.real}: {exc.strerror}")
+                         f"{req.filename}: cannot read {ref.real}: {exc.strerror}",
+                         FailCause.server_error)
             return
         if req.mode == "netascii":
             assert not isinstance(data, ChunkedFile)  # netascii files are read whole
@@ -961,7 +969,8 @@ class _Worker:
             if mm is not None:
                 mm.close()
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
-                                      client=addr[0], reason=f"no socket for the transfer: {exc}"))
+                                      client=addr[0], reason=f"no socket for the transfer: {exc}",
+                                      cause=FailCause.server_error))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, core.size, now)
         t.admitted = True
@@ -1016,13 +1025,15 @@ class _Worker:
         except TreeError as exc:
             if pfd >= 0:
                 os.close(pfd)
-            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
+            self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc),
+                         exc.cause)
             return
         except OSError as exc:
             if pfd >= 0:
                 os.close(pfd)
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
-                         "Access violation", f"cannot create {req.filename}: {exc.strerror}")
+                         "Access violation", f"cannot create {req.filename}: {exc.strerror}",
+                         FailCause.server_error)
             return
         core = WriteTransfer(req, self.limits, now, max_bytes=WRITE_MAX)
         try:
@@ -1033,7 +1044,8 @@ class _Worker:
                 os.unlink(tmp_name, dir_fd=pfd)
             os.close(pfd)
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
-                                      client=addr[0], reason=f"no socket for the transfer: {exc}"))
+                                      client=addr[0], reason=f"no socket for the transfer: {exc}",
+                                      cause=FailCause.server_error))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, None, now)
         t.admitted = True
@@ -1066,6 +1078,7 @@ class _Worker:
                    MSG_DONTWAIT)
         self._emit(TransferFailed(service=SERVICE, path=t.path, code=ErrorCode.DISK_FULL,
                                   reason=f"cannot write the upload: {exc.strerror}",
+                                  cause=FailCause.server_error,
                                   sent=t.core.bytes, peer=t.peer,  # type: ignore[union-attr]
                                   client=t.client))
         self._close(t)
@@ -1076,7 +1089,8 @@ class _Worker:
         for t in list(self.transfers.values()):
             sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
             self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
-                                      client=t.client, reason="the server was stopped"))
+                                      client=t.client, reason="the server was stopped",
+                                      cause=FailCause.stopped))
             self._close(t)
         with contextlib.suppress(Exception):
             self.ep.close()

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pxewizard.lab import LabVM, VmResult, VmSpec, choose_accel
+from pxewizard.commands.lab import LabVM, VmResult, VmSpec, choose_accel
 from tests.support.netns import Netns, link_netns, namespace
 from tests.support.serving import REPO, Served
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pxewizard.errors import PxeError
-from pxewizard.lab import (VmSpec, choose_accel, clean_console, cpu_virt_flags, lab_bridge_for,
+from pxewizard.commands.lab import (VmSpec, choose_accel, clean_console, cpu_virt_flags, lab_bridge_for,
                            qemu_argv)
 
 from .guest import Cpio, module_depends, resolve_modules
@@ -65,7 +65,7 @@ def test_lab_refuses_a_non_bridge_interface_with_the_fix() -> None:
     with pytest.raises(PxeError, match="does not exist"):
         lab_bridge_for("pxw-no-such-if0")
     # a plain Ethernet NIC is wired to (tc mirred) instead; loopback never is
-    from pxewizard.lab import lab_attachment
+    from pxewizard.commands.lab import lab_attachment
 
     with pytest.raises(PxeError, match="not a bridge"):
         lab_attachment("lo")

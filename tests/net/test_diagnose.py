@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 
-from pxewizard.diagnose import Finding, HostFacts, diagnose_events
-from pxewizard.doctor import host_facts, served_paths
+from pxewizard.insight.diagnose import Finding, HostFacts
+from pxewizard.insight.session import diagnose_events, host_facts, served_paths
 from pxewizard.events import from_dict
 from pxewizard.plan import load_plan
-from pxewizard.timeline import Role, Stage, Status
+from pxewizard.insight.timeline import Role, Stage, Status
 from tests.net.dhcp_support import serve_dhcp
 from tests.support.netns import Netns, NetPair, link_netns, namespace, net_pair
 from tests.support.serving import REPO, Served, write_plan
@@ -196,6 +196,13 @@ def test_missing_file_names_file_and_package(pair: NetPair, tmp_path: Path) -> N
         wait_for(served, lambda e: e["kind"] == "transfer_failed")
         _, findings = diagnosis(served, facts_for(plan))     # one second after the event
         record(served, "net-missing-file")
+        # headless serve prints what the diagnosis says, once, as it appears
+        deadline = time.monotonic() + 10
+        while not any("ERROR" in ln and "PXELINUX.0" in ln for ln in served.output) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sum("ERROR" in ln and "PXELINUX.0" in ln for ln in served.output) == 1, \
+            served.output[-20:]
     (f,) = findings
     assert f.rule == "tftp-not-found" and "PXELINUX.0" in f.title
     assert "pxelinux" in f.fix
@@ -315,7 +322,7 @@ def test_proxy_client_joined_through_the_neighbour_table(tmp_path: Path) -> None
     require_root()
     require("udhcpc", "tftp")
     from pxewizard.detect.neighbours import neighbours_sync
-    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.insight.timeline import TimelineBuilder
     from tests.net.dhcp_support import pxe_request, raw_exchange
 
     with segment(tmp_path) as (srv, dn, cli):
@@ -357,6 +364,6 @@ def test_proxy_client_joined_through_the_neighbour_table(tmp_path: Path) -> None
         (tl,) = [t for t in snap.clients if t.mac == CLIENT_MAC]
         assert ip in tl.ips and tl.stage is Stage.loader
         assert tl.steps[0].kind == "dhcp" and tl.steps[0].service == "proxydhcp"
-        from pxewizard.diagnose import diagnose
+        from pxewizard.insight.diagnose import diagnose
 
         assert diagnose(snap, facts_for(plan)) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.export import FORMATS, export, render_dnsmasq
+from pxewizard.commands.export import FORMATS, export, render_dnsmasq
 from pxewizard.plan import plan_from_dict
 from tests.support.netns import namespace, stub_interface
 from tests.support.tools import require, require_root
@@ -143,7 +143,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     strict leaves it read-only otherwise: the lock cannot be taken)."""
     import sys
 
-    from pxewizard.export import render_systemd
+    from pxewizard.commands.export import render_systemd
     from pxewizard.privileges import START_CAPS, start_capabilities
 
     require("systemd-analyze")

@@ -240,7 +240,7 @@ NFS_STALL = """
 import socket, struct, time
 from pxewizard.proto.rpc import encode_call, frame, AuthFlavor, encode_auth_sys
 from pxewizard.proto.xdr import Writer, Reader
-from pxewizard.servers.nfs.client import dirop_args, read_args
+from tests.support.nfs_client import dirop_args, read_args
 cred = (AuthFlavor.AUTH_SYS, encode_auth_sys(0, 0))
 def rpc(sock, prog, proc, args, xid):
     sock.sendall(frame(encode_call(xid, prog, 3, proc, args, cred=cred)))

@@ -166,7 +166,7 @@ def test_jail_dotdot_and_symlinks(env: Env):
 
 JAIL_SCRIPT = r'''
 import json, sys
-from pxewizard.servers.nfs.client import RpcClient, getattr_, lookup, mount
+from tests.support.nfs_client import RpcClient, getattr_, lookup, mount
 host, export = sys.argv[1], sys.argv[2]
 with RpcClient(host, 20048) as mc:
     fh = mount(mc, export).fh
@@ -241,7 +241,7 @@ def test_rpc_errors_oversize_reads_and_offsets_past_eof(env: Env):
 import json, sys
 from pxewizard.proto import nfs3 as n3
 from pxewizard.proto.rpc import encode_call, frame, parse_reply
-from pxewizard.servers.nfs.client import RpcClient, mount, lookup, read
+from tests.support.nfs_client import RpcClient, mount, lookup, read
 host, export = sys.argv[1], sys.argv[2]
 out = {}
 with RpcClient(host, 20048) as mc:

@@ -119,7 +119,7 @@ def guest_images():
 
 
 def test_kernel_client_read_write(guest_images, tmp_path: Path):
-    from pxewizard.lab import choose_accel
+    from pxewizard.commands.lab import choose_accel
 
     rw, ro, sq = tmp_path / "rw", tmp_path / "ro", tmp_path / "sq"
     for d in (rw, ro, sq):

@@ -257,7 +257,7 @@ HANDLES = r'''
 import json, sys
 from pxewizard.proto import nfs3 as n3
 from pxewizard.proto.xdr import Writer
-from pxewizard.servers.nfs.client import RpcClient, getattr_, lookup, mount, read
+from tests.support.nfs_client import RpcClient, getattr_, lookup, mount, read
 host, export, mode, state = sys.argv[1:5]
 out = {}
 if mode == "save":

@@ -12,7 +12,8 @@ from tests.support.tools import require_root
 
 SCRIPT = textwrap.dedent("""
     import asyncio, dataclasses, json, socket
-    from pxewizard.detect.interfaces import list_interfaces, assign_address, bridge_forward_now
+    from pxewizard.detect.bridge import bridge_forward_now
+    from pxewizard.detect.interfaces import assign_address, list_interfaces
     from pxewizard.detect.ports import check_ports
     from pxewizard.detect.host import SystemDetector
 

@@ -58,7 +58,7 @@ async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path:
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         live = await to_live(pilot)
-        assert servers.plans[0] == app.plan  # started only through start_plan
+        assert servers.plans[0] == app.state.plan  # started only through start_plan
         servers.bus.publish_many(boot_events(time.time()))
         requests = live.query_one("#requests-view", RichLog)
         await wait_for(pilot, lambda: len(requests.lines) >= 5, what="requests")
@@ -80,7 +80,7 @@ async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path:
         await pilot.press("enter", "4")
         await pilot.pause()
         assert live.query_one("#panes", ContentSwitcher).current == "diagnosis"
-        events = (Path(app.plan.state_dir) / "events.jsonl").read_text()
+        events = (Path(app.state.plan.state_dir) / "events.jsonl").read_text()
         assert '"kind":"transfer_done"' in events  # the JSONL log is written too
 
 
@@ -238,7 +238,7 @@ def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
 
 async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
                                                       tmp_path: Path) -> None:
-    from pxewizard.events import TransferFailed
+    from pxewizard.events import FailCause, TransferFailed
 
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
@@ -246,7 +246,7 @@ async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
         t = time.time()
         servers.bus.publish_many(boot_events(t)[:3] + [
             TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
-                           code=1, peer="10.99.0.100:2071")])
+                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")])
         await pilot.press("4")
         await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
         await wait_text(pilot, "pxelinux.0")

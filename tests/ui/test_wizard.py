@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pxewizard.plan import DhcpMode, Transport, load_plan
-from pxewizard.screens.base import size_text
+from pxewizard.units import size_text
 from pxewizard.screens.console import foreign_chars
 
 from .fakes import FakeDetector, seen_server
@@ -40,11 +40,11 @@ def assert_console_safe(app: Any) -> None:
 async def to_interface(pilot: Any, name: str = "eth0") -> None:
     """From Preflight to the Interface screen with ``name`` highlighted."""
     app = pilot.app
-    await wait_for(pilot, lambda: app.host is not None, what="preflight facts")
+    await wait_for(pilot, lambda: app.state.host is not None, what="preflight facts")
     assert_console_safe(app)
     await next_to(pilot, "interface")
-    await wait_for(pilot, lambda: app.interfaces is not None, what="interfaces")
-    names = [i.name for i in app.interfaces]
+    await wait_for(pilot, lambda: app.state.interfaces is not None, what="interfaces")
+    names = [i.name for i in app.state.interfaces]
     screen = app.screen
     while screen.selected().name != name:
         await pilot.press("up" if names.index(screen.selected().name) > names.index(name)
@@ -78,7 +78,7 @@ async def choose_radio(pilot: Any, set_id: str, index: int) -> None:
 async def from_mode_to_review(pilot: Any, transport_index: int = 0,
                               copytoram: bool | None = None) -> None:
     await next_to(pilot, "media")
-    await wait_for(pilot, lambda: pilot.app.media_found is not None, what="media")
+    await wait_for(pilot, lambda: pilot.app.state.media_found is not None, what="media")
     assert_console_safe(pilot.app)
     await next_to(pilot, "transport")
     if transport_index:
@@ -98,7 +98,7 @@ async def test_full_dhcp_on_a_silent_segment(wizard: Any) -> None:
         assert "(*) full DHCP" in text  # preselected: nobody answered
         assert "192.168.50.100" in text and "192.168.50.199" in text
         await from_mode_to_review(pilot)
-        plan = app.plan
+        plan = app.state.plan
         assert plan is not None
         assert plan.interface == "eth0" and str(plan.server_ip) == "192.168.50.2"
         d = plan.dhcp
@@ -138,7 +138,7 @@ async def test_proxy_preselected_when_a_server_answered(wizard: Any) -> None:
         await next_to(pilot, "dhcp_mode")
         assert "(*) proxyDHCP" in screen_text(app)
         await from_mode_to_review(pilot)
-        assert app.plan is not None and app.plan.dhcp.mode is DhcpMode.proxy
+        assert app.state.plan is not None and app.state.plan.dhcp.mode is DhcpMode.proxy
         assert det.probes == [("eth0", 0.2)]
 
 
@@ -157,7 +157,7 @@ async def test_none_shows_what_the_existing_server_needs(wizard: Any) -> None:
             assert snippet in plain, snippet
         assert_console_safe(app)
         await from_mode_to_review(pilot)
-        assert app.plan is not None and app.plan.dhcp.mode is DhcpMode.none
+        assert app.state.plan is not None and app.state.plan.dhcp.mode is DhcpMode.none
 
 
 async def test_full_dhcp_beside_another_server_needs_words(wizard: Any) -> None:
@@ -181,13 +181,13 @@ async def test_full_dhcp_beside_another_server_needs_words(wizard: Any) -> None:
         await type_text(pilot, "I own this network")
         await next_to(pilot, "media")
         await from_mode_to_review_from_media(pilot)
-        assert app.plan is not None
-        assert app.plan.dhcp.mode is DhcpMode.full and app.plan.dhcp.override_existing_server
+        assert app.state.plan is not None
+        assert app.state.plan.dhcp.mode is DhcpMode.full and app.state.plan.dhcp.override_existing_server
         assert "beside another DHCP server: confirmed" in screen_text(app)
 
 
 async def from_mode_to_review_from_media(pilot: Any) -> None:
-    await wait_for(pilot, lambda: pilot.app.media_found is not None, what="media")
+    await wait_for(pilot, lambda: pilot.app.state.media_found is not None, what="media")
     await next_to(pilot, "transport")
     await next_to(pilot, "review")
 
@@ -203,7 +203,7 @@ async def test_each_transport_and_its_ram_warning(wizard: Any, index: int,
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         await next_to(pilot, "transport")
         if index:
             await choose_radio(pilot, "transport", index)
@@ -220,7 +220,7 @@ async def test_each_transport_and_its_ram_warning(wizard: Any, index: int,
             assert "depend on this server until they shut down" in text
         assert_console_safe(app)
         await next_to(pilot, "review")
-        plan = app.plan
+        plan = app.state.plan
         assert plan is not None and plan.boot.transport is transport
         assert plan.nbd.enabled is (transport is Transport.nbd)
         assert plan.nfs.enabled is (transport is Transport.nfs)
@@ -235,7 +235,7 @@ async def test_ram_figures_for_every_transport_are_shown(wizard: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         await next_to(pilot, "transport")
         m = app.draft.media
         fig = {(t, c): size_text(ram_estimate(m, m.entries[0], t, c).needed_bytes)
@@ -308,7 +308,7 @@ async def test_media_path_validates_as_you_type(wizard: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         await pilot.press("tab")
         await type_text(pilot, "/srv/iso/nothing.iso")
         await wait_for(pilot, lambda: "no such file" in screen_text(app), what="error")
@@ -320,7 +320,7 @@ async def test_media_path_validates_as_you_type(wizard: Any) -> None:
         await pilot.pause()
         await next_to(pilot, "transport")
         await next_to(pilot, "review")
-        plan = app.plan
+        plan = app.state.plan
         assert plan is not None
         assert str(plan.boot.media) == "/srv/iso/debian-live-12.iso"
         assert plan.boot.entries == ["live"]
@@ -391,7 +391,7 @@ async def test_review_loads_a_plan_file(wizard: Any, tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         await next_to(pilot, "transport")
         await next_to(pilot, "review")
         path = app.screen.query_one("#plan-path")
@@ -400,7 +400,7 @@ async def test_review_loads_a_plan_file(wizard: Any, tmp_path: Path) -> None:
         await type_text(pilot, str(other))
         await pilot.press("tab", "tab", "enter")  # Save, Load
         await wait_text(pilot, "Serve on eth9 172.20.0.5/16", "DHCP none")
-        assert app.plan is not None and app.plan.interface == "eth9"
+        assert app.state.plan is not None and app.state.plan.interface == "eth9"
         await pilot.press("ctrl+q")
 
 
@@ -427,7 +427,7 @@ async def test_external_http_and_default_entry(wizard: Any) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         # table -> path -> 3 entry boxes -> default entry Select: open it, take the second
         await pilot.press("tab", "tab", "tab", "tab", "tab", "enter")
         await pilot.pause()
@@ -441,7 +441,7 @@ async def test_external_http_and_default_entry(wizard: Any) -> None:
         await pilot.press(*["backspace"] * len("ftp://mirror"))
         await type_text(pilot, "http://mirror.lan/srcd")
         await next_to(pilot, "review")
-        plan = app.plan
+        plan = app.state.plan
         assert plan is not None
         assert plan.boot.external_http == "http://mirror.lan/srcd/"
         assert plan.boot.default == "sysresccd-copytoram"

@@ -9,13 +9,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from pxewizard.boot.cmdline import ARCHISO_NO_TFTP
-from pxewizard.boot.media import entries_for, find_media
+from pxewizard.boot.cmdline import ARCHISO_NO_TFTP, entries_for
+from pxewizard.boot.media import find_media
 from pxewizard.boot.tree import build_boot, nbd_exports
 from pxewizard.errors import PxeError
-from pxewizard.export import render_nbd_server
+from pxewizard.commands.export import render_nbd_server
 from pxewizard.plan import Plan, plan_from_dict
-from pxewizard.servers.nbd import FileRange
+from pxewizard.files import FileRange
 from tests.data.boot import fixtures as fx
 from tests.support.tools import require
 from tests.unit.test_menus import fake_loaders

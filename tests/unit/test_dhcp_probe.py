@@ -103,7 +103,7 @@ async def test_full_mode_override_warns_of_the_pool(monkeypatch) -> None:
 
 
 def test_doctor_flags_the_pool() -> None:
-    from pxewizard.doctor import check_probe
+    from pxewizard.commands.doctor import check_probe
     from pxewizard.plan import plan_from_dict
 
     plan = plan_from_dict({"interface": "eth0", "server_ip": "10.0.0.2",

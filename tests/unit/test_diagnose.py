@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
-                                closest_name, diagnose, diagnose_events, format_finding,
-                                package_for)
 from pxewizard.events import ConsoleLine, DhcpServerSeen, LogLine, from_dict, read_jsonl
-from pxewizard.timeline import Role, Stage, Status, TimelineBuilder
+from pxewizard.insight.diagnose import (BridgeState, Finding, HostFacts, Severity, Thresholds,
+                                        closest_name, diagnose, format_finding, package_for)
+from pxewizard.insight.session import diagnose_events
+from pxewizard.insight.timeline import Role, Stage, Status, TimelineBuilder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "timeline"
 MAC = "52:54:00:99:00:10"
@@ -135,7 +135,7 @@ def test_client_ram_from_a_stalled_http_copy() -> None:
     assert f.rule == "client-ram" and f.severity is Severity.warning
     facts = HostFacts(server_ip="10.99.0.1", dhcp_mode="full", client_ram=512 << 20)
     (f,) = run("fault-ram-http-stall", 40, facts)
-    assert f.severity is Severity.error and "512.0 MiB" in f.cause
+    assert f.severity is Severity.error and "512 MiB" in f.cause
 
 
 def test_client_ram_host_fact() -> None:
@@ -249,7 +249,7 @@ def test_findings_sorted_worst_first_and_words() -> None:
 
 
 def test_every_rule_has_a_sequence() -> None:
-    from pxewizard.diagnose import RULES
+    from pxewizard.insight.diagnose import RULES
     assert len(RULES) >= 18
 
 
@@ -261,7 +261,7 @@ def test_helpers() -> None:
 
 
 def test_a_broken_rule_does_not_hide_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pxewizard import diagnose as d
+    from pxewizard.insight import diagnose as d
 
     def boom(*a):
         raise RuntimeError("x")
@@ -301,7 +301,7 @@ def test_keys_stay_stable_while_counters_grow() -> None:
 
 
 def test_findings_for_one_client() -> None:
-    from pxewizard.diagnose import findings_for
+    from pxewizard.insight.diagnose import findings_for
 
     fs = run("fault-other-server-won", 1)
     assert [f.rule for f in findings_for(fs, MAC)] == ["dhcp-other-server-won"]
@@ -328,7 +328,7 @@ E2E = ["e2e-bios_pxelinux_http", "e2e-uefi_syslinux_http", "e2e-uefi_ipxe_chainl
                                   "uefi-ipxe-http-ok", "net-healthy-tftp", *E2E])
 def test_healthy_boots_are_quiet_at_every_moment(name: str) -> None:
     """Live: the UI diagnoses after every event; a healthy boot never shows a finding."""
-    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.insight.timeline import TimelineBuilder
 
     evs = load(name)
     b = TimelineBuilder()
@@ -363,7 +363,7 @@ def test_replay_prints_each_fix_once_and_every_boot_attempt(tmp_path, capsys) ->
     from pathlib import Path
     from types import SimpleNamespace
 
-    from pxewizard.doctor import cli_replay
+    from pxewizard.commands.doctor import cli_replay
 
     data = Path(__file__).resolve().parents[1] / "data" / "timeline"
     for log in sorted(data.glob("*.jsonl")):
@@ -384,7 +384,7 @@ def test_replay_prints_each_fix_once_and_every_boot_attempt(tmp_path, capsys) ->
 
 
 def test_a_client_outside_allowed_macs_is_named_with_the_fix() -> None:
-    from pxewizard.diagnose import diagnose_events
+    from pxewizard.insight.session import diagnose_events
     from pxewizard.events import DhcpExchange
 
     ev = DhcpExchange(ts=100.0, client="52:54:00:99:99:01", service="proxydhcp",

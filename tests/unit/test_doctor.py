@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.diagnose import Severity, diagnose
-from pxewizard.doctor import (check_checksums, check_ports, check_readable, check_rp_filter,
+from pxewizard.insight.diagnose import Severity, diagnose
+from pxewizard.commands.doctor import (check_checksums, check_ports, check_readable, check_rp_filter,
                               cli_doctor, firewall_from_iptables, firewall_from_nft, host_facts,
                               run_doctor, served_paths, wanted_ports)
 from pxewizard.plan import plan_from_dict
@@ -75,7 +75,8 @@ def test_bad_plan_and_missing_log_never_traceback(tmp_path: Path,
 def test_garbage_log_lines_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     log = tmp_path / "e.jsonl"
     log.write_text('{"kind":"transfer_failed","ts":1,"client":"10.0.0.9","service":"tftp",'
-                   '"path":"pxelinux.0","code":1,"reason":"file not found"}\nnot json\n'
+                   '"path":"pxelinux.0","code":1,"reason":"file not found","cause":"not_found"}\n'
+                   'not json\n'
                    '{"kind":"transfer_failed","bogus":1}\n')
     assert cli_doctor(args(log=str(log))) == 1
     assert "pxelinux.0 is missing" in capsys.readouterr().out
@@ -207,7 +208,7 @@ def test_served_paths_walks_roots(tmp_path: Path) -> None:
 
 
 def test_replay_without_host_checks(capsys: pytest.CaptureFixture) -> None:
-    from pxewizard.doctor import cli_replay
+    from pxewizard.commands.doctor import cli_replay
 
     assert cli_replay(argparse.Namespace(log=str(DATA / "fault-bin-kernel.jsonl"))) == 1
     out = capsys.readouterr().out
@@ -217,7 +218,7 @@ def test_replay_without_host_checks(capsys: pytest.CaptureFixture) -> None:
 
 async def test_join_unknown_from_the_neighbour_table(monkeypatch: pytest.MonkeyPatch) -> None:
     from pxewizard.detect import neighbours as nb
-    from pxewizard.timeline import TimelineBuilder
+    from pxewizard.insight.timeline import TimelineBuilder
     from pxewizard.events import from_dict, read_jsonl
 
     async def fake(interface=None):
@@ -233,8 +234,8 @@ async def test_join_unknown_from_the_neighbour_table(monkeypatch: pytest.MonkeyP
 
 def test_bridge_without_carrier_is_explained() -> None:
     from pxewizard.detect.bridge import BridgeFacts, BridgePort
-    from pxewizard.diagnose import Finding
-    from pxewizard.doctor import _explain_bridge_carrier
+    from pxewizard.insight.diagnose import Finding
+    from pxewizard.commands.doctor import _explain_bridge_carrier
 
     link = Finding(severity=Severity.error, rule="link", client="",
                    title="br0 has no link (down, no carrier)", cause="x", fix="y")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pxewizard.eventfmt import one_line
+from pxewizard.insight.eventfmt import one_line
 from pxewizard.events import (DhcpExchange, Event, EventBus, JsonlLog, LogLine, TransferDone,
                               event_types, from_dict, read_jsonl)
 
@@ -38,7 +38,7 @@ def _sample(cls: type[Event]) -> Event:
 
 
 def test_every_event_field_documented_and_formatted() -> None:
-    import pxewizard.events as mod
+    import pxewizard.events.types as mod
 
     src = inspect.getsource(mod)
     for cls in event_types().values():
@@ -122,12 +122,12 @@ def test_refusals_of_every_kind_are_rate_limited_with_a_summary() -> None:
 
 
 def test_every_renderer_escapes_control_characters() -> None:
-    from pxewizard.diagnose import Finding, Severity, format_finding
-    from pxewizard.eventfmt import describe, one_line
+    from pxewizard.insight.diagnose import Finding, Severity, format_finding
+    from pxewizard.insight.eventfmt import describe, one_line
     from pxewizard.events import TransferFailed, TransferStarted
     from pxewizard.safetext import escape_controls
     from pxewizard.screens.live.format import log_row, request_row
-    from pxewizard.timeline import TimelineBuilder, format_timeline
+    from pxewizard.insight.timeline import TimelineBuilder, format_timeline
 
     evil = "pxelinux.cfg/x\nforged 12:00:00 line\x1b[2J\x1b]0;title\x07\u202e\udcff"
     assert escape_controls(evil) == ("pxelinux.cfg/x\\nforged 12:00:00 line\\x1b[2J\\x1b]0;"
@@ -148,7 +148,7 @@ def test_every_renderer_escapes_control_characters() -> None:
         assert t.isprintable(), repr(t)
     assert any("\\x1b[2J" in t for t in texts)
 def test_a_silent_dhcp_answer_reads_as_words() -> None:
-    from pxewizard.eventfmt import describe
+    from pxewizard.insight.eventfmt import describe
     from pxewizard.events import DhcpExchange
     from pxewizard.screens.live.format import request_row
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from pxewizard.errors import PortInUse
-from pxewizard.events import EventBus, TransferDone, TransferFailed, TransferStarted
+from pxewizard.events import EventBus, FailCause, TransferDone, TransferFailed, TransferStarted
 from pxewizard.files import FileTree
 from pxewizard.servers.http import RangeNotSatisfiable, parse_range, request_path, start_http
 
@@ -156,6 +156,9 @@ async def test_refused(server, path: str, status: int) -> None:
     assert b"TOP-SECRET" not in reply
     fail = [e for e in events if isinstance(e, TransferFailed)]
     assert fail and fail[-1].code == status and fail[-1].reason
+    want = (FailCause.not_found if status == 404 else FailCause.permission
+            if path == "/secret.txt" else FailCause.refused)
+    assert fail[-1].cause == want
 
 
 async def test_methods(server) -> None:
@@ -215,6 +218,7 @@ async def test_client_abort_is_an_event_not_a_traceback(server, monkeypatch, cap
         await asyncio.sleep(0.05)
     fail = [e for e in events if isinstance(e, TransferFailed)]
     assert fail and "client closed the connection" in fail[0].reason and fail[0].code == 200
+    assert fail[0].cause == FailCause.client_gone
     # the server still serves
     st, _, body = await _get(s, f"{base}/small.txt")
     assert st == 200 and body == b"0123456789"

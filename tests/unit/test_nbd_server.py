@@ -19,7 +19,8 @@ from pxewizard.events import (
     TransferFailed,
 )
 from pxewizard.proto import nbd
-from pxewizard.servers.nbd import FileRange, start_nbd
+from pxewizard.files import FileRange
+from pxewizard.servers.nbd import start_nbd
 
 SIZE = 4 * 1024 * 1024 + 4321
 

@@ -27,7 +27,7 @@ from pxewizard.proto.rpc import (
     parse_reply,
 )
 from pxewizard.proto.xdr import Reader, Writer
-from pxewizard.servers.nfs.client import dirop_args, fh_args, read_args
+from tests.support.nfs_client import dirop_args, fh_args, read_args
 from pxewizard.servers.nfs.handles import Export, Resolver
 from pxewizard.servers.nfs.mountd import MountProgram
 from pxewizard.servers.nfs.nfsd import NfsProgram
@@ -146,7 +146,7 @@ def test_mount_subdir_and_refusals(tree):
 
 
 def test_refused_mount_is_diagnosed_with_the_exports(tree):
-    from pxewizard.diagnose import diagnose_events
+    from pxewizard.insight.session import diagnose_events
 
     h = Harness(tree)
     rep = h.call(m3.MountProc.MNT, bytes(Writer().push_string("/srv/archiso_nfs_srv")),

@@ -25,7 +25,7 @@ from pxewizard.proto.rpc import (
 from pxewizard.proto.xdr import Writer
 from pxewizard.servers.base import tcp_listener, udp_socket
 from pxewizard.servers.nfs import transport as tr
-from pxewizard.servers.nfs.client import read_args
+from tests.support.nfs_client import read_args
 from pxewizard.servers.nfs.handles import Export, Resolver
 from pxewizard.servers.nfs.mountd import MountProgram
 from pxewizard.servers.nfs.nfsd import NfsProgram

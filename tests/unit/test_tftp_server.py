@@ -16,6 +16,7 @@ import pytest
 from pxewizard.events import (
     Event,
     EventBus,
+    FailCause,
     PacketDropped,
     ServiceStarted,
     ServiceStopped,
@@ -154,6 +155,9 @@ async def test_refusals_in_words(server, name: str, nak: str) -> None:
     assert isinstance(got, Error) and got.message == nak
     (failed,) = await wait_for(events, TransferFailed)
     assert failed.code == got.code and failed.reason  # the operator's version, with details
+    # what the diagnosis matches on: the cause, not the words
+    assert failed.cause == {"Access violation": FailCause.refused,
+                            "File not found": FailCause.not_found}.get(nak, FailCause.permission)
 
 
 async def test_absolute_path_outside_is_inside_the_root(server, tmp_path: Path) -> None:
@@ -315,6 +319,7 @@ async def test_client_that_vanishes_times_out(root: Path) -> None:
         c.close()
         await svc.close()
     assert "timed out after 2 retries" in failed.reason and not failed.probe
+    assert failed.cause == FailCause.timeout
 
 
 async def test_file_truncated_while_served_ends_that_transfer_only(server, root: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from pxewizard.events import (DhcpExchange, TransferDone, TransferFailed, TransferProgress,
                               TransferStarted, from_dict, read_jsonl)
-from pxewizard.timeline import (Role, Stage, Status, TimelineBuilder, build, classify,
+from pxewizard.insight.timeline import (Role, Stage, Status, TimelineBuilder, build, classify,
                                 format_timeline, is_config_search_miss, loader_family,
                                 loader_firmware)
 

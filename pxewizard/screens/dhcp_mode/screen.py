@@ -5,12 +5,16 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, RadioButton, RadioSet, Static
+from textual.containers import Vertical
+from textual.widgets import Input, RadioSet, Static
 
+from ...errors import PlanError
 from ...plan import DhcpMode
 from ..base import WizardScreen
+from ..console import ConsoleRadioButton
 from ..draft import I_OWN
+from ..widgets import FieldRow
+from .snippets import snippets
 
 _MODES = {
     DhcpMode.full: ("full DHCP: hand out addresses (only on a segment you own)"),
@@ -29,27 +33,24 @@ class DhcpModeScreen(WizardScreen):
         mode = d.dhcp_mode or d.default_mode()
         with RadioSet(id="mode"):
             for m, text in _MODES.items():
-                yield RadioButton(text, value=m is mode, id=f"mode-{m.value}")
+                yield ConsoleRadioButton(text, value=m is mode, id=f"mode-{m.value}")
         with Vertical(id="full"):
             for key, label, hint in (("range_start", "pool start", ""),
                                      ("range_end", "pool end", ""),
                                      ("router", "router", "none: clients get no gateway"),
                                      ("dns", "DNS servers", "comma-separated, may be empty"),
                                      ("lease_time", "lease (s)", "3600")):
-                with Horizontal(classes="row"):
-                    yield Label(label, classes="label")
-                    yield Input(placeholder=hint, id=key.replace("_", "-"), compact=True)
+                yield FieldRow(label, Input(placeholder=hint, id=key.replace("_", "-"),
+                                            compact=True))
             with Vertical(id="override"):
                 yield Static("", id="override-warning", classes="warn")
-                with Horizontal(classes="row"):
-                    yield Label("confirm", classes="label")
-                    yield Input(placeholder=f"{d.interface} or: {I_OWN}", id="confirm",
-                                compact=True)
+                yield FieldRow("confirm", Input(placeholder=f"{d.interface} or: {I_OWN}",
+                                                id="confirm", compact=True))
         yield Static("", id="mode-help")
 
     def on_mount(self) -> None:
         d = self.draft
-        host = self.wizard.host
+        host = self.state.host
         d.suggest_full(host.dns_servers if host is not None else ())
         for key in ("range_start", "range_end", "router", "dns"):
             self.query_one(f"#{key.replace('_', '-')}", Input).value = getattr(d, key)
@@ -98,9 +99,6 @@ class DhcpModeScreen(WizardScreen):
             help_.update("")
 
     def snippet_text(self) -> Text:
-        from ...errors import PlanError
-        from .snippets import snippets
-
         try:
             items = snippets(self.draft.to_plan())  # the Plan's own paths, as served
         except PlanError as exc:
@@ -123,8 +121,6 @@ class DhcpModeScreen(WizardScreen):
         d.confirmation = self.query_one("#confirm", Input).value
 
     def check(self) -> str | None:
-        from ...errors import PlanError
-
         d = self.draft
         if d.dhcp_mode is DhcpMode.full:
             if d.lease_time < 60:

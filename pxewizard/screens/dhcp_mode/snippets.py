@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ...commands.export import arch_files, ipxe_url
+
 if TYPE_CHECKING:
     from ...plan import Plan
 
@@ -23,10 +25,8 @@ _ARCH_WORDS = {"bios": "BIOS clients (arch 0)", "efi64": "UEFI x64 clients (arch
 
 def boot_paths(plan: Plan) -> list[tuple[str, str]]:
     """(who, path or URL) for every boot file a snippet names."""
-    from ...export import _arch_files, _ipxe_url
-
-    out = [(_ARCH_WORDS[tag], file) for tag, _, file in _arch_files(plan)]
-    url = _ipxe_url(plan)
+    out = [(_ARCH_WORDS[tag], file) for tag, _, file in arch_files(plan)]
+    url = ipxe_url(plan)
     if url:
         out.append(("iPXE clients (user class iPXE)", url))
     return out
@@ -34,9 +34,7 @@ def boot_paths(plan: Plan) -> list[tuple[str, str]]:
 
 def snippets(plan: Plan) -> list[tuple[str, str]]:
     """(title, configuration text) for each DHCP server we know."""
-    from ...export import _arch_files, _ipxe_url
-
-    ip, url, arches = plan.server_ip, _ipxe_url(plan), _arch_files(plan)
+    ip, url, arches = plan.server_ip, ipxe_url(plan), arch_files(plan)
     bios = plan.dhcp.boot_files.bios
     isc = ["# /etc/dhcp/dhcpd.conf, inside the subnet block",
            "option arch code 93 = unsigned integer 16;", f"next-server {ip};"]

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
+from ...errors import PxeError
 from ..base import WizardScreen
 
 
@@ -48,8 +49,6 @@ class DhcpScanScreen(WizardScreen):
 
     @work(exclusive=True, group="scan")
     async def scan(self) -> None:
-        from ...errors import PxeError
-
         timeout = self.wizard.config.probe_timeout
         try:
             seen = await self.wizard.detector.probe(self.draft.interface, timeout)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Input, Label, Static
+from textual.containers import Vertical
+from textual.widgets import Button, DataTable, Input, Static
 
+from ...detect.interfaces import InterfaceInfo, check_assignment, preferred
+from ...errors import PxeError
 from ..base import WizardScreen
-
-if TYPE_CHECKING:
-    from ...detect.interfaces import InterfaceInfo
+from ..widgets import FieldRow
 
 
 def _state(i: "InterfaceInfo") -> str:
@@ -46,12 +44,10 @@ class InterfaceScreen(WizardScreen):
         with Vertical(id="assign"):
             yield Static("Give it an IPv4 address (brought up, added with pyroute2):",
                          classes="hint")
-            with Horizontal(classes="row"):
-                yield Label("address/prefix", classes="label")
-                yield Input(placeholder="192.168.50.1/24", id="addr", compact=True)
-            with Horizontal(classes="row"):
-                yield Label("gateway (opt.)", classes="label")
-                yield Input(placeholder="none: an isolated segment", id="gw", compact=True)
+            yield FieldRow("address/prefix",
+                           Input(placeholder="192.168.50.1/24", id="addr", compact=True))
+            yield FieldRow("gateway (opt.)",
+                           Input(placeholder="none: an isolated segment", id="gw", compact=True))
             yield Button("Assign address", id="do-assign", compact=True)
         yield Button("STP off, forward delay 0", id="fix-bridge", compact=True)
 
@@ -60,25 +56,23 @@ class InterfaceScreen(WizardScreen):
         table.add_columns("Name", "State", "Speed", "IPv4", "MAC", "Kind")
         self.query_one("#assign").display = False
         self.query_one("#fix-bridge").display = False
-        if self.wizard.interfaces is None:
+        if self.state.interfaces is None:
             self.load()
         else:
             self.fill()
 
     @work(exclusive=True, group="interfaces")
     async def load(self) -> None:
-        self.wizard.interfaces = list(await self.wizard.detector.interfaces())
+        self.state.interfaces = list(await self.wizard.detector.interfaces())
         self.fill()
 
     def action_reload(self) -> None:
         self.load()
 
     def fill(self) -> None:
-        from ...detect.interfaces import preferred
-
         table = self.query_one("#ifaces", DataTable)
         table.clear()
-        ifaces = self.wizard.interfaces or []
+        ifaces = self.state.interfaces or []
         for i in ifaces:
             speed = f"{i.speed_mbps}M" if i.speed_mbps else "-"
             table.add_row(i.name, _state(i), speed, ", ".join(i.ipv4) or "-", i.mac or "-",
@@ -95,7 +89,7 @@ class InterfaceScreen(WizardScreen):
 
     def selected(self) -> "InterfaceInfo | None":
         table = self.query_one("#ifaces", DataTable)
-        ifaces = self.wizard.interfaces or []
+        ifaces = self.state.interfaces or []
         if not ifaces or table.row_count == 0:
             return None
         row = table.cursor_row
@@ -141,8 +135,6 @@ class InterfaceScreen(WizardScreen):
     @on(Button.Pressed, "#do-assign")
     @on(Input.Submitted, "#addr, #gw")
     def _assign(self) -> None:
-        from ...detect.interfaces import check_assignment
-
         i = self.selected()
         if i is None:
             return
@@ -157,8 +149,6 @@ class InterfaceScreen(WizardScreen):
 
     @work(exclusive=True, group="assign")
     async def assign(self, name: str, address: str, prefix: int, gateway: str) -> None:
-        from ...errors import PxeError
-
         try:
             await self.wizard.detector.assign_address(name, address, prefix, gateway or None)
         except PxeError as exc:
@@ -177,8 +167,6 @@ class InterfaceScreen(WizardScreen):
 
     @work(exclusive=True, group="assign")
     async def fix_bridge(self, name: str) -> None:
-        from ...errors import PxeError
-
         try:
             await self.wizard.detector.bridge_forward_now(name)
         except PxeError as exc:

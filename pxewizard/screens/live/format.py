@@ -9,8 +9,9 @@ from rich.text import Text
 
 from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
                        SessionOpened, TransferDone, TransferFailed, TransferStarted)
+from ...insight.eventfmt import describe, exchange_words
 from ...safetext import escape_controls
-from ..base import size_text
+from ...units import size_text
 
 REQUEST_KINDS = (DhcpExchange, LeaseChanged, TransferStarted, TransferDone, TransferFailed,
                  SessionOpened, SessionClosed)
@@ -41,8 +42,6 @@ def _what(ev: Event) -> tuple[str, str]:
             extra = " ".join(x for x in (ev.yiaddr, ev.boot_file and f"file={ev.boot_file}",
                                          ev.arch_name) if x)
             style = "" if ev.msg_out != "-" else "dim"
-            from ...eventfmt import exchange_words
-
             return f"{exchange_words(ev, '->')} {extra}".rstrip(), style
         case LeaseChanged():
             return f"lease {ev.ip} {ev.state}", ""
@@ -77,8 +76,6 @@ def request_row(ev: Event, mac_of: Callable[[str], str | None] | None = None) ->
 
 def log_row(ev: Event) -> Text:
     """A Log pane line from any event (eventfmt's words), coloured by level."""
-    from ...eventfmt import describe
-
     style = ""
     if isinstance(ev, LogLine):
         style = {"error": "bold red", "warning": "yellow", "debug": "dim"}.get(ev.level, "")

@@ -1,43 +1,83 @@
 """Step 8: the servers run; every request, client, log line and finding as it happens.
 
-Servers are started only through ``start_plan`` (WizardConfig.start_plan,
-``pxewizard.serve.start_plan`` by default). Events reach this screen only
-through :class:`pxewizard.ui_bridge.EventBridge`, in batches; panes are
-RichLogs with ``max_lines`` so a boot storm cannot grow memory or stall keys.
+Servers are started only through ``LiveSetup.start_plan`` (``pxewizard.serve.start_plan``
+in the app). Events reach this screen only through
+:class:`pxewizard.ui_bridge.EventBridge`, in batches; the timelines and findings come
+from the run's :class:`~pxewizard.insight.session.InsightSession`. The panes
+(``panes.py``) are RichLogs with ``max_lines``, so a boot storm cannot grow memory or
+stall keys.
 """
 
 from __future__ import annotations
 
 import os
+import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, RichLog, Static
+from textual.widgets import ContentSwitcher, Footer, Header, RichLog
 
-from ...events import (ConsoleLine, Event, LogLine, TransferDone, TransferFailed,
-                       TransferProgress, TransferStarted)
+from ...boot.media import Media
+from ...boot.ram import RamEstimate
+from ...commands import lab
+from ...detect.bridge import bridge_facts
+from ...detect.ports import PortStatus
+from ...errors import PxeError
+from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, TransferDone,
+                       TransferFailed, TransferProgress, TransferStarted)
+from ...insight.diagnose import Finding, HostFacts
+from ...insight.session import InsightSession, host_facts, served_paths
+from ...insight.timeline import Snapshot
+from ...plan import Plan
 from ...safetext import escape_controls
 from ...ui_bridge import EventBridge, EventsArrived
-from ..base import size_text
+from .confirm import Confirm
 from .format import REQUEST_KINDS, log_row, request_row
+from .panes import (MAX_LINES, ClientsPane, DiagnosisPane, LogPane, RequestsPane, StatusLine,
+                    TabBar)
 
 if TYPE_CHECKING:
-    from ...app import PxeWizardApp
+    from textual.worker import Worker
 
-PANES = (("requests", "Requests"), ("clients", "Clients"), ("log", "Log"),
-         ("diagnosis", "Diagnosis"), ("console", "VM console"))
-MAX_LINES = 5000
+    from ...app import PxeWizardApp
+    from ...serve import Running
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSetup:
+    """What the Live screen is given by the wizard (it reads nothing else of the app)."""
+
+    plan: Plan | None
+    """The Plan to run (None: Review found it invalid)."""
+    start_plan: Callable[[Plan, EventBus], Awaitable[Running]]
+    """Starts the Plan's servers (``pxewizard.serve.start_plan``; tests pass fakes)."""
+    media: Media | None = None
+    """The boot medium chosen, for the RAM estimate."""
+    ram_estimate: Callable[..., RamEstimate] | None = None
+    """``ram_estimate(media, entry, transport, copytoram)`` (None: no estimate)."""
+    ports: tuple[PortStatus, ...] = ()
+    """The port scan of Preflight (held ports are facts for the diagnosis)."""
+    lab: bool = True
+    """Offer the virtual test client (keys v/u, pane 5)."""
+    log_path: str = ""
+    """Where ``w`` saves the view (empty: the Plan's state_dir)."""
 
 
 class LiveScreen(Screen[Any]):
     """Requests, Clients, Log, Diagnosis (and a lab VM's console), with totals below."""
+
+    def __init__(self, setup: LiveSetup) -> None:
+        super().__init__()
+        self.setup = setup
 
     STEP = "live"
     BINDINGS = [
@@ -62,73 +102,43 @@ class LiveScreen(Screen[Any]):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="*")
-        yield Static("", id="tabbar")
+        yield TabBar(console=self.setup.lab, id="tabbar")
         with ContentSwitcher(id="panes", initial="requests"):
-            with Vertical(id="requests"):
-                yield Static(f"{'time':<8} {'client':<17} {'svc':<5} what", classes="colhead")
-                yield RichLog(id="requests-view", max_lines=MAX_LINES, wrap=False, markup=False)
-            with Vertical(id="clients"):
-                yield DataTable(id="clients-table", cursor_type="row")
-                yield Static("", id="clients-detail")
-            with Vertical(id="log"):
-                yield Input(placeholder="filter: text to match (service, client, path)",
-                            id="filter", compact=True)
-                yield RichLog(id="log-view", max_lines=MAX_LINES, wrap=False, markup=False)
-            yield RichLog(id="diagnosis", max_lines=2000, wrap=True, markup=False)
+            yield RequestsPane(id="requests")
+            yield ClientsPane(id="clients")
+            yield LogPane(id="log")
+            yield DiagnosisPane(id="diagnosis")
             yield RichLog(id="console", max_lines=MAX_LINES, wrap=False, markup=False)
-        yield Static("", id="status")
+        yield StatusLine(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
-        from ...events import EventBus
-
         self.pane = "requests"
         self.paused = False
         self.held_requests: list[Text] = []
         self.held_log: list[Text] = []
-        self.log_lines: deque[Text] = deque(maxlen=MAX_LINES)
         self.request_lines: deque[Text] = deque(maxlen=MAX_LINES)
-        self.filter_text = ""
         self.counts = {"events": 0, "requests": 0, "bytes": 0, "failed": 0}
         self.active: dict[tuple[str, str, str], float] = {}
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
-        self.clients_simple: dict[str, list[str]] = {}
-        self.findings: list[Any] = []
-        self.snap: Any = None
-        self.diag_facts: Any = None
-        self.snap_at = 0.0
-        self.running: Any = None
+        self.running: Running | None = None
         self.state = "starting"
-        self.lab_worker: Any = None
+        self.lab_worker: Worker[None] | None = None
         self.bus = EventBus()
+        self.insight = InsightSession(host_facts(self.setup.plan)).attach(self.bus)
         self.bridge = EventBridge(self.bus, self).attach()
-        self.builder = self.make_builder()
-        self.jsonl: Any = None
-        self.query_one("#clients-table", DataTable).add_columns(
-            "Client", "IP", "Firmware", "Stage", "Idle")
-        self.show_tabbar()
+        self.jsonl: JsonlLog | None = None
         self.set_interval(0.5, self.refresh_status)
         self.set_interval(1.0, self.refresh_clients)
         self.set_interval(2.0, self.refresh_diagnosis)
         self.refresh_status()
         self.start_servers()
 
-    @staticmethod
-    def make_builder() -> Any:
-        try:
-            from ...timeline import TimelineBuilder
-        except ImportError:
-            return None
-        return TimelineBuilder()
-
     # --- servers -------------------------------------------------------------------------
 
     @work(exclusive=True, group="servers")
     async def start_servers(self) -> None:
-        from ...errors import PxeError
-        from ...events import JsonlLog
-
-        plan = self.wizard.plan
+        plan = self.setup.plan
         if plan is None:
             self.state = "no plan"
             return
@@ -137,7 +147,7 @@ class LiveScreen(Screen[Any]):
             self.jsonl = JsonlLog(plan.jsonl_path, self.bus)
             self.bus.subscribe(self.jsonl)
         try:
-            self.running = await self.wizard.config.start_plan(plan, self.bus)
+            self.running = await self.setup.start_plan(plan, self.bus)
         except PxeError as exc:
             self.state = "failed"
             self.bus.publish(LogLine(service="wizard", level="error", message=str(exc)))
@@ -153,45 +163,34 @@ class LiveScreen(Screen[Any]):
         self.state = "serving"
         self.bus.publish(LogLine(service="wizard", level="info",
                                  message=f"ready: serving on {plan.interface} {plan.server_ip}"))
-        self.diag_facts = await self.host_facts()
+        self.insight.facts = await self.host_facts()
 
-    async def host_facts(self) -> Any:
+    async def host_facts(self) -> HostFacts:
         """What the diagnosis rules know of this host and Plan (bridge, ports, files, RAM)."""
-        plan = self.wizard.plan
-        try:
-            from ...diagnose import HostFacts
-        except ImportError:
-            return None
+        plan = self.setup.plan
         if plan is None:
             return HostFacts()
         bridge = None
         try:
-            from ...detect.bridge import bridge_facts
-
             bridge = await bridge_facts(plan.interface)
         except Exception:  # advice only: the rules stay quiet about what is unknown
             pass
-        files: tuple[str, ...] = ()
+        files: list[str] = []
         tree = getattr(self.running, "tree", None)
         if tree is not None:
-            files = tuple(vpath for vpath, _, _ in tree.entries())
+            files = await asyncio.to_thread(served_paths, tree)
         held = tuple((p.proto, p.port, p.service, p.holder or "")
-                     for p in self.wizard.ports or [] if not p.free)
+                     for p in self.setup.ports if not p.free)
         ram_needed = None
-        fn, media = self.wizard.config.ram_estimate, self.wizard.draft.media
-        if callable(fn) and media is not None:
+        fn, media = self.setup.ram_estimate, self.setup.media
+        if fn is not None and media is not None:
             try:
                 ram_needed = fn(media, None, plan.boot.transport.value,
                                 plan.boot.copytoram).needed_bytes
             except Exception:
                 ram_needed = None
-        boot_files = tuple((k, v) for k, v in plan.dhcp.boot_files.model_dump().items()
-                           if isinstance(v, str))
-        return HostFacts(server_ip=str(plan.server_ip), interface=plan.interface,
-                         dhcp_mode=plan.dhcp.mode.value, boot_files=boot_files,
-                         transport=plan.boot.transport.value, menu_timeout=plan.boot.timeout,
-                         tftp_max_blksize=plan.tftp.max_blksize, bridge=bridge, files=files,
-                         ram_needed=ram_needed, ports_held=held)
+        return host_facts(plan, files=files, bridge=bridge, ram_needed=ram_needed,
+                          ports_held=held)
 
     async def stop_servers(self) -> None:
         running, self.running = self.running, None
@@ -208,6 +207,7 @@ class LiveScreen(Screen[Any]):
             self.lab_worker = None
         await self.stop_servers()
         self.bridge.detach()
+        self.insight.detach()
         if self.jsonl is not None:
             self.jsonl.close()
 
@@ -234,7 +234,7 @@ class LiveScreen(Screen[Any]):
             else:
                 log.append(log_row(ev))
         self.request_lines.extend(requests)
-        self.log_lines.extend(log)
+        self.query_one(LogPane).lines.extend(log)
         if self.paused:
             self.held_requests = (self.held_requests + requests)[-MAX_LINES:]
             self.held_log = (self.held_log + log)[-MAX_LINES:]
@@ -242,22 +242,21 @@ class LiveScreen(Screen[Any]):
         self.write_rows(requests, log)
 
     def mac_of(self, ip: str) -> str | None:
-        return self.builder.mac_of(ip) if self.builder is not None else None
+        return self.insight.mac_of(ip)
+
+    @property
+    def log_lines(self) -> deque[Text]:
+        return self.query_one(LogPane).lines
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.query_one(DiagnosisPane).findings
 
     def write_rows(self, requests: list[Text], log: list[Text]) -> None:
-        if requests:
-            self.query_one("#requests-view", RichLog).write(
-                Text("\n").join(requests[-MAX_LINES:]))
-        shown = [t for t in log if self.matches(t)]
-        if shown:
-            self.query_one("#log-view", RichLog).write(Text("\n").join(shown[-MAX_LINES:]))
+        self.query_one(RequestsPane).write(requests)
+        self.query_one(LogPane).write(log)
 
     def account(self, ev: Event) -> None:
-        if self.builder is not None:
-            try:
-                self.builder.feed(ev)
-            except Exception:  # the timeline is a view; never lose the stream over it
-                pass
         key = (getattr(ev, "service", ""), getattr(ev, "peer", "") or ev.client,
                getattr(ev, "path", ""))
         if isinstance(ev, TransferStarted):
@@ -268,9 +267,6 @@ class LiveScreen(Screen[Any]):
                 self.counts["bytes"] += ev.sent
             elif not ev.probe:
                 self.counts["failed"] += 1
-        if self.builder is None and isinstance(ev, REQUEST_KINDS):
-            self.clients_simple[request_row(ev).plain.split()[1]] = [
-                getattr(ev, "service", ""), request_row(ev).plain.split(None, 3)[-1]]
 
     # --- periodic views ------------------------------------------------------------------
 
@@ -283,110 +279,44 @@ class LiveScreen(Screen[Any]):
                 mbps = (b1 - b0) / (t1 - t0) / 1e6
         while self.rate_window and time.monotonic() - self.rate_window[0][0] > 5:
             self.rate_window.popleft()
-        clients = self.client_count()
-        paused = "  PAUSED" if self.paused else ""
-        self.query_one("#status", Static).update(
-            f"{self.state}  req {self.counts['requests']}  clients {clients}  "
-            f"active {len(self.active)}  sent {size_text(self.counts['bytes'])} "
-            f"({mbps:.1f} MB/s)  {rate:.0f} ev/s"
-            + (f"  failed {self.counts['failed']}" if self.counts["failed"] else "") + paused)
+        status = self.query_one(StatusLine)
+        status.state, status.paused = self.state, self.paused
+        status.requests, status.sent = self.counts["requests"], self.counts["bytes"]
+        status.failed, status.active = self.counts["failed"], len(self.active)
+        status.clients, status.mbps, status.rate = self.client_count(), mbps, rate
 
-    def snapshot(self, max_age: float = 1.0) -> Any:
+    def snapshot(self, max_age: float = 1.0) -> Snapshot | None:
         """The timeline snapshot, rebuilt at most once per ``max_age`` seconds."""
-        if self.builder is None:
-            return None
-        now = time.monotonic()
-        if self.snap is None or now - self.snap_at > max_age:
-            try:
-                self.snap = self.builder.snapshot(time.time())
-            except Exception:  # the timeline is a view; never lose the stream over it
-                return self.snap
-            self.snap_at = now
-        return self.snap
+        return self.insight.snapshot(max_age=max_age)
 
     def client_count(self) -> int:
-        if self.builder is not None:
-            snap = self.snapshot(max_age=2.0)
-            return len(snap.clients) if snap is not None else 0
-        return len(self.clients_simple)
+        snap = self.snapshot(max_age=2.0)
+        return len(snap.clients) if snap is not None else 0
 
     def refresh_clients(self) -> None:
-        if self.pane != "clients":
-            return
-        table = self.query_one("#clients-table", DataTable)
-        rows: list[tuple[str, ...]] = []
-        detail = Text()
-        snap = self.snapshot()
-        if snap is not None:
-            for s in snap.summaries():
-                rows.append((escape_controls(s.client), s.ip or "-",
-                             escape_controls(s.firmware or "-"), escape_controls(s.label),
-                             f"{s.idle:.0f}s"))
-            row = table.cursor_row if table.row_count else 0
-            if snap.clients and 0 <= row < len(snap.clients):
-                from ...timeline import format_timeline
-
-                for line in format_timeline(snap.clients[row])[-8:]:
-                    detail.append(line + "\n")
-        else:
-            for client, (svc, what) in self.clients_simple.items():
-                rows.append((escape_controls(client), "-", "-",
-                             escape_controls(f"{svc} {what}"), "-"))
-        cursor = table.cursor_row
-        table.clear()
-        for r in rows:
-            table.add_row(*r)
-        if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
-        self.query_one("#clients-detail", Static).update(detail)
+        if self.pane == "clients":
+            self.query_one(ClientsPane).show(self.snapshot())
 
     def refresh_diagnosis(self) -> None:
-        if self.builder is None:
-            return
-        try:
-            from ...diagnose import HostFacts, diagnose, format_finding
-        except ImportError:
-            return
-        plan = self.wizard.plan
-        facts = self.diag_facts or (HostFacts() if plan is None else HostFacts(
-            server_ip=str(plan.server_ip), interface=plan.interface,
-            dhcp_mode=plan.dhcp.mode.value, transport=plan.boot.transport.value,
-            menu_timeout=plan.boot.timeout))
         snap = self.snapshot()
         if snap is None:
             return
         try:
-            findings = diagnose(snap, facts)
-        except Exception:
+            findings = self.insight.findings(snap)
+        except Exception:  # the diagnosis is advice; the servers and the view go on
             return
-        keys = [f.key for f in findings]
-        if keys == [f.key for f in self.findings]:
-            return
-        self.findings = findings
-        view = self.query_one("#diagnosis", RichLog)
-        view.clear()
-        if not findings:
-            view.write("No problem found so far.")
-        for f in findings:
-            view.write("\n".join(format_finding(f, with_evidence=False)))
-        self.show_tabbar()
+        if self.query_one(DiagnosisPane).show(findings):
+            self.show_tabbar()
 
     def show_tabbar(self) -> None:
-        t = Text()
-        for i, (pane, title) in enumerate(PANES, 1):
-            if pane == "console" and not self.wizard.lab_available:
-                continue
-            if pane == "diagnosis" and self.findings:
-                title = f"{title}({len(self.findings)})"
-            label = f" {i} {title} "
-            t.append(label, style="reverse bold" if pane == self.pane else "")
-        self.query_one("#tabbar", Static).update(t)
+        bar = self.query_one(TabBar)
+        bar.current, bar.findings = self.pane, len(self.findings)
 
     # --- actions -------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lab" or (action == "pane" and parameters == ("console",)):
-            return self.wizard.lab_available
+            return self.setup.lab
         return True
 
     def action_pane(self, pane: str) -> None:
@@ -415,31 +345,11 @@ class LiveScreen(Screen[Any]):
 
     def action_filter(self) -> None:
         self.action_pane("log")
-        f = self.query_one("#filter", Input)
-        f.add_class("-shown")
-        f.focus()
-
-    def matches(self, line: Text) -> bool:
-        return not self.filter_text or self.filter_text in line.plain.lower()
-
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value.strip().lower()
-        view = self.query_one("#log-view", RichLog)
-        view.clear()
-        shown = [t for t in self.log_lines if self.matches(t)]
-        if shown:
-            view.write(Text("\n").join(shown))
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.query_one("#log-view", RichLog).focus()
+        self.query_one(LogPane).show_filter()
 
     def action_save_log(self) -> None:
-        from pathlib import Path
-
-        plan = self.wizard.plan
-        base = Path(self.wizard.config.log_path) if self.wizard.config.log_path else (
+        plan = self.setup.plan
+        base = Path(self.setup.log_path) if self.setup.log_path else (
             plan.state_dir if plan is not None else Path.cwd())
         path = base / time.strftime("pxewizard-live-%Y%m%d-%H%M%S.log")
         from ...errors import PxeError
@@ -461,7 +371,7 @@ class LiveScreen(Screen[Any]):
         self.notify(f"saved {path}{where}")
 
     def action_lab(self, firmware: str) -> None:
-        if not self.wizard.lab_available or self.wizard.plan is None:
+        if not self.setup.lab or self.setup.plan is None:
             return
         if self.lab_worker is not None and self.lab_worker.is_running:
             self.lab_worker.cancel()
@@ -469,15 +379,11 @@ class LiveScreen(Screen[Any]):
             self.bus.publish(LogLine(service="lab", level="info", message="test VM stopped"))
             return
         self.lab_worker = self.run_lab(firmware)
-        if self.wizard.lab_available:
-            self.action_pane("console")
+        self.action_pane("console")
 
     @work(exclusive=True, group="lab")
     async def run_lab(self, firmware: str) -> None:
-        from ... import lab
-        from ...errors import PxeError
-
-        plan = self.wizard.plan
+        plan = self.setup.plan
         assert plan is not None
         try:
             bridge, nic = lab.lab_attachment(plan.interface)
@@ -495,6 +401,7 @@ class LiveScreen(Screen[Any]):
             self.notify(msg)
             return
         self.bridge.detach()
+        self.insight.detach()
         if self.jsonl is not None:
             self.jsonl.close()
         self.wizard.go_back()
@@ -502,8 +409,6 @@ class LiveScreen(Screen[Any]):
     def action_quit_live(self) -> None:
         n = len(self.active)
         if n:
-            from .confirm import Confirm
-
             self.app.push_screen(
                 Confirm(f"{n} transfer(s) are running: quitting stops them mid-way and the "
                         "clients fail to boot. Quit anyway?"), self._quit_answer)

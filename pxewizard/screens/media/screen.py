@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
+from textual.containers import Vertical
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
-from ..base import WizardScreen, size_text
+from ...boot.media import Media
+from ...errors import PxeError
+from ...units import size_text
+from ..base import WizardScreen
+from ..console import ConsoleCheckbox
+from ..widgets import FieldRow
 
 
 class MediaScreen(WizardScreen):
@@ -20,28 +25,23 @@ class MediaScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield DataTable(id="media", cursor_type="row")
-        with Horizontal(classes="row"):
-            yield Label("ISO or directory", classes="label")
-            yield Input(placeholder="/path/to/systemrescue.iso", id="path", compact=True)
+        yield FieldRow("ISO or directory",
+                       Input(placeholder="/path/to/systemrescue.iso", id="path", compact=True))
         yield Static("", id="path-status")
         yield Static("Menu entries (tab moves, space toggles):", classes="section")
         yield Vertical(id="entries")
-        with Horizontal(classes="row"):
-            yield Label("default entry", classes="label")
-            yield Select[str]([], id="default", allow_blank=True, compact=True,
-                              prompt="the first")
-        with Horizontal(classes="row"):
-            yield Label("timeout (s)", classes="label")
-            yield Input(id="timeout", compact=True, type="integer")
+        yield FieldRow("default entry", Select[str]([], id="default", allow_blank=True,
+                                                    compact=True, prompt="the first"))
+        yield FieldRow("timeout (s)", Input(id="timeout", compact=True, type="integer"))
 
     def on_mount(self) -> None:
-        self.media_list: list[Any] = []
+        self.media_list: list[Media] = []
         self.query_one("#media", DataTable).add_columns("Medium", "Profile", "Entries",
                                                         "Image", "Path")
         self.query_one("#timeout", Input).value = str(self.draft.timeout)
         self.query_one("#path", Input).value = self.draft.media_path \
             if self.draft.media is None else ""
-        if self.wizard.media_found is None:
+        if self.state.media_found is None:
             self.query_one("#path-status", Static).update("Looking for boot media ...")
             self.load()
         else:
@@ -51,15 +51,13 @@ class MediaScreen(WizardScreen):
 
     @work(exclusive=True, group="media")
     async def load(self) -> None:
-        from ...errors import PxeError
-
         try:
-            self.wizard.media_found = list(await self.wizard.detector.media(None))
+            self.state.media_found = list(await self.wizard.detector.media(None))
         except (PxeError, OSError, ImportError) as exc:
-            self.wizard.media_found = []
+            self.state.media_found = []
             self.query_one("#path-status", Static).update(Text(str(exc), style="yellow"))
         else:
-            if not self.wizard.media_found:
+            if not self.state.media_found:
                 self.query_one("#path-status", Static).update(
                     "No boot medium found on this machine: type the path of an ISO or a "
                     "directory.")
@@ -68,8 +66,8 @@ class MediaScreen(WizardScreen):
                 self.query_one("#path-status", Static).update("")
         self.fill()
 
-    def fill(self, select: Any = None) -> None:
-        found = list(self.wizard.media_found or [])
+    def fill(self, select: Media | None = None) -> None:
+        found = list(self.state.media_found or [])
         chosen = select if select is not None else self.draft.media
         if chosen is not None and all(m.path != chosen.path for m in found):
             found.insert(0, chosen)
@@ -87,7 +85,7 @@ class MediaScreen(WizardScreen):
             if select is None:  # never steal the focus from the path being typed
                 table.focus()
 
-    def current(self) -> Any:
+    def current(self) -> Media | None:
         table = self.query_one("#media", DataTable)
         if not self.media_list:
             return None
@@ -100,13 +98,13 @@ class MediaScreen(WizardScreen):
         if m is not None:
             self.show_entries(m)
 
-    def show_entries(self, media: Any) -> None:
+    def show_entries(self, media: Media) -> None:
         d = self.draft
         same = d.media is not None and d.media.path == media.path
         wanted = set(d.entries) if same and d.entries is not None else None
         box = self.query_one("#entries", Vertical)
         box.remove_children()
-        box.mount_all([Checkbox(f"{e.label} ({e.id})", wanted is None or e.id in wanted,
+        box.mount_all([ConsoleCheckbox(f"{e.label} ({e.id})", wanted is None or e.id in wanted,
                                 name=e.id, compact=True) for e in media.entries])
         self.shown_entries = [e.id for e in media.entries]
         self.call_after_refresh(self.refresh_default, d.default if same else None)
@@ -146,10 +144,6 @@ class MediaScreen(WizardScreen):
 
     @work(exclusive=True, group="path")
     async def check_path(self, path: str) -> None:
-        import asyncio
-
-        from ...errors import PxeError
-
         status = self.query_one("#path-status", Static)
         await asyncio.sleep(0.3)  # debounce: the worker is cancelled by the next keystroke
         status.update(f"checking {path} ...")

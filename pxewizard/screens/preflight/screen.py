@@ -9,7 +9,8 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
 
 
 class PreflightScreen(WizardScreen):
@@ -27,11 +28,11 @@ class PreflightScreen(WizardScreen):
     async def load(self) -> None:
         w = self.wizard
         host, ports = await asyncio.gather(w.detector.host(), w.detector.ports())
-        w.host, w.ports = host, list(ports)
+        self.state.host, self.state.ports = host, list(ports)
         self.query_one("#facts", Static).update(self.render_facts())
 
     def render_facts(self) -> Text:
-        host, ports = self.wizard.host, self.wizard.ports or []
+        host, ports = self.state.host, self.state.ports or []
         assert host is not None
         t = Text()
         t.append("This machine\n", style="bold")

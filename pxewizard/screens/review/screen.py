@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Static
 
-from ..base import WizardScreen, size_text
+from ...boot.tree import build_tree
+from ...commands.export import export as export_plan
+from ...errors import PlanError, PxeError
+from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
+from ...units import size_text
+from ..base import WizardScreen
+from ..draft import Draft
+from ..widgets import FieldRow
 
-if TYPE_CHECKING:
-    from ...plan import Plan
 
-
-def documented_toml(plan: "Plan") -> Text:
+def documented_toml(plan: Plan) -> Text:
     """The Plan's TOML, each setting followed by its field doc (dimmed)."""
-    from ...plan import dump_plan, field_docs
-
     docs = field_docs()
     t = Text()
     section = ""
@@ -49,9 +51,7 @@ class ReviewScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield Static("", id="summary")
-        with Horizontal(classes="row"):
-            yield Label("save plan as", classes="label")
-            yield Input(id="plan-path", compact=True)
+        yield FieldRow("save plan as", Input(id="plan-path", compact=True))
         with Horizontal(classes="row", id="buttons"):
             yield Button("Save plan", id="save", compact=True)
             yield Button("Load plan", id="load", compact=True)
@@ -61,18 +61,16 @@ class ReviewScreen(WizardScreen):
         yield Static("", id="plan-toml")
 
     def on_mount(self) -> None:
-        from ...errors import PlanError
-
         path = self.query_one("#plan-path", Input)
         path.value = self.draft.plan_path
         self.query_one("#export").display = self.wizard.export_available
         try:
             plan = self.draft.to_plan()
         except PlanError as exc:
-            self.wizard.plan = None
+            self.state.plan = None
             self.show_problem(str(exc))
             return
-        self.wizard.plan = plan
+        self.state.plan = plan
         self.query_one("#summary", Static).update(self.summary(plan))
         self.query_one("#plan-toml", Static).update(
             Text("Plan file (TOML) with what each setting means:\n", style="bold")
@@ -80,9 +78,7 @@ class ReviewScreen(WizardScreen):
         self.query_one("#next").focus()
         self.load_served(plan)
 
-    def summary(self, plan: "Plan") -> Text:
-        from ...plan import DhcpMode
-
+    def summary(self, plan: Plan) -> Text:
         d = plan.dhcp
         t = Text()
         t.append(f"Serve on {plan.interface} {plan.server_ip}/{plan.prefix}\n", style="bold")
@@ -109,7 +105,7 @@ class ReviewScreen(WizardScreen):
                  + (f" from {b.external_http}" if b.external_http else "") + "\n")
         t.append(f"Menu: {', '.join(b.entries) if b.entries else 'every entry'}; default "
                  f"{plan.menu_default or 'the first'}; timeout {b.timeout} s\n")
-        ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
+        ports = {(p.proto, p.port): p for p in self.state.ports or []}
         line = []
         for proto, port, svc in plan.bound_ports():
             held = ports.get((proto, port))
@@ -119,10 +115,8 @@ class ReviewScreen(WizardScreen):
         return t
 
     @work(exclusive=True, group="served", thread=True)
-    def load_served(self, plan: "Plan") -> None:
+    def load_served(self, plan: Plan) -> None:
         try:
-            from ...boot.tree import build_tree
-
             tree = build_tree(plan)
             entries = tree.entries()
             sources = tree.sources()
@@ -157,9 +151,7 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#save")
     @on(Input.Submitted, "#plan-path")
     def action_save_plan(self) -> None:
-        from ...plan import save_plan
-
-        plan = self.wizard.plan
+        plan = self.state.plan
         status = self.query_one("#save-status", Static)
         path = self.query_one("#plan-path", Input).value.strip()
         if plan is None or not path:
@@ -178,10 +170,6 @@ class ReviewScreen(WizardScreen):
     @on(Button.Pressed, "#load")
     def _load(self) -> None:
         """Replace the answers with a Plan file's (what ``pxewizard --plan FILE`` does)."""
-        from ...errors import PxeError
-        from ...plan import load_plan
-        from ..draft import Draft
-
         path = self.query_one("#plan-path", Input).value.strip()
         try:
             plan = load_plan(path)
@@ -193,25 +181,19 @@ class ReviewScreen(WizardScreen):
 
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
-        self.export()
-
-    @work(exclusive=True, group="export", thread=True)
-    def export(self) -> None:
-        import importlib
-        from pathlib import Path
-
-        plan = self.wizard.plan
-        status = self.query_one("#save-status", Static)
+        plan = self.state.plan
         if plan is None:
             return
+        # what the worker needs is read here, on the UI thread, before it starts
         path = Path(self.query_one("#plan-path", Input).value.strip() or "pxewizard-plan.toml")
+        self.export(plan, path, self.query_one("#save-status", Static))
+
+    @work(exclusive=True, group="export", thread=True)
+    def export(self, plan: Plan, path: Path, status: Static) -> None:
         out_dir = path.resolve().parent / "pxewizard-export"
         try:
-            from ...plan import save_plan
-
             save_plan(plan, path)
-            mod: Any = importlib.import_module("pxewizard.export")
-            written = mod.export(plan, out_dir, None, path.resolve())
+            written = export_plan(plan, out_dir, None, path.resolve())
         except Exception as exc:
             self.app.call_from_thread(status.update, Text(f"export failed: {exc}", style="red"))
             return
@@ -223,6 +205,6 @@ class ReviewScreen(WizardScreen):
             or self.draft.plan_path
 
     def check(self) -> str | None:
-        if self.wizard.plan is None:
+        if self.state.plan is None:
             return "the plan is not valid; go back and fix the fields named above"
         return None

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Checkbox, Input, RadioSet, Static
 
+from ...boot.media import BootEntry
+from ...boot.ram import RamEstimate
+from ...errors import PlanError
 from ...plan import Transport
-from ..base import WizardScreen, size_text
+from ...units import size_text
+from ..base import WizardScreen
+from ..console import ConsoleCheckbox, ConsoleRadioButton
+from ..widgets import FieldRow
 
 MEANING = {
     Transport.http: "HTTP: the image is downloaded into client RAM; fast, any network",
@@ -21,7 +25,7 @@ MEANING = {
 }
 
 
-def ram_words(est: Any, transport: Transport, copytoram: bool | None) -> str:
+def ram_words(est: RamEstimate, transport: Transport, copytoram: bool | None) -> str:
     """"Clients need about 2.1 GiB RAM with HTTP" (+ the dependency on this server)."""
     need = f"clients need about {size_text(est.needed_bytes)} RAM with {transport.value.upper()}"
     if transport in (Transport.nfs, Transport.nbd) and copytoram is False:
@@ -40,13 +44,12 @@ class TransportScreen(WizardScreen):
         d = self.draft
         with RadioSet(id="transport"):
             for t, text in MEANING.items():
-                yield RadioButton(text, value=t is d.transport, id=f"t-{t.value}")
-        yield Checkbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
+                yield ConsoleRadioButton(text, value=t is d.transport, id=f"t-{t.value}")
+        yield ConsoleCheckbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
                        value=d.copytoram is not False, compact=True)
-        with Horizontal(classes="row"):
-            yield Label("external HTTP", classes="label")
-            yield Input(placeholder="none: our own HTTP server (http://host/path/)",
-                        id="external", compact=True)
+        yield FieldRow("external HTTP", Input(
+            placeholder="none: our own HTTP server (http://host/path/)", id="external",
+            compact=True))
         yield Static("", id="ram")
 
     def on_mount(self) -> None:
@@ -71,7 +74,7 @@ class TransportScreen(WizardScreen):
     def _changed(self) -> None:
         self.refresh_ram()
 
-    def entry(self) -> Any:
+    def entry(self) -> BootEntry | None:
         m = self.draft.media
         if m is None:
             return None
@@ -83,7 +86,7 @@ class TransportScreen(WizardScreen):
         linux = [e for e in pool if e.image_size]
         return (linux or pool or [None])[0]
 
-    def estimate(self, transport: Transport, copytoram: bool | None) -> Any:
+    def estimate(self, transport: Transport, copytoram: bool | None) -> RamEstimate | None:
         fn = self.wizard.config.ram_estimate
         m, e = self.draft.media, self.entry()
         if not callable(fn) or m is None or e is None:
@@ -99,7 +102,7 @@ class TransportScreen(WizardScreen):
         cb.disabled = t not in (Transport.nfs, Transport.nbd)
         out = Text()
         est = self.estimate(t, c)
-        host = self.wizard.host
+        host = self.state.host
         if est is None:
             out.append("No RAM estimate: no boot medium chosen (or no estimator here).\n",
                        style="yellow")
@@ -135,8 +138,6 @@ class TransportScreen(WizardScreen):
         d.external_http = self.query_one("#external", Input).value.strip()
 
     def check(self) -> str | None:
-        from ...errors import PlanError
-
         try:
             self.draft.to_plan()
         except PlanError as exc:

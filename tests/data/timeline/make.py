@@ -61,9 +61,10 @@ class Seq:
         self.ev(t + secs, "transfer_done", client=client, service=service, path=path, sent=size,
                 seconds=secs, status=status, peer=peer)
 
-    def miss(self, t: float, path: str, *, service="tftp", client=IP, code=1, reason=None) -> None:
+    def miss(self, t: float, path: str, *, service="tftp", client=IP, code=1, reason=None,
+             cause="not_found") -> None:
         self.ev(t, "transfer_failed", client=client, service=service, path=path, code=code,
-                reason=reason or f"file not found: {path}", peer=PEER)
+                reason=reason or f"file not found: {path}", cause=cause, peer=PEER)
 
     def search(self, t: float, prefix: str = "") -> float:
         for i, name in enumerate(SEARCH):
@@ -125,7 +126,7 @@ def main() -> None:
          peer=PEER)
     s.ev(3.742, "transfer_failed", client=IP, service="tftp", path="efi64/syslinux.efi", code=8,
          reason="size probe: the client read the OACK (tsize=211008) and ended the transfer",
-         probe=True, peer=PEER)
+         cause="client_aborted", probe=True, peer=PEER)
     s.get(3.756, "efi64/syslinux.efi", 211_008, 0.05,
           options={"blksize": "1468", "windowsize": "4"}, peer=f"{IP}:2071")
     s.dhcp(3.83, "DISCOVER", "OFFER", xid=0xE054177E, arch=None, arch_name="",
@@ -147,7 +148,7 @@ def main() -> None:
          options={"tsize": "1034560", "blksize": "1468", "windowsize": "4"}, peer=PEER)
     s.ev(3.708, "transfer_failed", client=IP, service="tftp", path="ipxe.efi", code=8,
          reason="size probe: the client read the OACK and ended the transfer", probe=True,
-         peer=PEER)
+         cause="client_aborted", peer=PEER)
     s.get(3.726, "ipxe.efi", 1_034_560, 0.3, options={"blksize": "1468", "windowsize": "4"})
     ipxe_vc = "PXEClient:Arch:00007:UNDI:003010"
     for i, (mi, mo) in enumerate((("DISCOVER", "OFFER"), ("DISCOVER", "OFFER"),
@@ -156,7 +157,7 @@ def main() -> None:
                vc=ipxe_vc, uc="iPXE", boot_file="http://10.99.0.1/boot.ipxe",
                reason="iPXE client (user class iPXE / option 175): its script over HTTP")
     s.ev(28.03, "transfer_failed", client=IP, service="tftp", path="autoexec.ipxe", code=1,
-         reason="file not found: autoexec.ipxe", peer=PEER)
+         reason="file not found: autoexec.ipxe", cause="not_found", peer=PEER)
     s.get(28.04, "boot.ipxe", 312, 0.01, service="http", options={}, peer=f"{IP}:50000",
           status=200)
     s.get(28.05, "vmlinuz", 8_123_456, 1.2, service="http", options={}, peer=f"{IP}:50002",
@@ -178,7 +179,7 @@ def main() -> None:
     s.started(-5)
     s.bios_dhcp()
     s.get(16.14, "pxelinux.0", 46_468, 0.2)
-    s.miss(16.43, "ldlinux.c32", code=2,
+    s.miss(16.43, "ldlinux.c32", code=2, cause="permission",
            reason="ldlinux.c32: file must have global read permissions (mode 0600; fix: chmod "
                   "o+r /srv/tftp/ldlinux.c32)")
     s.write("fault-mode-0600")
@@ -207,7 +208,7 @@ def main() -> None:
     s.ev(3.74, "transfer_started", client=IP, service="tftp", path="pxelinux.0", size=46_468,
          options={"tsize": "46468", "blksize": "1468", "windowsize": "4"}, peer=PEER)
     s.ev(3.742, "transfer_failed", client=IP, service="tftp", path="pxelinux.0", code=8,
-         reason="size probe", probe=True, peer=PEER)
+         reason="size probe", cause="client_aborted", probe=True, peer=PEER)
     s.get(3.756, "pxelinux.0", 46_468, 0.05, options={"blksize": "1468", "windowsize": "4"})
     s.write("fault-wrong-arch")
 
@@ -224,7 +225,8 @@ def main() -> None:
     s.ev(t + 2.2, "transfer_progress", client=IP, service="tftp", path="vmlinuz", sent=1_048_576,
          size=8_123_456, peer=PEER)
     s.ev(t + 33.7, "transfer_failed", client=IP, service="tftp", path="vmlinuz", sent=1_064_960,
-         code=0, reason="timed out after 5 retries waiting for the ACK of block 130", peer=PEER)
+         code=0, reason="timed out after 5 retries waiting for the ACK of block 130",
+         cause="timeout", peer=PEER)
     s.write("fault-tftp-timeout")
 
     # iPXE handed undionly.kpxe again and again
@@ -348,7 +350,8 @@ def main() -> None:
     s.bios_dhcp()
     t = s.pxelinux()
     s.ev(t + 2, "transfer_failed", client=IP, service="http", path="arch/x86_64/airootfs.sfs",
-         code=404, reason="file not found: arch/x86_64/airootfs.sfs", peer=f"{IP}:40000")
+         code=404, reason="file not found: arch/x86_64/airootfs.sfs", cause="not_found",
+         peer=f"{IP}:40000")
     s.write("fault-stage3-404")
 
     # the initramfs transfer stops mid-way, no failure reported yet

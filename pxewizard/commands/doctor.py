@@ -7,7 +7,7 @@ image checksums) and, when asked, send one DHCP DISCOVER to see which servers
 answer. With ``--log events.jsonl`` the saved events are replayed through the
 timeline and the diagnosis rules, as they were seen live.
 
-Every outcome is a :class:`~pxewizard.diagnose.Finding`; the exit status is 1
+Every outcome is a :class:`~pxewizard.insight.diagnose.Finding`; the exit status is 1
 when any of them is an error, else 0, so scripts can gate on it. Whatever goes
 wrong inside a check becomes a finding in words, never a traceback.
 """
@@ -28,11 +28,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .diagnose import (Finding, HostFacts, Severity, Thresholds, diagnose,
-                       format_finding)
-from .errors import PxeError
-from .events import DhcpServerSeen, Event, from_dict, read_jsonl
-from .timeline import Snapshot, TimelineBuilder, format_timeline
+from ..boot.ram import ram_estimate
+from ..boot.tree import build_boot
+from ..detect.bridge import bridge_facts_sync
+from ..detect.dhcp_probe import PROBE_TIMEOUT, pool_in_use, probe_sync
+from ..detect.interfaces import InterfaceMissing, check_serving_address
+from ..detect.neighbours import neighbours_sync
+from ..detect.ports import port_holder
+from ..errors import PxeError
+from ..events import DhcpServerSeen, Event, from_dict, read_jsonl
+from ..insight.diagnose import Finding, HostFacts, Severity, Thresholds, format_finding
+from ..insight.session import InsightSession, host_facts, served_paths
+from ..insight.timeline import Snapshot, format_timeline
+from ..plan import load_plan
 
 MiB = 1024 * 1024
 
@@ -50,37 +58,6 @@ def _ok(rule: str, title: str) -> Finding:
 # --- facts from a Plan -----------------------------------------------------------------------
 
 
-def host_facts(plan: Any, *, files: Iterable[str] = (), bridge: object | None = None,
-               client_ram: int | None = None, ram_needed: int | None = None,
-               ports_held: Iterable[tuple[str, int, str, str]] = ()) -> HostFacts:
-    """The diagnosis facts for a Plan (the Live screen calls this too)."""
-    bf = plan.dhcp.boot_files
-    boot = tuple((k, v) for k, v in (("bios", bf.bios), ("efi_ia32", bf.efi_ia32),
-                                     ("efi_x64", bf.efi_x64), ("efi_arm64", bf.efi_arm64),
-                                     ("uefi_http", bf.uefi_http),
-                                     ("ipxe_script", bf.ipxe_script)) if v)
-    return HostFacts(server_ip=str(plan.server_ip), interface=plan.interface,
-                     dhcp_mode=str(plan.dhcp.mode.value), boot_files=boot,
-                     transport=str(plan.boot.transport.value), menu_timeout=plan.boot.timeout,
-                     tftp_max_blksize=plan.tftp.max_blksize, bridge=bridge,
-                     files=tuple(files), client_ram=client_ram, ram_needed=ram_needed,
-                     ports_held=tuple(ports_held))
-
-
-def served_paths(tree: Any, limit: int = 20000) -> list[str]:
-    """Virtual paths a FileTree serves (generated, mapped, and walked roots), up to ``limit``."""
-    out = [p for p, _, _ in tree.entries()]
-    for prefix, real in tree.sources():
-        for dirpath, dirnames, filenames in os.walk(real):
-            rel = os.path.relpath(dirpath, real)
-            for name in filenames:
-                vp = name if rel == "." else f"{rel}/{name}"
-                out.append(f"{prefix.rstrip('/')}/{vp}" if prefix else vp)
-                if len(out) >= limit:
-                    return out
-    return out
-
-
 # --- host checks -------------------------------------------------------------------------------
 
 
@@ -95,22 +72,15 @@ def check_root() -> list[Finding]:
 
 
 def check_interface(plan: Any) -> list[Finding]:
-    import netifaces
-
+    """The interface and its address (the check ``serve`` makes), then its link."""
     name, ip = plan.interface, str(plan.server_ip)
-    if name not in netifaces.interfaces():
-        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
-        return [_f(Severity.error, "interface", f"interface {name} does not exist",
-                   f"the plan serves on {name}; this machine has: {names}",
-                   "set `interface` in the plan to one of them")]
     out: list[Finding] = []
-    addrs = [a.get("addr") for a in netifaces.ifaddresses(name).get(netifaces.AF_INET, [])]
-    if ip not in addrs:
-        have = ", ".join(a for a in addrs if a) or "no IPv4 address"
-        out.append(_f(Severity.error, "interface", f"{name} does not carry {ip}",
-                      f"the plan's server_ip is {ip} but {name} has {have}",
-                      f"`ip addr add {ip}/{plan.prefix} dev {name}` or set server_ip in "
-                      "the plan"))
+    try:
+        check_serving_address(name, ip, plan.prefix)
+    except InterfaceMissing as exc:
+        return [_f(Severity.error, "interface", exc.message, exc.message, exc.fix or "")]
+    except PxeError as exc:
+        out.append(_f(Severity.error, "interface", exc.message, exc.message, exc.fix or ""))
     else:
         out.append(_ok("interface", f"{name} has {ip}/{plan.prefix}"))
     sysfs = Path("/sys/class/net") / name
@@ -143,8 +113,7 @@ def check_ports(plan: Any | None,
                 holder: Callable[[int, str], str | None] | None = None
                 ) -> tuple[list[Finding], list[tuple[str, int, str, str]]]:
     """Findings for ports held by others, and the held list for :class:`HostFacts`."""
-    if holder is None:
-        from .servers.base import port_holder as holder
+    holder = holder or port_holder
     wanted = wanted_ports(plan) if plan is not None else [
         ("udp", 67, "DHCP"), ("udp", 69, "TFTP"), ("tcp", 80, "HTTP"), ("udp", 4011, "proxyDHCP")]
     held, out = [], []
@@ -167,8 +136,6 @@ def check_ports(plan: Any | None,
 
 
 def check_bridge(interface: str) -> tuple[list[Finding], object | None]:
-    from .detect.bridge import bridge_facts_sync
-
     facts = bridge_facts_sync(interface)
     if not facts.exists or facts.bridge is None:
         return [], None
@@ -202,8 +169,6 @@ def _explain_bridge_carrier(checks: list[Finding], bridge: Any) -> list[Finding]
 
 def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
     """Loaders and media through boot.tree; returns findings, served paths and the media."""
-    from .boot.tree import build_boot
-
     try:
         bt = build_boot(plan)
     except PxeError as exc:
@@ -452,8 +417,6 @@ def check_checksums(media: Any) -> list[Finding]:
 
 
 def probe_servers(interface: str, timeout: float | None = None) -> list[DhcpServerSeen]:
-    from .detect.dhcp_probe import PROBE_TIMEOUT, probe_sync
-
     return list(probe_sync(interface, timeout or PROBE_TIMEOUT))
 
 
@@ -471,8 +434,6 @@ def check_probe(plan: Any, seen: list[DhcpServerSeen]) -> list[Finding]:
     words = ", ".join(f"{s.server_id} ({s.server_mac}{', proxy' if s.proxy else ''})"
                       for s in others)
     if mode == "full":
-        from .detect.dhcp_probe import pool_in_use
-
         d = plan.dhcp
         used = pool_in_use(others, d.range_start, d.range_end) if d.range_start else []
         if used:  # the competing-dhcp rule reports the server itself
@@ -531,17 +492,13 @@ def load_events(path: Path | str) -> list[Event]:
     return out
 
 
-def _feed_all(b: TimelineBuilder, events: list[Event], rep: Report) -> None:
-    """Feed a replayed log; an event of a damaged log must not stop the replay."""
-    bad = 0
-    for e in events:
-        try:
-            b.feed(e)
-        except Exception:
-            bad += 1
-    if bad:
-        rep.checks.append(_f(Severity.warning, "log", f"{bad} event(s) of the log could not be "
-                             "read (damaged or from another version); the rest was replayed"))
+def _replay(session: InsightSession, events: list[Event], rep: Report) -> None:
+    """Feed a saved log; an event of a damaged log must not stop the replay."""
+    session.feed_all(events)
+    if session.damaged:
+        rep.checks.append(_f(Severity.warning, "log", f"{session.damaged} event(s) of the log "
+                             "could not be read (damaged or from another version); the rest "
+                             "was replayed"))
 
 
 def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
@@ -561,9 +518,8 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
         rep.checks += iface
         port_f, held = _guard("ports", lambda: check_ports(plan), ([], []), rep)
         rep.checks += port_f
-        if any(f.rule == "interface" and f.title.endswith("does not exist") for f in iface):
-            pass
-        else:
+        if not any(f.rule == "interface" and f.title.startswith(f"interface {plan.interface} "
+                                                                "does not exist") for f in iface):
             br_f, bridge = _guard("bridge", lambda: check_bridge(plan.interface), ([], None),
                                   rep)
             rep.checks += br_f
@@ -581,7 +537,6 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
             rep.checks += _guard("checksum", lambda: check_checksums(media), [], rep)
         if client_ram is not None and media is not None:
             def est() -> int:
-                from .boot.ram import ram_estimate
                 return ram_estimate(media, None, str(plan.boot.transport.value),
                                     plan.boot.copytoram).needed_bytes
             ram_needed = _guard("client RAM", est, None, rep)
@@ -596,36 +551,34 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
     else:
         rep.checks += _guard("ports", lambda: check_ports(None)[0], [], rep)
         rep.checks += _guard("firewall", lambda: check_firewall(None), [], rep)
-    b = TimelineBuilder()
+    session = InsightSession(rep.facts, thresholds)
     events: list[Event] = []
     if log is not None:
         events = _guard("log", lambda: load_events(log), [], rep)
         if not events and not any(f.rule == "log" for f in rep.checks):
             rep.checks.append(_f(Severity.warning, "log", f"{log} holds no events"))
     if events:
-        _guard("neighbours", lambda: _learn_neighbours(b, events, plan), None, rep)
-    _feed_all(b, events, rep)
-    for s in seen:
-        b.feed(replace(s, client=""))
+        _guard("neighbours", lambda: _learn_neighbours(session, plan), None, rep)
+    _replay(session, events, rep)
+    session.saw_dhcp_servers(seen)
     if now is None:
         now = max((e.ts for e in events), default=time.time())
         if not events:
             now = time.time()
-    snap = b.snapshot(now)
+    snap = session.snapshot(now)
     rep.snapshot = snap
-    if log is None:
-        # no clients to judge: only host-level rules (bridge, ports, RAM, competing DHCP)
-        snap = replace(snap, started=None)
-    rep.findings = diagnose(snap, rep.facts, thresholds)
+    if snap is not None:
+        if log is None:
+            # no clients to judge: only host-level rules (bridge, ports, RAM, competing DHCP)
+            snap = replace(snap, started=None)
+        rep.findings = session.findings(snap)
     return rep
 
 
-def _learn_neighbours(b: TimelineBuilder, events: list[Event], plan: Any | None) -> None:
+def _learn_neighbours(session: InsightSession, plan: Any | None) -> None:
     """For a log replayed on the serving host, join unknown IPs through the ARP table."""
-    from .detect.neighbours import neighbours_sync
-
     for n in neighbours_sync(plan.interface if plan is not None else None):
-        b.learn(n.ip, n.mac)
+        session.learn(n.ip, n.mac)
 
 
 def format_report(rep: Report, *, verbose: bool = False) -> str:
@@ -690,13 +643,11 @@ def cli_replay(args: Any) -> int:
         path = getattr(args, "log", None) or getattr(args, "file", None)
         rep = Report()
         events = _guard("log", lambda: load_events(path), [], rep)
-        snap, findings = None, []
         if events:
-            b = TimelineBuilder()
-            _feed_all(b, events, rep)
-            snap = b.snapshot(max(e.ts for e in events))
-            findings = diagnose(snap)
-        rep.snapshot, rep.findings = snap, findings
+            session = InsightSession()
+            _replay(session, events, rep)
+            rep.snapshot = session.snapshot(max(e.ts for e in events))
+            rep.findings = session.findings(rep.snapshot) if rep.snapshot is not None else []
         if getattr(args, "json", False):
             print(report_json(rep))
         else:
@@ -712,8 +663,6 @@ def cli_doctor(args: Any) -> int:
     try:
         plan = None
         if getattr(args, "plan", None):
-            from .plan import load_plan
-
             try:
                 plan = load_plan(args.plan)
             except PxeError as exc:

@@ -2,7 +2,7 @@
 
 A PXE client that stops shows the operator a firmware code on another
 machine's screen. These rules read what the servers saw (a
-:class:`~pxewizard.timeline.Snapshot`) and what is true of the host
+:class:`~pxewizard.insight.timeline.Snapshot`) and what is true of the host
 (:class:`HostFacts`: bridge, ports, the Plan's settings) and say where the boot
 stopped, why, with the events that prove it, and what to do.
 
@@ -24,10 +24,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .events import (DhcpExchange, DhcpServerSeen, Event, LogLine, SessionOpened, TransferFailed,
-                     TransferStarted)
+from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
+                      TransferFailed, TransferStarted)
+from ..boot.loaders import LOADER_FILES
+from ..safetext import escape_controls
+from ..units import size_text
+from .eventfmt import one_line
 from .timeline import (IPXE_BINARIES, Role, Snapshot, Stage, Status, Step, Timeline,
-                       TimelineBuilder, human_size, loader_family, loader_firmware)
+                       loader_family, loader_firmware)
 
 
 class Severity(IntEnum):
@@ -100,14 +104,10 @@ class HostFacts:
     """Interface we serve on."""
     dhcp_mode: str = ""
     """``full``, ``proxy``, ``none`` or empty when unknown."""
-    boot_files: tuple[tuple[str, str], ...] = ()
-    """(field, file) of dhcp.boot_files that are set."""
     transport: str = ""
     """Stage-3 transport (http, tftp, nfs, nbd)."""
     menu_timeout: int | None = None
     """Menu timeout in seconds (0 waits forever), to tell a menu from a stall."""
-    tftp_max_blksize: int | None = None
-    """The Plan's tftp.max_blksize."""
     bridge: object | None = None
     """Bridge facts of the interface (``detect.bridge.BridgeFacts`` or :class:`BridgeState`)."""
     files: tuple[str, ...] = ()
@@ -142,22 +142,12 @@ class Thresholds:
 
 # --- helpers ---------------------------------------------------------------------------
 
-PACKAGES = {
-    "pxelinux.0": "pxelinux", "lpxelinux.0": "pxelinux", "gpxelinux.0": "pxelinux",
-    "syslinux.efi": "syslinux-efi", "ldlinux.e64": "syslinux-efi", "ldlinux.e32": "syslinux-efi",
-    "ldlinux.c32": "syslinux-common",
-    "undionly.kpxe": "ipxe", "ipxe.efi": "ipxe", "snponly.efi": "ipxe", "ipxe.pxe": "ipxe",
-    "ipxe.lkrn": "ipxe", "grubx64.efi": "grub-efi-amd64-signed",
-    "grubnetx64.efi.signed": "grub-efi-amd64-signed", "shimx64.efi": "shim-signed",
-    "shimx64.efi.signed": "shim-signed",
-}
-"""Debian package providing a boot loader file (Arch: syslinux, ipxe, grub, shim)."""
-
-
 def package_for(path: str) -> str | None:
+    """The Debian package that provides a boot loader file (Arch names are in the catalogue)."""
     name = posixpath.basename(path).lower()
-    if name in PACKAGES:
-        return PACKAGES[name]
+    f = LOADER_FILES.get(name)
+    if f is not None and f.debian:
+        return f.debian
     if name.endswith(".c32"):
         return "syslinux-common (BIOS modules) or syslinux-efi (efi64/ modules)"
     return None
@@ -196,33 +186,36 @@ def _failed(tl: Timeline) -> list[Step]:
     return [s for s in tl.steps if s.kind == "transfer" and s.status is Status.failed]
 
 
+def _last_failure(step: Step) -> TransferFailed | None:
+    return next((e for e in reversed(step.events) if isinstance(e, TransferFailed)), None)
+
+
 def _reason(step: Step) -> str:
-    for e in reversed(step.events):
-        if isinstance(e, TransferFailed):
-            return e.reason
-    return step.detail
+    f = _last_failure(step)
+    return f.reason if f is not None else step.detail
 
 
 def _code(step: Step) -> int:
-    for e in reversed(step.events):
-        if isinstance(e, TransferFailed):
-            return e.code
-    return 0
+    f = _last_failure(step)
+    return f.code if f is not None else 0
+
+
+def _cause(step: Step) -> str:
+    """The :class:`FailCause` the server gave the step's last failure."""
+    f = _last_failure(step)
+    return f.cause if f is not None else FailCause.unknown
 
 
 def _is_not_found(step: Step) -> bool:
-    return _code(step) in (1, 404) or "not found" in _reason(step).lower()
+    return _cause(step) == FailCause.not_found
 
 
 def _is_permission(step: Step) -> bool:
-    r = _reason(step).lower()
-    return "global read permission" in r or "permission denied" in r or (
-        _code(step) in (2, 403) and "permission" in r)
+    return _cause(step) == FailCause.permission
 
 
 def _is_timeout(step: Step) -> bool:
-    r = _reason(step).lower()
-    return "timed out" in r or "timeout" in r or "retries" in r
+    return _cause(step) == FailCause.timeout
 
 
 def _recovered(tl: Timeline, step: Step) -> bool:
@@ -666,7 +659,7 @@ def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
                                            for e in s.events if isinstance(e, TransferStarted)))
             blk = int(m.group(1)) if m else None
             mid = s.sent > 0
-            where = (f"after {human_size(s.sent)} of {human_size(s.size)}" if mid
+            where = (f"after {size_text(s.sent)} of {size_text(s.size)}" if mid
                      else "before the first block was acknowledged")
             cause = (f"the transfer of {s.path} timed out {where} ({_reason(s)}). "
                      + ("The client stopped answering in the middle: it rebooted or crashed, "
@@ -846,8 +839,8 @@ def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
     """Console shows OOM, a large stage-3 copy stalls, or the Plan needs more RAM than stated."""
     if facts.ram_needed and facts.client_ram and facts.ram_needed > facts.client_ram:
         yield _finding(Severity.error, "client-ram", None,
-                       f"clients need about {human_size(facts.ram_needed)} of RAM, they have "
-                       f"{human_size(facts.client_ram)}",
+                       f"clients need about {size_text(facts.ram_needed)} of RAM, they have "
+                       f"{size_text(facts.client_ram)}",
                        f"stage 3 over {facts.transport or 'this transport'} copies the image "
                        "into the client's RAM (HTTP peaks at about twice its size)",
                        "use NBD or NFS with copytoram=n (read on demand), or clients with "
@@ -871,13 +864,13 @@ def client_ram(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
         s = big[-1]
         need = ""
         if facts.client_ram:
-            need = (f"; the client has {human_size(facts.client_ram)} and the copy needs "
-                    f"about {human_size(2 * s.size)}")
+            need = (f"; the client has {size_text(facts.client_ram)} and the copy needs "
+                    f"about {size_text(2 * s.size)}")
         sev = Severity.error if facts.client_ram and facts.client_ram < 2 * s.size \
             else Severity.warning
         yield _finding(sev, "client-ram", tl,
-                       f"{_who(tl)} stopped reading {s.path} at {human_size(s.sent)} of "
-                       f"{human_size(s.size)}",
+                       f"{_who(tl)} stopped reading {s.path} at {size_text(s.sent)} of "
+                       f"{size_text(s.size)}",
                        "the image is copied into the client's RAM (HTTP peaks at about twice "
                        "its size); a client that stops mid-copy most often ran out of memory, "
                        "else it crashed or lost its link" + need,
@@ -966,7 +959,7 @@ def stall(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]
             continue      # NBD/NFS read on demand; idle is normal once booted
         if tl.idle < wait:
             continue
-        what = f" ({cur.service} {cur.path}, {human_size(cur.sent)} sent)" if cur else ""
+        what = f" ({cur.service} {cur.path}, {size_text(cur.sent)} sent)" if cur else ""
         yield _finding(Severity.warning, "stall", tl,
                        f"{_who(tl)} silent for {tl.idle:.0f} s in the {st.label} stage",
                        f"no request for {tl.idle:.0f} s{what}. Likely: {_STALL_CAUSES[st]}",
@@ -1007,25 +1000,8 @@ def findings_for(findings: Iterable[Finding], client: str) -> list[Finding]:
     return [f for f in findings if f.client == client]
 
 
-def diagnose_events(events: Iterable[Event], facts: HostFacts | None = None,
-                    now: float | None = None, thresholds: Thresholds | None = None,
-                    neighbours: dict[str, str] | None = None) -> tuple[Snapshot, list[Finding]]:
-    """Timelines and findings from a list of events (tests, replay of a JSONL log)."""
-    b = TimelineBuilder()
-    for ip, mac in (neighbours or {}).items():
-        b.learn(ip, mac)
-    evs = list(events)
-    b.feed_many(evs)
-    if now is None:
-        now = max((e.ts for e in evs), default=0.0)
-    snap = b.snapshot(now)
-    return snap, diagnose(snap, facts, thresholds)
-
-
 def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
     """A finding as lines of text."""
-    from .eventfmt import one_line
-
     who = f" [{f.client}]" if f.client else ""
     lines = [f"{f.severity.label.upper():<7}{who} {f.title}"]
     if f.severity is not Severity.ok:
@@ -1040,11 +1016,9 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
                 lines.append(f"        seen: {seen}")
         if f.fix:
             lines.append(f"        fix: {f.fix}")
-    from .safetext import escape_controls
-
     return [escape_controls(ln) for ln in lines]  # titles and facts may quote network text
 
 
 __all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",
-           "closest_name", "diagnose", "diagnose_events", "findings_for", "format_finding",
+           "closest_name", "diagnose", "findings_for", "format_finding",
            "package_for"]

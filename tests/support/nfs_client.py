@@ -1,4 +1,4 @@
-"""A small blocking ONC RPC client: checks our own server (tests, bench, ``doctor``).
+"""A small blocking ONC RPC client for the tests: checks our own NFS/mount/portmap server.
 
 Not a general NFS client: it sends one call at a time and returns the parsed
 reply; the helpers build the arguments of the procedures the checks need.
@@ -11,9 +11,9 @@ import os
 import socket
 import struct
 
-from ...proto import mount3 as m3
-from ...proto import nfs3 as n3
-from ...proto.rpc import (
+from pxewizard.proto import mount3 as m3
+from pxewizard.proto import nfs3 as n3
+from pxewizard.proto.rpc import (
     AuthFlavor,
     RecordReader,
     Reply,
@@ -22,7 +22,7 @@ from ...proto.rpc import (
     frame,
     parse_reply,
 )
-from ...proto.xdr import Writer
+from pxewizard.proto.xdr import Writer
 
 
 class RpcClient:

@@ -1,24 +1,16 @@
-"""Events in words: one line each, for `serve`'s stdout and the Live view's Requests pane."""
+"""Events in words, one line each: `serve`'s and `lab`'s stdout, the Live view's Log pane,
+and the evidence under each finding."""
 
 from __future__ import annotations
 
 import time
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
-                     ForeignRouterSeen, LeaseChanged, LogLine, PacketDropped, RouterAdvertSent,
-                     ServiceStarted, ServiceStopped, SessionClosed, SessionOpened, TransferDone,
-                     TransferFailed, TransferProgress, TransferStarted)
-from .safetext import escape_controls
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
+                      ForeignRouterSeen, LeaseChanged, LogLine, PacketDropped, RouterAdvertSent,
+                      ServiceStarted, ServiceStopped, SessionClosed, SessionOpened, TransferDone,
+                      TransferFailed, TransferProgress, TransferStarted)
+from ..safetext import escape_controls
+from ..units import size_text
 
 
 def exchange_words(ev: DhcpExchange, sep: str = " -> ") -> str:
@@ -76,13 +68,13 @@ def _describe(ev: Event) -> str:
                     + ("; we send no Router Advertisements" if ev.silenced else ""))
         case TransferStarted():
             opts = " ".join(f"{k}={v}" for k, v in ev.options.items())
-            return f"{ev.service} {who}: start {ev.path} ({_size(ev.size)}) {opts}".rstrip()
+            return f"{ev.service} {who}: start {ev.path} ({size_text(ev.size)}) {opts}".rstrip()
         case TransferProgress():
-            return f"{ev.service} {who}: {ev.path} {_size(ev.sent)}/{_size(ev.size)}"
+            return f"{ev.service} {who}: {ev.path} {size_text(ev.sent)}/{size_text(ev.size)}"
         case TransferDone():
             rate = ev.sent / ev.seconds / 1e6 if ev.seconds > 0 else 0.0
             st = f" {ev.status}" if ev.status else ""
-            return (f"{ev.service} {who}:{st} done {ev.path} {_size(ev.sent)} in "
+            return (f"{ev.service} {who}:{st} done {ev.path} {size_text(ev.sent)} in "
                     f"{ev.seconds:.2f} s ({rate:.1f} MB/s)")
         case TransferFailed():
             tag = "probe" if ev.probe else "FAILED"
@@ -90,7 +82,7 @@ def _describe(ev: Event) -> str:
         case SessionOpened():
             return f"{ev.service} {ev.peer}: open {ev.target} {ev.detail}".rstrip()
         case SessionClosed():
-            return f"{ev.service} {ev.peer}: closed {ev.target} after {_size(ev.read)}" + (
+            return f"{ev.service} {ev.peer}: closed {ev.target} after {size_text(ev.read)}" + (
                 f" ({ev.reason})" if ev.reason else "")
         case ConsoleLine():
             return f"[{ev.vm}] {ev.line}"

@@ -29,9 +29,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
-                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
-                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, FailCause, LeaseChanged,
+                      LogLine, PacketDropped, ServiceStarted, ServiceStopped, SessionClosed,
+                      SessionOpened, TransferDone, TransferFailed, TransferProgress,
+                      TransferStarted)
+from ..boot.loaders import loader_names
+from ..safetext import escape_controls
+from ..units import size_text
 
 # --- file roles ----------------------------------------------------------------------
 
@@ -87,14 +91,9 @@ _ROLE_STAGE = {
     Role.checksum: Stage.stage3,
 }
 
-IPXE_BINARIES = frozenset({"undionly.kpxe", "undionly.kkpxe", "undionly.kkkpxe", "ipxe.pxe",
-                           "ipxe.kpxe", "ipxe.lkrn", "ipxe.efi", "snponly.efi", "snp.efi",
-                           "ipxe-x86_64.efi", "ipxe-arm64.efi"})
-SYSLINUX_LOADERS = frozenset({"pxelinux.0", "lpxelinux.0", "gpxelinux.0", "syslinux.efi",
-                              "syslinux64.efi", "syslinux32.efi"})
-_EFI_OTHER_LOADERS = frozenset({"bootx64.efi", "bootia32.efi", "bootaa64.efi", "grubx64.efi",
-                                "grubnetx64.efi", "grubnetx64.efi.signed", "shimx64.efi",
-                                "shimx64.efi.signed", "grubia32.efi", "grubaa64.efi"})
+IPXE_BINARIES = loader_names("ipxe")
+SYSLINUX_LOADERS = loader_names("syslinux")
+_EFI_OTHER_LOADERS = loader_names("grub")
 
 # pxelinux.cfg search (syslinux doc/pxelinux.txt): 01-<MAC>, the UUID, the client IP
 # in upper-case hex with one digit less each try, then "default".
@@ -907,7 +906,7 @@ def _dhcp_title(events: list[Event]) -> str:
 
 
 def _is_not_found(ev: TransferFailed) -> bool:
-    return ev.code in (1, 404) or "not found" in ev.reason.lower()
+    return ev.cause == FailCause.not_found
 
 
 def build(events: Iterable[Event], now: float | None = None,
@@ -924,17 +923,6 @@ def build(events: Iterable[Event], now: float | None = None,
 
 
 # --- words --------------------------------------------------------------------------------
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
 
 
 def format_timeline(tl: Timeline) -> list[str]:
@@ -962,9 +950,9 @@ def format_timeline(tl: Timeline) -> list[str]:
                 Status.ignored: "--"}[s.status]
         line = f"  +{rel:7.2f}s {mark:<5} {s.title}"
         if s.kind in ("transfer", "session") and (s.sent or s.size):
-            line += f"  {human_size(s.sent)}"
+            line += f"  {size_text(s.sent)}"
             if s.size and s.status is Status.running:
-                line += f"/{human_size(s.size)}"
+                line += f"/{size_text(s.size)}"
             if s.rate and s.sent > 65536:
                 line += f" at {s.rate / 1e6:.1f} MB/s"
         if s.status in (Status.failed, Status.ignored) and s.detail:
@@ -972,8 +960,6 @@ def format_timeline(tl: Timeline) -> list[str]:
         lines.append(line)
     per = tl.bytes_by_stage()
     if per:
-        lines.append("  bytes: " + ", ".join(f"{st.label} {human_size(n)}"
+        lines.append("  bytes: " + ", ".join(f"{st.label} {size_text(n)}"
                                               for st, n in sorted(per.items())))
-    from .safetext import escape_controls
-
     return [escape_controls(ln) for ln in lines]  # titles and details hold network text

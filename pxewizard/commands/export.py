@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PxeError
-from .plan import DhcpMode, Plan, load_plan
+from ..boot.tree import build_tree, nbd_exports, nfs_exports
+from ..errors import PxeError
+from ..plan import DhcpMode, Plan, load_plan
+from ..privileges import kept_capabilities, start_capabilities
 
 FORMATS = ("dnsmasq", "isc-dhcpd", "kea", "tftpd-hpa", "nginx", "nbd-server", "nfs-exports",
            "systemd")
@@ -42,7 +44,7 @@ class Rendered:
     """Its contents."""
 
 
-def _arch_files(plan: Plan) -> list[tuple[str, list[int], str]]:
+def arch_files(plan: Plan) -> list[tuple[str, list[int], str]]:
     """(tag, option-93 values, boot file) for each configured architecture."""
     bf = plan.dhcp.boot_files
     out = [("bios", [0], bf.bios), ("efi64", [7, 9], bf.efi_x64)]
@@ -53,7 +55,7 @@ def _arch_files(plan: Plan) -> list[tuple[str, list[int], str]]:
     return out
 
 
-def _ipxe_url(plan: Plan) -> str | None:
+def ipxe_url(plan: Plan) -> str | None:
     s = plan.dhcp.boot_files.ipxe_script
     return plan.http_base + s.lstrip("/") if s else None
 
@@ -102,14 +104,14 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
         lines += [f"dhcp-host={m}" for m in sorted(plan.known_macs or ()) if m not in reserved]
         lines.append("dhcp-ignore=tag:!known")
     lines += ["dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175"]
-    for tag, values, _ in _arch_files(plan):
+    for tag, values, _ in arch_files(plan):
         for v in values:
             lines.append(f"dhcp-match=set:{tag},option:client-arch,{v}")
-    url = _ipxe_url(plan)
+    url = ipxe_url(plan)
     if d.mode is DhcpMode.proxy:
         # proxy mode answers through PXE menus (option 43): dnsmasq wants the file without .0
         csa = {"bios": "x86PC", "efi64": "X86-64_EFI", "efi32": "IA32_EFI", "arm64": "ARM64_EFI"}
-        for tag, _, file in _arch_files(plan):
+        for tag, _, file in arch_files(plan):
             base = file[:-2] if file.endswith(".0") else file
             notipxe = "tag:!ipxe," if url else ""  # without a script iPXE takes the loader too
             lines.append(f'pxe-service={notipxe}{csa[tag]},"pxewizard",{base},{ip}')
@@ -126,7 +128,7 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
         # Without a script, iPXE clients get the loader too (like our own DHCP server):
         # a "tag:!ipxe" there would leave an iPXE NIC ROM with no boot file at all.
         notipxe = "tag:!ipxe," if url else ""
-        for tag, _, file in _arch_files(plan):
+        for tag, _, file in arch_files(plan):
             lines.append(f"dhcp-boot={notipxe}tag:{tag},{file},,{ip}")
     return "\n".join(lines) + "\n"
 
@@ -142,14 +144,14 @@ def render_isc_dhcpd(plan: Plan) -> str:
            "option arch code 93 = unsigned integer 16;", "ddns-update-style none;",
            "ping-check false;", f"default-lease-time {d.lease_time};",
            f"max-lease-time {d.lease_time};", ""]
-    url = _ipxe_url(plan)
+    url = ipxe_url(plan)
     boot = [f"next-server {ip};"]
     cond = "if"
     if url:
         boot.append(f'{cond} exists user-class and option user-class = "iPXE" {{\n'
                     f'    filename "{url}";\n  }}')
         cond = "elsif"
-    for _, values, file in _arch_files(plan):
+    for _, values, file in arch_files(plan):
         test = " or ".join(f"option arch = {v}" for v in values)
         boot.append(f'{cond} {test} {{\n    filename "{file}";\n  }}')
         cond = "elsif"
@@ -192,12 +194,12 @@ def render_isc_dhcpd(plan: Plan) -> str:
 def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
     d, ip = plan.dhcp, str(plan.server_ip)
     classes = []
-    url = _ipxe_url(plan)
+    url = ipxe_url(plan)
     if url:
         classes.append({"name": "ipxe", "test": "substring(option[77].hex,0,4) == 'iPXE' "
                         "or substring(option[77].hex,1,4) == 'iPXE' or option[175].exists",
                         "boot-file-name": url, "next-server": ip})
-    for tag, values, file in _arch_files(plan):
+    for tag, values, file in arch_files(plan):
         test = " or ".join(f"option[93].hex == 0x{v:04x}" for v in values)
         if url:
             test = f"({test}) and not member('ipxe')"
@@ -328,9 +330,6 @@ def render_systemd(plan: Plan, plan_path: Path,
                    exe: str = "/opt/pxewizard/bin/pxewizard") -> str:
     """The unit runs ``serve`` as root with a bounding set of only what this Plan's servers
     use while starting; ``serve`` itself drops to :func:`kept_capabilities` once bound."""
-    from .plan import DhcpMode
-    from .privileges import kept_capabilities, start_capabilities
-
     caps = start_capabilities(plan)
     kept = kept_capabilities(plan)
     by_reason: dict[str, list[str]] = {}
@@ -378,8 +377,6 @@ def render_systemd(plan: Plan, plan_path: Path,
 
 def write_tree(plan: Plan, dest: Path) -> list[str]:
     """Write the served boot tree into ``dest`` (generated files, mapped files and dirs)."""
-    from .boot.tree import build_tree
-
     tree = build_tree(plan)
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -438,8 +435,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[Rendered]:
     """Render the requested formats (paths inside point into ``dest``)."""
-    from .boot.tree import nbd_exports, nfs_exports
-
     tftp_root = dest / "tftpboot"
     makers: dict[str, Callable[[], tuple[str, str]]] = {
         "dnsmasq": lambda: ("dnsmasq.conf", render_dnsmasq(plan, tftp_root)),

@@ -25,6 +25,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .errors import NeedsRoot, PxeError
-from .events import ConsoleLine, EventBus, JsonlLog, LogLine
-
-if TYPE_CHECKING:
-    from .plan import Plan
+from ..errors import NeedsRoot, PxeError
+from ..events import ConsoleLine, EventBus, JsonlLog, LogLine
+from ..insight.eventfmt import one_line
+from ..plan import Plan, load_plan
 
 QEMU_NAMES = ("qemu-system-x86_64",)
 
@@ -322,8 +321,6 @@ def clean_console(raw: str) -> str:
 
 def describe_argv(argv: Sequence[str]) -> str:
     """A QEMU command as one shell-pastable line (for logs and error messages)."""
-    import shlex
-
     return " ".join(shlex.quote(a) for a in argv)
 
 
@@ -619,9 +616,6 @@ async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memo
 
 
 async def _lab_main(args: object) -> int:
-    from .eventfmt import one_line
-    from .plan import load_plan
-
     plan = load_plan(args.plan)  # type: ignore[attr-defined]
     firmware = getattr(args, "firmware", "bios")
     memory = int(getattr(args, "memory", 1024) or 1024)

@@ -1,0 +1,1 @@
+"""Subcommands beside the wizard: ``doctor``/``replay``, ``export``, ``lab``."""

@@ -1,0 +1,401 @@
+"""The event types: what the servers, the probe and the lab report.
+
+Events are the only output channel of the servers. Each is a frozen,
+keyword-only dataclass; ``kind`` is derived from the class name
+(``TransferDone`` -> ``transfer_done``) and is what the JSONL log, the
+timeline and the diagnosis rules key on. :mod:`.bus` fans them out and logs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _kind_of(cls: type) -> str:
+    return _CAMEL.sub("_", cls.__name__).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event."""
+
+    kind: ClassVar[str] = "event"
+    abstract: ClassVar[bool] = False
+    """A base of events that is never published itself (``TransferEvent``)."""
+    ts: float = field(default_factory=time.time)
+    """Wall-clock time of the event (seconds since the epoch)."""
+    client: str = ""
+    """Client key: its MAC (``aa:bb:cc:dd:ee:ff``) where known, else its IP, else empty."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = _kind_of(cls)
+        cls.abstract = bool(cls.__dict__.get("abstract", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind}
+        for name in _field_names(type(self)):
+            v = getattr(self, name)
+            if v is None or type(v) in _PLAIN:
+                d[name] = v
+            elif isinstance(v, (tuple, list)):
+                d[name] = [x if type(x) in _PLAIN else str(x) for x in v]
+            elif isinstance(v, dict):
+                d[name] = {str(k): (x if type(x) in _PLAIN else str(x)) for k, x in v.items()}
+            else:
+                d[name] = str(v)
+        return d
+
+
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# --- service lifecycle and log lines ------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStarted(Event):
+    """A server is listening."""
+
+    service: str
+    """Service name: ``dhcp``, ``proxydhcp``, ``tftp``, ``http``, ``nbd``, ``nfs``, ``mountd``, ``portmap``."""
+    address: str
+    """Address it listens on."""
+    port: int
+    """Port it listens on."""
+    proto: str = "udp"
+    """``udp`` or ``tcp``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStopped(Event):
+    """A server stopped listening."""
+
+    service: str
+    """Service name."""
+    reason: str = ""
+    """Why, when it was not asked to stop."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLine(Event):
+    """A free-form line for the operator, with a level."""
+
+    service: str
+    """Which part of pxewizard says it."""
+    level: str
+    """``debug``, ``info``, ``warning`` or ``error``."""
+    message: str
+    """The line, in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacketDropped(Event):
+    """A malformed or unwanted packet was logged and dropped."""
+
+    service: str
+    """Service that received it."""
+    peer: str
+    """``ip:port`` of the sender."""
+    reason: str
+    """Why it was dropped, in words."""
+    size: int = 0
+    """Its length in bytes."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventsSuppressed(Event):
+    """Refusal/drop events of one kind past the rate limit, counted instead of logged."""
+
+    service: str
+    """Service whose events were held back."""
+    of_kind: str
+    """Kind of the events held back (``packet_dropped``, ``transfer_failed`` ...)."""
+    count: int
+    """How many were held back."""
+    seconds: float
+    """Over how long."""
+    latest: str = ""
+    """The last one held back, in words (its reason)."""
+
+
+# --- DHCP --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DhcpExchange(Event):
+    """One DHCP request and what we did with it (answered or not)."""
+
+    service: str
+    """``dhcp`` (port 67) or ``proxydhcp`` (port 4011)."""
+    mac: str
+    """Client hardware address."""
+    xid: int
+    """Transaction id."""
+    msg_in: str
+    """Message type received: DISCOVER, REQUEST, INFORM, RELEASE, DECLINE."""
+    msg_out: str
+    """Message type sent (OFFER, ACK, NAK) or ``-`` when we stayed silent."""
+    arch: int | None = None
+    """Option 93 client architecture, if sent."""
+    arch_name: str = ""
+    """Option 93 in words (``BIOS``, ``EFI x64`` ...)."""
+    vendor_class: str = ""
+    """Option 60."""
+    user_class: str = ""
+    """Option 77 (``iPXE`` for iPXE)."""
+    requested_ip: str = ""
+    """Option 50 or ciaddr."""
+    yiaddr: str = ""
+    """Address offered or acknowledged."""
+    boot_file: str = ""
+    """Boot file (option 67 / file field) given."""
+    next_server: str = ""
+    """siaddr / option 66 given."""
+    relay: str = ""
+    """giaddr when the request came through a relay agent."""
+    reason: str = ""
+    """Why this answer (or silence), in words."""
+    cause: str = ""
+    """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs),
+    ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseChanged(Event):
+    """A lease was bound, renewed, released, declined or expired."""
+
+    mac: str
+    """Client hardware address."""
+    ip: str
+    """The address."""
+    state: str
+    """``offered``, ``bound``, ``released``, ``declined``, ``expired``."""
+    expires: float = 0.0
+    """Expiry time (epoch seconds)."""
+    hostname: str = ""
+    """Option 12 from the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DhcpServerSeen(Event):
+    """The probe saw a DHCP server answer on the wire."""
+
+    server_id: str
+    """Option 54."""
+    server_mac: str
+    """Source MAC of the answer."""
+    offered_ip: str = ""
+    """yiaddr of the offer (empty for a proxyDHCP offer)."""
+    router: str = ""
+    """Option 3."""
+    dns: str = ""
+    """Option 6, comma-separated."""
+    next_server: str = ""
+    """siaddr."""
+    boot_file: str = ""
+    """File field or option 67."""
+    proxy: bool = False
+    """True when the offer carries no address (proxyDHCP)."""
+
+
+# --- IPv6 Router Advertisements -----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterAdvertSent(Event):
+    """We sent an ICMPv6 Router Advertisement (lifetime 0, no prefixes, M=O=0) that ends a
+    client's wait for an IPv6 router, or (``solicit``) our start-up Router Solicitation."""
+
+    dest: str
+    """IPv6 destination: the soliciting client's address, ff02::1 or (solicit) ff02::2."""
+    reason: str
+    """Why it was sent, in words."""
+    solicit: bool = False
+    """True for our own Router Solicitation at start (looking for a router that exists)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForeignRouterSeen(Event):
+    """A Router Advertisement from another router: IPv6 has an owner here, we send no RA."""
+
+    router: str
+    """Its IPv6 (link-local) address."""
+    router_mac: str = ""
+    """Its Source Link-Layer Address option."""
+    lifetime: int = 0
+    """Its router lifetime in seconds (0: not a default router)."""
+    managed: bool = False
+    """M flag (addresses from DHCPv6)."""
+    other: bool = False
+    """O flag (other configuration from DHCPv6)."""
+    prefixes: tuple[str, ...] = ()
+    """Prefixes it advertises."""
+    silenced: bool = False
+    """True when this RA made us fall silent (the first one seen)."""
+
+
+# --- file transfers (TFTP, HTTP, NBD, NFS) ------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferEvent(Event):
+    """What every transfer event names: the service, the path and the client's address."""
+
+    abstract: ClassVar[bool] = True
+    service: str
+    """``tftp``, ``http``, ``nbd`` or ``nfs``."""
+    path: str
+    """Path as the client asked for it."""
+    peer: str = ""
+    """``ip:port`` of the client."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferStarted(TransferEvent):
+    """A client started reading a file (or an export)."""
+
+    size: int | None = None
+    """Size in bytes, when known."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Negotiated options (TFTP blksize/tsize/windowsize, HTTP Range ...)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferProgress(TransferEvent):
+    """Bytes sent so far on a running transfer (rate-limited, a few per second)."""
+
+    sent: int
+    """Bytes sent so far."""
+    size: int | None = None
+    """Total size, when known."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferDone(TransferEvent):
+    """A transfer completed."""
+
+    sent: int
+    """Bytes sent."""
+    seconds: float
+    """Duration."""
+    status: int = 0
+    """HTTP status (0 for other services)."""
+
+
+class FailCause(StrEnum):
+    """Why a transfer failed, set by the server that saw it; the diagnosis rules match on this,
+    the ``reason`` says it in words for the operator."""
+
+    unknown = ""
+    """Not said (logs written before causes existed)."""
+    not_found = "not_found"
+    """The file or export does not exist."""
+    permission = "permission"
+    """The file exists but may not be read (not readable by others, permission denied)."""
+    refused = "refused"
+    """The request itself was refused (path out of the tree, writes off, unsupported mode)."""
+    timeout = "timeout"
+    """The client stopped answering and the retries ran out."""
+    client_aborted = "client_aborted"
+    """The client ended the transfer (TFTP ERROR, cancelled request)."""
+    client_gone = "client_gone"
+    """The client's connection or port went away mid-transfer."""
+    server_error = "server_error"
+    """Our side could not read or write (I/O error, no socket, disk full)."""
+    stopped = "stopped"
+    """The server was stopped while the transfer ran."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferFailed(TransferEvent):
+    """A request was refused or a transfer broke off."""
+
+    reason: str
+    """What happened, in words (``file not found``, ``timed out after 5 retries`` ...)."""
+    cause: FailCause = FailCause.unknown
+    """What happened, for the rules (:class:`FailCause`)."""
+    code: int = 0
+    """Protocol error code (TFTP error code, HTTP status, NBD/NFS error)."""
+    sent: int = 0
+    """Bytes sent before it stopped."""
+    probe: bool = False
+    """True when this is a normal probe, not a failure (EDK2's tsize query aborted with ERROR 8)."""
+
+
+# --- sessions (NBD connections, NFS mounts) -----------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionOpened(Event):
+    """A client connected or mounted (NBD export, NFS mount)."""
+
+    service: str
+    """``nbd``, ``nfs`` or ``mountd``."""
+    peer: str
+    """``ip:port`` of the client."""
+    target: str = ""
+    """Export name or path."""
+    detail: str = ""
+    """Handshake style, flags, auth ..."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionClosed(Event):
+    """A client disconnected or unmounted."""
+
+    service: str
+    """Service name."""
+    peer: str
+    """``ip:port`` of the client."""
+    target: str = ""
+    """Export name or path."""
+    read: int = 0
+    """Bytes read during the session."""
+    reason: str = ""
+    """Why it closed."""
+
+
+# --- virtual client (lab) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleLine(Event):
+    """One line of a lab VM's serial console."""
+
+    vm: str
+    """Name of the VM."""
+    line: str
+    """The text, without its line ending."""
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every event class by its kind (for decoding JSONL back into events)."""
+    seen: dict[str, type[Event]] = {}
+    stack: list[type[Event]] = [Event]
+    while stack:
+        cls = stack.pop()
+        if not cls.abstract:
+            seen[cls.kind] = cls
+        stack.extend(cls.__subclasses__())
+    return seen
+
+
+def from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSONL form (unknown fields are ignored)."""
+    cls = event_types().get(d.get("kind", ""), Event)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,1 @@
+"""What the events mean: per-client timelines, diagnosis rules, events in words, the session."""
