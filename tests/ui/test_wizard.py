@@ -453,5 +453,5 @@ async def test_review_names_the_local_boot_default_beside_another_server(wizard:
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await from_mode_to_review(pilot)
-        assert app.plan is not None and app.plan.dhcp.mode is DhcpMode.proxy
+        assert app.state.plan is not None and app.state.plan.dhcp.mode is DhcpMode.proxy
         assert "default local;" in screen_text(app)
