@@ -67,7 +67,7 @@ def _archiso(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[
                          "cannot be fetched")
         t = "http"
     if t == "http":
-        args.append(f"archiso_http_srv={plan.http_base}")
+        args.append(f"archiso_http_srv={plan.http_base}{media.vprefix}")
         if plan.boot.copytoram is False:
             notes.append("HTTP always copies the root image to RAM; copytoram = false "
                          "has no effect")
@@ -140,7 +140,7 @@ def _casper(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[s
     if t != "http":
         notes.append(f"Ubuntu's casper has no {t.upper()} root: HTTP is used")
     if media.is_iso:
-        return ["ip=dhcp", f"url={plan.http_base}{Path(media.path).name}"], notes
+        return ["ip=dhcp", f"url={plan.http_base}{media.vprefix}{Path(media.path).name}"], notes
     notes.append("Ubuntu's casper fetches a whole .iso over HTTP (url=): set boot.media to "
                  "the .iso, or use the nfs transport")
     return ["ip=dhcp"], notes
@@ -158,18 +158,49 @@ def _nfsroot(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[
     return ["root=/dev/nfs", f"nfsroot={ip}:{path},{','.join(opts)}", "ip=dhcp", "rw"], notes
 
 
+def _debian_installer(media: Media, entry: BootEntry, plan: Plan,
+                      ip: str) -> tuple[list[str], list[str]]:
+    # as the netboot tree's own pxelinux.cfg/default: "vga=788 --- quiet"; what follows
+    # "---" (the Plan's extra options too) is also written into the installed system
+    return ["---", "quiet"], []
+
+
+def _redhat(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[str], list[str]]:
+    notes: list[str] = []
+    if plan.boot.transport.value != "http":
+        notes.append("anaconda fetches its installer image over HTTP (inst.stage2/inst.repo "
+                     "name our HTTP server whatever the transport)")
+    if not plan.http.enabled and not plan.boot.external_http:
+        notes.append("http is disabled: set http.enabled = true or anaconda cannot fetch "
+                     "its installer image")
+    # dracut's anaconda modules: inst.repo= a whole repository (DVD), inst.stage2= a tree
+    # holding images/install.img only (boot.iso); both read .treeinfo at that URL
+    key = media.flavour or "inst.stage2"
+    return ["ip=dhcp", f"{key}={plan.http_base}{media.vprefix}"], notes
+
+
 _PROFILE_ARGS = {
     "sysrescue-archiso": _archiso,
     "sysrescue-legacy": _legacy,
     "debian-live": _debian_live,
     "ubuntu-casper": _casper,
     "nfsroot": _nfsroot,
+    "debian-installer": _debian_installer,
+    "redhat-installer": _redhat,
 }
+
+
+def _memtest_args(plan: Plan) -> str:
+    """memtest86+ reads ``console=ttyS<x>,<baud>`` as Linux does: the Plan's serial console
+    (from extra_cmdline) is passed on, nothing else."""
+    return " ".join(w for w in plan.boot.extra_cmdline.split() if w.startswith("console=ttyS"))
 
 
 def kernel_cmdline(entry: BootEntry, media: Media, plan: Plan) -> tuple[str, list[str]]:
     """(final command line, notes) of one entry for the Plan's transport and server."""
-    if entry.kind in ("localboot", "memtest"):
+    if entry.kind == "memtest":
+        return " ".join(p for p in (entry.cmdline, _memtest_args(plan)) if p), []
+    if entry.kind in ("localboot", "message", "wimboot"):
         return entry.cmdline, []
     if entry.kind == "remote":
         return " ".join(p for p in (entry.cmdline, plan.boot.extra_cmdline.strip()) if p), []

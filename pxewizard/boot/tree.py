@@ -35,8 +35,9 @@ from pathlib import Path
 from ..errors import PxeError
 from ..files import FileTree, NotFound
 from ..plan import NfsExport, Plan
-from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
-from .media import LOCAL_ENTRY, BootEntry, Media, entries_for, find_media
+from .loaders import MENU_MODULES, WIMBOOT_HINT, Loaders, find_loaders, missing_message
+from .media import (FILES_ONLY, LOCAL_ENTRY, BootEntry, Media, arrange, find_media,
+                    host_memtest, menu_entries, scan_media)
 from .menus import MenuSettings, RemoteEntry, menu_files
 
 EFI_DIR = "efi64"
@@ -48,6 +49,7 @@ class BootTree:
 
     tree: FileTree
     media: Media | None
+    """The first medium (the only one of a one-medium Plan)."""
     entries: list[BootEntry]
     """Final entries in menu order (local boot last)."""
     loaders: Loaders
@@ -57,6 +59,10 @@ class BootTree:
     efi_dir: str
     warnings: list[str] = field(default_factory=list)
     """What the operator should know; nothing here stops serving."""
+    all_media: list[Media] = field(default_factory=list)
+    """Every medium in the menu, in order, arranged (see media.arrange)."""
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    """Places inside a boot.media folder that hold no usable medium, with the reason."""
 
 
 _cache_lock = threading.Lock()
@@ -64,29 +70,52 @@ _media_cache: dict[tuple[str, float, int], Media] = {}
 
 
 def plan_media(plan: Plan) -> Media | None:
-    """The Plan's boot medium (boot.media, else the first one autodetected, else None).
+    """The Plan's first boot medium (boot.media, else the first one autodetected, else None).
 
     A boot.media that holds nothing bootable raises PxeError naming what was looked for.
     """
-    path = plan.boot.media
-    if path is None:
-        found = find_media(None)
-        return found[0] if found else None
-    path = Path(path)
+    media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    return media[0] if media else None
+
+
+def _scan_cached(path: Path) -> tuple[list[Media], list[tuple[Path, str]]]:
     key = None
     if path.is_file():  # an .iso is read once (pycdlib); a directory is looked at every time
         st = path.stat()
         key = (str(path.resolve()), st.st_mtime, st.st_size)
-    if key is not None:
         with _cache_lock:
             hit = _media_cache.get(key)
         if hit is not None:
-            return hit
-    media = find_media(path)[0]
-    if key is not None:
+            return [hit], []
+    media, skipped = scan_media([path])
+    if key is not None and media:
         with _cache_lock:
-            _media_cache[key] = media
-    return media
+            _media_cache[key] = media[0]
+    return media, skipped
+
+
+def plan_media_all(plan: Plan, *, with_host_memtest: bool = True
+                   ) -> tuple[list[Media], list[tuple[Path, str]]]:
+    """Every medium of the Plan in menu order, arranged, and the places skipped (with why).
+
+    boot.media unset: the first medium autodetected. memtest86+ installed on this host is
+    added last when ``boot.host_memtest`` and no medium brings its own.
+    """
+    media: list[Media] = []
+    skipped: list[tuple[Path, str]] = []
+    paths = plan.boot.media_paths
+    if not paths:
+        media = find_media(None)[:1]
+    for path in paths:
+        found, skips = _scan_cached(Path(path))
+        media += found
+        skipped += skips
+    if with_host_memtest and plan.boot.host_memtest and media \
+            and not any(e.kind == "memtest" for m in media for e in m.entries):
+        extra = host_memtest()
+        if extra is not None:
+            media.append(extra)
+    return arrange(media), skipped
 
 
 def _syslinux_dirs(plan: Plan) -> tuple[str, str, list[str]]:
@@ -145,18 +174,35 @@ def _map_loaders(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
 
 
 def _map_media(tree: FileTree, media: Media) -> None:
+    prefix = media.vprefix
     if media.extents is not None:
         for vpath, (offset, size) in media.extents.items():
-            tree.add_extent(vpath, media.path, offset, size)
+            tree.add_extent(prefix + vpath, media.path, offset, size)
         if media.profile == "ubuntu-casper":
-            tree.add_file(media.path.name, media.path)  # casper's url= fetches the whole .iso
-    elif media.profile == "nfsroot":
-        # a client's root filesystem (shadow file included): TFTP/HTTP get its kernels only
+            # casper's url= fetches the whole .iso
+            tree.add_file(prefix + media.path.name, media.path)
+    elif media.profile in FILES_ONLY:
+        # a client's root filesystem (shadow file included), /boot with its initrds, a
+        # package's tree with its own pxelinux: TFTP/HTTP get the entries' files only
         for entry in media.entries:
             for vpath, _size in entry.files:
-                tree.add_file(vpath, media.path / vpath)
+                tree.add_file(vpath, media.path / vpath[len(prefix):])
     else:
-        tree.add_dir("", media.path)
+        tree.add_dir(prefix.rstrip("/"), media.path)
+
+
+def _wimboot(entries: list[BootEntry], tree: FileTree, loaders: Loaders) -> list[BootEntry]:
+    """Windows entries: wimboot served at the root, or the entry says what is missing."""
+    from dataclasses import replace
+
+    if not any(e.kind == "wimboot" for e in entries):
+        return entries
+    if loaders.wimboot is not None:
+        tree.add_file("wimboot", loaders.wimboot)
+        return entries
+    return [replace(e, kind="message", label=e.label + ": needs wimboot",
+                    notes=e.notes + (WIMBOOT_HINT,)) if e.kind == "wimboot" else e
+            for e in entries]
 
 
 def _loader_warnings(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
@@ -223,19 +269,23 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
     bios_dir, efi_dir, w = _syslinux_dirs(plan)
     warnings += w
     _map_loaders(tree, plan, loaders, bios_dir, efi_dir)
-    media = plan_media(plan)
+    all_media, skipped = plan_media_all(plan)
+    media = all_media[0] if all_media else None
     if media is None:
         entries = [LOCAL_ENTRY]
         warnings.append("no boot medium found (boot.media unset, nothing autodetected): the "
                         "menus offer local boot only")
         title = "pxewizard"
     else:
-        _map_media(tree, media)
-        entries = entries_for(media, plan)
-        warnings += list(media.warnings)
+        for m in all_media:
+            _map_media(tree, m)
+            warnings += list(m.warnings)
+        entries = _wimboot(menu_entries(all_media, plan), tree, loaders)
         for e in entries:
             warnings += [f"{e.id}: {n}" for n in e.notes]
-        title = f"pxewizard: {media.label}"
+        title = f"pxewizard: {media.label}" if len(all_media) == 1 else \
+            f"pxewizard: {len(all_media)} systems"
+    warnings += [f"boot.media: skipped {p}: {why}" for p, why in skipped]
     remotes = _remote_entries(plan, remote)
     ids = [e.id for e in entries] + [r.id for r in remotes]
     if plan.boot.default is not None and plan.boot.default not in ids:
@@ -257,7 +307,8 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
             tree.add_root(Path(root))
     warnings += _loader_warnings(tree, plan, loaders, bios_dir, efi_dir)
     return BootTree(tree=tree, media=media, entries=entries, loaders=loaders, menus=menus,
-                    bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings)
+                    bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings,
+                    all_media=all_media, skipped=skipped)
 
 
 def build_tree(plan: Plan) -> FileTree:
@@ -293,10 +344,14 @@ def nfs_exports(plan: Plan) -> list[NfsExport]:
         return list(plan.nfs.exports)
     if not plan.nfs.enabled:
         return []
-    if plan.boot.media is not None and Path(plan.boot.media).is_dir():
+    paths = plan.boot.media_paths
+    if len(paths) == 1 and paths[0].is_dir():
         # no need to look inside again (an NFS root's initramfs check takes a while)
-        return [NfsExport(path=Path(plan.boot.media).resolve())]
-    media = plan_media(plan)
-    if media is None or media.is_iso:
-        return []
-    return [NfsExport(path=Path(media.path).resolve())]
+        return [NfsExport(path=Path(paths[0]).resolve())]
+    media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    out: list[NfsExport] = []
+    for m in media:
+        if not m.is_iso and m.profile not in ("memtest", "debian-iso") \
+                and all(Path(m.path).resolve() != e.path for e in out):
+            out.append(NfsExport(path=Path(m.path).resolve()))
+    return out
