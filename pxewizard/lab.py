@@ -227,6 +227,9 @@ def is_bridge(interface: str) -> bool:
     return Path(f"/sys/class/net/{interface}/bridge").is_dir()
 
 
+_LINE_END = re.compile(rb"\n|\x1b\[\d+;0*1H")
+
+
 def clean_console(raw: str) -> str:
     """A console line without CR, ANSI escapes and other control characters."""
     text = _ANSI.sub("", raw.replace("\r", ""))
@@ -337,7 +340,9 @@ class LabVM:
             if not chunk:
                 break
             buf += chunk
-            *complete, buf = buf.split(b"\n")
+            # full-screen programs (memtest86+, newt dialogs) position the cursor instead of
+            # writing newlines: a cursor move ends a line too
+            *complete, buf = _LINE_END.split(buf)
             for raw in complete:
                 self._line(raw)
         if buf:

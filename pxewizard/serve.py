@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .boot.tree import build_boot
+from .boot.tree import build_boot, menu_outline
 from .errors import PxeError
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
 from .files import FileTree
@@ -221,6 +221,8 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         raise
     for warning in boot.warnings:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
+    for line in menu_outline(boot, plan):
+        bus.publish(LogLine(service="boot", level="info", message=line))
     tree = boot.tree
     running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
     try:

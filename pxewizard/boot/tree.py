@@ -355,3 +355,43 @@ def nfs_exports(plan: Plan) -> list[NfsExport]:
                 and all(Path(m.path).resolve() != e.path for e in out):
             out.append(NfsExport(path=Path(m.path).resolve()))
     return out
+
+
+def menu_outline(bt: BootTree, plan: Plan) -> list[str]:
+    """The menu as text lines, medium by medium with its profile, stage-3 needs and client
+    RAM (for ``serve``'s output, doctor and the wizard)."""
+    from .ram import ram_estimate
+
+    transport = plan.boot.transport.value
+    ids = [e.id for e in bt.entries]
+    default = plan.boot.default if plan.boot.default in ids else \
+        next((e.id for e in bt.entries if e.kind != "localboot"), "local")
+    n = len(bt.all_media)
+    out = [f"menu: {n} {'medium' if n == 1 else 'media'}, default {default}, timeout "
+           f"{plan.boot.timeout} s"]
+    by_group: dict[str, list[BootEntry]] = {}
+    for e in bt.entries:
+        by_group.setdefault(e.group_id, []).append(e)
+    width = max((len(e.id) for e in bt.entries), default=5)
+    for m in bt.all_media:
+        entries = by_group.get(m.key, []) if n > 1 else \
+            [e for e in bt.entries if e.kind != "localboot"]
+        linux = next((e for e in entries if e.kind in ("linux", "memtest")), None)
+        need = ""
+        if linux is not None:
+            ram = ram_estimate(m, linux, transport, plan.boot.copytoram)
+            need = f"; client RAM about {ram.needed_mib} MiB"
+        where = f"/{m.vprefix}" if m.vprefix else "/"
+        out.append(f"  {m.label} [{m.profile}] from {m.path}, served at {where}{need}")
+        for e in entries:
+            fw = "" if e.firmware == "any" else f" ({e.firmware} only)"
+            kind = {"message": " (cannot boot from here: see the warnings)",
+                    "wimboot": " (iPXE)"}.get(e.kind, "")
+            out.append(f"    {e.id:<{width}}  {e.label}{fw}{kind}")
+    for e in bt.entries:
+        if e.kind in ("localboot", "remote") or (not bt.all_media and e.kind != "localboot"):
+            out.append(f"  {e.id:<{width}}  {e.label}")
+    for r in plan.dhcp.reservations:
+        if getattr(r, "boot_entry", None):
+            out.append(f"  per-MAC default: {r.mac} -> {r.boot_entry}")
+    return out

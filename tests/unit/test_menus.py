@@ -308,3 +308,17 @@ def test_windows_pe_with_and_without_wimboot(tmp_path: Path) -> None:
             "boot.sdi\ninitrd http://10.99.0.1/sources/boot.wim boot.wim\nboot") in script
     assert check_ipxe(script, boot.tree, "http://10.99.0.1/") == []
     assert "(iPXE only)" in boot.menus["pxelinux.cfg/default"]
+
+
+def test_menu_outline_names_each_medium_with_its_ram(tmp_path: Path) -> None:
+    from pxewizard.boot.tree import menu_outline
+
+    plan = three_media_plan(tmp_path)
+    lines = menu_outline(build_boot(plan, loaders=fake_loaders(tmp_path / "l")), plan)
+    assert lines[0] == "menu: 3 media, default debian-installer, timeout 7 s"
+    text = "\n".join(lines)
+    assert "  Debian 12 (bookworm) installer (netboot) [debian-installer] from " in text
+    assert "served at /debian-12-bookworm-installer-netboot/; client RAM about" in text
+    assert "    memtest-efi       Memtest86+ (RAM test, UEFI) (efi only)" in text
+    assert lines[-2:] == ["  local             Boot from local disk",
+                          f"  per-MAC default: {THREE_MAC} -> memtest"]
