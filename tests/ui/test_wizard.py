@@ -445,3 +445,32 @@ async def test_external_http_and_default_entry(wizard: Any) -> None:
         assert plan.boot.external_http == "http://mirror.lan/srcd/"
         assert plan.boot.default == "sysresccd-copytoram"
         await wait_text(pilot, "save plan as /tmp/")  # the save path is visible
+
+
+async def test_media_step_ticks_several_orders_them_and_shows_the_menu(wizard: Any) -> None:
+    """Issue 19: every medium found is a row; enter ticks, + moves up; the menu is shown."""
+    from .fakes import debian_iso, sysrescue_media
+
+    app = wizard(FakeDetector(media_=[sysrescue_media(), debian_iso()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await next_to(pilot, "media")
+        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        text = " ".join(screen_text(app).split())
+        assert "The menu: Boot SystemRescue" in text  # the first medium, ticked
+        await pilot.press("down", "enter")  # tick Debian Live: second in the menu
+        await pilot.pause()
+        text = " ".join(screen_text(app).split())
+        assert ("The menu: SystemRescue 11.02 Boot SystemRescue Boot SystemRescue and copy "
+                "system to RAM Debian Live 12 Debian Live Boot from local disk") in text, text
+        await pilot.press("plus")  # Debian Live first
+        await pilot.pause()
+        assert "The menu: Debian Live 12 Debian Live SystemRescue 11.02" in \
+            " ".join(screen_text(app).split())
+        await next_to(pilot, "transport")
+        await next_to(pilot, "review")
+        plan = app.plan
+        assert plan is not None
+        assert [str(p) for p in plan.boot.media_paths] == ["/srv/iso/debian-live-12.iso",
+                                                           "/run/archiso/bootmnt"]
+        assert plan.boot.entries is None
