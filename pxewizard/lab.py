@@ -340,7 +340,7 @@ class LabVM:
         while True:
             try:
                 chunk = await asyncio.wait_for(self.proc.stdout.read(4096), CONSOLE_IDLE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # a full-screen program drew its screen and now waits for a key: what it
                 # drew last ends no line, so show it once the console has been quiet
                 if buf:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -582,10 +583,7 @@ def _debian_installer(src: Source) -> _Found | None:
                           label=f"{label} ({what}{arch}, netboot)", kernel=d + "linux",
                           initrds=(d + "initrd.gz",), cmdline="vga=788",
                           files=_files(src, d + "linux", d + "initrd.gz"), image_size=0,
-                          kind="linux", firmware=firmware,
-                          notes=("the installer downloads its packages from a Debian mirror: "
-                                 "the client needs a route to one (or preseed a local mirror "
-                                 "with boot.extra_cmdline)",))
+                          kind="linux", firmware=firmware)
         m2 = re.search(r"(\d+)", version)
         return _Found("debian-installer", f"{label} (netboot)",
                       m2.group(1) if m2 else "", [entry])
@@ -728,10 +726,27 @@ def probe(path: Path) -> Media | None:
     if path.is_dir():
         src: Source = DirSource(path)
     elif path.is_file():
-        src = IsoSource(path)
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime, st.st_size)
+        with _iso_lock:
+            if key in _iso_cache:
+                return _iso_cache[key]
+        found = _probe_src(path, IsoSource(path))
+        with _iso_lock:
+            _iso_cache[key] = found
+        return found
     else:
         raise PxeError(f"boot medium {path} does not exist",
                        "set boot.media to a directory, a mounted CD or an .iso file")
+    return _probe_src(path, src)
+
+
+# an .iso is read once (pycdlib walks its whole tree): by path, mtime and size
+_iso_cache: dict[tuple[str, float, int], Media | None] = {}
+_iso_lock = threading.Lock()
+
+
+def _probe_src(path: Path, src: Source) -> Media | None:
     for detect in DETECTORS:
         found = detect(src)
         if found is not None:

@@ -28,7 +28,6 @@ to point efi_x64 there.
 from __future__ import annotations
 
 import posixpath
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,10 +64,6 @@ class BootTree:
     """Places inside a boot.media folder that hold no usable medium, with the reason."""
 
 
-_cache_lock = threading.Lock()
-_media_cache: dict[tuple[str, float, int], Media] = {}
-
-
 def plan_media(plan: Plan) -> Media | None:
     """The Plan's first boot medium (boot.media, else the first one autodetected, else None).
 
@@ -76,22 +71,6 @@ def plan_media(plan: Plan) -> Media | None:
     """
     media, _skipped = plan_media_all(plan, with_host_memtest=False)
     return media[0] if media else None
-
-
-def _scan_cached(path: Path) -> tuple[list[Media], list[tuple[Path, str]]]:
-    key = None
-    if path.is_file():  # an .iso is read once (pycdlib); a directory is looked at every time
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime, st.st_size)
-        with _cache_lock:
-            hit = _media_cache.get(key)
-        if hit is not None:
-            return [hit], []
-    media, skipped = scan_media([path])
-    if key is not None and media:
-        with _cache_lock:
-            _media_cache[key] = media[0]
-    return media, skipped
 
 
 def plan_media_all(plan: Plan, *, with_host_memtest: bool = True
@@ -107,7 +86,7 @@ def plan_media_all(plan: Plan, *, with_host_memtest: bool = True
     if not paths:
         media = find_media(None)[:1]
     for path in paths:
-        found, skips = _scan_cached(Path(path))
+        found, skips = scan_media([Path(path)])  # an .iso is read once (media._iso_cache)
         media += found
         skipped += skips
     if with_host_memtest and plan.boot.host_memtest and media \
@@ -324,11 +303,18 @@ def nbd_exports(plan: Plan) -> dict[str, Path]:
         return {e.name: e.path for e in plan.nbd.exports}
     if not plan.nbd.enabled:
         return {}
-    media = plan_media(plan)
-    if media is None:
+    all_media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    if not all_media:
         return {}
-    if media.profile == "sysrescue-legacy" and media.image is not None:
-        return {"sysrcd": media.image}
+    media = all_media[0]
+    out: dict[str, Path] = {}
+    for m in all_media:  # the first medium that can use each export name gets it
+        if m.profile == "sysrescue-legacy" and m.image is not None:
+            out.setdefault("sysrcd", m.image)
+        elif m.profile == "sysrescue-archiso" and m.nbd_source is not None:
+            out.setdefault("archiso", m.nbd_source)
+    if out:
+        return out
     if media.nbd_source is not None:
         return {"archiso": media.nbd_source}
     if plan.boot.transport.value == "nbd":
