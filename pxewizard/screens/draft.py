@@ -70,6 +70,8 @@ class Draft:
     media_path: str = ""
     extra_media: list[str] = field(default_factory=list)
     """Paths of further media after ``media``, in menu order (boot.media becomes a list)."""
+    more_media: list[Any] = field(default_factory=list)
+    """The ``Media`` of ``extra_media`` when the media step found them (per-medium RAM)."""
     entries: list[str] | None = None
     default: str | None = None
     timeout: int = 10

@@ -468,7 +468,10 @@ async def test_media_step_ticks_several_orders_them_and_shows_the_menu(wizard: A
         assert "The menu: Debian Live 12 Debian Live SystemRescue 11.02" in \
             " ".join(screen_text(app).split())
         await next_to(pilot, "transport")
+        # each medium of the menu with its own RAM figure
+        assert "SystemRescue 11.02: " in screen_text(app)
         await next_to(pilot, "review")
+        assert "+ 1 more (/run/archiso/bootmnt)" in " ".join(screen_text(app).split())
         plan = app.plan
         assert plan is not None
         assert [str(p) for p in plan.boot.media_paths] == ["/srv/iso/debian-live-12.iso",

@@ -286,6 +286,7 @@ class MediaScreen(WizardScreen):
         m = chosen[0] if chosen else None
         d.media = m
         d.extra_media = [str(x.path) for x in chosen[1:]]
+        d.more_media = list(chosen[1:])
         d.media_path = str(m.path) if m is not None else \
             self.query_one("#path", Input).value.strip()
         if m is not None:
