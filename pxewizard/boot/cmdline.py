@@ -140,7 +140,9 @@ def _casper(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[s
     if t != "http":
         notes.append(f"Ubuntu's casper has no {t.upper()} root: HTTP is used")
     if media.is_iso:
-        return ["ip=dhcp", f"url={plan.http_base}{media.vprefix}{Path(media.path).name}"], notes
+        from .media import whole_iso_vpath
+
+        return ["ip=dhcp", f"url={plan.http_base}{whole_iso_vpath(media)}"], notes
     notes.append("Ubuntu's casper fetches a whole .iso over HTTP (url=): set boot.media to "
                  "the .iso, or use the nfs transport")
     return ["ip=dhcp"], notes

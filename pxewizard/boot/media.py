@@ -991,5 +991,11 @@ def _picked(entries: list[BootEntry], plan: Plan, where: str) -> list[BootEntry]
     return [known[w] for w in wanted]
 
 
+def whole_iso_vpath(media: Media) -> str:
+    """Where an Ubuntu ISO is served whole for casper's ``url=``: its do_urlmount takes the
+    URL only when it ends in ``.iso`` (a case-sensitive glob), so the name always does."""
+    return media.vprefix + Path(media.path).stem + ".iso"
+
+
 def with_notes(entry: BootEntry, *notes: str) -> BootEntry:
     return replace(entry, notes=entry.notes + tuple(n for n in notes if n))

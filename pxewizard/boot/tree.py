@@ -36,7 +36,7 @@ from ..files import FileTree, NotFound
 from ..plan import NfsExport, Plan
 from .loaders import MENU_MODULES, WIMBOOT_HINT, Loaders, find_loaders, missing_message
 from .media import (FILES_ONLY, LOCAL_ENTRY, BootEntry, Media, arrange, find_media,
-                    host_memtest, menu_entries, scan_media)
+                    host_memtest, menu_entries, scan_media, whole_iso_vpath)
 from .menus import MenuSettings, RemoteEntry, menu_files
 
 EFI_DIR = "efi64"
@@ -159,7 +159,7 @@ def _map_media(tree: FileTree, media: Media) -> None:
             tree.add_extent(prefix + vpath, media.path, offset, size)
         if media.profile == "ubuntu-casper":
             # casper's url= fetches the whole .iso
-            tree.add_file(prefix + media.path.name, media.path)
+            tree.add_file(whole_iso_vpath(media), media.path)
     elif media.profile in FILES_ONLY:
         # a client's root filesystem (shadow file included), /boot with its initrds, a
         # package's tree with its own pxelinux: TFTP/HTTP get the entries' files only

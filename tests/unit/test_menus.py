@@ -322,3 +322,25 @@ def test_menu_outline_names_each_medium_with_its_ram(tmp_path: Path) -> None:
     assert "    memtest-efi       Memtest86+ (RAM test, UEFI) (efi only)" in text
     assert lines[-2:] == ["  local             Boot from local disk",
                           f"  per-MAC default: {THREE_MAC} -> memtest"]
+
+
+def test_ubuntu_live_server_iso_url_and_ram(tmp_path: Path) -> None:
+    """casper's do_urlmount takes url= only when it ends in .iso, wgets it into the
+    initramfs tmpfs (at most half the RAM): the name ends in .iso, the RAM is twice it."""
+    from pxewizard.boot.ram import ram_estimate
+    from tests.support.tools import require
+
+    require("xorriso")
+    iso = fx.make_iso(fx.make_ubuntu_server(tmp_path / "src", scale=1000),
+                      tmp_path / "UBUNTU-22.04.4-LIVE-SERVER.ISO", volume="Ubuntu-Server 22")
+    plan = make_plan(tmp_path, "http", boot={"media": [
+        str(fx.make_archiso(tmp_path / "sr")), str(iso)], "extra_cmdline": ""})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    m = boot.all_media[1]
+    e = next(x for x in boot.entries if x.id == "casper")
+    url = f"{m.vprefix}UBUNTU-22.04.4-LIVE-SERVER.iso"
+    assert e.cmdline == f"boot=casper ip=dhcp url=http://10.99.0.1/{url}"
+    assert boot.tree.resolve(url).size == iso.stat().st_size
+    est = ram_estimate(m, e, "http", None)
+    assert est.needed_bytes >= 2 * iso.stat().st_size
+    assert any("at most half the RAM" in r for r in est.reasoning)
