@@ -365,8 +365,13 @@ class RemoteEntry(_Model):
 class BootSettings(_Model):
     """What to boot and how the kernel finds its root image."""
 
-    media: Path | None = None
-    """Boot medium: a directory, a mounted CD or an .iso file; None: autodetect."""
+    media: Path | list[Path] | None = None
+    """Boot media: a directory, a mounted CD, an .iso file or a folder searched for media
+    inside it; or a list of those, each medium a group of the menu in that order.
+    None: autodetect."""
+    host_memtest: bool = True
+    """Add memtest86+ as installed on this machine (Debian's memtest86+ package:
+    /boot/memtest86+x64.bin and .efi) when no medium brings its own."""
     transport: Transport = Transport.http
     """Stage-3 transport of the root image: http, tftp, nfs or nbd."""
     entries: list[str] | None = None
@@ -388,6 +393,23 @@ class BootSettings(_Model):
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
     remote_entries: list[RemoteEntry] = Field(default_factory=list)
     """Extra menu entries booted from http:// URLs (installers on a mirror)."""
+
+    @property
+    def media_paths(self) -> list[Path]:
+        """boot.media as a list ([] when unset: autodetect)."""
+        if self.media is None:
+            return []
+        return list(self.media) if isinstance(self.media, list) else [self.media]
+
+    @field_validator("media", mode="before")
+    @classmethod
+    def _media(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            if not v:
+                return None
+            if len(v) == 1:
+                return v[0]
+        return v
 
     @field_validator("external_http")
     @classmethod
@@ -679,10 +701,16 @@ def _format_validation(exc: ValidationError) -> list[str]:
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative path fields absolute against the Plan file's directory."""
 
+    def one(v: Any) -> Any:
+        if isinstance(v, str) and v and not Path(v).is_absolute():
+            return str((base / v).resolve())
+        return v
+
     def fix(section: dict[str, Any], key: str) -> None:
         v = section.get(key)
-        if isinstance(v, str) and v and not Path(v).is_absolute():
-            section[key] = str((base / v).resolve())
+        section_v = [one(x) for x in v] if isinstance(v, list) else one(v)
+        if key in section:
+            section[key] = section_v
 
     fix(data, "state_dir")
     for sec, keys in (("dhcp", ("lease_file",)), ("tftp", ("root",)), ("http", ("root",)),

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .boot.tree import build_boot, nbd_exports, nfs_exports
+from .boot.tree import build_boot, menu_outline, nbd_exports, nfs_exports
 from .detect.dhcp_probe import look_before_serving
 from .detect.interfaces import check_serving_address
 from .errors import PxeError, os_error_words
@@ -338,6 +338,8 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         raise
     for warning in boot.warnings:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
+    for line in menu_outline(boot, plan):
+        bus.publish(LogLine(service="boot", level="info", message=line))
     tree = boot.tree
     running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
     try:

@@ -28,3 +28,12 @@ def netpair() -> Iterator[NetPair]:
     require_root()
     with net_pair() as pair:
         yield pair
+
+
+@pytest.fixture(autouse=True)
+def _no_host_memtest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Menus built in-process must not depend on whether this machine has memtest86+
+    installed (boot.host_memtest); tests of that feature set the directories themselves."""
+    import pxewizard.boot.media as media
+
+    monkeypatch.setattr(media, "HOST_MEMTEST_DIRS", ())

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import PxeError
-from .media import BootEntry, Media
+from .media import LOCAL_ENTRY, BootEntry, Media, whole_iso_vpath
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -172,7 +172,7 @@ _AUTORUN = re.compile(r"^autorun[0-9A-F]?$")  # sysrescue-autorun's suffixes
 def _http_medium_args(media: Media, plan: Plan, notes: list[str]) -> list[str]:
     """What archiso's HTTP hook leaves behind (it fetches airootfs.sfs only), as arguments:
     the YAML configuration and the autorun scripts; a note for SRM modules."""
-    base = plan.http_base
+    base = plan.http_base + media.vprefix  # the medium's own folder when it is not the first
     args = []
     configs = [n for n in _medium_files(media, "sysrescue.d") if _YAML.search(n)]
     args += [f"sysrescuecfg={base}sysrescue.d/{quote(n)}" for n in configs]
@@ -210,7 +210,7 @@ def _archiso(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[
         notes.append(ARCHISO_NO_TFTP)
         t = "http"
     if t == "http":
-        args.append(f"archiso_http_srv={plan.http_base}")
+        args.append(f"archiso_http_srv={plan.http_base}{media.vprefix}")
         args += _http_medium_args(media, plan, notes)
         if plan.boot.copytoram is False:
             notes.append("HTTP always copies the root image to RAM; copytoram = false "
@@ -288,7 +288,7 @@ def _casper(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[s
         notes.append(f"Ubuntu's casper has no {t.upper()} root: HTTP is used")
     if media.is_iso:
         # percent-encoded: a space in the file name would split the command line
-        return ["ip=dhcp", f"url={plan.http_base}{quote(Path(media.path).name)}"], notes
+        return ["ip=dhcp", f"url={plan.http_base}{quote(whole_iso_vpath(media))}"], notes
     notes.append("Ubuntu's casper fetches a whole .iso over HTTP (url=): set boot.media to "
                  "the .iso, or use the nfs transport")
     return ["ip=dhcp"], notes
@@ -306,18 +306,49 @@ def _nfsroot(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[
     return ["root=/dev/nfs", f"nfsroot={ip}:{path},{','.join(opts)}", "ip=dhcp", "rw"], notes
 
 
+def _debian_installer(media: Media, entry: BootEntry, plan: Plan,
+                      ip: str) -> tuple[list[str], list[str]]:
+    # as the netboot tree's own pxelinux.cfg/default: "vga=788 --- quiet"; what follows
+    # "---" (the Plan's extra options too) is also written into the installed system
+    return ["---", "quiet"], []
+
+
+def _redhat(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[str], list[str]]:
+    notes: list[str] = []
+    if plan.boot.transport.value != "http":
+        notes.append("anaconda fetches its installer image over HTTP (inst.stage2/inst.repo "
+                     "name our HTTP server whatever the transport)")
+    if not plan.http.enabled and not plan.boot.external_http:
+        notes.append("http is disabled: set http.enabled = true or anaconda cannot fetch "
+                     "its installer image")
+    # dracut's anaconda modules: inst.repo= a whole repository (DVD), inst.stage2= a tree
+    # holding images/install.img only (boot.iso); both read .treeinfo at that URL
+    key = media.flavour or "inst.stage2"
+    return ["ip=dhcp", f"{key}={plan.http_base}{media.vprefix}"], notes
+
+
 _PROFILE_ARGS = {
     "sysrescue-archiso": _archiso,
     "sysrescue-legacy": _legacy,
     "debian-live": _debian_live,
     "ubuntu-casper": _casper,
     "nfsroot": _nfsroot,
+    "debian-installer": _debian_installer,
+    "redhat-installer": _redhat,
 }
+
+
+def _memtest_args(plan: Plan) -> str:
+    """memtest86+ reads ``console=ttyS<x>,<baud>`` as Linux does: the Plan's serial console
+    (from extra_cmdline) is passed on, nothing else."""
+    return " ".join(w for w in plan.boot.extra_cmdline.split() if w.startswith("console=ttyS"))
 
 
 def kernel_cmdline(entry: BootEntry, media: Media, plan: Plan) -> tuple[str, list[str]]:
     """(final command line, notes) of one entry for the Plan's transport and server."""
-    if entry.kind in ("localboot", "memtest"):
+    if entry.kind == "memtest":
+        return " ".join(p for p in (entry.cmdline, _memtest_args(plan)) if p), []
+    if entry.kind in ("localboot", "message", "wimboot"):
         return entry.cmdline, []
     if entry.kind == "remote":
         return " ".join(p for p in (entry.cmdline, plan.boot.extra_cmdline.strip()) if p), []
@@ -341,13 +372,26 @@ def entries_for(media: Media, plan: Plan) -> list[BootEntry]:
     naming the ids that exist). Local boot stays last.
     """
     entries = [finish_entry(e, media, plan) for e in media.entries]
+    return _picked(entries, plan, str(media.path))
+
+
+def menu_entries(media: list[Media], plan: Plan) -> list[BootEntry]:
+    """Final entries of several arranged media (:func:`.media.arrange`) in menu order, local
+    boot once at the end; ``plan.boot.entries`` filters and orders them as for one medium."""
+    if len(media) == 1:
+        return entries_for(media[0], plan)
+    entries = [finish_entry(e, m, plan) for m in media for e in m.entries] + [LOCAL_ENTRY]
+    return _picked(entries, plan, ", ".join(str(m.path) for m in media))
+
+
+def _picked(entries: list[BootEntry], plan: Plan, where: str) -> list[BootEntry]:
     wanted = plan.boot.entries
-    if wanted is not None:
-        known = {e.id: e for e in entries}
-        unknown = [w for w in wanted if w not in known]
-        if unknown:
-            raise PxeError(f"boot.entries: {', '.join(unknown)} not found on {media.path}; "
-                           f"entries there: {', '.join(known)}",
-                           "use ids from that list, or leave boot.entries unset")
-        entries = [known[w] for w in wanted]
-    return entries
+    if wanted is None:
+        return entries
+    known = {e.id: e for e in entries}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise PxeError(f"boot.entries: {', '.join(unknown)} not found on {where}; "
+                       f"entries there: {', '.join(known)}",
+                       "use ids from that list, or leave boot.entries unset")
+    return [known[w] for w in wanted]

@@ -82,6 +82,13 @@ EFI64_MODULE_DIRS: tuple[Path, ...] = (Path("/usr/lib/syslinux/modules/efi64"),
                                        Path("/usr/lib/syslinux/efi64"))
 IPXE_DIRS: tuple[Path, ...] = (Path("/usr/lib/ipxe"), Path("/usr/share/ipxe"),
                                Path("/usr/share/ipxe/x86_64"), Path("/boot"))
+# wimboot (iPXE's Windows boot loader) is in no Debian package; Arch's wimboot package and
+# hand installs put it in one of these.
+WIMBOOT_DIRS: tuple[Path, ...] = (Path("/usr/share/wimboot"), Path("/usr/lib/wimboot"),
+                                  Path("/usr/share/ipxe"), Path("/usr/lib/ipxe"), Path("/boot"))
+WIMBOOT_HINT = ("wimboot is not installed here: download it from "
+                "https://github.com/ipxe/wimboot/releases/latest/download/wimboot (one file) "
+                "into /usr/share/wimboot/ (or tftp.root), then restart")
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class Loaders:
     """iPXE for 64-bit UEFI with its own drivers."""
     snponly_efi: Path | None = None
     """iPXE for 64-bit UEFI using the firmware's SNP driver."""
+    wimboot: Path | None = None
+    """iPXE's Windows PE loader (wimboot), for Windows media."""
     searched: tuple[Path, ...] = ()
     """Every directory looked in, in order (for messages)."""
 
@@ -180,5 +189,6 @@ def find_loaders(search: list[Path] | None = None) -> Loaders:
         undionly_kpxe=_first("undionly.kpxe", ipxe_dirs),
         ipxe_efi=_first("ipxe.efi", ipxe_dirs),
         snponly_efi=_first("snponly.efi", ipxe_dirs),
+        wimboot=_first("wimboot", extra + list(WIMBOOT_DIRS)),
         searched=tuple(searched),
     )

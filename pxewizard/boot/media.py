@@ -18,9 +18,26 @@ profile              recognised by
 ``nfsroot``          a directory holding a Linux root: ``etc/``, ``bin`` or
                      ``usr/bin``, ``boot/vmlinuz*`` and ``boot/initrd*`` /
                      ``boot/initramfs*`` (diskless clients, issue 12)
+``debian-installer`` Debian's netboot installer: ``debian-installer/amd64/linux`` +
+                     ``initrd.gz`` (as ``debian-installer-12-netboot-amd64`` installs
+                     it under ``/usr/lib/debian-installer/images/12/amd64/text``)
+``debian-iso``       a Debian netinst/DVD ISO (``install.amd/vmlinuz`` +
+                     ``initrd.gz``): its initrd looks for the CD, so the entry only
+                     says where the netboot initrd comes from
+``redhat-installer`` Fedora/RHEL/Alma/Rocky tree or ISO: ``images/pxeboot/vmlinuz`` +
+                     ``initrd.img`` (anaconda; ``.treeinfo`` names it)
+``windows-pe``       ``bootmgr`` + ``boot/bcd`` + ``boot/boot.sdi`` + ``sources/boot.wim``
+                     (any case): an iPXE entry through wimboot
 ``generic``          a kernel + initramfs pair at the top or in ``boot/``
-``memtest``          memtest86+ alone (``memtest``, ``memtest.bin``, ``memtest.efi``...)
+``memtest``          memtest86+ alone (``memtest``, ``memtest.bin``, ``memtest.efi``,
+                     Debian's ``boot/memtest86+x64.bin`` / ``.efi``...)
 ==================== ==========================================================
+
+Several media make one menu (:func:`arrange`): each medium's entries form a
+group (a pxelinux ``MENU BEGIN`` submenu, an iPXE submenu); the first medium
+sits at the tree's root and each other one below ``<its key>/``. An entry keeps
+the id its profile gives it unless an earlier medium took it; then it becomes
+``<id>-<medium key>``. So appending a medium never renames an existing entry.
 
 Every medium also gets "Boot from local disk". Entries found here are
 *transport-agnostic*: their ``cmdline`` holds only what the profile always
@@ -35,8 +52,9 @@ import glob
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -44,7 +62,17 @@ from ..errors import PxeError
 from .initramfs import nfs_support
 
 PROFILES = ("sysrescue-archiso", "sysrescue-legacy", "debian-live", "ubuntu-casper",
-            "nfsroot", "generic", "memtest")
+            "nfsroot", "debian-installer", "debian-iso", "redhat-installer", "windows-pe",
+            "generic", "memtest")
+
+# Profiles whose directory is not served whole: only the files their entries name
+# (a root filesystem, /boot with its initrds, a package's tree with its own pxelinux).
+FILES_ONLY = ("nfsroot", "memtest", "debian-installer", "debian-iso")
+
+# Where Debian's memtest86+ package puts its binaries (added when no medium has memtest).
+HOST_MEMTEST_DIRS: tuple[str, ...] = ("/boot",)
+# Where Debian's debian-installer-<N>-netboot-<arch> packages install the netboot tree.
+DEBIAN_NETBOOT_GLOB = "/usr/lib/debian-installer/images/*/amd64/text"
 
 # Where a running live system keeps its boot medium, and where CDs get mounted.
 AUTODETECT_DIRS: tuple[str, ...] = (
@@ -72,11 +100,18 @@ class BootEntry:
     image_size: int
     """Bytes of the stage-3 root image (airootfs.sfs, sysrcd.dat, squashfs); 0 if none."""
     kind: str
-    """linux, memtest, localboot or remote."""
+    """linux, memtest, localboot, remote, wimboot (iPXE only) or message (cannot boot from
+    here: the label and notes say why and what to do)."""
     firmware: str = "any"
     """any, bios or efi: memtest86+ comes as a BIOS binary and an EFI one."""
     notes: tuple[str, ...] = ()
     """Things the operator should know (a transport fallback, a missing NFS module...)."""
+    group_id: str = ""
+    """Key of the medium this entry comes from in a several-media menu ('' = top level)."""
+    group: str = ""
+    """Heading of that medium's submenu (its label)."""
+    names: tuple[str, ...] = ()
+    """wimboot: the name each initrd is given (bootmgr, BCD, boot.sdi, boot.wim)."""
 
 
 @dataclass(frozen=True)
@@ -102,11 +137,16 @@ class Media:
     nbd_source: Path | None = None
     """What NBD exports for this medium: the .iso, or the block device under a mount point."""
     flavour: str = ""
-    """nfsroot: dracut or initramfs-tools (from the initramfs); '' when unknown."""
+    """nfsroot: dracut or initramfs-tools (from the initramfs); redhat-installer: inst.repo
+    (a whole repository) or inst.stage2 (the installer image only); '' when unknown."""
     warnings: tuple[str, ...] = ()
     """Problems found that do not stop serving (e.g. an initramfs without NFS support)."""
     extents: dict[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
     """ISO only: virtual path -> (byte offset in the .iso, size) of every file."""
+    key: str = ""
+    """Short stable name ([a-z0-9-]) from the label: submenu id and tree directory."""
+    vprefix: str = ""
+    """Where its files sit in the served tree ('' = the root, else '<key>/')."""
 
     @property
     def is_iso(self) -> bool:
@@ -299,9 +339,10 @@ def _memtest_entries(src: Source, dirs: list[str], label_prefix: str = "") -> li
     out = []
     bios = _first_existing(src, [f"{d}{n}" for d in dirs
                                  for n in ("memtest", "memtest.bin", "memtest86+.bin",
-                                           "memtest64.bin", "memtestp")])
+                                           "memtest64.bin", "memtestp", "memtest86+x64.bin")])
     efi = _first_existing(src, [f"{d}{n}" for d in dirs
-                                for n in ("memtest.efi", "memtest64.efi", "memtest86+.efi")])
+                                for n in ("memtest.efi", "memtest64.efi", "memtest86+.efi",
+                                          "memtest86+x64.efi")])
     if bios:
         out.append(BootEntry(id="memtest", label=f"{label_prefix}Memtest86+ (RAM test)",
                              kernel=bios, initrds=(), cmdline="", files=_files(src, bios),
@@ -494,6 +535,134 @@ def _nfsroot(src: Source) -> _Found | None:
                   warnings=warnings)
 
 
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    """A small INI reader (.treeinfo): section -> key -> value."""
+    out: dict[str, dict[str, str]] = {}
+    section = out.setdefault("", {})
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = out.setdefault(line[1:-1].strip().lower(), {})
+        elif "=" in line and not line.startswith(("#", ";")):
+            k, v = line.split("=", 1)
+            section[k.strip().lower()] = v.strip()
+    return out
+
+
+def _ci(src: Source, vpath: str) -> str | None:
+    """``vpath`` matched case-insensitively, component by component (Windows media)."""
+    cur = ""
+    for part in vpath.split("/"):
+        hit = next((n for n in src.listdir(cur) if n.lower() == part.lower()), None)
+        if hit is None:
+            return None
+        cur = f"{cur}/{hit}" if cur else hit
+    return cur
+
+
+def _debian_installer(src: Source) -> _Found | None:
+    """Debian's netboot installer tree (netboot.tar.gz, or the debian-installer-N-netboot-ARCH
+    package): ``debian-installer/<arch>/linux`` + ``initrd.gz``. Its own pxelinux.cfg boots
+    ``linux`` with ``initrd.gz`` and ``vga=788 --- quiet``; netcfg then takes the interface
+    named by BOOTIF and asks DHCP itself, and the packages come from a mirror."""
+    for arch, firmware in (("amd64", "any"), ("i386", "bios")):
+        d = f"debian-installer/{arch}/"
+        if src.size(d + "linux") is None or src.size(d + "initrd.gz") is None:
+            continue
+        info = _text(src, "version.info")
+        m = re.search(r"Debian version:\s*(.+)", info)
+        version = m.group(1).strip() if m else ""
+        graphical = src.is_dir(d + "gtk") or "gtk" in Path(src.where).name.lower()
+        label = f"Debian {version} installer".replace("  ", " ") if version \
+            else "Debian installer"
+        what = "graphical, " if graphical else ""
+        entry = BootEntry(id="debian-installer" + ("-gtk" if graphical else "")
+                          + ("" if arch == "amd64" else f"-{arch}"),
+                          label=f"{label} ({what}{arch}, netboot)", kernel=d + "linux",
+                          initrds=(d + "initrd.gz",), cmdline="vga=788",
+                          files=_files(src, d + "linux", d + "initrd.gz"), image_size=0,
+                          kind="linux", firmware=firmware)
+        m2 = re.search(r"(\d+)", version)
+        return _Found("debian-installer", f"{label} (netboot)",
+                      m2.group(1) if m2 else "", [entry])
+    return None
+
+
+def _netboot_hint() -> str:
+    import glob
+
+    have = sorted(glob.glob(DEBIAN_NETBOOT_GLOB))
+    if have:
+        return (f"the netboot installer is installed here: add {have[-1]} to boot.media")
+    return ("install it on this machine with `apt-get install "
+            "debian-installer-12-netboot-amd64` (it lands in "
+            "/usr/lib/debian-installer/images/12/amd64/text) and add that directory to "
+            "boot.media, or unpack netboot.tar.gz from a Debian mirror "
+            "(dists/<release>/main/installer-amd64/current/images/netboot/)")
+
+
+def _debian_iso(src: Source) -> _Found | None:
+    """A Debian netinst/DVD medium: ``install.amd/`` holds the CD flavour of the installer,
+    whose initrd looks for the installation CD and finds none over PXE."""
+    for d, arch in (("install.amd", "amd64"), ("install.386", "i386")):
+        if src.size(f"{d}/vmlinuz") is None or src.size(f"{d}/initrd.gz") is None:
+            continue
+        label = _disk_info(src) or "Debian installer CD"
+        note = ("this is the CD installer: its initrd looks for the installation disc and "
+                "cannot boot over the network (it needs Debian's netboot initrd); "
+                + _netboot_hint())
+        short = label.split(" - ")[0]
+        entry = BootEntry(id="debian-cd", label=f"{short}: needs the netboot initrd",
+                          kernel="", initrds=(), cmdline="", files=(), image_size=0,
+                          kind="message", notes=(note,))
+        return _Found("debian-iso", label, "", [entry])
+    return None
+
+
+def _redhat_installer(src: Source) -> _Found | None:
+    """Fedora/RHEL/AlmaLinux/Rocky (anaconda): ``images/pxeboot/vmlinuz`` + ``initrd.img``.
+    Their dracut fetches the installer image (``images/install.img``) from ``inst.stage2=``
+    or the whole repository from ``inst.repo=``; both name the tree we serve over HTTP."""
+    kernel, initrd = "images/pxeboot/vmlinuz", "images/pxeboot/initrd.img"
+    if src.size(kernel) is None or src.size(initrd) is None:
+        return None
+    info = _ini(_text(src, ".treeinfo") if src.size(".treeinfo") is not None else "")
+    rel = info.get("release") or info.get("general") or {}
+    name = rel.get("name") or rel.get("family") or ""
+    version = rel.get("version", "")
+    label = f"{name} {version}".strip() or _disk_info(src) or "Fedora/RHEL installer"
+    image = next((p for p in ("images/install.img", "LiveOS/squashfs.img")
+                  if src.size(p) is not None), "")
+    entry = BootEntry(id=_entry_id(name or "redhat", "", set()) + "-install",
+                      label=f"{label} installer", kernel=kernel, initrds=(initrd,), cmdline="",
+                      files=_files(src, kernel, initrd, image), image_size=src.size(image) or 0
+                      if image else 0, kind="linux")
+    repo = any(src.is_dir(d) for d in ("repodata", "BaseOS/repodata", "Packages"))
+    return _Found("redhat-installer", f"{label} installer", version, [entry], image_vpath=image,
+                  flavour="inst.repo" if repo else "inst.stage2")
+
+
+WINPE_FILES = (("bootmgr", "bootmgr"), ("boot/bcd", "BCD"), ("boot/boot.sdi", "boot.sdi"),
+               ("sources/boot.wim", "boot.wim"))
+
+
+def _windows_pe(src: Source) -> _Found | None:
+    """Windows PE / Windows setup: ``bootmgr``, ``boot/bcd``, ``boot/boot.sdi`` and
+    ``sources/boot.wim`` (any case). iPXE boots them through wimboot, which gets each
+    file under its Windows name (``initrd URL NAME``)."""
+    found = [(_ci(src, p), name) for p, name in WINPE_FILES]
+    if any(v is None for v, _ in found):
+        return None
+    paths = tuple(v for v, _ in found if v is not None)
+    label = _ci(src, "sources/idwbinfo.txt") and "Windows setup" or "Windows PE"
+    entry = BootEntry(id="windows-pe", label=label, kernel="wimboot", initrds=paths,
+                      cmdline="", files=_files(src, *paths), image_size=0, kind="wimboot",
+                      names=tuple(n for _, n in found))
+    vol = getattr(src, "volume_id", "")
+    return _Found("windows-pe", f"{label} {vol}".strip(), "", [entry])
+
+
+
 def _generic(src: Source) -> _Found | None:
     for d in ("", "boot/"):
         pairs = _pairs(src, d)
@@ -515,7 +684,7 @@ def _memtest(src: Source) -> _Found | None:
 
 
 DETECTORS = (_sysrescue_archiso, _sysrescue_legacy, _debian_live, _ubuntu_casper, _nfsroot,
-             _generic, _memtest)
+             _debian_installer, _debian_iso, _redhat_installer, _windows_pe, _generic, _memtest)
 
 # What each profile looks for, for "nothing found" messages.
 LOOKED_FOR = (
@@ -524,8 +693,12 @@ LOOKED_FOR = (
     "live/vmlinuz* + live/initrd* + live/*.squashfs (Debian live)",
     "casper/vmlinuz* + casper/initrd* + casper/*.squashfs (Ubuntu)",
     "etc/ + bin/ + boot/vmlinuz* + boot/initrd* (an NFS root tree)",
+    "debian-installer/amd64/linux + initrd.gz (Debian netboot installer)",
+    "install.amd/vmlinuz + initrd.gz (Debian netinst/DVD)",
+    "images/pxeboot/vmlinuz + initrd.img (Fedora/RHEL/Alma/Rocky)",
+    "bootmgr + boot/bcd + boot/boot.sdi + sources/boot.wim (Windows PE)",
     "vmlinuz*|bzImage + initrd*|initramfs* at the top or in boot/ (generic)",
-    "memtest, memtest.bin, memtest.efi (memtest86+)",
+    "memtest, memtest.bin, memtest.efi, boot/memtest86+x64.bin|.efi (memtest86+)",
 )
 
 
@@ -551,10 +724,27 @@ def probe(path: Path) -> Media | None:
     if path.is_dir():
         src: Source = DirSource(path)
     elif path.is_file():
-        src = IsoSource(path)
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime, st.st_size)
+        with _iso_lock:
+            if key in _iso_cache:
+                return _iso_cache[key]
+        found = _probe_src(path, IsoSource(path))
+        with _iso_lock:
+            _iso_cache[key] = found
+        return found
     else:
         raise PxeError(f"boot medium {path} does not exist",
                        "set boot.media to a directory, a mounted CD or an .iso file")
+    return _probe_src(path, src)
+
+
+# an .iso is read once (pycdlib walks its whole tree): by path, mtime and size
+_iso_cache: dict[tuple[str, float, int], Media | None] = {}
+_iso_lock = threading.Lock()
+
+
+def _probe_src(path: Path, src: Source) -> Media | None:
     for detect in DETECTORS:
         found = detect(src)
         if found is not None:
@@ -578,11 +768,142 @@ def _media_from(path: Path, src: Source, found: _Found) -> Media:
         warnings.append(f"{path} has no El Torito boot record (it does not boot from a CD); "
                         "its kernels are served anyway")
     entries = tuple(found.entries) + (LOCAL_ENTRY,)
+    if iso and found.profile == "ubuntu-casper":
+        # casper's url= downloads the whole .iso into RAM, not only its squashfs
+        image_size = path.stat().st_size
+        entries = tuple(replace(e, image_size=image_size) if e.kind == "linux" else e
+                        for e in entries)
     return Media(path=path, profile=found.profile, label=found.label, version=found.version,
                  entries=entries, image=image, image_size=image_size,
                  image_vpath=found.image_vpath, nbd_source=nbd, flavour=found.flavour,
                  warnings=tuple(warnings),
                  extents=dict(src.files) if iso else None)  # type: ignore[union-attr]
+
+
+def host_memtest(dirs: tuple[str, ...] | list[str] | None = None) -> Media | None:
+    """memtest86+ installed on this machine (Debian's ``memtest86+``:
+    ``/boot/memtest86+x64.bin`` and ``.efi``), as a medium of its own; None if absent.
+    Only those binaries are served, never the rest of /boot."""
+    for d in HOST_MEMTEST_DIRS if dirs is None else dirs:
+        root = Path(d)
+        if not root.is_dir():
+            continue
+        src = DirSource(root)
+        entries = _memtest_entries(src, [""])
+        if entries:
+            return _media_from(root, src, _Found("memtest", "Memtest86+", "", entries))
+    return None
+
+
+SCAN_DEPTH = 3
+"""How deep a folder given in boot.media is searched for media."""
+
+
+def scan_media(paths: list[Path] | tuple[Path, ...]
+               ) -> tuple[list[Media], list[tuple[Path, str]]]:
+    """Every medium at ``paths``, in order, and the places skipped with the reason.
+
+    Each path is a medium itself (a directory, a mounted CD, an .iso), or a folder searched
+    for media inside it (directories and .iso files, :data:`SCAN_DEPTH` levels). A path
+    that yields no medium at all raises PxeError saying what was looked for.
+    """
+    media: list[Media] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in paths:
+        path = Path(path)
+        m = probe(path)  # raises for a missing path, a broken ISO, a half medium
+        if m is not None:
+            media.append(m)
+            continue
+        if path.is_file():
+            extra = "" if IsoSource(path).bootable else \
+                " (it is not bootable: no El Torito boot record)"
+            raise _nothing_found(path, "ISO", extra)
+        found, skips = _scan_folder(path, SCAN_DEPTH)
+        if not found:
+            extra = " (nor in the folders inside it" + "".join(
+                f"; skipped {p}: {why}" for p, why in skips) + ")"
+            raise _nothing_found(path, "directory", extra)
+        media += found
+        skipped += skips
+    return media, skipped
+
+
+def _scan_folder(folder: Path, depth: int) -> tuple[list[Media], list[tuple[Path, str]]]:
+    media: list[Media] = []
+    skipped: list[tuple[Path, str]] = []
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        return [], [(folder, f"cannot list it: {exc.strerror}")]
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        is_iso = child.is_file() and child.suffix.lower() == ".iso"
+        if not (child.is_dir() or is_iso):
+            continue
+        try:
+            m = probe(child)
+        except PxeError as exc:
+            skipped.append((child, exc.message.splitlines()[0]))
+            continue
+        if m is not None:
+            media.append(m)
+        elif is_iso:
+            skipped.append((child, "no bootable system found in it"))
+        elif depth > 1:
+            inner, inner_skips = _scan_folder(child, depth - 1)
+            media += inner
+            skipped += inner_skips
+    return media, skipped
+
+
+def _key(label: str, taken: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40].strip("-") or "medium"
+    out, n = base, 2
+    while out in taken:
+        out, n = f"{base}-{n}", n + 1
+    taken.add(out)
+    return out
+
+
+def _moved(entry: BootEntry, prefix: str) -> BootEntry:
+    def mv(p: str) -> str:
+        return prefix + p if p and not p.startswith(("http://", "https://")) else p
+
+    kernel = entry.kernel if entry.kind == "wimboot" else mv(entry.kernel)
+    return replace(entry, kernel=kernel, initrds=tuple(mv(i) for i in entry.initrds),
+                   files=tuple((mv(p), n) for p, n in entry.files))
+
+
+def arrange(media: list[Media]) -> list[Media]:
+    """Media ready to share one menu and one tree (see the module docstring).
+
+    One medium stays as it is (its files at the root, no submenu, local boot last).
+    Several: each gets a key, the first stays at the root and the others move below
+    ``<key>/``; their entries get a group, lose local boot (the menu adds it once) and
+    keep their ids unless an earlier medium took one.
+    """
+    keys: set[str] = set()
+    if len(media) <= 1:
+        return [replace(m, key=_key(m.label, keys)) for m in media]
+    taken = {LOCAL_ENTRY.id}
+    out = []
+    for n, m in enumerate(media):
+        key = _key(m.label, keys)
+        prefix = "" if n == 0 else key + "/"
+        entries = []
+        for e in m.entries:
+            if e.kind == "localboot":
+                continue
+            eid = e.id
+            if eid in taken:
+                eid = _entry_id(f"{e.id}-{key}", "", taken)
+            taken.add(eid)
+            entries.append(replace(_moved(e, prefix), id=eid, group_id=key, group=m.label))
+        out.append(replace(m, key=key, vprefix=prefix, entries=tuple(entries),
+                           image_vpath=prefix + m.image_vpath if m.image_vpath else ""))
+    return out
 
 
 def _nothing_found(path: Path, src_kind: str, extra: str = "") -> PxeError:
@@ -611,15 +932,7 @@ def find_media(path: Path | None = None, *,
     what was looked for and where.
     """
     if path is not None:
-        path = Path(path)
-        media = probe(path)
-        if media is None:
-            if path.is_file():
-                extra = "" if IsoSource(path).bootable else \
-                    " (it is not bootable: no El Torito boot record)"
-                raise _nothing_found(path, "ISO", extra)
-            raise _nothing_found(path, "directory")
-        return [media]
+        return scan_media([Path(path)])[0]
     patterns = tuple(search) if search is not None else AUTODETECT_DIRS
     found = []
     for d in _autodetect_dirs(patterns):
@@ -630,3 +943,9 @@ def find_media(path: Path | None = None, *,
         if m is not None:
             found.append(m)
     return found
+
+
+def whole_iso_vpath(media: Media) -> str:
+    """Where an Ubuntu ISO is served whole for casper's ``url=``: its do_urlmount takes the
+    URL only when it ends in ``.iso`` (a case-sensitive glob), so the name always does."""
+    return media.vprefix + Path(media.path).stem + ".iso"

@@ -19,6 +19,16 @@ that entry, and the iPXE script sets its default by ``${netX/mac}``. When that e
 the menu's only one besides local boot, there is nothing to choose: that MAC boots it at
 once (TIMEOUT 1, ``goto``) instead of waiting out the timeout; other clients keep the menu.
 
+Several media: each medium's entries (``BootEntry.group_id``) form a submenu,
+``MENU BEGIN``/``MENU END`` in pxelinux (menu.c32 opens the submenu holding the
+DEFAULT label, with the same TIMEOUT: syslinux ``com32/menu/readconfig.c``) and a
+``menu``/``choose`` section in iPXE; remote entries and "Boot from local disk"
+stay at the top. One medium gives a flat menu, as before.
+
+Entries that cannot boot from here (``kind`` message: a Debian CD initrd,
+Windows without wimboot) are shown disabled with their notes as help text, and
+in iPXE print their notes. Windows (``kind`` wimboot) boots from iPXE only.
+
 Remote entries (kernel and initramfs at http:// URLs, e.g. an installer on a
 mirror) go into the iPXE menu as they are. pxelinux.0 and syslinux.efi have no
 HTTP: there they use the local copies when the entry names some, else they are
@@ -141,13 +151,31 @@ def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
         firmware="BIOS" if firmware == "bios" else "UEFI x64", loader=loader,
         default=_default(shown + local, default if default is not None else settings.default),
         timeout=timeout, title=_one_line(settings.title))]
-    for e in shown:
-        out.append(_pxelinux_entry(e))
+    for gid, title, members in _groups(shown):
+        if not gid:
+            out += [_pxelinux_entry(e) for e in members]
+            continue
+        body = "".join(_pxelinux_entry(e) for e in members) + _template(
+            "pxelinux_back.cfg").substitute(id=f"{gid}-back")
+        out.append(f"\nMENU BEGIN {gid}\n  MENU TITLE {_one_line(title)}\n"
+                   + "".join(f"  {ln}\n" if ln else "\n" for ln in body.split("\n")[:-1])
+                   + "MENU END\n")
     for r in remote:
         out.append(_pxelinux_remote(r, http_capable))
     for e in local:
         out.append(_pxelinux_entry(e))
     return "".join(out)
+
+
+def _groups(entries: list[BootEntry]) -> list[tuple[str, str, list[BootEntry]]]:
+    """Consecutive entries of one medium together: (group id, title, entries)."""
+    out: list[tuple[str, str, list[BootEntry]]] = []
+    for e in entries:
+        if out and out[-1][0] == e.group_id:
+            out[-1][2].append(e)
+        else:
+            out.append((e.group_id, e.group, [e]))
+    return out
 
 
 def _pxelinux_entry(e: BootEntry) -> str:
@@ -156,6 +184,16 @@ def _pxelinux_entry(e: BootEntry) -> str:
     elif e.kind == "memtest":
         text = _template("pxelinux_memtest.cfg").substitute(
             id=e.id, label=_one_line(e.label), kernel=_sx(e.kernel))
+        if e.cmdline:
+            text += f"  APPEND {_one_line(e.cmdline)}\n"
+    elif e.kind == "message":
+        text = _template("pxelinux_disabled.cfg").substitute(id=e.id, label=_one_line(e.label))
+    elif e.kind == "wimboot":
+        text = _template("pxelinux_disabled.cfg").substitute(
+            id=e.id, label=_one_line(e.label) + " (iPXE only)")
+        return text + _help(["pxelinux cannot start wimboot: boot this entry from the iPXE "
+                             "menu (boot.loader = ipxe, dhcp.boot_files.bios = "
+                             "undionly.kpxe, efi_x64 = ipxe.efi)", *e.notes])
     else:
         text = _linux(e.id, e.label, _sx(e.kernel), [_sx(i) for i in e.initrds], e.cmdline)
     return text + _help(e.notes)
@@ -198,6 +236,15 @@ def _ipxe_url(base: str, path: str) -> str:
     return base + path.lstrip("/")
 
 
+def _ipxe_item(e: BootEntry) -> str:
+    item = f"item {e.id} {_one_line(e.label)}"
+    if e.firmware == "bios":
+        item = f"iseq ${{platform}} pcbios && {item} ||"
+    elif e.firmware == "efi":
+        item = f"iseq ${{platform}} efi && {item} ||"
+    return item + "\n"
+
+
 def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
                 remote: list[RemoteEntry] | tuple = ()) -> str:
     """The iPXE menu script; ``base`` is the URL prefix of tree paths (ends with '/')."""
@@ -205,25 +252,57 @@ def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
     all_entries += [r.as_boot_entry() for r in remote]
     all_entries += [e for e in entries if e.kind == "localboot"]
     default = _default(all_entries, settings.default)
-    per_mac = "\n".join(f"iseq ${{netX/mac}} {mac} && goto {entry} ||"
-                        if _boots_at_once(all_entries, entry) else
-                        f"iseq ${{netX/mac}} {mac} && set menu-default {entry} ||"
-                        for mac, entry in settings.per_mac
-                        if any(e.id == entry for e in all_entries))
+    groups = _groups(all_entries)
+    grouped = any(gid for gid, _t, _m in groups)
+    group_of = {e.id: f"menu-{e.group_id}" for e in all_entries if e.group_id}
+    per_mac_pairs = [(mac, entry) for mac, entry in settings.per_mac
+                     if any(e.id == entry for e in all_entries)]
+    if grouped:
+        lines = [f"set entry-default {default}"]
+        for mac, entry in per_mac_pairs:
+            lines.append(f"iseq ${{netX/mac}} {mac} && set menu-default "
+                         f"{group_of.get(entry, entry)} ||")
+            lines.append(f"iseq ${{netX/mac}} {mac} && set entry-default {entry} ||")
+        per_mac = "\n".join(lines)
+        default = group_of.get(default, default)
+    else:
+        # a per-MAC default that is the menu's one entry boots at once (grouped menus hold
+        # several media, so never one entry)
+        per_mac = "\n".join(f"iseq ${{netX/mac}} {mac} && goto {entry} ||"
+                            if _boots_at_once(all_entries, entry) else
+                            f"iseq ${{netX/mac}} {mac} && set menu-default {entry} ||"
+                            for mac, entry in per_mac_pairs)
     out = [_template("ipxe_head.ipxe").substitute(
         base=base, default=default, per_mac=per_mac, title=_one_line(settings.title))]
-    for e in all_entries:
-        item = f"item {e.id} {_one_line(e.label)}"
-        if e.firmware == "bios":
-            item = f"iseq ${{platform}} pcbios && {item} ||"
-        elif e.firmware == "efi":
-            item = f"iseq ${{platform}} efi && {item} ||"
-        out.append(item + "\n")
+    for gid, title, members in groups:
+        if gid:
+            out.append(f"item menu-{gid} {_one_line(title)} >\n")
+        else:
+            out += [_ipxe_item(e) for e in members]
     timeout = f"--timeout {settings.timeout * 1000} " if settings.timeout else ""
     out.append(_template("ipxe_tail.ipxe").substitute(timeout=timeout))
+    for gid, title, members in groups:
+        if not gid:
+            continue
+        out.append(f"\n:menu-{gid}\nmenu {_one_line(title)}\n")
+        out += [_ipxe_item(e) for e in members]
+        out.append("item start < Back\n")
+        out.append(f"choose {timeout}--default ${{entry-default}} target || goto start\n"
+                   "goto ${target}\n")
     for e in all_entries:
         if e.kind == "localboot":
             out.append(_template("ipxe_localboot.ipxe").substitute(id=e.id))
+            continue
+        if e.kind == "message":
+            said = "".join(f"echo {_one_line(n)}\n" for n in e.notes)
+            out.append(f"\n:{e.id}\necho {_one_line(e.label)}\n{said}"
+                       "prompt Press a key for the menu\ngoto start\n")
+            continue
+        if e.kind == "wimboot":
+            initrds = "\n".join(f"initrd {_ipxe_url(base, i)} {n}"
+                                 for i, n in zip(e.initrds, e.names))
+            out.append(f"\n:{e.id}\nkernel {_ipxe_url(base, e.kernel)}\n{initrds}\n"
+                       "boot || goto failed\n")
             continue
         args = [f"initrd={PurePosixPath(i).name}" for i in e.initrds]
         if e.cmdline:

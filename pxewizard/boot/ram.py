@@ -84,7 +84,13 @@ def ram_estimate(media: Media, entry: BootEntry | None, transport: str,
                 in_ram = True
             if profile == "debian-live" and transport == "nbd":
                 in_ram = True
-            if in_ram:
+            if in_ram and profile == "ubuntu-casper":
+                # do_urlmount wgets the .iso into the initramfs root, a tmpfs capped at half
+                # the RAM: the ISO must fit in that half
+                total = max(total + image, 2 * image + 64 * MiB)
+                why.append(f"the whole ISO {_mib(image)} is downloaded into the initramfs's "
+                           "tmpfs, which may fill at most half the RAM")
+            elif in_ram:
                 total += image
                 why.append(f"root image {_mib(image)} x1: downloaded once into RAM")
             else:

@@ -28,16 +28,16 @@ to point efi_x64 there.
 from __future__ import annotations
 
 import posixpath
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PxeError
 from ..files import FileRange, FileTree, NotFound
 from ..plan import NfsExport, Plan
-from .loaders import MENU_MODULES, Loaders, find_loaders, missing_message
-from .cmdline import entries_for
-from .media import LOCAL_ENTRY, BootEntry, Media, find_media
+from .cmdline import menu_entries
+from .loaders import MENU_MODULES, WIMBOOT_HINT, Loaders, find_loaders, missing_message
+from .media import (FILES_ONLY, LOCAL_ENTRY, BootEntry, Media, arrange, find_media,
+                    host_memtest, scan_media, whole_iso_vpath)
 from .menus import MenuSettings, RemoteEntry, menu_files
 
 EFI_DIR = "efi64"
@@ -49,6 +49,7 @@ class BootTree:
 
     tree: FileTree
     media: Media | None
+    """The first medium (the only one of a one-medium Plan)."""
     entries: list[BootEntry]
     """Final entries in menu order (local boot last)."""
     loaders: Loaders
@@ -58,36 +59,43 @@ class BootTree:
     efi_dir: str
     warnings: list[str] = field(default_factory=list)
     """What the operator should know; nothing here stops serving."""
-
-
-_cache_lock = threading.Lock()
-_media_cache: dict[tuple[str, float, int], Media] = {}
+    all_media: list[Media] = field(default_factory=list)
+    """Every medium in the menu, in order, arranged (see media.arrange)."""
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    """Places inside a boot.media folder that hold no usable medium, with the reason."""
 
 
 def plan_media(plan: Plan) -> Media | None:
-    """The Plan's boot medium (boot.media, else the first one autodetected, else None).
+    """The Plan's first boot medium (boot.media, else the first one autodetected, else None).
 
     A boot.media that holds nothing bootable raises PxeError naming what was looked for.
     """
-    path = plan.boot.media
-    if path is None:
-        found = find_media(None)
-        return found[0] if found else None
-    path = Path(path)
-    key = None
-    if path.is_file():  # an .iso is read once (pycdlib); a directory is looked at every time
-        st = path.stat()
-        key = (str(path.resolve()), st.st_mtime, st.st_size)
-    if key is not None:
-        with _cache_lock:
-            hit = _media_cache.get(key)
-        if hit is not None:
-            return hit
-    media = find_media(path)[0]
-    if key is not None:
-        with _cache_lock:
-            _media_cache[key] = media
-    return media
+    media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    return media[0] if media else None
+
+
+def plan_media_all(plan: Plan, *, with_host_memtest: bool = True
+                   ) -> tuple[list[Media], list[tuple[Path, str]]]:
+    """Every medium of the Plan in menu order, arranged, and the places skipped (with why).
+
+    boot.media unset: the first medium autodetected. memtest86+ installed on this host is
+    added last when ``boot.host_memtest`` and no medium brings its own.
+    """
+    media: list[Media] = []
+    skipped: list[tuple[Path, str]] = []
+    paths = plan.boot.media_paths
+    if not paths:
+        media = find_media(None)[:1]
+    for path in paths:
+        found, skips = scan_media([Path(path)])  # an .iso is read once (media._iso_cache)
+        media += found
+        skipped += skips
+    if with_host_memtest and plan.boot.host_memtest and media \
+            and not any(e.kind == "memtest" for m in media for e in m.entries):
+        extra = host_memtest()
+        if extra is not None:
+            media.append(extra)
+    return arrange(media), skipped
 
 
 def _syslinux_dirs(plan: Plan) -> tuple[str, str, list[str]]:
@@ -146,18 +154,35 @@ def _map_loaders(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
 
 
 def _map_media(tree: FileTree, media: Media) -> None:
+    prefix = media.vprefix
     if media.extents is not None:
         for vpath, (offset, size) in media.extents.items():
-            tree.add_extent(vpath, media.path, offset, size)
+            tree.add_extent(prefix + vpath, media.path, offset, size)
         if media.profile == "ubuntu-casper":
-            tree.add_file(media.path.name, media.path)  # casper's url= fetches the whole .iso
-    elif media.profile == "nfsroot":
-        # a client's root filesystem (shadow file included): TFTP/HTTP get its kernels only
+            # casper's url= fetches the whole .iso
+            tree.add_file(whole_iso_vpath(media), media.path)
+    elif media.profile in FILES_ONLY:
+        # a client's root filesystem (shadow file included), /boot with its initrds, a
+        # package's tree with its own pxelinux: TFTP/HTTP get the entries' files only
         for entry in media.entries:
             for vpath, _size in entry.files:
-                tree.add_file(vpath, media.path / vpath, jail=media.path)
+                tree.add_file(vpath, media.path / vpath[len(prefix):], jail=media.path)
     else:
-        tree.add_dir("", media.path)
+        tree.add_dir(prefix.rstrip("/"), media.path)
+
+
+def _wimboot(entries: list[BootEntry], tree: FileTree, loaders: Loaders) -> list[BootEntry]:
+    """Windows entries: wimboot served at the root, or the entry says what is missing."""
+    from dataclasses import replace
+
+    if not any(e.kind == "wimboot" for e in entries):
+        return entries
+    if loaders.wimboot is not None:
+        tree.add_file("wimboot", loaders.wimboot)
+        return entries
+    return [replace(e, kind="message", label=e.label + ": needs wimboot",
+                    notes=e.notes + (WIMBOOT_HINT,)) if e.kind == "wimboot" else e
+            for e in entries]
 
 
 def _loader_warnings(tree: FileTree, plan: Plan, loaders: Loaders, bios_dir: str,
@@ -224,19 +249,23 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
     bios_dir, efi_dir, w = _syslinux_dirs(plan)
     warnings += w
     _map_loaders(tree, plan, loaders, bios_dir, efi_dir)
-    media = plan_media(plan)
+    all_media, skipped = plan_media_all(plan)
+    media = all_media[0] if all_media else None
     if media is None:
         entries = [LOCAL_ENTRY]
         warnings.append("no boot medium found (boot.media unset, nothing autodetected): the "
                         "menus offer local boot only")
         title = "pxewizard"
     else:
-        _map_media(tree, media)
-        entries = entries_for(media, plan)
-        warnings += list(media.warnings)
+        for m in all_media:
+            _map_media(tree, m)
+            warnings += list(m.warnings)
+        entries = _wimboot(menu_entries(all_media, plan), tree, loaders)
         for e in entries:
             warnings += [f"{e.id}: {n}" for n in e.notes]
-        title = f"pxewizard: {media.label}"
+        title = f"pxewizard: {media.label}" if len(all_media) == 1 else \
+            f"pxewizard: {len(all_media)} systems"
+    warnings += [f"boot.media: skipped {p}: {why}" for p, why in skipped]
     remotes = _remote_entries(plan, remote)
     ids = [e.id for e in entries] + [r.id for r in remotes]
     if plan.boot.default is not None and plan.boot.default not in ids:
@@ -264,7 +293,8 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
             tree.add_root(Path(root))
     warnings += _loader_warnings(tree, plan, loaders, bios_dir, efi_dir)
     return BootTree(tree=tree, media=media, entries=entries, loaders=loaders, menus=menus,
-                    bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings)
+                    bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings,
+                    all_media=all_media, skipped=skipped)
 
 
 def build_tree(plan: Plan) -> FileTree:
@@ -281,14 +311,22 @@ def nbd_exports(plan: Plan) -> dict[str, Path | FileRange]:
         return {e.name: e.path for e in plan.nbd.exports}
     if not plan.nbd.enabled:
         return {}
-    media = plan_media(plan)
-    if media is None:
+    all_media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    if not all_media:
         return {}
-    if media.profile == "sysrescue-legacy" and media.image is not None:
-        if media.extents is not None and media.image_vpath in media.extents:
-            offset, size = media.extents[media.image_vpath]
-            return {"sysrcd": FileRange(media.path, offset, size, media.image_vpath)}
-        return {"sysrcd": media.image}
+    media = all_media[0]
+    out: dict[str, Path | FileRange] = {}
+    for m in all_media:  # the first medium that can use each export name gets it
+        if m.profile == "sysrescue-legacy" and m.image is not None:
+            if m.extents is not None and m.image_vpath in m.extents:
+                offset, size = m.extents[m.image_vpath]  # sysrcd.dat inside the .iso
+                out.setdefault("sysrcd", FileRange(m.path, offset, size, m.image_vpath))
+            else:
+                out.setdefault("sysrcd", m.image)
+        elif m.profile == "sysrescue-archiso" and m.nbd_source is not None:
+            out.setdefault("archiso", m.nbd_source)
+    if out:
+        return out
     if media.nbd_source is not None:
         return {"archiso": media.nbd_source}
     if plan.boot.transport.value == "nbd":
@@ -304,10 +342,54 @@ def nfs_exports(plan: Plan) -> list[NfsExport]:
         return list(plan.nfs.exports)
     if not plan.nfs.enabled:
         return []
-    if plan.boot.media is not None and Path(plan.boot.media).is_dir():
+    paths = plan.boot.media_paths
+    if len(paths) == 1 and paths[0].is_dir():
         # no need to look inside again (an NFS root's initramfs check takes a while)
-        return [NfsExport(path=Path(plan.boot.media).resolve())]
-    media = plan_media(plan)
-    if media is None or media.is_iso:
-        return []
-    return [NfsExport(path=Path(media.path).resolve())]
+        return [NfsExport(path=Path(paths[0]).resolve())]
+    media, _skipped = plan_media_all(plan, with_host_memtest=False)
+    out: list[NfsExport] = []
+    for m in media:
+        if not m.is_iso and m.profile not in ("memtest", "debian-iso") \
+                and all(Path(m.path).resolve() != e.path for e in out):
+            out.append(NfsExport(path=Path(m.path).resolve()))
+    return out
+
+
+def menu_outline(bt: BootTree, plan: Plan) -> list[str]:
+    """The menu as text lines, medium by medium with its profile, stage-3 needs and client
+    RAM (for ``serve``'s output, doctor and the wizard)."""
+    from .ram import ram_estimate
+
+    transport = plan.boot.transport.value
+    ids = [e.id for e in bt.entries]
+    default = plan.boot.default if plan.boot.default in ids else \
+        next((e.id for e in bt.entries if e.kind != "localboot"), "local")
+    n = len(bt.all_media)
+    out = [f"menu: {n} {'medium' if n == 1 else 'media'}, default {default}, timeout "
+           f"{plan.boot.timeout} s"]
+    by_group: dict[str, list[BootEntry]] = {}
+    for e in bt.entries:
+        by_group.setdefault(e.group_id, []).append(e)
+    width = max((len(e.id) for e in bt.entries), default=5)
+    for m in bt.all_media:
+        entries = by_group.get(m.key, []) if n > 1 else \
+            [e for e in bt.entries if e.kind != "localboot"]
+        linux = next((e for e in entries if e.kind in ("linux", "memtest")), None)
+        need = ""
+        if linux is not None:
+            ram = ram_estimate(m, linux, transport, plan.boot.copytoram)
+            need = f"; client RAM about {ram.needed_mib} MiB"
+        where = f"/{m.vprefix}" if m.vprefix else "/"
+        out.append(f"  {m.label} [{m.profile}] from {m.path}, served at {where}{need}")
+        for e in entries:
+            fw = "" if e.firmware == "any" else f" ({e.firmware} only)"
+            kind = {"message": " (cannot boot from here: see the warnings)",
+                    "wimboot": " (iPXE)"}.get(e.kind, "")
+            out.append(f"    {e.id:<{width}}  {e.label}{fw}{kind}")
+    for e in bt.entries:
+        if e.kind in ("localboot", "remote") or (not bt.all_media and e.kind != "localboot"):
+            out.append(f"  {e.id:<{width}}  {e.label}")
+    for r in plan.dhcp.reservations:
+        if getattr(r, "boot_entry", None):
+            out.append(f"  per-MAC default: {r.mac} -> {r.boot_entry}")
+    return out

@@ -175,14 +175,22 @@ def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
         return [_f(Severity.error, "boot-tree", f"the boot tree cannot be built: {exc.message}",
                    exc.message, exc.fix or "")], [], None
     out: list[Finding] = []
+    for path, why in getattr(bt, "skipped", ()):
+        out.append(_f(Severity.warning, "media-skipped", f"boot.media: skipped {path}",
+                      f"{path} is not in the menu: {why}",
+                      "fix or remove it (an .iso: download it again and compare its "
+                      "checksum; a copied medium: copy it whole)"))
     for w in bt.warnings:
+        if w.startswith("boot.media: skipped "):
+            continue  # said above, one finding each
         if "not found" in w and ("install it" in w or "boot loader" in w):
             out.append(_f(Severity.error, "loader-missing", w.split(";")[0], w,
                           w.split("install it: ")[-1] if "install it: " in w else ""))
         else:
             out.append(_f(Severity.warning, "boot-tree", w.split(". ")[0], w))
     if not any(f.severity >= Severity.error for f in out):
-        what = f"{bt.media.label} ({bt.media.profile})" if bt.media is not None else "no media"
+        media = getattr(bt, "all_media", None) or ([bt.media] if bt.media else [])
+        what = ", ".join(f"{m.label} ({m.profile})" for m in media) or "no media"
         out.append(_ok("boot-tree", f"boot files present: {len(bt.entries)} menu entries, {what}"))
     return out, served_paths(bt.tree), bt.media
 

@@ -313,6 +313,11 @@ def is_bridge(interface: str) -> bool:
     return Path(f"/sys/class/net/{interface}/bridge").is_dir()
 
 
+_LINE_END = re.compile(rb"\n|\x1b\[\d+;0*1H|\x1b\[H")
+CONSOLE_IDLE = 1.0
+"""Seconds of console silence after which a partial line is shown as it is."""
+
+
 def clean_console(raw: str) -> str:
     """A console line without CR, ANSI escapes and other control characters."""
     text = _ANSI.sub("", raw.replace("\r", ""))
@@ -423,11 +428,21 @@ class LabVM:
         assert self.proc is not None and self.proc.stdout is not None
         buf = b""
         while True:
-            chunk = await self.proc.stdout.read(4096)
+            try:
+                chunk = await asyncio.wait_for(self.proc.stdout.read(4096), CONSOLE_IDLE)
+            except TimeoutError:
+                # a full-screen program drew its screen and now waits for a key: what it
+                # drew last ends no line, so show it once the console has been quiet
+                if buf:
+                    self._line(buf)
+                    buf = b""
+                continue
             if not chunk:
                 break
             buf += chunk
-            *complete, buf = buf.split(b"\n")
+            # full-screen programs (memtest86+, newt dialogs) position the cursor instead of
+            # writing newlines: a move to column 1 (or home) ends a line too
+            *complete, buf = _LINE_END.split(buf)
             for raw in complete:
                 self._line(raw)
         if buf:

@@ -70,6 +70,10 @@ class Draft:
     media: Media | None = None
     """The chosen medium (None: the Plan's path, or autodetect)."""
     media_path: str = ""
+    extra_media: list[str] = field(default_factory=list)
+    """Paths of further media after ``media``, in menu order (boot.media becomes a list)."""
+    more_media: list[Any] = field(default_factory=list)
+    """The ``Media`` of ``extra_media`` when the media step found them (per-medium RAM)."""
     entries: list[str] | None = None
     default: str | None = None
     timeout: int = 10
@@ -132,7 +136,9 @@ class Draft:
             router=str(d.router or ""), dns=", ".join(str(x) for x in d.dns),
             lease_time=d.lease_time,
             confirmation=I_OWN if d.override_existing_server else "",
-            media_path=str(b.media or ""), entries=list(b.entries) if b.entries else None,
+            media_path=str(b.media_paths[0]) if b.media_paths else "",
+            extra_media=[str(p) for p in b.media_paths[1:]],
+            entries=list(b.entries) if b.entries else None,
             default=b.default, timeout=b.timeout, transport=b.transport, copytoram=b.copytoram,
             external_http=b.external_http or "", plan_path=plan_path or "pxewizard-plan.toml")
 
@@ -164,6 +170,8 @@ class Draft:
         boot = dict(data.get("boot", {}))
         media_path = getattr(self.media, "path", None) or self.media_path or None
         boot["media"] = str(media_path) if media_path else None
+        if media_path and self.extra_media:
+            boot["media"] = [str(media_path), *self.extra_media]
         boot["entries"] = list(self.entries) if self.entries is not None else None
         boot["default"] = self.default
         boot["timeout"] = self.timeout

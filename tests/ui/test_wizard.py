@@ -455,3 +455,35 @@ async def test_review_names_the_local_boot_default_beside_another_server(wizard:
         await from_mode_to_review(pilot)
         assert app.state.plan is not None and app.state.plan.dhcp.mode is DhcpMode.proxy
         assert "default local;" in screen_text(app)
+
+
+async def test_media_step_ticks_several_orders_them_and_shows_the_menu(wizard: Any) -> None:
+    """Issue 19: every medium found is a row; enter ticks, + moves up; the menu is shown."""
+    from .fakes import debian_iso, sysrescue_media
+
+    app = wizard(FakeDetector(media_=[sysrescue_media(), debian_iso()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await next_to(pilot, "media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
+        text = " ".join(screen_text(app).split())
+        assert "The menu: Boot SystemRescue" in text  # the first medium, ticked
+        await pilot.press("down", "enter")  # tick Debian Live: second in the menu
+        await pilot.pause()
+        text = " ".join(screen_text(app).split())
+        assert ("The menu: SystemRescue 11.02 Boot SystemRescue Boot SystemRescue and copy "
+                "system to RAM Debian Live 12 Debian Live Boot from local disk") in text, text
+        await pilot.press("plus")  # Debian Live first
+        await pilot.pause()
+        assert "The menu: Debian Live 12 Debian Live SystemRescue 11.02" in \
+            " ".join(screen_text(app).split())
+        await next_to(pilot, "transport")
+        # each medium of the menu with its own RAM figure
+        assert "SystemRescue 11.02: " in screen_text(app)
+        await next_to(pilot, "review")
+        assert "+ 1 more (/run/archiso/bootmnt)" in " ".join(screen_text(app).split())
+        plan = app.state.plan
+        assert plan is not None
+        assert [str(p) for p in plan.boot.media_paths] == ["/srv/iso/debian-live-12.iso",
+                                                           "/run/archiso/bootmnt"]
+        assert plan.boot.entries is None

@@ -260,3 +260,24 @@ def test_damaged_log_is_replayed_as_far_as_it_goes(tmp_path: Path,
     rc = cli_doctor(args(log=str(log)))
     out = capsys.readouterr().out
     assert rc == 1 and "pxelinux.0 is missing" in out and "internal error" not in out
+
+
+def test_doctor_names_media_it_skipped(tmp_path) -> None:
+    """Issue 19: a folder of media; the broken ones are named with the reason."""
+    from pxewizard.commands.doctor import check_boot
+    from pxewizard.plan import plan_from_dict
+    from tests.data.boot import fixtures as fx
+
+    folder = tmp_path / "isos"
+    fx.make_archiso(folder / "sysrescue")
+    fx.make_memtest_deb(folder / "memtest")
+    (folder / "old.iso").write_bytes(b"truncated download")
+    plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                           "boot": {"media": str(folder)}})
+    findings, _files, media = check_boot(plan)
+    skipped = [f for f in findings if f.rule == "media-skipped"]
+    assert [f.title for f in skipped] == [f"boot.media: skipped {folder / 'old.iso'}"]
+    assert "not a readable ISO 9660 image" in skipped[0].cause
+    assert media.profile == "memtest"  # a folder's media come in name order
+    ok = [f for f in findings if f.rule == "boot-tree" and "menu entries" in f.title]
+    assert ok and "Memtest86+ (memtest), SystemRescue 11.01 (sysrescue-archiso)" in ok[0].title

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pxewizard.boot.initramfs import list_initramfs, nfs_support
-from pxewizard.boot.media import find_media, probe
+from pxewizard.boot.media import arrange, find_media, probe, scan_media
 from pxewizard.errors import PxeError
 from tests.data.boot import fixtures as fx
 from tests.support.tools import require
@@ -283,3 +283,148 @@ def test_joliet_only_iso(tmp_path: Path) -> None:
                     str(iso), str(src)], check=True, capture_output=True)
     [m] = find_media(iso)
     assert m.profile == "sysrescue-archiso" and "sysresccd/x86_64/airootfs.sfs" in m.extents
+
+
+# --- issue 19: installers, memtest86+ as Debian installs it, Windows PE, several media -----
+
+
+def test_debian_netboot_tree_as_the_package_installs_it(tmp_path: Path) -> None:
+    root = fx.make_debian_netboot(tmp_path / "text")
+    [m] = find_media(root)
+    assert (m.profile, m.label, m.version) == (
+        "debian-installer", "Debian 12 (bookworm) installer (netboot)", "12")
+    e = m.entries[0]
+    assert (e.id, e.kind, e.kernel, e.initrds) == (
+        "debian-installer", "linux", "debian-installer/amd64/linux",
+        ("debian-installer/amd64/initrd.gz",))
+    assert dict(e.files) == {"debian-installer/amd64/linux": 8222656,
+                             "debian-installer/amd64/initrd.gz": 40810276}
+    assert e.cmdline == "vga=788"  # its own pxelinux.cfg: "vga=788 ... --- quiet"
+    assert [x.id for x in m.entries] == ["debian-installer", "local"]
+
+
+def test_debian_netboot_package_folder_gives_text_and_gtk(tmp_path: Path) -> None:
+    base = tmp_path / "usr/lib/debian-installer/images/12/amd64"
+    fx.make_debian_netboot(base / "text")
+    fx.make_debian_netboot(base / "gtk")
+    media, skipped = scan_media([base.parent.parent])  # .../images: 3 levels down
+    assert [(m.path.name, m.entries[0].id) for m in media] == [
+        ("gtk", "debian-installer-gtk"), ("text", "debian-installer")]
+    assert skipped == []
+
+
+def test_debian_netinst_explains_the_netboot_initrd(tmp_path: Path, monkeypatch) -> None:
+    import pxewizard.boot.media as media_mod
+
+    monkeypatch.setattr(media_mod, "DEBIAN_NETBOOT_GLOB", str(tmp_path / "none/*"))
+    [m] = find_media(fx.make_debian_netinst(tmp_path / "cd"))
+    assert m.profile == "debian-iso"
+    e = m.entries[0]
+    assert e.kind == "message" and e.files == () and e.kernel == ""
+    assert e.label == 'Debian GNU/Linux 12.5.0 "Bookworm": needs the netboot initrd'
+    assert "apt-get install debian-installer-12-netboot-amd64" in e.notes[0]
+    installed = fx.make_debian_netboot(tmp_path / "images/12/amd64/text")
+    monkeypatch.setattr(media_mod, "DEBIAN_NETBOOT_GLOB", str(tmp_path / "images/*/amd64/text"))
+    [m] = find_media(fx.make_debian_netinst(tmp_path / "cd2"))
+    assert f"add {installed} to boot.media" in m.entries[0].notes[0]
+
+
+@pytest.mark.parametrize("dvd, key", [(False, "inst.stage2"), (True, "inst.repo")])
+def test_redhat_tree(tmp_path: Path, dvd: bool, key: str) -> None:
+    [m] = find_media(fx.make_redhat(tmp_path / "alma", dvd=dvd))
+    assert (m.profile, m.label, m.version, m.flavour) == (
+        "redhat-installer", "AlmaLinux 9.3 installer", "9.3", key)
+    e = m.entries[0]
+    assert (e.id, e.kernel, e.initrds) == ("almalinux-install", "images/pxeboot/vmlinuz",
+                                          ("images/pxeboot/initrd.img",))
+    assert e.image_size == 870_000_000 and m.image_vpath == "images/install.img"
+
+
+def test_ubuntu_live_server_iso_costs_the_whole_iso(tmp_path: Path) -> None:
+    require("xorriso")
+    src = fx.make_ubuntu_server(tmp_path / "src", scale=1000)
+    iso = fx.make_iso(src, tmp_path / "ubuntu-22.04.4-live-server-amd64.iso",
+                      volume="Ubuntu-Server 22.04.4")
+    [m] = find_media(iso)
+    assert m.profile == "ubuntu-casper"
+    assert m.entries[0].image_size == iso.stat().st_size
+
+
+def test_memtest_where_debian_installs_it(tmp_path: Path) -> None:
+    [m] = find_media(fx.make_memtest_deb(tmp_path / "deb"))
+    assert m.profile == "memtest"
+    assert [(e.id, e.kernel, e.firmware, dict(e.files)[e.kernel]) for e in m.entries[:2]] == [
+        ("memtest", "boot/memtest86+x64.bin", "bios", 144312),
+        ("memtest-efi", "boot/memtest86+x64.efi", "efi", 145408)]
+
+
+def test_host_memtest(tmp_path: Path) -> None:
+    from pxewizard.boot.media import host_memtest
+
+    assert host_memtest([str(tmp_path / "nothing")]) is None
+    root = fx.make_memtest_deb(tmp_path / "deb")
+    m = host_memtest([str(root / "boot")])
+    assert m is not None and [e.kernel for e in m.entries[:2]] == [
+        "memtest86+x64.bin", "memtest86+x64.efi"]
+
+
+def test_windows_pe_any_case(tmp_path: Path) -> None:
+    [m] = find_media(fx.make_winpe(tmp_path / "win"))
+    e = m.entries[0]
+    assert (m.profile, e.kind, e.kernel) == ("windows-pe", "wimboot", "wimboot")
+    assert e.initrds == ("bootmgr", "boot/BCD", "boot/boot.sdi", "sources/boot.wim")
+    assert e.names == ("bootmgr", "BCD", "boot.sdi", "boot.wim")
+
+
+def test_windows_iso_joliet_names(tmp_path: Path) -> None:
+    require("xorriso")
+    iso = fx.make_iso(fx.make_winpe(tmp_path / "src", scale=1000), tmp_path / "winpe.iso",
+                      volume="CCCOMA_X64FRE_EN-US_DV9", bootable=True)
+    [m] = find_media(iso)
+    assert m.profile == "windows-pe" and m.label == "Windows PE CCCOMA_X64FRE_EN-US_DV9"
+    assert m.entries[0].initrds[1].lower() == "boot/bcd"
+
+
+def test_folder_of_media_and_what_was_skipped(tmp_path: Path) -> None:
+    require("xorriso")
+    folder = tmp_path / "isos"
+    fx.make_archiso(folder / "sysrescue")
+    fx.make_memtest_deb(folder / "tools/memtest")
+    fx.make_iso(fx.make_redhat(tmp_path / "alma", scale=100000), folder / "alma.iso")
+    (folder / "broken.iso").write_bytes(b"not an iso")
+    fx.put(folder / "photos", "a.jpg", 10)
+    half = fx.make_archiso(folder / "half")
+    (half / "sysresccd/x86_64/airootfs.sfs").unlink()
+    media, skipped = scan_media([folder])
+    assert [(m.path.name, m.profile) for m in media] == [
+        ("alma.iso", "redhat-installer"), ("sysrescue", "sysrescue-archiso"),
+        ("memtest", "memtest")]
+    reasons = {p.name: why for p, why in skipped}
+    assert set(reasons) == {"broken.iso", "half"}
+    assert "not a readable ISO 9660 image" in reasons["broken.iso"]
+    assert "airootfs.sfs" in reasons["half"]
+
+
+def test_a_single_string_and_a_list_give_the_same_first_medium(tmp_path: Path) -> None:
+    root = fx.make_archiso(tmp_path / "sr")
+    assert scan_media([root])[0] == find_media(root)
+
+
+def test_arrange_keeps_ids_when_a_medium_is_appended(tmp_path: Path) -> None:
+    sr = fx.make_archiso(tmp_path / "sr")
+    di = fx.make_debian_netboot(tmp_path / "di")
+    mt = fx.make_memtest_deb(tmp_path / "mt")
+    one = arrange(scan_media([sr])[0])
+    two = arrange(scan_media([sr, di])[0])
+    three = arrange(scan_media([sr, di, mt])[0])
+    ids = [[e.id for m in ms for e in m.entries] for ms in (one, two, three)]
+    assert ids[0] == ["sysresccd", "memtest", "memtest-efi", "local"]
+    assert ids[1] == ["sysresccd", "memtest", "memtest-efi", "debian-installer"]
+    assert ids[2] == ids[1] + ["memtest-memtest86", "memtest-efi-memtest86"]
+    # the first medium stays at the root, the others move below their key
+    assert [m.vprefix for m in three] == ["", "debian-12-bookworm-installer-netboot/",
+                                          "memtest86/"]
+    assert three[1].entries[0].kernel == \
+        "debian-12-bookworm-installer-netboot/debian-installer/amd64/linux"
+    assert three[0].entries[0].kernel == one[0].entries[0].kernel
+    assert {e.group_id for e in three[2].entries} == {"memtest86"}

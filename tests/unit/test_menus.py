@@ -256,3 +256,163 @@ def test_remote_entries_reach_the_tree(tmp_path: Path) -> None:
     plan = make_plan(fx.make_archiso(tmp_path / "sr"), "http")
     boot = build_boot(plan, remote=[REMOTE], loaders=fake_loaders(tmp_path / "l"))
     assert REMOTE.kernel in boot.tree.resolve("boot.ipxe").read().decode()
+
+
+# --- several media in one menu (issue 19) ---------------------------------------------------
+
+THREE_MAC = "52:54:00:19:00:01"
+
+
+def three_media_plan(tmp_path: Path, **boot: Any) -> Plan:
+    """SystemRescue (no memtest of its own), Debian's netboot installer, memtest86+."""
+    media = [fx.make_archiso(tmp_path / "sysrescue", memtest=False),
+             fx.make_debian_netboot(tmp_path / "d-i/text"),
+             fx.make_memtest_deb(tmp_path / "memtest86+")]
+    return make_plan(tmp_path, "http", boot={
+        "media": [str(m) for m in media], "default": "debian-installer",
+        "extra_cmdline": "console=ttyS0,115200", **boot},
+        dhcp={"reservations": [{"mac": THREE_MAC, "boot_entry": "memtest"}]})
+
+
+def test_three_media_menus_byte_for_byte(tmp_path: Path) -> None:
+    boot = build_boot(three_media_plan(tmp_path), loaders=fake_loaders(tmp_path / "loaders"))
+    mac = "01-" + THREE_MAC.replace(":", "-")
+    assert sorted(boot.menus) == ["boot.ipxe", f"efi64/pxelinux.cfg/{mac}",
+                                  "efi64/pxelinux.cfg/default", f"pxelinux.cfg/{mac}",
+                                  "pxelinux.cfg/default"]
+    _golden("three-media.bios.cfg", boot.menus["pxelinux.cfg/default"])
+    _golden("three-media.efi64.cfg", boot.menus["efi64/pxelinux.cfg/default"])
+    _golden("three-media.ipxe", boot.menus["boot.ipxe"])
+    assert check_pxelinux(boot.menus["pxelinux.cfg/default"], boot.tree, "") == []
+    assert check_pxelinux(boot.menus["efi64/pxelinux.cfg/default"], boot.tree, "efi64/") == []
+    assert check_pxelinux(boot.menus[f"efi64/pxelinux.cfg/{mac}"], boot.tree, "efi64/") == []
+    assert check_ipxe(boot.menus["boot.ipxe"], boot.tree, "http://10.99.0.1/") == []
+    # per-MAC: that client's menu starts at memtest (the UEFI one has it as memtest-efi only,
+    # so the UEFI copy falls back to the Plan's default)
+    assert "DEFAULT memtest\n" in boot.menus[f"pxelinux.cfg/{mac}"]
+    assert "DEFAULT debian-installer\n" in boot.menus["pxelinux.cfg/default"]
+    assert f"iseq ${{netX/mac}} {THREE_MAC} && set entry-default memtest ||" in \
+        boot.menus["boot.ipxe"]
+    assert [m.profile for m in boot.all_media] == ["sysrescue-archiso", "debian-installer",
+                                                   "memtest"]
+    assert [e.id for e in boot.entries] == ["sysresccd", "debian-installer", "memtest",
+                                            "memtest-efi", "local"]
+
+
+def test_three_media_tree_serves_only_what_the_entries_name(tmp_path: Path) -> None:
+    boot = build_boot(three_media_plan(tmp_path), loaders=fake_loaders(tmp_path / "loaders"))
+    di = "debian-12-bookworm-installer-netboot/"
+    assert boot.tree.resolve(di + "debian-installer/amd64/initrd.gz").size == 40810276
+    assert boot.tree.resolve("memtest86/boot/memtest86+x64.efi").size == 145408
+    assert boot.tree.resolve("sysresccd/x86_64/airootfs.sfs").size == 9000
+    from pxewizard.files import NotFound
+    for hidden in (di + "debian-installer/amd64/pxelinux.0", di + "version.info",
+                   "memtest86/etc/grub.d/20_memtest86+"):
+        with pytest.raises(NotFound):
+            boot.tree.resolve(hidden)
+    e = {x.id: x for x in boot.entries}
+    assert e["debian-installer"].cmdline == "vga=788 --- quiet console=ttyS0,115200"
+    assert e["memtest"].cmdline == "console=ttyS0,115200"
+    assert "archiso_http_srv=http://10.99.0.1/ " in e["sysresccd"].cmdline
+
+
+def test_second_archiso_serves_from_its_own_directory(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, "http", boot={"media": [
+        str(fx.make_generic(tmp_path / "g")), str(fx.make_archiso(tmp_path / "sr"))]})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    sr = next(e for e in boot.entries if e.id == "sysresccd")
+    assert "archiso_http_srv=http://10.99.0.1/systemrescue-11-01/ " in sr.cmdline
+    assert boot.tree.resolve("systemrescue-11-01/sysresccd/x86_64/airootfs.sfs").size == 9000
+
+
+def test_host_memtest_joins_when_no_medium_has_one(tmp_path: Path, monkeypatch) -> None:
+    import pxewizard.boot.media as media_mod
+
+    host = fx.make_memtest_deb(tmp_path / "host")
+    monkeypatch.setattr(media_mod, "HOST_MEMTEST_DIRS", (str(host / "boot"),))
+    plan = make_plan(fx.make_generic(tmp_path / "g"), "http")
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    assert [e.id for e in boot.entries] == ["linux", "memtest", "memtest-efi", "local"]
+    assert boot.tree.resolve("memtest86/memtest86+x64.bin").size == 144312
+    with pytest.raises(Exception):
+        boot.tree.resolve("memtest86/memtest86+ia32.bin")  # only the entries' files
+    off = make_plan(fx.make_generic(tmp_path / "g2"), "http", boot={"host_memtest": False})
+    assert [e.id for e in build_boot(off, loaders=fake_loaders(tmp_path / "l2")).entries] == [
+        "linux", "local"]
+    # a medium with its own memtest: none added
+    own = make_plan(fx.make_archiso(tmp_path / "sr"), "http")
+    assert len(build_boot(own, loaders=fake_loaders(tmp_path / "l3")).all_media) == 1
+
+
+def test_redhat_command_lines(tmp_path: Path) -> None:
+    for dvd, key in ((False, "inst.stage2"), (True, "inst.repo")):
+        plan = make_plan(tmp_path, "http", boot={"media": [
+            str(fx.make_archiso(tmp_path / "sr")),
+            str(fx.make_redhat(tmp_path / f"alma{dvd}", dvd=dvd))], "extra_cmdline": ""})
+        boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+        e = next(x for x in boot.entries if x.id == "almalinux-install")
+        assert e.cmdline == f"ip=dhcp {key}=http://10.99.0.1/almalinux-9-3-installer/"
+        assert boot.tree.resolve("almalinux-9-3-installer/.treeinfo")
+    plan = make_plan(fx.make_redhat(tmp_path / "only"), "tftp")
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    assert boot.entries[0].cmdline == "ip=dhcp inst.stage2=http://10.99.0.1/ setkmap=us"
+    assert any("over HTTP" in n for n in boot.entries[0].notes)
+
+
+def test_windows_pe_with_and_without_wimboot(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    plan = make_plan(fx.make_winpe(tmp_path / "win"), "http")
+    loaders = fake_loaders(tmp_path / "loaders")
+    boot = build_boot(plan, loaders=loaders)
+    e = boot.entries[0]
+    assert e.kind == "message" and e.label == "Windows PE: needs wimboot"
+    assert "github.com/ipxe/wimboot" in e.notes[-1]
+    script = boot.menus["boot.ipxe"]
+    assert ":windows-pe\necho Windows PE: needs wimboot\necho wimboot is not installed" in script
+    assert "MENU DISABLE" in boot.menus["pxelinux.cfg/default"]
+    assert check_ipxe(script) == [] and check_pxelinux(boot.menus["pxelinux.cfg/default"]) == []
+    wimboot = fx.put(tmp_path / "wb", "wimboot", 64)
+    boot = build_boot(plan, loaders=replace(loaders, wimboot=wimboot))
+    script = boot.menus["boot.ipxe"]
+    assert ("kernel http://10.99.0.1/wimboot\ninitrd http://10.99.0.1/bootmgr bootmgr\n"
+            "initrd http://10.99.0.1/boot/BCD BCD\ninitrd http://10.99.0.1/boot/boot.sdi "
+            "boot.sdi\ninitrd http://10.99.0.1/sources/boot.wim boot.wim\nboot") in script
+    assert check_ipxe(script, boot.tree, "http://10.99.0.1/") == []
+    assert "(iPXE only)" in boot.menus["pxelinux.cfg/default"]
+
+
+def test_menu_outline_names_each_medium_with_its_ram(tmp_path: Path) -> None:
+    from pxewizard.boot.tree import menu_outline
+
+    plan = three_media_plan(tmp_path)
+    lines = menu_outline(build_boot(plan, loaders=fake_loaders(tmp_path / "l")), plan)
+    assert lines[0] == "menu: 3 media, default debian-installer, timeout 7 s"
+    text = "\n".join(lines)
+    assert "  Debian 12 (bookworm) installer (netboot) [debian-installer] from " in text
+    assert "served at /debian-12-bookworm-installer-netboot/; client RAM about" in text
+    assert "    memtest-efi       Memtest86+ (RAM test, UEFI) (efi only)" in text
+    assert lines[-2:] == ["  local             Boot from local disk",
+                          f"  per-MAC default: {THREE_MAC} -> memtest"]
+
+
+def test_ubuntu_live_server_iso_url_and_ram(tmp_path: Path) -> None:
+    """casper's do_urlmount takes url= only when it ends in .iso, wgets it into the
+    initramfs tmpfs (at most half the RAM): the name ends in .iso, the RAM is twice it."""
+    from pxewizard.boot.ram import ram_estimate
+    from tests.support.tools import require
+
+    require("xorriso")
+    iso = fx.make_iso(fx.make_ubuntu_server(tmp_path / "src", scale=1000),
+                      tmp_path / "UBUNTU-22.04.4-LIVE-SERVER.ISO", volume="Ubuntu-Server 22")
+    plan = make_plan(tmp_path, "http", boot={"media": [
+        str(fx.make_archiso(tmp_path / "sr")), str(iso)], "extra_cmdline": ""})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    m = boot.all_media[1]
+    e = next(x for x in boot.entries if x.id == "casper")
+    url = f"{m.vprefix}UBUNTU-22.04.4-LIVE-SERVER.iso"
+    assert e.cmdline == f"boot=casper ip=dhcp url=http://10.99.0.1/{url}"
+    assert boot.tree.resolve(url).size == iso.stat().st_size
+    est = ram_estimate(m, e, "http", None)
+    assert est.needed_bytes >= 2 * iso.stat().st_size
+    assert any("at most half the RAM" in r for r in est.reasoning)

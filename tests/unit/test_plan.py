@@ -179,3 +179,20 @@ def test_dns_offered_on_an_isolated_segment_is_never_the_hosts_own_resolver() ->
     d = Draft(interface="pxe0", server_ip="10.99.0.1", prefix=24)
     d.suggest_full(("127.0.0.53", "192.0.2.53"))
     assert d.dns == "" and d.range_start  # the pool is still suggested
+
+
+def test_media_takes_one_path_or_a_list(tmp_path: Path) -> None:
+    base = {"interface": "eth0", "server_ip": "10.0.0.1"}
+    one = plan_from_dict({**base, "boot": {"media": "/srv/sr"}})
+    assert one.boot.media == Path("/srv/sr") and one.boot.media_paths == [Path("/srv/sr")]
+    many = plan_from_dict({**base, "boot": {"media": ["/srv/sr", "/srv/isos"]}})
+    assert many.boot.media_paths == [Path("/srv/sr"), Path("/srv/isos")]
+    assert plan_from_dict({**base, "boot": {"media": ["/srv/sr"]}}).boot.media == Path("/srv/sr")
+    assert plan_from_dict(base).boot.media_paths == []
+    # relative paths of a list follow the Plan file too, and the list survives a round trip
+    f = tmp_path / "plan.toml"
+    f.write_text('interface = "eth0"\nserver_ip = "10.0.0.1"\n[boot]\nmedia = ["sr", "isos"]\n')
+    loaded = load_plan(f)
+    assert loaded.boot.media_paths == [tmp_path / "sr", tmp_path / "isos"]
+    save_plan(loaded, tmp_path / "again.toml")
+    assert load_plan(tmp_path / "again.toml").boot.media_paths == loaded.boot.media_paths

@@ -98,7 +98,11 @@ class ReviewScreen(WizardScreen):
                  f"IPv6: no Router Advertisement (ipv6_ra = {d.ipv6_ra.value})\n")
         b = plan.boot
         media = self.draft.media
-        t.append(f"Boot {media.label if media is not None else (b.media or 'autodetect')}, "
+        more = self.draft.extra_media
+        what = media.label if media is not None else (b.media or 'autodetect')
+        if more:  # several media: one menu group each
+            what = f"{what} + {len(more)} more ({', '.join(more)})"
+        t.append(f"Boot {what}, "
                  f"stage 3 over {b.transport.value.upper()}"
                  + (f" (copy to RAM: {'yes' if b.copytoram else 'no'})"
                     if b.copytoram is not None else "")

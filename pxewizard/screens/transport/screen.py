@@ -126,6 +126,14 @@ class TransportScreen(WizardScreen):
                         others.append(f"{tag} {size_text(e2.needed_bytes)}")
             if others:
                 out.append("Others: " + ", ".join(others) + "\n")
+            fn = self.wizard.config.ram_estimate
+            for m in self.draft.more_media if callable(fn) else ():
+                # each further medium of the menu: its own entry, its own figure
+                try:
+                    e3 = fn(m, None, t, c)
+                except Exception:  # an estimate is advice; never block the wizard on it
+                    continue
+                out.append(f"{m.label}: {size_text(e3.needed_bytes)}\n")
         if host is not None and t in (Transport.nfs, Transport.nbd) and c is False:
             out.append("This machine must keep serving until every client has shut down.\n",
                        style="yellow")

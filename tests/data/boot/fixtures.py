@@ -188,3 +188,117 @@ def make_iso(src: Path, out: Path, *, volume: str = "RESCUE1101", bootable: bool
     subprocess.run(cmd + [str(src)], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return out
+
+
+# --- installers, memtest86+ and Windows: the real layouts (issue 19) -----------------------
+
+
+def sparse(root: Path, rel: str, size: int) -> Path:
+    """A file of ``size`` bytes that takes no disk space (real sizes cost nothing)."""
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "wb") as fh:
+        fh.truncate(size)
+    return p
+
+
+# debian-installer-12-netboot-amd64 20230607+deb12u15, as installed under
+# /usr/lib/debian-installer/images/12/amd64/text (sizes from that package)
+DEBIAN_NETBOOT = {
+    "debian-installer/amd64/linux": 8222656,
+    "debian-installer/amd64/initrd.gz": 40810276,
+    "debian-installer/amd64/pxelinux.0": 42430,
+    "debian-installer/amd64/bootnetx64.efi": 1048504,
+    "debian-installer/amd64/grubx64.efi": 3843520,
+    "debian-installer/amd64/boot-screens/ldlinux.c32": 119524,
+    "debian-installer/amd64/boot-screens/vesamenu.c32": 26744,
+    "debian-installer/amd64/boot-screens/syslinux.cfg": 265,
+    "debian-installer/amd64/boot-screens/txt.cfg": 139,
+}
+DEBIAN_NETBOOT_VERSION = b"Debian version:  12 (bookworm)\nInstaller build: 20230607+deb12u15\n"
+
+
+def make_debian_netboot(root: Path, *, scale: int = 1) -> Path:
+    """Debian's netboot installer tree (``scale`` divides the sizes, for ISOs)."""
+    for rel, size in DEBIAN_NETBOOT.items():
+        sparse(root, rel, size // scale)
+    put(root, "version.info", data=DEBIAN_NETBOOT_VERSION)
+    return root
+
+
+# memtest86+ 6.10-4 (Debian 12): /boot/memtest86+{x64,ia32}.{bin,efi}
+MEMTEST_DEB = {"boot/memtest86+x64.bin": 144312, "boot/memtest86+x64.efi": 145408,
+               "boot/memtest86+ia32.bin": 138712, "boot/memtest86+ia32.efi": 139776}
+
+
+def make_memtest_deb(root: Path) -> Path:
+    """What ``dpkg-deb -x memtest86+_6.10-4_amd64.deb`` unpacks (its /boot part)."""
+    for rel, size in MEMTEST_DEB.items():
+        sparse(root, rel, size)
+    put(root, "etc/grub.d/20_memtest86+", 3000)
+    return root
+
+
+def make_debian_netinst(root: Path, *, scale: int = 1) -> Path:
+    """A Debian 12 netinst ISO's content: the CD installer in install.amd/ (sizes about
+    those of debian-12.x-amd64-netinst.iso)."""
+    sparse(root, "install.amd/vmlinuz", 8_200_000 // scale)
+    sparse(root, "install.amd/initrd.gz", 18_000_000 // scale)
+    sparse(root, "install.amd/gtk/initrd.gz", 40_000_000 // scale)
+    sparse(root, "isolinux/isolinux.bin", 38_912 // scale)
+    put(root, ".disk/info", data=b'Debian GNU/Linux 12.5.0 "Bookworm" - Official amd64 '
+                                 b'NETINST with firmware 20240210-11:27\n')
+    put(root, "pool/main/b/base-files/base-files_12.4+deb12u5_amd64.deb", 70)
+    return root
+
+
+TREEINFO_ALMA = b"""[general]
+family = AlmaLinux
+name = AlmaLinux 9.3
+version = 9.3
+arch = x86_64
+[release]
+name = AlmaLinux
+short = AlmaLinux
+version = 9.3
+[stage2]
+mainimage = images/install.img
+[images-x86_64]
+kernel = images/pxeboot/vmlinuz
+initrd = images/pxeboot/initrd.img
+"""
+
+
+def make_redhat(root: Path, *, dvd: bool = False, scale: int = 1,
+                treeinfo: bytes = TREEINFO_ALMA) -> Path:
+    """An AlmaLinux/Fedora/RHEL tree: images/pxeboot + images/install.img (+ BaseOS repo
+    for a DVD; sizes about those of AlmaLinux 9.3)."""
+    sparse(root, "images/pxeboot/vmlinuz", 13_000_000 // scale)
+    sparse(root, "images/pxeboot/initrd.img", 100_000_000 // scale)
+    sparse(root, "images/install.img", 870_000_000 // scale)
+    put(root, ".treeinfo", data=treeinfo)
+    if dvd:
+        put(root, "BaseOS/repodata/repomd.xml", 4000)
+        put(root, "BaseOS/Packages/b/bash-5.1.8-6.el9.x86_64.rpm", 90)
+    return root
+
+
+def make_ubuntu_server(root: Path, *, scale: int = 1) -> Path:
+    """An Ubuntu 22.04 live-server ISO's content (casper/, several squashfs layers)."""
+    sparse(root, "casper/vmlinuz", 13_000_000 // scale)
+    sparse(root, "casper/initrd", 105_000_000 // scale)
+    sparse(root, "casper/ubuntu-server-minimal.squashfs", 400_000_000 // scale)
+    sparse(root, "casper/ubuntu-server-minimal.ubuntu-server.squashfs", 360_000_000 // scale)
+    put(root, ".disk/info", data=b'Ubuntu-Server 22.04.4 LTS "Jammy Jellyfish" - Release '
+                                 b'amd64 (20240216)\n')
+    return root
+
+
+def make_winpe(root: Path, *, scale: int = 1) -> Path:
+    """A Windows PE / setup medium as Microsoft ships it (upper-case BCD, EFI tree)."""
+    sparse(root, "bootmgr", 413_738 // scale)
+    sparse(root, "boot/BCD", 16_384 // scale)
+    sparse(root, "boot/boot.sdi", 3_170_304 // scale)
+    sparse(root, "sources/boot.wim", 300_000_000 // scale)
+    sparse(root, "efi/boot/bootx64.efi", 2_600_000 // scale)
+    return root

@@ -18,7 +18,7 @@ GLOBAL = {"DEFAULT", "UI", "PROMPT", "TIMEOUT", "MENU", "LABEL", "SERIAL", "INCL
           "PATH", "ONTIMEOUT", "TOTALTIMEOUT", "NOESCAPE", "ALLOWOPTIONS", "DISPLAY"}
 IN_LABEL = {"MENU", "LINUX", "KERNEL", "INITRD", "APPEND", "IPAPPEND", "SYSAPPEND",
             "LOCALBOOT", "COM32", "TEXT", "LABEL"}
-BOOTERS = {"LINUX", "KERNEL", "LOCALBOOT", "COM32"}
+BOOTERS = {"LINUX", "KERNEL", "LOCALBOOT", "COM32", "MENU EXIT"}
 
 
 def _resolve(tree: FileTree, prefix: str, path: str) -> None:
@@ -34,6 +34,7 @@ def check_pxelinux(text: str, tree: FileTree | None = None, prefix: str = "") ->
     current: str | None = None
     default = None
     in_help = False
+    depth = 0
     for n, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if in_help:
@@ -44,6 +45,18 @@ def check_pxelinux(text: str, tree: FileTree | None = None, prefix: str = "") ->
             continue
         word, _, rest = line.partition(" ")
         kw = word.upper()
+        if kw == "MENU" and rest.split()[:1] in (["BEGIN"], ["END"]):
+            # a submenu (readconfig.c: "menu begin" records the pending label first)
+            if rest.startswith("BEGIN"):
+                depth += 1
+                if not re.fullmatch(r"BEGIN [A-Za-z0-9_.-]+", rest.strip()):
+                    problems.append(f"line {n}: bad MENU BEGIN tag {rest!r}")
+            else:
+                depth -= 1
+                if depth < 0:
+                    problems.append(f"line {n}: MENU END without MENU BEGIN")
+            current = None
+            continue
         if kw != word:
             problems.append(f"line {n}: keyword {word!r} should be upper case")
         allowed = IN_LABEL if current else GLOBAL
@@ -95,6 +108,8 @@ def check_pxelinux(text: str, tree: FileTree | None = None, prefix: str = "") ->
                 problems.append(f"line {n}: APPEND longer than the kernel's 2048 bytes")
     if in_help:
         problems.append("TEXT HELP without ENDTEXT")
+    if depth:
+        problems.append(f"{depth} MENU BEGIN without MENU END")
     for label, keys in labels.items():
         booters = keys & BOOTERS
         if len(booters) != 1 and "MENU DISABLE" not in keys:
