@@ -179,6 +179,10 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     from .boot.tree import nfs_exports
     from .servers.nfs import start_nfs
 
+    from .boot.roots import prepare_client_roots
+
+    for made in await asyncio.to_thread(prepare_client_roots, plan):
+        bus.publish(LogLine(service="nfs", level="info", message=made))
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
                             mount_port=n.mount_port, portmap=n.portmap,

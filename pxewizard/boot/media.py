@@ -103,6 +103,8 @@ class Media:
     """What NBD exports for this medium: the .iso, or the block device under a mount point."""
     flavour: str = ""
     """nfsroot: dracut or initramfs-tools (from the initramfs); '' when unknown."""
+    overlay: str = ""
+    """nfsroot: the root overlay its initramfs holds (initramfs.overlay_support); '' none."""
     warnings: tuple[str, ...] = ()
     """Problems found that do not stop serving (e.g. an initramfs without NFS support)."""
     extents: dict[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
@@ -274,6 +276,7 @@ class _Found:
     image_vpath: str = ""
     flavour: str = ""
     warnings: list[str] = field(default_factory=list)
+    overlay: str = ""
 
 
 def _files(src: Source, *vpaths: str) -> tuple[tuple[str, int], ...]:
@@ -477,10 +480,11 @@ def _nfsroot(src: Source) -> _Found | None:
         if line.startswith("PRETTY_NAME="):
             osname = line.split("=", 1)[1].strip().strip('"')
     taken: set[str] = set()
-    entries, warnings, flavour = [], [], ""
+    entries, warnings, flavour, overlay = [], [], "", ""
     for ver, k, i in pairs:
         support = nfs_support(src.root / i)
         flavour = flavour or support.flavour
+        overlay = overlay or support.overlay
         for f in (k, i):
             if not os.stat(src.root / f).st_mode & stat.S_IROTH:
                 support.problems.append(f"{f} is not world-readable, so TFTP and HTTP refuse "
@@ -493,7 +497,7 @@ def _nfsroot(src: Source) -> _Found | None:
                                  files=_files(src, k, i), image_size=0, kind="linux",
                                  notes=notes))
     return _Found("nfsroot", f"{osname} (NFS root)", "", entries, flavour=flavour,
-                  warnings=warnings)
+                  warnings=warnings, overlay=overlay)
 
 
 def _generic(src: Source) -> _Found | None:
@@ -583,6 +587,7 @@ def _media_from(path: Path, src: Source, found: _Found) -> Media:
     return Media(path=path, profile=found.profile, label=found.label, version=found.version,
                  entries=entries, image=image, image_size=image_size,
                  image_vpath=found.image_vpath, nbd_source=nbd, flavour=found.flavour,
+                 overlay=found.overlay,
                  warnings=tuple(warnings),
                  extents=dict(src.files) if iso else None)  # type: ignore[union-attr]
 
