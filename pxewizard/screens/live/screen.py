@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, RichLog, Static
 
-from ...events import (ConsoleLine, Event, LogLine, TransferDone, TransferFailed,
+from ...events import (ConsoleLine, Event, LogLine, NfsActivity, TransferDone, TransferFailed,
                        TransferProgress, TransferStarted)
 from ...ui_bridge import EventBridge, EventsArrived
 from ..base import size_text
@@ -91,6 +91,8 @@ class LiveScreen(Screen[Any]):
         self.active: dict[tuple[str, str, str], float] = {}
         self.rate_window: deque[tuple[float, int, int]] = deque(maxlen=20)
         self.clients_simple: dict[str, list[str]] = {}
+        self.nfs_io: dict[str, str] = {}
+        """Client IP -> "read / written" from NfsActivity events (issue 23)."""
         self.findings: list[Any] = []
         self.snap: Any = None
         self.diag_facts: Any = None
@@ -103,7 +105,7 @@ class LiveScreen(Screen[Any]):
         self.builder = self.make_builder()
         self.jsonl: Any = None
         self.query_one("#clients-table", DataTable).add_columns(
-            "Client", "IP", "Firmware", "Stage", "Idle")
+            "Client", "IP", "Firmware", "Stage", "Idle", "NFS read/written")
         self.show_tabbar()
         self.set_interval(0.5, self.refresh_status)
         self.set_interval(1.0, self.refresh_clients)
@@ -221,7 +223,7 @@ class LiveScreen(Screen[Any]):
         log: list[Text] = []
         for ev in events:
             self.account(ev)
-            if isinstance(ev, TransferProgress):
+            if isinstance(ev, (TransferProgress, NfsActivity)):
                 continue
             if isinstance(ev, REQUEST_KINDS):
                 requests.append(request_row(ev, self.mac_of))
@@ -258,7 +260,9 @@ class LiveScreen(Screen[Any]):
                 pass
         key = (getattr(ev, "service", ""), getattr(ev, "peer", "") or ev.client,
                getattr(ev, "path", ""))
-        if isinstance(ev, TransferStarted):
+        if isinstance(ev, NfsActivity):
+            self.nfs_io[ev.client] = f"{size_text(ev.read)} / {size_text(ev.written)}"
+        elif isinstance(ev, TransferStarted):
             self.active[key] = ev.ts
         elif isinstance(ev, (TransferDone, TransferFailed)):
             self.active.pop(key, None)
@@ -318,7 +322,7 @@ class LiveScreen(Screen[Any]):
         if snap is not None:
             for s in snap.summaries():
                 rows.append((s.client, s.ip or "-", s.firmware or "-", s.label,
-                             f"{s.idle:.0f}s"))
+                             f"{s.idle:.0f}s", self.nfs_io.get(s.ip or "", "-")))
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
                 from ...timeline import format_timeline
@@ -327,7 +331,8 @@ class LiveScreen(Screen[Any]):
                     detail.append(line + "\n")
         else:
             for client, (svc, what) in self.clients_simple.items():
-                rows.append((client, "-", "-", f"{svc} {what}", "-"))
+                rows.append((client, "-", "-", f"{svc} {what}", "-",
+                             self.nfs_io.get(client, "-")))
         cursor = table.cursor_row
         table.clear()
         for r in rows:
