@@ -176,10 +176,9 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if not plan.nfs.enabled:
         return []
+    from .boot.roots import prepare_client_roots
     from .boot.tree import nfs_exports
     from .servers.nfs import start_nfs
-
-    from .boot.roots import prepare_client_roots
 
     for made in await asyncio.to_thread(prepare_client_roots, plan):
         bus.publish(LogLine(service="nfs", level="info", message=made))

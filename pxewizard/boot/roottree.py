@@ -31,8 +31,9 @@ LOCAL_DISK = re.compile(r"^(UUID=|LABEL=|PARTUUID=|PARTLABEL=|/dev/(sd|nvme|vd|h
                         r"|/dev/disk/)")
 """fstab specs that name a disk of the machine the tree was copied from."""
 _VIRTUAL = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "nfs", "nfs4", "cifs", "none"}
-_WANTS = ("etc/systemd/system/multi-user.target.wants", "etc/systemd/system/network-online"
-          ".target.wants", "etc/systemd/system/sockets.target.wants",
+_WANTS = ("etc/systemd/system/multi-user.target.wants",
+          "etc/systemd/system/network-online.target.wants",
+          "etc/systemd/system/sockets.target.wants",
           "etc/systemd/system/sysinit.target.wants")
 
 
@@ -169,10 +170,9 @@ def check_network_manager(root: Path, iface: str | None = None) -> list[RootProb
                 k = k.strip()
                 if k == "Name":
                     names += v.split()
-                elif k == "KeepConfiguration" and v.strip() in ("yes", "static", "dhcp",
-                                                                 "dhcp-on-stop", "true"):
-                    keep = True
-                elif k == "CriticalConnection" and v.strip() in ("yes", "true"):
+                elif (k == "KeepConfiguration" and v.strip() in (
+                        "yes", "true", "dynamic", "dhcp")) or (
+                        k == "CriticalConnection" and v.strip() in ("yes", "true")):
                     keep = True
             matches = not names or any(
                 fnmatch.fnmatch(iface, n) if iface else n not in ("lo",) for n in names)

@@ -51,10 +51,10 @@ def test_shared_rw_is_unchanged(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("names,expected", [
-    (OVERLAYROOT, "root=/dev/nfs nfsroot=10.99.0.1:{p},vers=3,nolock ip=dhcp ro "
-                  "overlayroot=tmpfs"),
-    (DRACUT_OVERLAY, "root=nfs:10.99.0.1:{p}:vers=3,nolock ro ip=dhcp "
-                     "rd.live.overlay.overlayfs=1"),
+    (OVERLAYROOT, ("root=/dev/nfs nfsroot=10.99.0.1:{p},vers=3,nolock ip=dhcp ro "
+                   "overlayroot=tmpfs")),
+    (DRACUT_OVERLAY, ("root=nfs:10.99.0.1:{p}:vers=3,nolock ro ip=dhcp "
+                      "rd.live.overlay.overlayfs=1")),
 ])
 def test_ro_overlay_line_and_read_only_export(tmp_path: Path, names, expected) -> None:
     root = fx.make_nfsroot(tmp_path / "root", names, kver="5.14.0-362.el9.x86_64")
