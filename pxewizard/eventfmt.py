@@ -7,6 +7,7 @@ import time
 from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
                      PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
                      TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from .events import NfsActivity
 
 
 def _size(n: int | None) -> str:
@@ -66,6 +67,8 @@ def describe(ev: Event) -> str:
                 f" ({ev.reason})" if ev.reason else "")
         case ConsoleLine():
             return f"[{ev.vm}] {ev.line}"
+        case NfsActivity():
+            return f"{ev.service} {who}: read {_size(ev.read)}, written {_size(ev.written)} so far"
     fields = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "ts", "client")}
     return f"{ev.kind} {who} {fields}"
 

@@ -44,3 +44,10 @@ def test_nfsd_counts_reads_and_writes_per_client(tree) -> None:  # noqa: F811
     h.nfsd.close()
     [ev] = [e for e in h.events if isinstance(e, NfsActivity)]
     assert (ev.client, ev.read, ev.written, ev.service) == ("10.0.0.7", 4096, 300, "nfs")
+
+
+def test_activity_in_words() -> None:
+    from pxewizard.eventfmt import describe
+
+    line = describe(NfsActivity(client="10.0.0.7", read=5 << 20, written=300))
+    assert line == "nfs 10.0.0.7: read 5.0 MiB, written 300 B so far"
