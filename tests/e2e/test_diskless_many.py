@@ -11,8 +11,9 @@ each writes ``/data/client-<its MAC>``; the second must not see the first one's 
   afterwards; each client's root is an overlay whose upper layer is client RAM.
 - ``per-client``: each MAC is listed in ``nfs.clients``; pxewizard copies the tree to
   ``<state_dir>/roots/<mac>`` at start and writes a pxelinux ``01-<mac>`` file whose line
-  mounts that copy read-write; each copy holds exactly its own client's file, with the
-  checksum the client printed, and the tree is unchanged.
+  mounts that copy read-write (with ``loader = "ipxe"``: boot.ipxe's ``iseq ${netX/mac}``
+  test picks the line); each copy holds exactly its own client's file, with the checksum
+  the client printed, and the tree is unchanged.
 
 The guest initramfs (``roots_guest.py``) implements initramfs-tools' NFS root and Debian's
 ``overlayroot`` init-bottom steps with busybox (the real initramfs-tools/overlayroot are too
@@ -57,7 +58,8 @@ def _snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def _plan(work: Path, tree: Path, mode: str, cmdline: str) -> dict[str, Any]:
+def _plan(work: Path, tree: Path, mode: str, cmdline: str,
+          loader: str = "pxelinux") -> dict[str, Any]:
     nfs: dict[str, Any] = {"enabled": True, "root_mode": mode}
     if mode == "per-client":
         nfs["clients"] = list(MACS)
@@ -65,11 +67,14 @@ def _plan(work: Path, tree: Path, mode: str, cmdline: str) -> dict[str, Any]:
         "interface": "pxe0", "server_ip": SERVER_IP, "prefix": PREFIX,
         "state_dir": str(work / "state"),
         "dhcp": {"mode": "full", "range_start": POOL[0], "range_end": POOL[1],
+                 # QEMU's BIOS ROM is iPXE: without a script it runs pxelinux like any PXE
+                 # ROM; with one it runs boot.ipxe (the ${netX/mac} test)
                  "boot_files": {"bios": "pxelinux.0", "efi_x64": "efi64/syslinux.efi",
-                                "ipxe_script": ""}},
+                                "ipxe_script": ""} if loader == "pxelinux" else
+                 {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}},
         "http": {"port": 80},
         "nfs": nfs,
-        "boot": {"media": str(tree), "transport": "nfs", "loader": "pxelinux", "timeout": 1,
+        "boot": {"media": str(tree), "transport": "nfs", "loader": loader, "timeout": 1,
                  "extra_cmdline": cmdline},
     }
     plan_from_dict(plan)
@@ -87,21 +92,23 @@ def _fields(b: Boot) -> dict[str, str]:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("mode", ["ro-overlay", "per-client"])
-def test_two_clients_one_tree(guest, timing, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode,loader", [("ro-overlay", "pxelinux"),
+                                         ("per-client", "pxelinux"), ("per-client", "ipxe")])
+def test_two_clients_one_tree(guest, timing, tmp_path: Path, mode: str, loader: str) -> None:
     tree, _version = build_tree(tmp_path / "tree")
     tree = tree.resolve()
     token = secrets.token_hex(8)
     extra = nfs_mount_options(SERVER_IP).removeprefix("vers=3,nolock,")
     cmdline = (f"console=ttyS0,115200 quiet panic=1 pxwtest.nfsextra={extra} "
                f"pxwtest.token={token}")
-    plan_path = write_plan(tmp_path, _plan(tmp_path, tree, mode, cmdline))
+    plan_path = write_plan(tmp_path, _plan(tmp_path, tree, mode, cmdline, loader))
     before = _snapshot(tree)
 
     boots: list[Boot] = []
     with lab_network() as net, serve_ours(net.server, plan_path) as served:
         for i, mac in enumerate(MACS):
-            b = boot(net, f"diskless_{mode}_{i}", expected_sha="(the written file's)", mac=mac)
+            b = boot(net, f"diskless_{mode}_{loader}_{i}", expected_sha="(the written file's)",
+                     mac=mac)
             timing.append((b.case, b.result.seconds, "ok" if b.printed_sha else "FAILED"))
             assert b.printed_sha is not None, b.explain()
             boots.append(b)
@@ -119,6 +126,10 @@ def test_two_clients_one_tree(guest, timing, tmp_path: Path, mode: str) -> None:
     assert any(e.get("kind") == "nfs_activity" and e.get("read", 0) > 0 for e in events), \
         "no per-client NFS activity was published"
 
+    menu = ("boot.ipxe" if loader == "ipxe" else "pxelinux.cfg/default"
+            if mode == "ro-overlay" else "pxelinux.cfg/01-52-54-00-23-00-0")
+    assert any(e.get("kind") == "transfer_done" and menu in str(e.get("path", ""))
+               for e in events), f"no client fetched {menu}"
     if mode == "ro-overlay":
         for b in boots:
             f = _fields(b)
