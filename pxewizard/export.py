@@ -292,6 +292,9 @@ def render_nfs_exports(plan: Plan, exports: list) -> str:
         if getattr(e, "anongid", 65534) != 65534:
             opts.append(f"anongid={e.anongid}")
         lines.append(f"{e.path} {plan.network}({','.join(opts)})")
+        if not os.path.isdir(e.path):  # nfs.root_mode per-client: pxewizard serve makes them
+            lines.append(f"# {e.path} does not exist yet: cp -a --reflink=auto "
+                         f"{plan.boot.media} {e.path}")
     return "\n".join(lines) + "\n"
 
 

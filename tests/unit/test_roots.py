@@ -128,3 +128,15 @@ def test_per_client_menus_exports_and_copies(tmp_path: Path) -> None:
     assert prepare_client_roots(plan) == []  # made once, never overwritten
     assert (ra / "etc/hostname").read_text() == "a\n"
     assert not list((tmp_path / "state/roots").glob("*.partial"))
+
+
+def test_export_lists_client_roots_and_how_to_make_them(tmp_path: Path) -> None:
+    from pxewizard.export import render_nfs_exports
+
+    root = fx.make_nfsroot(tmp_path / "root", OVERLAYROOT)
+    plan = _plan(root, tmp_path, "per-client", clients=[A])
+    text = render_nfs_exports(plan, nfs_exports(plan))
+    ra = client_root(plan, A)
+    assert f"{root.resolve()} 10.99.0.0/24(ro,no_subtree_check,insecure,no_root_squash)" in text
+    assert f"{ra} 10.99.0.0/24(rw,no_subtree_check,insecure,no_root_squash)" in text
+    assert f"# {ra} does not exist yet: cp -a --reflink=auto {root}" in text
