@@ -180,7 +180,10 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     from .boot.tree import nfs_exports
     from .servers.nfs import start_nfs
 
-    for made in await asyncio.to_thread(prepare_client_roots, plan):
+    def say(message: str) -> None:
+        bus.publish_threadsafe(LogLine(service="nfs", level="info", message=message))
+
+    for made in await asyncio.to_thread(prepare_client_roots, plan, say):
         bus.publish(LogLine(service="nfs", level="info", message=made))
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,

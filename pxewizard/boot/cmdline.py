@@ -350,6 +350,10 @@ def _nfsroot(media: Media, entry: BootEntry, plan: Plan, ip: str,
     else:
         # initramfs-tools (and the kernel's own nfsroot when there is no initramfs)
         args = ["root=/dev/nfs", f"nfsroot={ip}:{path},{','.join(opts)}", "ip=dhcp", rw]
+    if root_mode != "shared-rw" and client is None and any(
+            e.rw and Path(e.path).resolve() == Path(path) for e in plan.nfs.exports):
+        notes.append(f"nfs.exports: {path} says rw, and nfs.root_mode {root_mode} serves it "
+                     "read-only (each client writes to its RAM overlay or its own copy)")
     if overlay:
         args.append(OVERLAY_ARGS[flavour])
         note = _overlay_note(media)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,8 +86,9 @@ def make_client_root(base: Path, dest: Path) -> bool:
     return True
 
 
-def prepare_client_roots(plan: Plan) -> list[str]:
-    """Make the missing per-client roots; a message per root made (per-client mode only)."""
+def prepare_client_roots(plan: Plan, say: Callable[[str], None] | None = None) -> list[str]:
+    """Make the missing per-client roots; a message per root made (per-client mode only).
+    ``say`` hears, before each copy, which one starts (a big tree takes a while)."""
     if mode(plan) != "per-client":
         return []
     base = base_root(plan)
@@ -97,6 +99,8 @@ def prepare_client_roots(plan: Plan) -> list[str]:
     made = []
     for mac in plan.nfs_clients:
         dest = client_root(plan, mac)
+        if say is not None and not dest.is_dir():
+            say(f"making the root of {mac}: copying {base} to {dest} (once per client)")
         if make_client_root(base, dest):
             made.append(f"made the root of {mac}: {dest} (a copy of {base})")
     return made

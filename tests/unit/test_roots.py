@@ -72,6 +72,9 @@ def test_ro_overlay_forces_a_rw_export_read_only(tmp_path: Path) -> None:
                  exports=[{"path": str(root), "rw": True, "squash": "root_squash"}])
     [e] = nfs_exports(plan)
     assert (e.rw, e.squash.value) == (False, "root_squash")
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "l"))
+    assert any("says rw, and nfs.root_mode ro-overlay serves it read-only" in w
+               for w in boot.warnings), boot.warnings
 
 
 @pytest.mark.parametrize("names,says", [
@@ -120,8 +123,10 @@ def test_per_client_menus_exports_and_copies(tmp_path: Path) -> None:
     assert script.count(":nfsroot-6-1-0-13-amd64\n") == 1
     exports = nfs_exports(plan)
     assert [(e.path, e.rw) for e in exports] == [(root.resolve(), False), (ra, True), (rb, True)]
-    made = prepare_client_roots(plan)
+    said: list[str] = []
+    made = prepare_client_roots(plan, said.append)
     assert len(made) == 2 and A in made[0]
+    assert len(said) == 2 and "copying" in said[0]
     assert (ra / "etc/hostname").read_text() == "template\n"
     assert os.readlink(ra / "etc/link") == "hostname"
     (ra / "etc/hostname").write_text("a\n")
