@@ -14,7 +14,11 @@ both alike; the figure per case is the median over rounds.
 
 Needs root (network namespaces) and installs its peers with apt-get when they
 are missing (dnsmasq-base, nginx-light, qemu-utils, plus what tests/e2e needs).
-Not run by CI. The target is ours/reference <= 1.0.
+Not run by CI. Targets (ours/reference): <= 0.6 where an iPXE client (QEMU's BIOS ROM,
+OVMF with QEMU's iPXE EFI driver) boots its iPXE menu with full DHCP: our Router
+Advertisement ends the ~16 s wait for an IPv6 router that dnsmasq leaves it in; <= 1.0
+for the rest (the same 16 s is saved under pxelinux too, but its TFTP kernel load
+weighs more there; OVMF's own PXE; proxyDHCP, where we send no RA by default).
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ def ensure_peers() -> None:
         print(f"installing {' '.join(missing)} with apt-get", flush=True)
         subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
                        check=True)
+
+
+def target(case) -> float:
+    """The ratio this case must reach (see the module's docstring)."""
+    ipxe_client = case.firmware == "bios" or case.romfile is None
+    return 0.6 if ipxe_client and case.loader == "ipxe" and case.dhcp == "full" else 1.0
 
 
 def main() -> int:
@@ -82,14 +92,15 @@ def main() -> int:
                     (ours if who == "ours" else ref).append(b.result.seconds)
         o = statistics.median(ours) if ours else None
         r = statistics.median(ref) if ref else None
-        rows.append((case.name, o, r))
+        rows.append((case.name, o, r, target(case)))
     print()
-    print(f"{'case':<24} {'ours s':>8} {'ref s':>8} {'ours/ref':>9}")
-    for name, o, r in rows:
+    print(f"{'case':<24} {'ours s':>8} {'ref s':>8} {'ours/ref':>9} {'target':>7}")
+    for name, o, r, want in rows:
         ratio = f"{o / r:9.2f}" if o and r else f"{'-':>9}"
+        verdict = ("" if not (o and r) else " ok" if o / r <= want else " MISSED")
         print(f"{name:<24} {o if o else float('nan'):8.1f} {r if r else float('nan'):8.1f} "
-              f"{ratio}")
-    both = [(o, r) for _, o, r in rows if o and r]
+              f"{ratio} {'<= ' + format(want, '.1f'):>7}{verdict}")
+    both = [(o, r) for _, o, r, _ in rows if o and r]
     if both:
         so, sr = sum(o for o, _ in both), sum(r for _, r in both)
         print(f"{'total (both ran)':<24} {so:8.1f} {sr:8.1f} {so / sr:9.2f}")

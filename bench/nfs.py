@@ -50,7 +50,7 @@ def wait_port(cli, port: int, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     probe = f"import socket; socket.create_connection(('{SERVER}', {port}), timeout=1).close()"
     while time.monotonic() < deadline:
-        if cli.run("python3", "-c", probe, check=False).returncode == 0:
+        if cli.run(sys.executable, "-c", probe, check=False).returncode == 0:
             return True
         time.sleep(0.3)
     return False

@@ -57,6 +57,12 @@ def _module_present(name: str) -> bool:
         return False
 
 
+def _probe_timeout() -> float:
+    from .detect.dhcp_probe import PROBE_TIMEOUT  # the scan listens as long as serve's probe
+
+    return PROBE_TIMEOUT
+
+
 def _default_start_plan(plan: "Plan", bus: "EventBus") -> Awaitable[Any]:
     from .serve import start_plan
 
@@ -87,7 +93,7 @@ class WizardConfig:
     """Offer "Export for a permanent server" in Review (None: when pxewizard.export exists)."""
     linux_console: bool | None = None
     """Console glyphs and colours (None: from TERM)."""
-    probe_timeout: float = 4.0
+    probe_timeout: float = field(default_factory=_probe_timeout)
     """Seconds the DHCP scan listens."""
     plan: "Plan | None" = None
     """Start at Review with this Plan (``pxewizard --plan FILE``)."""

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("probe", help="list the DHCP servers answering on an interface")
     pr.add_argument("interface", help="interface to probe, e.g. eth0")
-    pr.add_argument("--timeout", type=float, default=4.0, help="seconds to listen (default 4)")
+    pr.add_argument("--timeout", type=float, default=None,
+                    help="seconds to listen (default: as long as serve's own probe, 6)")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
     d = sub.add_parser("doctor", help="check this host and a Plan for known PXE pitfalls")

@@ -291,7 +291,14 @@ def dhcp_no_offer(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
         why = last.reason
         low = why.lower()
         ev = silent[-3:]
-        if "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
+        if getattr(last, "cause", "") == "not_allowed":
+            yield _finding(Severity.info, "dhcp-not-allowed", tl,
+                           f"{_who(tl)} is not in dhcp.allowed_macs; we ignore it",
+                           "dhcp.allowed_macs lists the only clients we answer (a shared LAN's "
+                           "other PCs must not get our menu); this MAC is not in it",
+                           "nothing to do if this machine is not meant to boot from us; "
+                           f"otherwise add {tl.mac or tl.client} to dhcp.allowed_macs", ev)
+        elif "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
             yield _finding(Severity.error, "dhcp-pool-full", tl,
                            f"no address left for {_who(tl)}: the DHCP pool is full",
                            f"every address of the pool is leased or offered ({why})",
@@ -523,8 +530,8 @@ def not_world_readable(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iter
                            f"{s.path} is not readable by others" + (f" (mode {mode})" if mode
                                                                      else ""),
                            "TFTP servers (tftpd-hpa: 'File must have global read "
-                           "permissions') serve only files every user may read; "
-                           f"{_reason(s)}",
+                           "permissions') serve only files every user may read, and "
+                           f"{s.path} is not" + (f" (mode {mode})" if mode else ""),
                            f"chmod o+r the file (chmod 644 {posixpath.basename(s.path)}), or "
                            "chmod -R o+rX the boot tree", _ev(s), stage=s.stage)
     lines = [e for e in snap.host_events if isinstance(e, LogLine)
@@ -746,7 +753,7 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
         seen: set[str] = set()
         for s in _failed(tl):
             if s.stage is not Stage.stage3 or s.path in seen or _recovered(tl, s) \
-                    or _is_timeout(s) or _is_permission(s):
+                    or _is_timeout(s) or _is_permission(s) or s.service == "mountd":
                 continue
             seen.add(s.path)
             code = _code(s)
@@ -768,6 +775,24 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
                 fix = "see the reason; check the image file and the server's log"
             yield _finding(Severity.error, "stage3-failed", tl, title, cause, fix, _ev(s),
                            [near] if near else [], stage=Stage.stage3)
+
+
+@rule
+def nfs_mount_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """MOUNT refused the path the client asked (archiso_nfs_srv=IP:/wrong/path)."""
+    for tl in snap.clients:
+        seen: set[str] = set()
+        for s in _failed(tl):
+            if s.service != "mountd" or s.path in seen or _recovered(tl, s):
+                continue
+            seen.add(s.path)
+            yield _finding(Severity.error, "nfs-mount-refused", tl,
+                           f"NFS: {_who(tl)} asked to mount {s.path}, which is not exported",
+                           _reason(s),
+                           "put an exported path in the kernel command line "
+                           "(archiso_nfs_srv=IP:/export, nfsroot=IP:/export or netboot=nfs://"
+                           "IP:/export) or export that directory (nfs.exports)", _ev(s),
+                           stage=Stage.stage3)
 
 
 _NFS4 = re.compile(r"nfs\s*v?4|v(?:ers(?:ion)?)?\s*[=:]?\s*4\b|version 4|program version 4", re.I)
@@ -1009,10 +1034,15 @@ def format_finding(f: Finding, *, with_evidence: bool = True) -> list[str]:
             lines.append(f"        fact: {d}")
         if with_evidence:
             for e in f.evidence[:6]:
-                lines.append(f"        seen: {one_line(e)}")
+                seen = one_line(e)
+                if f.fix:  # an event's own "fix: ..." would print the fix a second time
+                    seen = re.sub(r";? fix: [^)]*", "", seen)
+                lines.append(f"        seen: {seen}")
         if f.fix:
             lines.append(f"        fix: {f.fix}")
-    return lines
+    from .safetext import escape_controls
+
+    return [escape_controls(ln) for ln in lines]  # titles and facts may quote network text
 
 
 __all__ = ["BridgeState", "Finding", "HostFacts", "RULES", "Severity", "Thresholds",

@@ -451,10 +451,10 @@ def check_checksums(media: Any) -> list[Finding]:
     return out
 
 
-def probe_servers(interface: str, timeout: float) -> list[DhcpServerSeen]:
-    from .detect.dhcp_probe import probe_sync
+def probe_servers(interface: str, timeout: float | None = None) -> list[DhcpServerSeen]:
+    from .detect.dhcp_probe import PROBE_TIMEOUT, probe_sync
 
-    return list(probe_sync(interface, timeout))
+    return list(probe_sync(interface, timeout or PROBE_TIMEOUT))
 
 
 def check_probe(plan: Any, seen: list[DhcpServerSeen]) -> list[Finding]:
@@ -471,7 +471,17 @@ def check_probe(plan: Any, seen: list[DhcpServerSeen]) -> list[Finding]:
     words = ", ".join(f"{s.server_id} ({s.server_mac}{', proxy' if s.proxy else ''})"
                       for s in others)
     if mode == "full":
-        return []   # the competing-dhcp rule reports it with the events as evidence
+        from .detect.dhcp_probe import pool_in_use
+
+        d = plan.dhcp
+        used = pool_in_use(others, d.range_start, d.range_end) if d.range_start else []
+        if used:  # the competing-dhcp rule reports the server itself
+            return [_f(Severity.warning, "pool-in-use",
+                       f"the pool {d.range_start}-{d.range_end} contains addresses in use",
+                       "the probe saw these addresses used on the segment; a client given "
+                       "one would clash with that machine", "move dhcp.range_start/range_end "
+                       "so they exclude them", details=used)]
+        return []
     return [_ok("probe", f"DHCP servers answering on {plan.interface}: {words}")]
 
 
@@ -535,7 +545,7 @@ def _feed_all(b: TimelineBuilder, events: list[Event], rep: Report) -> None:
 
 
 def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
-               probe_timeout: float = 3.0, checksums: bool = True,
+               probe_timeout: float | None = None, checksums: bool = True,
                client_ram: int | None = None, now: float | None = None,
                thresholds: Thresholds | None = None) -> Report:
     """Every check and, with a log, the replayed diagnosis (no printing)."""

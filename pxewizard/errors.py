@@ -47,3 +47,21 @@ class PortInUse(PxeError):
 
 class NeedsRoot(PxeError):
     """An operation needs root privileges."""
+
+
+def os_error_words(exc: BaseException) -> str:
+    """An OSError (or an SQLite error) in words with its errno name, so a full disk reads
+    ``no space left on device (ENOSPC)`` and not SQLite's ``database or disk is full``."""
+    import errno as _errno
+
+    if isinstance(exc, OSError) and exc.errno:
+        name = _errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"{(exc.strerror or str(exc)).lower()} ({name})"
+    code = getattr(exc, "sqlite_errorname", "")
+    if code == "SQLITE_FULL":
+        return "no space left on device (ENOSPC): the disk is full"
+    if code in ("SQLITE_IOERR", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC"):
+        return f"input/output error (EIO): {exc}"
+    if code == "SQLITE_READONLY" or code.startswith("SQLITE_READONLY"):
+        return f"read-only file system or file (EROFS/EACCES): {exc}"
+    return str(exc) or type(exc).__name__

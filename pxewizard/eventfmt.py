@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
-from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, LeaseChanged, LogLine,
-                     PacketDropped, ServiceStarted, ServiceStopped, SessionClosed, SessionOpened,
-                     TransferDone, TransferFailed, TransferProgress, TransferStarted)
+from .events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
+                     ForeignRouterSeen, LeaseChanged, LogLine, PacketDropped, RouterAdvertSent,
+                     ServiceStarted, ServiceStopped, SessionClosed, SessionOpened, TransferDone,
+                     TransferFailed, TransferProgress, TransferStarted)
+from .safetext import escape_controls
 from .events import NfsActivity
 
 
@@ -20,26 +22,42 @@ def _size(n: int | None) -> str:
     return str(n)
 
 
+def exchange_words(ev: DhcpExchange, sep: str = " -> ") -> str:
+    """``DISCOVER -> OFFER``, or ``DISCOVER, not answered`` when we stayed silent."""
+    if ev.msg_out in ("", "-"):
+        return f"{ev.msg_in}, not answered"
+    return f"{ev.msg_in}{sep}{ev.msg_out}"
+
+
 def describe(ev: Event) -> str:
-    """What happened, without the time stamp."""
+    """What happened, without the time stamp; control characters escaped (network text)."""
+    return escape_controls(_describe(ev))
+
+
+def _describe(ev: Event) -> str:
     who = ev.client or getattr(ev, "peer", "") or "-"
     match ev:
         case ServiceStarted():
-            return f"{ev.service}: listening on {ev.address}:{ev.port}/{ev.proto}"
+            port = f":{ev.port}" if ev.port else ""  # ICMPv6 (RA) has no port
+            return f"{ev.service}: listening on {ev.address}{port}/{ev.proto}"
         case ServiceStopped():
             return f"{ev.service}: stopped" + (f" ({ev.reason})" if ev.reason else "")
         case LogLine():
             return f"{ev.service}: {ev.level}: {ev.message}"
         case PacketDropped():
             return f"{ev.service}: dropped {ev.size} bytes from {ev.peer}: {ev.reason}"
+        case EventsSuppressed():
+            return (f"{ev.service}: {ev.count} more {ev.of_kind} events not logged in "
+                    f"{ev.seconds:.1f} s (rate limit, log.refusals_per_second); "
+                    f"latest: {ev.latest}")
         case DhcpExchange():
             arch = f" {ev.arch_name}" if ev.arch_name else ""
-            out = f"{ev.msg_in} -> {ev.msg_out}"
+            out = exchange_words(ev)
             extra = " ".join(x for x in (
                 ev.yiaddr and f"ip={ev.yiaddr}", ev.boot_file and f"file={ev.boot_file}",
                 ev.relay and f"via={ev.relay}") if x)
             why = f" ({ev.reason})" if ev.reason else ""
-            return f"{ev.service} {ev.mac}{arch}: {out} {extra}{why}".rstrip()
+            return f"{ev.service} {ev.mac}{arch}: {' '.join(x for x in (out, extra) if x)}{why}"
         case LeaseChanged():
             return f"lease {ev.ip} {ev.state} for {ev.mac}" + (
                 f" ({ev.hostname})" if ev.hostname else "")
@@ -47,6 +65,16 @@ def describe(ev: Event) -> str:
             kind = "proxyDHCP" if ev.proxy else "DHCP"
             return (f"{kind} server {ev.server_id} ({ev.server_mac}) offered "
                     f"{ev.offered_ip or 'no address'} file={ev.boot_file or '-'}")
+        case RouterAdvertSent():
+            what = "Router Solicitation" if ev.solicit else "Router Advertisement"
+            return f"ra: {what} to {ev.dest}" + (f" for {ev.client}" if ev.client else "") + (
+                f" ({ev.reason})" if ev.reason else "")
+        case ForeignRouterSeen():
+            flags = "".join(f for f, on in (("M", ev.managed), ("O", ev.other)) if on) or "-"
+            return (f"ra: router {ev.router} ({ev.router_mac or '?'}) advertises lifetime "
+                    f"{ev.lifetime} s, flags {flags}, prefixes "
+                    f"{', '.join(ev.prefixes) or 'none'}"
+                    + ("; we send no Router Advertisements" if ev.silenced else ""))
         case TransferStarted():
             opts = " ".join(f"{k}={v}" for k, v in ev.options.items())
             return f"{ev.service} {who}: start {ev.path} ({_size(ev.size)}) {opts}".rstrip()

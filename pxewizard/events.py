@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from .errors import PxeError, os_error_words
+
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -123,6 +125,22 @@ class PacketDropped(Event):
     """Its length in bytes."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class EventsSuppressed(Event):
+    """Refusal/drop events of one kind past the rate limit, counted instead of logged."""
+
+    service: str
+    """Service whose events were held back."""
+    of_kind: str
+    """Kind of the events held back (``packet_dropped``, ``transfer_failed`` ...)."""
+    count: int
+    """How many were held back."""
+    seconds: float
+    """Over how long."""
+    latest: str = ""
+    """The last one held back, in words (its reason)."""
+
+
 # --- DHCP --------------------------------------------------------------------------
 
 
@@ -160,6 +178,9 @@ class DhcpExchange(Event):
     """giaddr when the request came through a relay agent."""
     reason: str = ""
     """Why this answer (or silence), in words."""
+    cause: str = ""
+    """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs),
+    ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +219,42 @@ class DhcpServerSeen(Event):
     """File field or option 67."""
     proxy: bool = False
     """True when the offer carries no address (proxyDHCP)."""
+
+
+# --- IPv6 Router Advertisements -----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterAdvertSent(Event):
+    """We sent an ICMPv6 Router Advertisement (lifetime 0, no prefixes, M=O=0) that ends a
+    client's wait for an IPv6 router, or (``solicit``) our start-up Router Solicitation."""
+
+    dest: str
+    """IPv6 destination: the soliciting client's address, ff02::1 or (solicit) ff02::2."""
+    reason: str
+    """Why it was sent, in words."""
+    solicit: bool = False
+    """True for our own Router Solicitation at start (looking for a router that exists)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForeignRouterSeen(Event):
+    """A Router Advertisement from another router: IPv6 has an owner here, we send no RA."""
+
+    router: str
+    """Its IPv6 (link-local) address."""
+    router_mac: str = ""
+    """Its Source Link-Layer Address option."""
+    lifetime: int = 0
+    """Its router lifetime in seconds (0: not a default router)."""
+    managed: bool = False
+    """M flag (addresses from DHCPv6)."""
+    other: bool = False
+    """O flag (other configuration from DHCPv6)."""
+    prefixes: tuple[str, ...] = ()
+    """Prefixes it advertises."""
+    silenced: bool = False
+    """True when this RA made us fall silent (the first one seen)."""
 
 
 # --- file transfers (TFTP, HTTP, NBD, NFS) ------------------------------------------
@@ -337,6 +394,75 @@ class ConsoleLine(Event):
 Subscriber = Callable[[Event], None]
 
 
+def _refusal(ev: Event) -> str | None:
+    """The rate-limit key of a refusal or drop event (None: not one, always delivered)."""
+    kind = ev.kind
+    if kind == "packet_dropped" and getattr(ev, "peer", "") == "(many)":
+        return None  # already a summary (the TFTP engine counts its own floods)
+    if kind in ("packet_dropped", "transfer_failed"):
+        return f"{kind}/{getattr(ev, 'service', '')}"
+    if kind == "dhcp_exchange" and getattr(ev, "msg_out", "") in ("-", "NAK"):
+        return f"{kind}/{getattr(ev, 'service', '')}"
+    if kind == "log_line" and getattr(ev, "level", "") in ("warning", "error"):
+        return f"{kind}/{getattr(ev, 'service', '')}"
+    return None
+
+
+class RefusalLimit:
+    """A token bucket per (kind, service) for refusal and drop events.
+
+    Anyone on the LAN can make every server refuse: 146,872 malformed DHCP datagrams a
+    second would be as many log lines. Past ``burst`` events at once and ``rate`` a second,
+    such events are counted, and one :class:`EventsSuppressed` a second per key says how
+    many were held back and the last one's reason. Answers, transfers and sessions are
+    never held back. A real boot refuses a dozen things (pxelinux's config-name misses,
+    EDK2's tsize probe), far under the burst.
+    """
+
+    def __init__(self, rate: float = 10.0, burst: float = 100.0) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, list[float]] = {}  # key -> [tokens, last time]
+        self._held: dict[str, list[Any]] = {}  # key -> [count, first time, latest event]
+        self._flush_at: float | None = None
+
+    def admit(self, ev: Event, now: float) -> bool:
+        key = _refusal(ev)
+        if key is None:
+            return True
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = [self.burst, now]
+        tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
+        b[1] = now
+        if tokens >= 1.0:
+            b[0] = tokens - 1.0
+            return True
+        b[0] = tokens
+        held = self._held.get(key)
+        if held is None:
+            self._held[key] = [1, now, ev]
+        else:
+            held[0] += 1
+            held[2] = ev
+        return False
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def summaries(self, now: float) -> list[Event]:
+        """One EventsSuppressed per key held back since the last call."""
+        out: list[Event] = []
+        for key, (count, first, last) in self._held.items():
+            why = getattr(last, "reason", "") or getattr(last, "message", "") or \
+                getattr(last, "path", "")
+            out.append(EventsSuppressed(
+                service=getattr(last, "service", ""), of_kind=last.kind, count=count,
+                seconds=round(max(now - first, 0.0), 3), latest=str(why)[:200]))
+        self._held.clear()
+        return out
+
+
 class EventBus:
     """Fan-out of events to subscribers, on one asyncio loop.
 
@@ -345,12 +471,15 @@ class EventBus:
     in one subscriber is swallowed so it cannot take a server down.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: RefusalLimit | None = None) -> None:
         self._subscribers: list[Subscriber] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Event] = []
         self._lock = threading.Lock()
         self._scheduled = False
+        self.limit = limit if limit is not None else RefusalLimit()
+        """Rate limit of refusal/drop events (see :class:`RefusalLimit`)."""
+        self._summary_timer: asyncio.TimerHandle | None = None
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns a function that removes it."""
@@ -380,12 +509,37 @@ class EventBus:
         return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
-        """Deliver an event to every subscriber (call from the loop's thread)."""
+        """Deliver an event to every subscriber (call from the loop's thread); refusals and
+        drops past the rate limit are counted and summarised once a second instead."""
+        limit = self.limit
+        now = time.monotonic()
+        if not limit.admit(event, now):
+            self._summary_soon(now)
+            return
+        if limit.holding and self._summary_timer is None:
+            self._summarise()  # no loop to time it: say it before the next event
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         for fn in list(self._subscribers):
             try:
                 fn(event)
             except Exception:  # a broken view must not stop a server
                 pass
+
+    def _summary_soon(self, now: float) -> None:
+        if self._summary_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._summary_timer = loop.call_later(1.0, self._summarise)
+
+    def _summarise(self) -> None:
+        self._summary_timer = None
+        for ev in self.limit.summaries(time.monotonic()):
+            self._deliver(ev)
 
     def publish_many(self, events: Iterable[Event]) -> None:
         for ev in events:
@@ -472,9 +626,13 @@ class JsonlLog:
         """Events that could not be written."""
 
     def open(self) -> None:
+        from .ondisk import open_private
+
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        # the log names every client and file: readable by root's group, written by us only
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        # the log names every client and file: readable by root's group, written by us only;
+        # never through a link planted in its directory
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640,
+                          field="log.jsonl")
         self._fh = open(fd, "a", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
@@ -494,7 +652,7 @@ class JsonlLog:
             if self._failing:
                 self._failing = False
                 self._warn(f"event log {self.path} is writable again ({self.lost} events lost)")
-        except OSError as exc:
+        except (OSError, PxeError) as exc:
             self.lost += len(lines)
             if self._fh is not None:  # drop what the failed write left in Python's buffer
                 with contextlib.suppress(OSError):
@@ -502,7 +660,7 @@ class JsonlLog:
                 self._fh = None
             if not self._failing:
                 self._failing = True
-                self._warn(f"cannot write the event log {self.path}: {exc.strerror}; "
+                self._warn(f"cannot write the event log {self.path}: {os_error_words(exc)}; "
                            "servers keep running, events are not being saved")
 
     def _warn(self, message: str) -> None:

@@ -96,6 +96,11 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
             lines.append("dhcp-host=" + ",".join(parts))
     elif d.mode is DhcpMode.proxy:
         lines.append(f"dhcp-range={plan.network.network_address},proxy,{plan.netmask}")
+    if d.allowed_macs:
+        # dhcp.allowed_macs: a dhcp-host line makes a MAC "known"; the others are ignored
+        reserved = {r.mac for r in d.reservations} if d.mode is DhcpMode.full else set()
+        lines += [f"dhcp-host={m}" for m in sorted(plan.known_macs or ()) if m not in reserved]
+        lines.append("dhcp-ignore=tag:!known")
     lines += ["dhcp-userclass=set:ipxe,iPXE", "dhcp-match=set:ipxe,175"]
     for tag, values, _ in _arch_files(plan):
         for v in values:
@@ -151,6 +156,8 @@ def render_isc_dhcpd(plan: Plan) -> str:
     boot.append(f'else {{\n    filename "{d.boot_files.bios}";\n  }}')
     net = plan.network
     subnet = [f"subnet {net.network_address} netmask {net.netmask} {{"]
+    if d.allowed_macs:  # dhcp.allowed_macs: only clients with a host declaration
+        subnet.append("  deny unknown-clients;")
     if d.mode is DhcpMode.full:
         subnet.append(f"  range {d.range_start} {d.range_end};")
         if d.router:
@@ -169,6 +176,9 @@ def render_isc_dhcpd(plan: Plan) -> str:
         if pool.dns:
             out.append("  option domain-name-servers " + ", ".join(map(str, pool.dns)) + ";")
         out += ["  " + b for b in boot] + ["}"]
+    reserved = {r.mac for r in d.reservations}
+    for i, m in enumerate(sorted((plan.known_macs or set()) - reserved)):
+        out += [f"host pxwallowed{i} {{", f"  hardware ethernet {m};", "}"]
     for i, r in enumerate(d.reservations):
         decl = [f"host pxw{i} {{", f"  hardware ethernet {r.mac};"]
         if r.ip and d.mode is DhcpMode.full:
@@ -191,7 +201,11 @@ def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
         test = " or ".join(f"option[93].hex == 0x{v:04x}" for v in values)
         if url:
             test = f"({test}) and not member('ipxe')"
+        if d.allowed_macs:  # dhcp.allowed_macs: boot files for reserved (KNOWN) MACs only
+            test = f"({test}) and member('KNOWN')"
         classes.append({"name": tag, "test": test, "boot-file-name": file, "next-server": ip})
+    if url and d.allowed_macs:
+        classes[0]["test"] = f"({classes[0]['test']}) and member('KNOWN')"
 
     def subnet(net, start, end, router, dns, sid) -> dict:
         s: dict = {"id": sid, "subnet": str(net), "pools": [{"pool": f"{start} - {end}"}],
@@ -206,12 +220,18 @@ def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
     subnets = []
     if d.mode is DhcpMode.full:
         main = subnet(plan.network, d.range_start, d.range_end, d.router, d.dns, 1)
+        if d.allowed_macs:  # addresses for the listed (KNOWN) clients only
+            main["pools"][0]["client-class"] = "KNOWN"
         if d.domain:
             main["option-data"].append({"name": "domain-name", "data": d.domain})
         main["reservations"] = [
             {k: v for k, v in (("hw-address", r.mac), ("ip-address", str(r.ip) if r.ip else None),
                                ("hostname", r.hostname), ("boot-file-name", r.boot_file))
              if v is not None} for r in d.reservations]
+        reserved = {r.mac for r in d.reservations}
+        # Kea wants a resource in each reservation: a host name made from the MAC
+        main["reservations"] += [{"hw-address": m, "hostname": "pxw-" + m.replace(":", "")}
+                                 for m in sorted((plan.known_macs or set()) - reserved)]
         subnets.append(main)
         for i, pool in enumerate(d.relay_pools, start=2):
             subnets.append(subnet(pool.subnet, pool.range_start, pool.range_end, pool.router,
@@ -231,6 +251,10 @@ def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
     if d.mode is not DhcpMode.full:
         note += ("// Kea has no proxyDHCP mode: merge the client-classes into your existing\n"
                  "// Kea configuration; the subnets stay yours.\n")
+        if d.allowed_macs:
+            note += ("// dhcp.allowed_macs: these classes match KNOWN clients only; reserve\n"
+                     "// (hw-address) in your subnet: " + ", ".join(sorted(plan.known_macs or ()))
+                     + "\n")
     return note + json.dumps(conf, indent=2) + "\n"
 
 
@@ -298,16 +322,57 @@ def render_nfs_exports(plan: Plan, exports: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_systemd(plan_path: Path) -> str:
+LIMIT_NOFILE = 65536
+"""Descriptors allowed to the service (every TFTP transfer, HTTP/NBD/NFS connection and
+open file takes one; the servers' own caps keep well under it)."""
+
+
+def render_systemd(plan: Plan, plan_path: Path,
+                   exe: str = "/opt/pxewizard/bin/pxewizard") -> str:
+    """The unit runs ``serve`` as root with a bounding set of only what this Plan's servers
+    use while starting; ``serve`` itself drops to :func:`kept_capabilities` once bound."""
+    from .plan import DhcpMode
+    from .privileges import kept_capabilities, start_capabilities
+
+    caps = start_capabilities(plan)
+    kept = kept_capabilities(plan)
+    by_reason: dict[str, list[str]] = {}
+    for c, r in sorted(caps.items()):
+        by_reason.setdefault(r, []).append(c)
+    why = "".join(f"#   {', '.join(cs)}: {r}\n" for r, cs in by_reason.items())
+    rw_nfs = plan.nfs.enabled and any(e.rw for e in plan.nfs.exports)
+    writable = {Path("/var/lib/pxewizard"), plan.state_dir, plan.jsonl_path.parent}
+    if plan.dhcp.mode is DhcpMode.full:
+        writable.add(plan.lease_file.parent)
+    if plan.tftp.allow_write and plan.tftp.root is not None:
+        writable.add(plan.tftp.root)
+    writable |= {e.path for e in plan.nfs.exports if e.rw} if plan.nfs.enabled else set()
     return (_header("#", "/etc/systemd/system/pxewizard.service",
                     "systemd-analyze verify /etc/systemd/system/pxewizard.service") +
             "[Unit]\nDescription=pxewizard PXE boot server\n"
             "After=network-online.target\nWants=network-online.target\n\n"
             "[Service]\nType=simple\n"
-            f"ExecStart=/opt/pxewizard/bin/pxewizard serve --quiet --plan {plan_path}\n"
+            f"ExecStart={exe} serve --quiet --plan {plan_path}\n"
             "Restart=on-failure\nRestartSec=2\n"
-            "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN\n"
-            "ProtectSystem=strict\nStateDirectory=pxewizard\nReadWritePaths=/var/lib/pxewizard\n\n"
+            "# Runs as root with only these capabilities (the bounding set); once every\n"
+            "# socket is bound pxewizard keeps " + (", ".join(sorted(kept)) or "none") +
+            " and drops the rest.\n" + why +
+            "CapabilityBoundingSet=" + " ".join(sorted(caps)) + "\n"
+            "# root needs no ambient capabilities: the bounding set above is what limits it\n"
+            "AmbientCapabilities=\n"
+            "NoNewPrivileges=yes\n"
+            f"LimitNOFILE={LIMIT_NOFILE}\n"
+            "ProtectSystem=strict\nProtectHome=read-only\nPrivateTmp=yes\n"
+            "ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n"
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK AF_PACKET\n"
+            "LockPersonality=yes\n"
+            # an rw NFS root tree gets setuid programs and setgid directories from its clients
+            + ("" if rw_nfs else "RestrictSUIDSGID=yes\n") +
+            "# /run/pxewizard holds the single-instance lock: read-only under ProtectSystem\n"
+            "# unless systemd creates it\n"
+            "RuntimeDirectory=pxewizard\nStateDirectory=pxewizard\n"
+            # "-": a path that does not exist yet is skipped, not a failed start
+            "ReadWritePaths=" + " ".join(f"-{p}" for p in sorted(writable)) + "\n\n"
             "[Install]\nWantedBy=multi-user.target\n")
 
 
@@ -388,7 +453,7 @@ def render(plan: Plan, dest: Path, formats: list[str], plan_path: Path) -> list[
         "nbd-server": lambda: ("nbd-server.conf", render_nbd_server(plan, nbd_exports(plan),
                                                                     tftp_root)),
         "nfs-exports": lambda: ("exports", render_nfs_exports(plan, nfs_exports(plan))),
-        "systemd": lambda: ("pxewizard.service", render_systemd(plan_path)),
+        "systemd": lambda: ("pxewizard.service", render_systemd(plan, plan_path)),
     }
     out = []
     for f in formats:

@@ -14,8 +14,8 @@ then fails in odd ways. Otherwise QEMU runs under TCG (slower, always works).
 
 Public API: :func:`find_qemu`, :func:`find_ovmf`, :func:`choose_accel`,
 :func:`qemu_argv`, :func:`create_tap` / :func:`delete_tap`, :class:`LabVM`,
-:func:`run_vm`, :func:`start_lab` (a VM on a serving Plan's bridge, for the Live
-screen) and :func:`cli_lab` (``pxewizard lab``).
+:func:`run_vm`, :func:`start_lab` (a VM on a serving Plan's bridge, or wired to its
+plain NIC, for the Live screen) and :func:`cli_lab` (``pxewizard lab``).
 """
 
 from __future__ import annotations
@@ -199,22 +199,109 @@ def qemu_argv(spec: VmSpec, *, ovmf_vars: Path | None = None) -> list[str]:
 
 def _ip(netns: str | None, *args: str) -> subprocess.CompletedProcess:
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
-def create_tap(tap: str, bridge: str, netns: str | None = None) -> None:
-    """A persistent tap device, enslaved to ``bridge`` and up (in ``netns`` when given)."""
+def create_tap(tap: str, bridge: str | None, netns: str | None = None) -> None:
+    """A persistent tap device, enslaved to ``bridge`` (None: to no bridge) and up (in
+    ``netns`` when given)."""
     if os.geteuid() != 0:
         raise NeedsRoot("creating a tap device for the virtual client needs root",
                         "run `pxewizard lab` as root")
-    for args in (("tuntap", "add", "dev", tap, "mode", "tap"),
-                 ("link", "set", tap, "master", bridge),
-                 ("link", "set", tap, "up")):
+    steps = [("tuntap", "add", "dev", tap, "mode", "tap")]
+    if bridge is not None:
+        steps.append(("link", "set", tap, "master", bridge))
+    steps.append(("link", "set", tap, "up"))
+    for args in steps:
         proc = _ip(netns, *args)
         if proc.returncode != 0:
             delete_tap(tap, netns)
             raise PxeError(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}",
-                           f"check that bridge {bridge} exists and is up")
+                           f"check that bridge {bridge} exists and is up" if bridge else
+                           "check that the tun module is available (`modprobe tun`)")
+
+
+TC_PREF = 49321
+"""Priority of the tc filters the lab puts on a plain serving NIC (removed by it alone)."""
+
+
+def _tc(netns: str | None, *args: str) -> subprocess.CompletedProcess:
+    cmd = [*(["ip", "netns", "exec", netns] if netns else []), "tc", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def wire_tap_to_nic(tap: str, nic: str, vm_mac: str, netns: str | None = None) -> bool:
+    """Join a VM's tap to a plain NIC without a bridge (tc mirred; no address moves).
+
+    The serving interface keeps its address and its running servers: frames from
+    the VM enter ``nic`` as if they came from the wire (our servers see them) and
+    also leave on the wire (the LAN's own DHCP server answers them in proxy mode);
+    every frame ``nic`` sends or receives is copied to the VM, whose NIC keeps
+    what is addressed to it. Returns whether the clsact qdisc on ``nic`` is ours
+    (then :func:`unwire_tap` removes it). Needs tc's clsact, u32 and mirred.
+    """
+    if shutil.which("tc") is None:
+        raise MissingTool("tc (iproute2) is not installed, so the VM cannot be wired to "
+                          f"{nic}", "install it: `apt-get install iproute2`")
+    made = _tc(netns, "qdisc", "add", "dev", nic, "clsact").returncode == 0
+    pref, then = str(TC_PREF), str(TC_PREF + 1)
+    own = _nic_mac(nic, netns)
+    # A redirected frame keeps the packet type its first device gave it: with the tap
+    # wearing nic's MAC, a frame the VM sends to nic is "for this host", not "other host".
+    proc = _ip(netns, "link", "set", "dev", tap, "address", own)
+    if proc.returncode != 0:
+        unwire_tap(nic, made, netns)
+        raise PxeError(f"cannot give tap {tap} the address of {nic}: {proc.stderr.strip()}",
+                       f"serve on a bridge holding {nic}")
+    steps = [("qdisc", "add", "dev", tap, "clsact"),
+             # from the VM: out on the wire, and into nic as if received there
+             ("filter", "add", "dev", tap, "ingress", "pref", pref, "protocol", "all", "u32",
+              "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", nic,
+              "pipe", "action", "mirred", "ingress", "redirect", "dev", nic),
+             # received on nic: to the VM, but for the VM's own frames just redirected in
+             ("filter", "add", "dev", nic, "ingress", "pref", pref, "protocol", "all", "u32",
+              *_src_mac_match(vm_mac), "classid", "1:1"),  # a match, no action: stop
+             ("filter", "add", "dev", nic, "ingress", "pref", then, "protocol", "all", "u32",
+              "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", tap),
+             # sent by this host on nic: to the VM (the VM's frames leaving to the wire: not)
+             ("filter", "add", "dev", nic, "egress", "pref", pref, "protocol", "all", "u32",
+              *_src_mac_match(own), "action", "mirred", "egress", "mirror", "dev", tap)]
+    for args in steps:
+        proc = _tc(netns, *args)
+        if proc.returncode != 0:
+            unwire_tap(nic, made, netns)
+            raise PxeError(f"`tc {' '.join(args)}` failed: {proc.stderr.strip()}",
+                           f"the kernel needs the clsact qdisc, the u32 classifier and the "
+                           "mirred action (modules sch_ingress, cls_u32, act_mirred); or serve "
+                           f"on a bridge holding {nic}")
+    return made
+
+
+def _nic_mac(nic: str, netns: str | None) -> str:
+    out = _ip(netns, "-o", "link", "show", "dev", nic).stdout
+    m = re.search(r"link/ether ([0-9a-f:]{17})", out)
+    if m is None:
+        raise PxeError(f"{nic} has no Ethernet address, so a VM cannot be wired to it",
+                       "serve on an Ethernet interface or a bridge")
+    return m.group(1)
+
+
+def _src_mac_match(mac: str) -> list[str]:
+    """u32 match on a frame's source MAC (u32 offsets count from the IP header: the
+    Ethernet source sits at -8), so no frame is copied back to the VM that sent it."""
+    h = mac.replace(":", "")
+    return ["match", "u32", f"0x{h[:8]}", "0xffffffff", "at", "-8",  # u32 keys: 4-aligned
+            "match", "u16", f"0x{h[8:]}", "0xffff", "at", "-4"]
+
+
+def unwire_tap(nic: str, qdisc_ours: bool, netns: str | None = None) -> None:
+    """Remove what :func:`wire_tap_to_nic` put on ``nic`` (the tap's own go with the tap)."""
+    if qdisc_ours:
+        _tc(netns, "qdisc", "del", "dev", nic, "clsact")
+        return
+    for direction, pref in (("ingress", TC_PREF), ("ingress", TC_PREF + 1),
+                            ("egress", TC_PREF)):
+        _tc(netns, "filter", "del", "dev", nic, direction, "pref", str(pref))
 
 
 def delete_tap(tap: str, netns: str | None = None) -> None:
@@ -270,11 +357,14 @@ class LabVM:
     """
 
     def __init__(self, spec: VmSpec, *, bus: EventBus | None = None, bridge: str | None = None,
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, nic: str | None = None) -> None:
         self.spec = spec
         self.bus = bus
         self.bridge = bridge
         """Bridge to join the tap to; None: the tap exists already and is not ours."""
+        self.nic = nic
+        """A plain serving NIC to wire our tap to (:func:`wire_tap_to_nic`) instead."""
+        self._nic_qdisc: bool | None = None
         self.netns = netns
         """Network namespace holding the tap/bridge; QEMU runs inside it."""
         self.lines: list[str] = []
@@ -308,10 +398,13 @@ class LabVM:
 
     async def start(self) -> None:
         argv = self.argv()
-        if self.bridge is not None:
+        if self.bridge is not None or self.nic is not None:
             await asyncio.to_thread(create_tap, self.spec.tap, self.bridge, self.netns)
             self._made_tap = True
         try:
+            if self.nic is not None:
+                self._nic_qdisc = await asyncio.to_thread(wire_tap_to_nic, self.spec.tap,
+                                                          self.nic, self.spec.mac, self.netns)
             self.started_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -434,6 +527,9 @@ class LabVM:
             self._tmp = None
 
     async def _cleanup_tap(self) -> None:
+        if self._nic_qdisc is not None and self.nic is not None:
+            await asyncio.to_thread(unwire_tap, self.nic, self._nic_qdisc, self.netns)
+            self._nic_qdisc = None
         if self._made_tap:
             await asyncio.to_thread(delete_tap, self.spec.tap, self.netns)
             self._made_tap = False
@@ -448,13 +544,14 @@ class LabVM:
 
 async def run_vm(spec: VmSpec, *, bus: EventBus | None = None, bridge: str | None = None,
                  netns: str | None = None, timeout: float | None = None,
-                 until: Callable[[str], bool] | None = None) -> VmResult:
+                 until: Callable[[str], bool] | None = None, nic: str | None = None
+                 ) -> VmResult:
     """Boot one VM until ``until`` matches a console line, QEMU exits, or the timeout; clean up.
 
     This is what the wizard's Live screen calls (with its EventBus) for its
     "test with a virtual client" key.
     """
-    vm = LabVM(spec, bus=bus, bridge=bridge, netns=netns)
+    vm = LabVM(spec, bus=bus, bridge=bridge, netns=netns, nic=nic)
     await vm.start()
     try:
         return await vm.wait(timeout=timeout, until=until)
@@ -484,6 +581,24 @@ def lab_bridge_for(interface: str) -> str:
         "is in a bridge of a lab network namespace")
 
 
+def lab_attachment(interface: str) -> tuple[str | None, str | None]:
+    """(bridge, nic): the bridge a lab VM's tap joins, or the plain Ethernet NIC it is wired
+    to (:func:`wire_tap_to_nic`) when the serving interface is in no bridge."""
+    try:
+        return lab_bridge_for(interface), None
+    except PxeError:
+        base = Path(f"/sys/class/net/{interface}")
+        if not base.exists():
+            raise
+        try:
+            ether = (base / "type").read_text().strip() == "1"
+        except OSError:
+            ether = False
+        if interface == "lo" or not ether:
+            raise
+        return None, interface
+
+
 async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memory: int = 1024,
                     nic: str = "virtio-net-pci", nic_rom: bool = True,
                     name: str = "lab") -> LabVM:
@@ -492,13 +607,13 @@ async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memo
     Checks QEMU, the firmware files and the bridge first, each with the fix in
     words. The caller awaits :meth:`LabVM.wait` and must call :meth:`LabVM.stop`.
     """
-    bridge = lab_bridge_for(plan.interface)
+    bridge, wired = lab_attachment(plan.interface)
     find_qemu()
     if firmware == "uefi":
         find_ovmf()
     spec = VmSpec(tap=f"pxwlab{secrets.token_hex(2)}", firmware=firmware, memory=memory,
                   nic=nic, romfile=None if nic_rom else "", name=name)
-    vm = LabVM(spec, bus=bus, bridge=bridge)
+    vm = LabVM(spec, bus=bus, bridge=bridge, nic=wired)
     await vm.start()
     return vm
 
@@ -526,8 +641,10 @@ async def _lab_main(args: object) -> int:
     log = JsonlLog(plan.jsonl_path, bus)
     bus.subscribe(log)
     _, why = choose_accel()
-    bridge = lab_bridge_for(plan.interface)
-    print(f"lab: {firmware} VM, {why}; tap in bridge {bridge}; Ctrl-C stops", flush=True)
+    bridge, wired = lab_attachment(plan.interface)
+    where = f"tap in bridge {bridge}" if bridge else (
+        f"tap wired to {wired} (no bridge: tc mirred, removed at the end)")
+    print(f"lab: {firmware} VM, {why}; {where}; Ctrl-C stops", flush=True)
     try:
         vm = await start_lab(plan, bus, firmware=firmware, memory=memory,
                              nic=getattr(args, "nic", None) or "virtio-net-pci",

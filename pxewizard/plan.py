@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import PlanError
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IPXE_LOADERS = {"ipxe": {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}}
+"""boot.loader -> the dhcp.boot_files it implies (pxelinux: BootFiles' own defaults)."""
+LOCAL_ENTRY_ID = "local"
+"""Id of the "Boot from local disk" menu entry (boot/media.py's LOCAL_ENTRY)."""
 
 
 def normalize_mac(value: str) -> str:
@@ -46,6 +50,12 @@ class DhcpMode(StrEnum):
     full = "full"
     proxy = "proxy"
     none = "none"
+
+
+class Ipv6Ra(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
 
 
 class Transport(StrEnum):
@@ -80,7 +90,8 @@ class Reservation(_Model):
     """Boot file for this MAC, overriding the architecture mapping."""
     boot_entry: str | None = None
     """Id of the menu entry this MAC boots by default (a per-MAC pxelinux.cfg file and an
-    iPXE ``${netX/mac}`` test are generated)."""
+    iPXE ``${netX/mac}`` test are generated); booted at once, without the menu timeout, when
+    it is the menu's only entry besides local boot."""
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -92,12 +103,13 @@ class BootFiles(_Model):
     """Which boot file each client architecture (DHCP option 93) gets."""
 
     bios: str = "pxelinux.0"
-    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe."""
+    """Arch 0 (legacy BIOS PXE). pxelinux.0, lpxelinux.0 or undionly.kpxe (the default with
+    boot.loader = "ipxe")."""
     efi_ia32: str | None = None
     """Arch 6 (32-bit UEFI). None: such clients are told in the log that nothing is configured."""
     efi_x64: str = "efi64/syslinux.efi"
     """Arch 7 and 9 (64-bit UEFI): efi64/syslinux.efi (its EFI modules and pxelinux.cfg are
-    looked up beside it), ipxe.efi or snponly.efi."""
+    looked up beside it), ipxe.efi (the default with boot.loader = "ipxe") or snponly.efi."""
     efi_arm64: str | None = None
     """Arch 11 (64-bit ARM UEFI)."""
     uefi_http: str | None = None
@@ -152,12 +164,45 @@ class DhcpSettings(_Model):
     """Fixed addresses and per-MAC boot files."""
     relay_pools: list[RelayPool] = Field(default_factory=list)
     """Pools for other subnets reached through relay agents."""
+    relay_agents: list[IPv4Address] = Field(default_factory=list)
+    """Relay agents answered, by the address they write in giaddr (their address on the
+    client's subnet, usually that pool's router). A relayed request with any other giaddr
+    gets no answer: anyone on the LAN can write a giaddr. Empty: relayed requests are
+    not answered."""
     boot_files: BootFiles = Field(default_factory=BootFiles)
     """Boot file per client architecture."""
     override_existing_server: bool = False
     """Start full DHCP even where another DHCP server answered. Only on a segment you own."""
+    allowed_macs: list[str] = Field(default_factory=list)
+    """Answer only these clients (MACs, aa:bb:cc:dd:ee:ff) and those of dhcp.reservations, in
+    every mode, as dnsmasq's dhcp-ignore=tag:!known; others are ignored with an event.
+    Empty: every client. On a shared LAN list the PCs you mean to boot."""
+
+    @field_validator("allowed_macs", mode="before")
+    @classmethod
+    def _macs(cls, v: Any) -> list[str]:
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"{v!r} is not a list of MACs; write [\"aa:bb:cc:dd:ee:ff\", ...]")
+        out: list[str] = []
+        for item in v:
+            mac = normalize_mac(str(item))
+            if mac not in out:
+                out.append(mac)
+        return out
     lease_file: Path | None = None
     """SQLite lease database; default: <state_dir>/leases.sqlite."""
+    ipv6_ra: Ipv6Ra = Ipv6Ra.auto
+    """IPv6 Router Advertisement (router lifetime 0, no prefixes, M=O=0) so iPXE clients stop
+    waiting ~16 s for an IPv6 router: auto (on in full mode, off in proxy/none mode, where
+    another router may own IPv6), on, or off. None is ever sent once another router's RA
+    has been seen on the segment."""
+
+    @property
+    def sends_ra(self) -> bool:
+        """Whether Router Advertisements are sent (``ipv6_ra`` resolved against ``mode``)."""
+        if self.ipv6_ra is Ipv6Ra.auto:
+            return self.mode is DhcpMode.full
+        return self.ipv6_ra is Ipv6Ra.on
 
 
 class TftpSettings(_Model):
@@ -181,6 +226,19 @@ class TftpSettings(_Model):
     """Seconds before a block is sent again (doubled on each retry)."""
     retries: int = Field(5, ge=1, le=20)
     """Retransmissions before a transfer is given up."""
+    max_transfers: int = Field(50, ge=1, le=10000)
+    """Transfers running at once, all clients together; more are refused with the NAK "Too
+    many transfers, try again later" (dnsmasq's tftp-max default is 50)."""
+    max_per_client: int = Field(10, ge=1, le=10000)
+    """Transfers running at once per client address (a boot fetches one file at a time;
+    dnsmasq and tftpd-hpa have no such cap, 10 leaves room for retries)."""
+    max_transfer_seconds: float = Field(1800.0, gt=0, le=86400)
+    """A transfer still running after this many seconds is ended (no reference server has
+    one; a 100 MiB initrd takes about 100 s even in 512-byte lockstep)."""
+    max_stall_seconds: float = Field(120.0, gt=0, le=3600)
+    """A transfer with no progress for this long is ended, whatever timeout the client
+    asked (RFC 2349 allows 255 s, which with retries would keep it 4.5 h); above the
+    63 s the default timeout and retries wait before giving up themselves."""
 
 
 class HttpSettings(_Model):
@@ -192,6 +250,18 @@ class HttpSettings(_Model):
     """TCP port."""
     root: Path | None = None
     """Extra directory served below the generated boot tree; None: only the boot tree."""
+    max_connections: int = Field(512, ge=1, le=100000)
+    """Connections open at once; at the cap accepting pauses until one closes (nginx's
+    worker_connections default)."""
+    max_per_client: int = Field(32, ge=1, le=100000)
+    """Connections open at once per client address; more are closed at once (nginx has no
+    limit_conn by default; a boot opens 1-2, a browser 6)."""
+    header_timeout: float = Field(60.0, gt=0, le=3600)
+    """Seconds a request's head (request line and headers) may take to arrive whole (nginx's
+    client_header_timeout default); a slowloris is cut after this."""
+    keepalive_timeout: float = Field(75.0, gt=0, le=75)
+    """Seconds an idle kept-alive connection stays open (nginx's keepalive_timeout
+    default; at most 75)."""
 
 
 class NbdExport(_Model):
@@ -214,6 +284,14 @@ class NbdSettings(_Model):
     """Port for the oldstyle handshake (old SystemRescueCd's netboot=nbd://ip:port); None: off."""
     exports: list[NbdExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nbd, the boot media's image is exported."""
+    max_connections: int = Field(64, ge=1, le=10000)
+    """Sessions open at once; at the cap accepting pauses until one ends (nbd-server's
+    max_connections default is unlimited)."""
+    max_per_client: int = Field(8, ge=1, le=10000)
+    """Sessions open at once per client address; more are closed at once."""
+    idle_timeout: float = Field(0.0, ge=0, le=86400)
+    """Seconds a session may send nothing before it is closed; 0: never (nbd-server's
+    default: a kernel NBD root is silent while idle and does not reconnect)."""
 
 
 class NfsExport(_Model):
@@ -246,6 +324,20 @@ class NfsSettings(_Model):
     ~190 s for the portmapper first."""
     exports: list[NfsExport] = Field(default_factory=list)
     """Exports; when empty and the transport is nfs, the boot media's directory is exported."""
+    udp: bool = False
+    """Serve NFS itself over UDP too (off, as recent nfs-utils: a READ over UDP answers
+    32 KiB to a 100-byte datagram whose source is not checked, a reflector; klibc's
+    nfsmount and the kernel's nfsroot use TCP by default). MOUNT and the portmapper always
+    answer over UDP as well (small replies; klibc asks MOUNT over UDP)."""
+    max_connections: int = Field(220, ge=1, le=10000)
+    """TCP connections per port; a new one past it drops the oldest idle one, as knfsd
+    does (its limit with the default 8 threads is (8 + 3) x 20 = 220)."""
+    max_reply_bytes: int = Field(8 << 20, ge=1 << 20, le=1 << 30)
+    """Reply bytes one connection may hold (unsent, or reserved 1 MiB per call being
+    served); past it its calls wait unread in the socket."""
+    max_total_reply_bytes: int = Field(64 << 20, ge=1 << 20, le=16 << 30)
+    """The same for all connections together; when reached, the connection holding the most
+    unsent replies that it does not read is dropped."""
     root_mode: RootMode = RootMode.shared_rw
     """How an NFS root (boot.media holding a Linux root tree) is shared by many clients.
     shared-rw: every client mounts the one tree as the exports say (read-write if an export
@@ -304,7 +396,9 @@ class BootSettings(_Model):
     entries: list[str] | None = None
     """Ids of the boot entries put in the menu; None: every entry found."""
     default: str | None = None
-    """Id of the default menu entry; None: the first."""
+    """Id of the menu entry booted after the timeout; None: "local" (Boot from local disk)
+    in proxy and none mode, where any PC of the LAN that network-boots may get the menu,
+    the first entry in full mode."""
     timeout: int = Field(10, ge=0, le=3600)
     """Menu timeout in seconds before the default entry boots (0: wait forever)."""
     extra_cmdline: str = ""
@@ -312,7 +406,8 @@ class BootSettings(_Model):
     copytoram: bool | None = None
     """NFS/NBD: copy the image to client RAM (None: the profile's default)."""
     loader: str = "pxelinux"
-    """Boot loader family: pxelinux (pxelinux/syslinux.efi) or ipxe (undionly.kpxe/ipxe.efi)."""
+    """Boot loader family: pxelinux (pxelinux.0 / efi64/syslinux.efi) or ipxe (undionly.kpxe /
+    ipxe.efi, which then fetch the iPXE menu over HTTP); sets the dhcp.boot_files defaults."""
     external_http: str | None = None
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
     remote_entries: list[RemoteEntry] = Field(default_factory=list)
@@ -333,6 +428,12 @@ class LogSettings(_Model):
 
     jsonl: Path | None = None
     """JSONL event log; default: <state_dir>/events.jsonl."""
+    refusals_per_second: float = Field(10.0, ge=0.1, le=100_000)
+    """Refusal and drop events (dropped packets, refused requests, silent DHCP answers,
+    warnings) logged per second and per kind and service, once ``refusal_burst`` is spent;
+    the excess is counted in one "N more" event a second, so a flood cannot fill the disk."""
+    refusal_burst: int = Field(100, ge=1, le=1_000_000)
+    """Refusal and drop events logged at once before ``refusals_per_second`` applies."""
 
 
 class Plan(_Model):
@@ -363,6 +464,26 @@ class Plan(_Model):
     log: LogSettings = Field(default_factory=LogSettings)
     """Event log."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_defaults(cls, data: Any) -> Any:
+        """boot.loader = "ipxe": BIOS clients get undionly.kpxe, UEFI x64 ipxe.efi (both then
+        chain to the iPXE script); boot_files the Plan names itself are kept."""
+        if not isinstance(data, dict):
+            return data
+        boot = data.get("boot")
+        if not isinstance(boot, dict) or boot.get("loader") not in IPXE_LOADERS:
+            return data
+        dhcp = data.get("dhcp")
+        if dhcp is not None and not isinstance(dhcp, dict):
+            return data
+        dhcp = dict(dhcp or {})
+        files = dhcp.get("boot_files", {})
+        if not isinstance(files, dict):
+            return data
+        dhcp["boot_files"] = {**IPXE_LOADERS["ipxe"], **files}
+        return {**data, "dhcp": dhcp}
+
     @property
     def network(self) -> IPv4Network:
         return ipaddress.ip_network(f"{self.server_ip}/{self.prefix}", strict=False)
@@ -378,6 +499,21 @@ class Plan(_Model):
     @property
     def jsonl_path(self) -> Path:
         return self.log.jsonl or self.state_dir / "events.jsonl"
+
+    @property
+    def menu_default(self) -> str | None:
+        """The menu entry booted after the timeout (see ``boot.default``); None: the first."""
+        if self.boot.default is not None:
+            return self.boot.default
+        return None if self.dhcp.mode is DhcpMode.full else LOCAL_ENTRY_ID
+
+    @property
+    def known_macs(self) -> frozenset[str] | None:
+        """The only clients DHCP answers (dhcp.allowed_macs + reservations); None: all."""
+        d = self.dhcp
+        if not d.allowed_macs:
+            return None
+        return frozenset(d.allowed_macs) | {r.mac for r in d.reservations}
 
     @property
     def http_base(self) -> str:
@@ -452,6 +588,12 @@ class Plan(_Model):
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}")
                 if r.ip == self.server_ip:
                     problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip")
+            if d.relay_pools and not d.relay_agents:
+                hint = ", ".join(f'"{p.router}"' for p in d.relay_pools if p.router) or \
+                    '"<the relay\'s address on the client subnet>"'
+                problems.append("dhcp.relay_agents: relay_pools are set but no relay agent is "
+                                "listed, so no relayed request would be answered; add the "
+                                f"relays' giaddr, e.g. relay_agents = [{hint}]")
         macs = [r.mac for r in d.reservations]
         for m in sorted({m for m in macs if macs.count(m) > 1}):
             problems.append(f"dhcp.reservations: {m} appears more than once; keep one entry")
@@ -493,9 +635,51 @@ class Plan(_Model):
         if self.boot.loader not in ("pxelinux", "ipxe"):
             problems.append(f"boot.loader: {self.boot.loader!r} is not known; "
                             "use 'pxelinux' or 'ipxe'")
+        elif self.boot.loader == "ipxe":
+            bf = self.dhcp.boot_files
+            for name in ("bios", "efi_x64"):
+                f = getattr(bf, name)
+                if f and os.path.basename(f) in ("pxelinux.0", "lpxelinux.0", "syslinux.efi"):
+                    problems.append(f"dhcp.boot_files.{name}: {f!r} is a syslinux loader but "
+                                    "boot.loader = \"ipxe\"; remove it (the ipxe default is "
+                                    f"{IPXE_LOADERS['ipxe'][name]!r}) or set boot.loader = "
+                                    "\"pxelinux\"")
+            if not bf.ipxe_script:
+                problems.append("dhcp.boot_files.ipxe_script: boot.loader = \"ipxe\" needs the "
+                                "iPXE script (else iPXE is handed iPXE again and loops); set it "
+                                "to \"boot.ipxe\"")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+_TYPE_FIX = {
+    "ip_v4_address": "is not an IPv4 address; write four numbers from 0 to 255 separated by "
+                     "dots, e.g. 192.168.1.10",
+    "ip_v4_network": "is not an IPv4 subnet; write it as address/prefix, e.g. 10.20.0.0/24",
+    "int_parsing": "is not a whole number; write digits only, e.g. 69",
+    "int_type": "is not a whole number; write digits only, e.g. 69",
+    "float_parsing": "is not a number; write e.g. 1.5",
+    "bool_parsing": "is not true or false; write true or false (no quotes)",
+    "bool_type": "is not true or false; write true or false (no quotes)",
+    "string_type": "is not text; put it in quotes",
+    "list_type": "is not a list; write it in brackets, e.g. [\"a\", \"b\"]",
+}
+"""pydantic error type -> what is wrong and the fix, after the value."""
+
+
+def _loc_words(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(``dhcp.dns, entry 1``, the field's docstring in a few words) for an error location."""
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    where = ""
+    for i, p in enumerate(loc):
+        if isinstance(p, int):
+            where += f", entry {p + 1}"
+        else:
+            where += ("." if i and not isinstance(loc[i - 1], int) else ", " if i else "") + p
+    doc = _DOCS.get(".".join(names), "") if names else ""
+    doc = re.split(r"\. |\.$|; | \(", doc, maxsplit=1)[0].strip()
+    return where, ("" if ":" in doc else doc)
 
 
 def _format_validation(exc: ValidationError) -> list[str]:
@@ -505,6 +689,14 @@ def _format_validation(exc: ValidationError) -> list[str]:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        val = err.get("input")
+        if err["type"] in _TYPE_FIX or err["type"] in ("enum", "literal_error") or \
+                err["type"].startswith(("greater_than", "less_than")):
+            where, doc = _loc_words(err["loc"])
+            words = f" ({doc})" if doc else ""
+            fix = _TYPE_FIX.get(err["type"]) or f"is not accepted: {msg[0].lower()}{msg[1:]}"
+            problems.append(f"{where}{words}: {val!r} {fix}")
+            continue
         for line in msg.split("\n"):
             if err["type"] == "extra_forbidden":
                 problems.append(f"{loc}: unknown setting; check its spelling against "
@@ -512,7 +704,6 @@ def _format_validation(exc: ValidationError) -> list[str]:
             elif err["type"] == "missing":
                 problems.append(f"{loc}: required; add it to the plan")
             elif loc and not line.startswith(loc.split(".")[0]):
-                val = err.get("input")
                 shown = "" if isinstance(val, (dict, list)) else f" (got {val!r})"
                 problems.append(f"{loc}: {line}{shown}")
             else:
@@ -577,13 +768,11 @@ def dump_plan(plan: Plan) -> str:
 
 def save_plan(plan: Plan, path: Path | str) -> None:
     """Write the Plan as TOML (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    # mode 0600: extra_cmdline may hold a root password (rootpass=...)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(dump_plan(plan))
-    tmp.replace(path)
+    from .ondisk import write_atomic
+
+    # mode 0600: extra_cmdline may hold a root password (rootpass=...); a fresh temporary
+    # file (O_EXCL, random name), so a planted plan.toml.tmp cannot lend us its mode
+    write_atomic(Path(path), dump_plan(plan).encode(), 0o600)
 
 
 def field_docs(model: type[BaseModel] = Plan, prefix: str = "") -> dict[str, str]:
@@ -596,3 +785,6 @@ def field_docs(model: type[BaseModel] = Plan, prefix: str = "") -> dict[str, str
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.update(field_docs(ann, key + "."))
     return out
+
+
+_DOCS = field_docs()

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boot.tree import build_boot
-from .errors import PxeError
-from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
+from .errors import PxeError, os_error_words
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, RefusalLimit
 from .files import FileTree
 from .plan import DhcpMode, Plan
 from .servers.base import Service
@@ -79,6 +79,15 @@ def lock_interface(interface: str) -> int:
         path = Path(tempfile.gettempdir()) / f"pxewizard-{os.getuid()}" / path.name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        # EROFS: systemd's ProtectSystem=strict makes /run read-only unless the unit asks
+        # for RuntimeDirectory=pxewizard
+        raise PxeError(f"cannot create the single-instance lock {path}: "
+                       f"{os_error_words(exc)}",
+                       f"make {RUN_DIR} writable: in a systemd unit add "
+                       "`RuntimeDirectory=pxewizard` (ProtectSystem=strict leaves /run "
+                       "read-only; `pxewizard export --to DIR` writes such a unit), or point "
+                       "PXEWIZARD_RUN_DIR at a writable directory") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -124,12 +133,15 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         relay_pools=tuple(Pool(subnet=p.subnet, range_start=p.range_start,
                                range_end=p.range_end, router=p.router, dns=tuple(p.dns))
                           for p in d.relay_pools),
+        relay_agents=tuple(d.relay_agents),
         boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
                        efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
-                       ipxe_script=script))
+                       ipxe_script=script),
+        known_macs=plan.known_macs)
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,
-                              override=d.override_existing_server, publish=bus.publish)
+                              override=d.override_existing_server, publish=bus.publish,
+                              pool=(d.range_start, d.range_end) if d.range_start else None)
     return [await start_dhcp(bus=bus, policy=policy, interface=plan.interface,
                              lease_file=plan.lease_file)]
 
@@ -143,7 +155,9 @@ async def _start_tftp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
     return [await start_tftp(
         tree=tree, bus=bus, address=str(plan.server_ip), port=t.port, interface=plan.interface,
         allow_write=t.allow_write, write_root=t.root, max_blksize=t.max_blksize,
-        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries)]
+        windowsize=t.windowsize, timeout=t.timeout, retries=t.retries,
+        max_transfers=t.max_transfers, max_per_client=t.max_per_client,
+        max_lifetime=t.max_transfer_seconds, max_stall=t.max_stall_seconds)]
 
 
 async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -151,8 +165,11 @@ async def _start_http(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         return []
     from .servers.http import start_http
 
-    return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip),
-                             port=plan.http.port, interface=plan.interface)]
+    h = plan.http
+    return [await start_http(tree=tree, bus=bus, address=str(plan.server_ip), port=h.port,
+                             interface=plan.interface, max_connections=h.max_connections,
+                             max_per_client=h.max_per_client, header_timeout=h.header_timeout,
+                             keepalive_timeout=h.keepalive_timeout)]
 
 
 async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -168,9 +185,11 @@ async def _start_nbd(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
                                     "nbd.exports and the boot medium is not an image); "
                                     "the NBD server is not started"))
         return []
-    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=plan.nbd.port,
-                            oldstyle_port=plan.nbd.oldstyle_port, exports=exports,
-                            interface=plan.interface)]
+    n = plan.nbd
+    return [await start_nbd(bus=bus, address=str(plan.server_ip), port=n.port,
+                            oldstyle_port=n.oldstyle_port, exports=exports,
+                            interface=plan.interface, max_connections=n.max_connections,
+                            max_per_client=n.max_per_client, idle_timeout=n.idle_timeout)]
 
 
 async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
@@ -188,13 +207,35 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
                             mount_port=n.mount_port, portmap=n.portmap,
-                            exports=nfs_exports(plan), interface=plan.interface)]
+                            exports=nfs_exports(plan), interface=plan.interface, udp=n.udp,
+                            max_connections=n.max_connections,
+                            max_reply_bytes=n.max_reply_bytes,
+                            max_total_reply_bytes=n.max_total_reply_bytes)]
+
+
+async def _start_ra(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    if not plan.dhcp.sends_ra:
+        return []
+    from .plan import Ipv6Ra
+    from .servers.ra import start_ra
+
+    try:
+        return [await start_ra(bus=bus, interface=plan.interface)]
+    except PxeError as exc:
+        if plan.dhcp.ipv6_ra is Ipv6Ra.on:
+            raise
+        # auto: a speed-up, not a service; IPv4 boots work without it
+        bus.publish(LogLine(service="ra", level="warning",
+                            message=f"no IPv6 Router Advertisements: {exc.message}"
+                                    + (f"; fix: {exc.fix}" if exc.fix else "")))
+        return []
 
 
 STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
-    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_dhcp,
+    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_ra, _start_dhcp,
 ]
-"""Order matters: DHCP last, so no client is sent to a server that is not up yet."""
+"""Order matters: DHCP last, so no client is sent to a server that is not up yet (the RA
+responder before it: it listens for a router while DHCP probes for servers)."""
 
 
 def check_interface(plan: Plan) -> None:
@@ -202,10 +243,9 @@ def check_interface(plan: Plan) -> None:
     import netifaces
 
     if plan.interface not in netifaces.interfaces():
-        names = ", ".join(n for n in netifaces.interfaces() if n != "lo") or "none"
-        raise PxeError(f"interface {plan.interface} does not exist on this machine "
-                       f"(interfaces here: {names})",
-                       "set `interface` in the plan to one of them")
+        from .detect.interfaces import no_such_interface
+
+        raise no_such_interface(plan.interface)
     addrs = [a.get("addr") for a in netifaces.ifaddresses(plan.interface).get(netifaces.AF_INET, [])]
     if str(plan.server_ip) not in addrs:
         have = ", ".join(a for a in addrs if a) or "no IPv4 address"
@@ -215,10 +255,101 @@ def check_interface(plan: Plan) -> None:
                        "or set server_ip in the plan to the interface's address")
 
 
+FD_RESERVE = 64
+"""Descriptors kept free beyond every cap together (logs, leases, DNS, the UI)."""
+FD_WANTED = 16384
+"""The soft RLIMIT_NOFILE asked for at start (never above the hard limit)."""
+
+
+def fds_needed(plan: Plan) -> int:
+    """Descriptors the caps of the Plan may take at once, with the reserve."""
+    n = FD_RESERVE
+    if plan.tftp.enabled:
+        n += plan.tftp.max_transfers * 2  # a socket and a file each
+    if plan.http.enabled:
+        n += plan.http.max_connections * 2
+    if plan.nbd.enabled:
+        n += plan.nbd.max_connections * 2
+    if plan.nfs.enabled:
+        n += plan.nfs.max_connections * 3 + 64  # three ports, the open-file cache
+    return n
+
+
+def raise_fd_limit(plan: Plan, publish: Callable[[Event], None]) -> int:
+    """Raise the soft RLIMIT_NOFILE (systemd and shells give 1024) up to FD_WANTED, and say
+    so when the caps of the Plan could still run out of descriptors. The new soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(FD_WANTED if hard == resource.RLIM_INFINITY else hard, FD_WANTED))
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    need = fds_needed(plan)
+    if soft < need:
+        publish(LogLine(service="serve", level="warning",
+                        message=f"only {soft} file descriptors allowed (RLIMIT_NOFILE) but the "
+                                f"caps of the plan may take {need}: lower tftp.max_transfers, "
+                                "http.max_connections, nbd.max_connections or "
+                                "nfs.max_connections, or raise the limit (ulimit -n, "
+                                "LimitNOFILE= in the systemd unit)"))
+    return soft
+
+
+class LoopErrors:
+    """asyncio's exception handler: errors as events, at most one a second, never stderr.
+
+    Out of descriptors, asyncio's accept loop reports every retry with a traceback (530,226
+    of them, 228 MB of stderr, in two minutes); here each kind becomes one LogLine a second
+    with a count of the ones folded into it, and EMFILE/ENFILE are named for what they are.
+    """
+
+    def __init__(self, publish: Callable[[Event], None]) -> None:
+        self.publish = publish
+        self._last: dict[str, float] = {}
+        self._folded: dict[str, int] = {}
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        msg = str(context.get("message") or "error in the event loop")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            key = "fds"
+            text = (f"out of file descriptors ({exc.strerror}): new connections wait; the "
+                    "caps (tftp.max_transfers, http.max_connections...) should prevent this")
+        else:
+            key = msg
+            text = msg + (f": {type(exc).__name__}: {exc}" if exc is not None else "")
+        now = loop.time()
+        if now - self._last.get(key, -1e9) < 1.0:
+            self._folded[key] = self._folded.get(key, 0) + 1
+            return
+        self._last[key] = now
+        folded = self._folded.pop(key, 0)
+        if folded:
+            text += f" ({folded} more like it in the last second not shown)"
+        self.publish(LogLine(service="serve", level="error", message=text))
+
+
+def check_files(plan: Plan) -> None:
+    """The directories we write into must be ours alone (see :mod:`.ondisk`)."""
+    from .ondisk import check_dir
+
+    check_dir(plan.state_dir, "state_dir")
+    if plan.log.jsonl is not None:
+        check_dir(plan.jsonl_path.parent, "log.jsonl", sticky_ok=True)
+    if plan.dhcp.mode is DhcpMode.full and plan.dhcp.lease_file is not None:
+        check_dir(plan.lease_file.parent, "dhcp.lease_file", sticky_ok=True)
+
+
 async def start_plan(plan: Plan, bus: EventBus) -> Running:
     """Start everything the Plan asks for; on any failure stop what started and raise."""
-    bus.bind_loop(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    bus.bind_loop(loop)
+    loop.set_exception_handler(LoopErrors(bus.publish))
+    raise_fd_limit(plan, bus.publish)
     check_interface(plan)
+    check_files(plan)
     lock_fd = lock_interface(plan.interface)
     try:
         boot = await asyncio.to_thread(build_boot, plan)
@@ -236,6 +367,32 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         await running.close()
         raise
     return running
+
+
+def drop_privileges(plan: Plan, bus: EventBus) -> None:
+    """Once every socket is bound: keep only the capabilities the Plan's services need
+    (:func:`.privileges.kept_capabilities` says which and why), set no_new_privs, and check
+    a second later that every thread followed. ``serve`` only: the wizard may bind again."""
+    from . import privileges
+
+    if not privileges.capget()[0]:
+        return  # not privileged: nothing to drop
+    keep = privileges.kept_capabilities(plan)
+    loop = asyncio.get_running_loop()
+    kept = privileges.drop(keep, loop)
+    bus.publish(LogLine(service="serve", level="info", message=(
+        "privileges dropped: no_new_privs set; capabilities kept: "
+        + ("; ".join(f"{n} ({keep[n]})" for n in kept) if kept else "none"))))
+    m = privileges.mask(kept)
+
+    def check() -> None:
+        left = privileges.threads_above(m)
+        if left:
+            bus.publish(LogLine(service="serve", level="warning",
+                                message="threads still holding dropped capabilities: "
+                                        + ", ".join(left)))
+
+    loop.call_later(1.0, check)
 
 
 class _StdoutPrinter:
@@ -262,9 +419,8 @@ class _StdoutPrinter:
 
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
-    bus = EventBus()
+    bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
-    bus.subscribe(log)
     printer = _StdoutPrinter()
     if not quiet:
         bus.subscribe(printer)
@@ -274,9 +430,21 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        # the files first: a refused state dir or log path gets nothing written into it
+        check_files(plan)
+        log.open()
+        bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        log.close()
+        printer.flush()
+        raise
+    try:
+        drop_privileges(plan, bus)
+    except PxeError as exc:
+        bus.publish(LogLine(service="serve", level="error", message=str(exc)))
+        await running.close()
         log.close()
         printer.flush()
         raise

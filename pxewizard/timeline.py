@@ -340,6 +340,8 @@ class Timeline:
     """Seconds since the latest event, at the snapshot's ``now``."""
     attempt: int = 1
     """Boot attempt number (a new PXE DISCOVER after the kernel starts a new one)."""
+    earlier: tuple[Timeline, ...] = ()
+    """The client's earlier boot attempts, oldest first (the last MAX_EARLIER)."""
 
     @property
     def firmware(self) -> str:
@@ -468,6 +470,8 @@ class _StepState:
 
 
 MAX_EVENTS_PER_CLIENT = 2000
+MAX_EARLIER = 5
+"""Earlier boot attempts kept per client (replay and doctor show how each ended)."""
 """Events kept per client for evidence; beyond it the oldest go (steps stay)."""
 
 
@@ -487,6 +491,7 @@ class _Client:
     first_seen: float = 0.0
     last_activity: float = 0.0
     attempt: int = 1
+    earlier: list[Timeline] = field(default_factory=list)
     kernel_up: bool = False
     """A DHCP request came after the initramfs: the kernel runs, later files are stage 3."""
     version: int = 0
@@ -516,7 +521,7 @@ class _Client:
                           steps=tuple(s.freeze() for s in self._ordered_steps()),
                           events=tuple(self.events), console=tuple(self.console),
                           first_seen=self.first_seen, last_activity=self.last_activity,
-                          attempt=self.attempt)
+                          attempt=self.attempt, earlier=tuple(self.earlier))
             self.cached = (self.version, tl)
         tl = self.cached[1]
         idle = max(0.0, now - self.last_activity) if self.last_activity else 0.0
@@ -695,6 +700,10 @@ class TimelineBuilder:
             c.ips.append(ip)
 
     def _new_attempt(self, c: _Client) -> None:
+        done = _with_idle(c.freeze(c.last_activity), 0.0)  # a copy: safe to trim
+        for name in ("earlier", "events", "console"):  # its steps say how it ended
+            object.__setattr__(done, name, ())
+        c.earlier = [*c.earlier, done][-MAX_EARLIER:]
         c.attempt += 1
         c.steps.clear()
         c.events.clear()
@@ -937,6 +946,15 @@ def format_timeline(tl: Timeline) -> list[str]:
     if tl.attempt > 1:
         head += f", boot attempt {tl.attempt}"
     lines = [head]
+    for e in tl.earlier:  # how each earlier attempt ended, with what failed in it
+        failed = [s for s in e.steps if s.status is Status.failed]
+        lines.append(f"  boot attempt {e.attempt} (earlier): reached {e.stage.label}"
+                     + (f", {len(failed)} failed step(s)" if failed else ""))
+        for s in failed:
+            lines.append(f"  +{s.started - t0:7.2f}s FAIL  {s.title}"
+                         + (f"  ({s.detail})" if s.detail else ""))
+    if tl.earlier:
+        lines.append(f"  boot attempt {tl.attempt} (latest):")
     for s in tl.steps:
         rel = s.started - t0
         mark = {Status.ok: "ok", Status.running: "..", Status.failed: "FAIL",
@@ -956,4 +974,6 @@ def format_timeline(tl: Timeline) -> list[str]:
     if per:
         lines.append("  bytes: " + ", ".join(f"{st.label} {human_size(n)}"
                                               for st, n in sorted(per.items())))
-    return lines
+    from .safetext import escape_controls
+
+    return [escape_controls(ln) for ln in lines]  # titles and details hold network text

@@ -15,7 +15,9 @@ Three menus, same entries, same default and timeout (from ``plan.boot``):
 
 Per-MAC defaults: when a reservation names a boot entry (``boot_entry``), the
 pxelinux menus get a ``pxelinux.cfg/01-aa-bb-cc-dd-ee-ff`` copy whose DEFAULT is
-that entry, and the iPXE script sets its default by ``${netX/mac}``.
+that entry, and the iPXE script sets its default by ``${netX/mac}``. When that entry is
+the menu's only one besides local boot, there is nothing to choose: that MAC boots it at
+once (TIMEOUT 1, ``goto``) instead of waiting out the timeout; other clients keep the menu.
 
 Remote entries (kernel and initramfs at http:// URLs, e.g. an installer on a
 mirror) go into the iPXE menu as they are. pxelinux.0 and syslinux.efi have no
@@ -120,6 +122,13 @@ def _help(notes: tuple[str, ...] | list[str]) -> str:
     return f"  TEXT HELP\n{lines}  ENDTEXT\n"
 
 
+def _boots_at_once(entries: list[BootEntry], entry: str | None) -> bool:
+    """A per-MAC default naming the menu's one entry (besides local boot): nothing is left
+    to choose, so that MAC boots it at once instead of waiting out the menu timeout."""
+    real = [e for e in entries if e.kind != "localboot"]
+    return entry is not None and len(real) == 1 and real[0].id == entry
+
+
 def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
                     firmware: str = "bios", remote: list[RemoteEntry] | tuple = (),
                     loader: str | None = None, default: str | None = None,
@@ -133,10 +142,13 @@ def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
     shown = _for_firmware(entries, firmware)
     local = [e for e in shown if e.kind == "localboot"]
     shown = [e for e in shown if e.kind != "localboot"]
+    remote_entries = [r.as_boot_entry() for r in remote]
+    # TIMEOUT is in tenths and 0 waits forever: 1 is "at once"
+    timeout = 1 if _boots_at_once(shown + remote_entries, default) else settings.timeout * 10
     out = [_template("pxelinux_head.cfg").substitute(
         firmware="BIOS" if firmware == "bios" else "UEFI x64", loader=loader,
         default=_default(shown + local, default if default is not None else settings.default),
-        timeout=settings.timeout * 10, title=_one_line(settings.title))]
+        timeout=timeout, title=_one_line(settings.title))]
     for e in shown:
         if cmdlines and e.id in cmdlines:
             e = replace(e, cmdline=cmdlines[e.id])
@@ -203,7 +215,9 @@ def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
     all_entries += [r.as_boot_entry() for r in remote]
     all_entries += [e for e in entries if e.kind == "localboot"]
     default = _default(all_entries, settings.default)
-    per_mac = "\n".join(f"iseq ${{netX/mac}} {mac} && set menu-default {entry} ||"
+    per_mac = "\n".join(f"iseq ${{netX/mac}} {mac} && goto {entry} ||"
+                        if _boots_at_once(all_entries, entry) else
+                        f"iseq ${{netX/mac}} {mac} && set menu-default {entry} ||"
                         for mac, entry in settings.per_mac
                         if any(e.id == entry for e in all_entries))
     out = [_template("ipxe_head.ipxe").substitute(

@@ -158,7 +158,7 @@ def _map_media(tree: FileTree, media: Media) -> None:
         # a client's root filesystem (shadow file included): TFTP/HTTP get its kernels only
         for entry in media.entries:
             for vpath, _size in entry.files:
-                tree.add_file(vpath, media.path / vpath)
+                tree.add_file(vpath, media.path / vpath, jail=media.path)
     else:
         tree.add_dir("", media.path)
 
@@ -247,9 +247,15 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
                         f"{', '.join(ids)}); the first entry is the default")
     per_mac = tuple((r.mac, r.boot_entry) for r in plan.dhcp.reservations
                     if getattr(r, "boot_entry", None))
+    default = plan.menu_default
+    if plan.boot.default is None and default is not None and default not in ids:
+        warnings.append(f"dhcp.mode = {plan.dhcp.mode.value}: any PC of the LAN that "
+                        "network-boots may get this menu, but boot.entries leaves out "
+                        f"{default!r} (Boot from local disk), so they boot the first entry "
+                        "after the timeout; add it, or set boot.default")
     from .cmdline import client_cmdlines
 
-    settings = MenuSettings(title=title, default=plan.boot.default, timeout=plan.boot.timeout,
+    settings = MenuSettings(title=title, default=default, timeout=plan.boot.timeout,
                             per_mac=per_mac, client_cmdlines=client_cmdlines(
                                 entries, media, plan) if media is not None else ())
     menus = menu_files(entries, settings, base=ipxe_base(plan),

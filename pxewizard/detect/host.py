@@ -49,7 +49,8 @@ class HostFacts:
     loaders: tuple[LoaderStatus, ...] = ()
     """Boot loaders found or missing."""
     dns_servers: tuple[str, ...] = ()
-    """IPv4 name servers from /etc/resolv.conf (suggested to full-DHCP clients)."""
+    """IPv4 name servers from /etc/resolv.conf (offered to full-DHCP clients only when on
+    their segment, see :func:`dns_for_segment`)."""
     versions: str = ""
     """pxewizard, Python and dependency versions (``pxewizard --version``)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -89,6 +90,28 @@ def _resolv_conf(path: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
                     out.append(str(ip))
     except OSError:
         pass
+    return tuple(out)
+
+
+def dns_for_segment(dns_servers: tuple[str, ...] | list[str], network: object,
+                    server_ip: object) -> tuple[str, ...]:
+    """The name servers worth offering to clients on ``network``: those on the segment itself.
+
+    This host's resolvers are loopback stubs (127.0.0.53, systemd-resolved) or sit behind
+    its uplink, which clients of an isolated segment cannot reach (nothing routes for them);
+    offering one makes every lookup time out. None is better: PXE boots need no DNS.
+    """
+    import ipaddress
+
+    net = ipaddress.ip_network(str(network), strict=False)
+    out = []
+    for d in dns_servers:
+        try:
+            ip = ipaddress.ip_address(str(d).strip())
+        except ValueError:
+            continue
+        if ip in net and not ip.is_loopback and str(ip) != str(server_ip):
+            out.append(str(ip))
     return tuple(out)
 
 

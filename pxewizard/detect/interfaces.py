@@ -21,6 +21,21 @@ from typing import Any
 from ..errors import NeedsRoot, PxeError
 
 
+def interface_names() -> list[str]:
+    """Names of this namespace's interfaces but ``lo``, sorted (for "interfaces here: ...")."""
+    try:
+        return sorted(n for n in os.listdir("/sys/class/net") if n != "lo")
+    except OSError:
+        return []
+
+
+def no_such_interface(name: str, where: str = "the plan's `interface`") -> PxeError:
+    """The error for an interface name that does not exist, listing those that do."""
+    names = ", ".join(interface_names()) or "none"
+    return PxeError(f"interface {name} does not exist on this machine (interfaces here: "
+                    f"{names})", f"use one of them as {where} (`ip link` lists them)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BridgeInfo:
     """A Linux bridge's spanning-tree settings that matter to PXE."""

@@ -18,10 +18,20 @@ full mode, port 67
                one; the offer is held ``offer_hold`` seconds so two DISCOVERs in
                flight never get the same address. Pool exhausted -> silence + reason.
   REQUEST   -> server id of another server: silence (and drop our held offer);
-               address ours to give to this MAC: ACK + bind; else NAK (§4.3.2).
+               INIT-REBOOT / RENEWING from a MAC we have no record of (no lease, no
+               reservation): silence (§4.3.2 "MUST remain silent"; dnsmasq without
+               --dhcp-authoritative does the same), so nobody binds addresses
+               without a DISCOVER; address ours to give to this MAC: ACK + bind;
+               else NAK (§4.3.2).
   DECLINE   -> the address is held as unusable for ``decline_hold`` seconds.
   RELEASE   -> the binding is released (the MAC keeps its affinity to it).
+  INFORM    -> ACK with options, no address, no lease time (§4.3.5); only for a
+               ciaddr inside the subnet it came from (else we would reflect to anyone).
+any mode
+  giaddr set (relayed, §4.3.1) -> answered only when giaddr is a relay agent the
+               Plan lists (``relay_agents``); anyone on the LAN can write a giaddr.
   INFORM    -> ACK with options, no address, no lease time (§4.3.5).
+every mode: with ``known_macs`` set, any other MAC -> silence (cause ``not_allowed``).
 proxy mode, ports 67 and 4011 (PXE 2.1 §2.2)
   only vendor class PXEClient / HTTPClient; never an address (yiaddr 0).
   67:   DISCOVER -> OFFER with option 43 (discovery control 8) and the boot file;
@@ -87,10 +97,12 @@ class LeaseView(Protocol):
 
     def by_ip(self, ip: int) -> LeaseInfo | None: ...
 
-    def find_free(self, start: int, end: int, now: float,
-                  exclude: Container[int]) -> int | None:
+    def find_free(self, start: int, end: int, now: float, exclude: Container[int],
+                  offers_expiring_before: float | None = None) -> int | None:
         """An address in [start, end] not held by anyone: never used first, then the
-        longest-expired; None when the pool is exhausted."""
+        longest-expired; then, when ``offers_expiring_before`` is given, the oldest
+        address merely offered (never bound) whose hold ends before that time; None when
+        the pool is exhausted."""
         ...
 
 
@@ -230,9 +242,19 @@ class Policy:
     lease_time: int = 3600
     reservations: tuple[Reservation, ...] = ()
     relay_pools: tuple[Pool, ...] = ()
+    relay_agents: tuple[IPv4Address, ...] = ()
+    """giaddr values accepted: relayed requests from any other giaddr are not answered."""
     boot: BootFiles = field(default_factory=BootFiles)
+    known_macs: frozenset[str] | None = None
+    """Set: the only MACs answered, in every mode (dnsmasq's dhcp-ignore=tag:!known)."""
     offer_hold: float = 30.0
     """Seconds an offered address stays reserved for the client it was offered to."""
+    offer_reclaim_after: float = 2.0
+    """With the pool exhausted, an offer older than this many seconds that was never
+    REQUESTed goes to the next new client (oldest first). A DISCOVER flood from random
+    MACs would otherwise hold every address for ``offer_hold`` seconds and starve real
+    clients; real ones REQUEST within a second (OVMF, which collects offers for ~4 s,
+    is NAKed under such a flood and starts again, instead of getting nothing)."""
     decline_hold: float = 600.0
     """Seconds an address a client DECLINEd stays out of the pool."""
     _pool: Pool | None = field(init=False, repr=False, compare=False, default=None)
@@ -255,6 +277,7 @@ class Policy:
         s(self, "dns", tuple(_v4(d) for d in self.dns))
         s(self, "reservations", tuple(self.reservations))
         s(self, "relay_pools", tuple(self.relay_pools))
+        s(self, "relay_agents", tuple(_v4(a) for a in self.relay_agents))
         if self.range_start is not None and self.range_end is not None:
             s(self, "_pool", Pool(subnet=self.network, range_start=self.range_start,
                                   range_end=self.range_end, router=self.router, dns=self.dns))
@@ -275,6 +298,7 @@ class Policy:
         for p in self.pools:
             static[id(p)] = _pool_options(p, self.domain)
         static["pools"] = self.pools
+        static["relays"] = frozenset(int(a) for a in self.relay_agents)
         s(self, "_static", static)
 
     @property
@@ -325,6 +349,9 @@ class Decision:
     """The address offered or acknowledged (0: none)."""
     request: Packet | None = None
     """The request, for the words computed on demand below (only events need them)."""
+    cause: str = ""
+    """Why we stayed silent, as a key rules and rate limits match on: ``not_allowed``
+    (outside known_macs), ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
 
     @property
     def arch_name(self) -> str:
@@ -536,6 +563,14 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
                           "served")
     if c.mt not in MsgType._value2member_map_:
         return _silent(c, f"unknown DHCP message type {c.mt}")
+    if req.giaddr and req.giaddr not in policy._static["relays"]:
+        return _silent(c, f"relayed by {ip_str(req.giaddr)}, which is not a relay agent of "
+                          "the plan: not answered (list it in dhcp.relay_agents)")
+    if policy.known_macs is not None and c.mac not in policy.known_macs:
+        d = _silent(c, f"{c.mac} is not in dhcp.allowed_macs (nor a reservation): ignored, "
+                       "as another PC of this LAN; add it there to boot it")
+        d.cause = "not_allowed"
+        return d
     if policy.mode is Mode.PROXY:
         return _proxy(c, policy, leases, port, peer)
     if port != SERVER_PORT:
@@ -549,8 +584,10 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
 def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
            peer: tuple[int, int] | None) -> Decision:
     if not (c.pxe or c.http):
-        return _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
-                          "proxyDHCP leaves it to the real DHCP server")
+        d = _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
+                       "proxyDHCP leaves it to the real DHCP server")
+        d.cause = "not_pxe"
+        return d
     mt = c.mt
     sid = c.req.server_id
     if port == SERVER_PORT:
@@ -565,6 +602,10 @@ def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
     else:
         if mt not in (MsgType.REQUEST, MsgType.INFORM):
             return _silent(c, f"{c.req.msg_name} on port {port}: only REQUEST/INFORM expected")
+        if mt == MsgType.INFORM and not c.req.giaddr and peer is not None and peer[0] \
+                and not _on_subnet(policy, peer[0]):
+            return _silent(c, f"INFORM from {ip_str(peer[0])}, outside {policy.network}: "
+                              "answered only on the subnet")
         out = MsgType.ACK
     f, why = choose_boot_file(c, policy, leases)
     if f is None:
@@ -618,10 +659,15 @@ def _choose(c: _Client, policy: Policy, pool: Pool, leases: LeaseView,
     if rip and pool.in_range(rip) and rip not in policy._excluded \
             and _available(rip, c.mac, leases, now) is None:
         return rip, "the address the client asked for (option 50)"
-    ip = leases.find_free(pool.start, pool.end, now, policy._excluded)
+    ip = leases.find_free(pool.start, pool.end, now, policy._excluded,
+                          now + policy.offer_hold - policy.offer_reclaim_after)
     if ip is None:
         return None, (f"pool exhausted: all {pool.size} addresses of {pool.describe()} are "
                       "leased or offered; no offer (enlarge the pool or shorten lease_time)")
+    held = leases.by_ip(ip)
+    if held is not None and held.active(now):
+        return ip, (f"pool exhausted: the unanswered offer of {ip_str(ip)} to {held.mac} "
+                    f"(older than {policy.offer_reclaim_after:g} s) is taken back")
     return ip, "next free address in the pool"
 
 
@@ -677,12 +723,15 @@ def _full_request(c: _Client, policy: Policy, leases: LeaseView, now: float) -> 
         return _silent(c, "REQUEST with neither option 50 nor ciaddr")
     phase = ("selecting" if sid is not None else
              "init-reboot" if rip and not req.ciaddr else "renewing")
+    res = policy.reservation(c.mac)
+    if sid is None and cur is None and (res is None or res.ip is None):
+        return _silent(c, f"{phase} REQUEST for {ip_str(target)} from a MAC with no lease "
+                          "here: no record of this client, so no answer (RFC 2131 §4.3.2)")
     pool, why = _pool_or_reason(c, policy)
     if pool is None:
         return _silent(c, why)
     if not pool.in_subnet(target):
         return _nak(c, policy, f"{ip_str(target)} is not in subnet {pool.subnet} ({phase})")
-    res = policy.reservation(c.mac)
     if res is not None and res.ip is not None and int(res.ip) != target \
             and pool.in_subnet(int(res.ip)):
         return _nak(c, policy, f"this MAC has reserved address {res.ip}, not {ip_str(target)}")
@@ -725,12 +774,20 @@ def _full_release(c: _Client, policy: Policy, leases: LeaseView, now: float) -> 
     return _silent(c, f"client released {ip_str(cur.ip)}", (op,))
 
 
+def _on_subnet(policy: Policy, ip: int) -> bool:
+    net = policy.network
+    return int(net.network_address) < ip < int(net.broadcast_address)
+
+
 def _full_inform(c: _Client, policy: Policy, leases: LeaseView, now: float) -> Decision:
     pool, why = _pool_or_reason(c, policy)
     if pool is None:
         return _silent(c, why)
     if not c.req.ciaddr:
         return _silent(c, "INFORM without ciaddr: nowhere to answer")
+    if not pool.in_subnet(c.req.ciaddr):
+        return _silent(c, f"INFORM for {ip_str(c.req.ciaddr)}, outside {pool.subnet}: "
+                          "answered only on the subnet (the ACK goes to ciaddr)")
     f, fwhy = choose_boot_file(c, policy, leases)
     data = _build(c, policy, MsgType.ACK, pool=pool, boot_file=f, lease=False)
     return _decision(c, "ACK", data, _destination(c.req, MsgType.ACK, 0),

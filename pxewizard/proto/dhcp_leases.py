@@ -32,9 +32,10 @@ class LeaseTable:
     def by_ip(self, ip: int) -> LeaseInfo | None:
         return self._ip.get(ip)
 
-    def find_free(self, start: int, end: int, now: float,
-                  exclude: Container[int]) -> int | None:
-        """Never-used addresses first (scan from a cursor), then the longest-expired one."""
+    def find_free(self, start: int, end: int, now: float, exclude: Container[int],
+                  offers_expiring_before: float | None = None) -> int | None:
+        """Never-used addresses first (scan from a cursor), then the longest-expired one,
+        then (see :meth:`~.dhcp_decide.LeaseView.find_free`) the oldest stale offer."""
         key = (start, end)
         ip = self._cursor.get(key, start)
         used = self._ip
@@ -44,10 +45,19 @@ class LeaseTable:
                 return ip
             ip = start if ip >= end else ip + 1
         best: LeaseInfo | None = None
+        stale: LeaseInfo | None = None
         for lease in used.values():
-            if start <= lease.ip <= end and lease.ip not in exclude and not lease.active(now) \
-                    and (best is None or lease.expires < best.expires):
-                best = lease
+            if not start <= lease.ip <= end or lease.ip in exclude:
+                continue
+            if not lease.active(now):
+                if best is None or lease.expires < best.expires:
+                    best = lease
+            elif offers_expiring_before is not None and lease.state is LeaseState.OFFERED \
+                    and lease.expires < offers_expiring_before \
+                    and (stale is None or lease.expires < stale.expires):
+                stale = lease
+        if best is None:
+            best = stale
         return None if best is None else best.ip
 
     # --- mutation ---------------------------------------------------------------------

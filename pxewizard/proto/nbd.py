@@ -286,6 +286,9 @@ class NbdConnection:
         self.structured = False
         """True once NBD_OPT_STRUCTURED_REPLY was acknowledged: replies are chunks."""
         self._buf = bytearray()
+        self._skip = 0
+        """Bytes of a refused WRITE's payload still to come: dropped as they arrive, never
+        buffered (8 clients x 32 MiB writes would otherwise sit in memory)."""
         self._pending: deque[Output] = deque()
 
     # --- rules -------------------------------------------------------------------
@@ -323,6 +326,10 @@ class NbdConnection:
             self._buf.clear()
             self.state = State.CLOSED
             return
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            data = data[n:]
         self._buf += data
 
     def next_event(self) -> Output | None:
@@ -397,12 +404,18 @@ class NbdConnection:
         except UnicodeDecodeError:
             return None
 
+    @staticmethod
+    def _name_words(raw: bytes) -> str:
+        """An export name as the operator reads it: "nosuch", not b'nosuch'."""
+        text = raw[:64].decode("utf-8", "backslashreplace")
+        return f'"{text}"' + ("..." if len(raw) > 64 else "")
+
     def _opt_export_name(self, opt: int, data: bytes) -> None:
         # proto.md NBD_OPT_EXPORT_NAME: no error reply exists; an unknown name closes
         name = self._decode_name(data)
         export = self._lookup(name) if name is not None else None
         if export is None:
-            raise self._error(f"export {data[:64]!r} does not exist (NBD_OPT_EXPORT_NAME "
+            raise self._error(f"no export named {self._name_words(data)} (NBD_OPT_EXPORT_NAME "
                               f"cannot be refused politely); exports: {', '.join(self.exports)}")
         self._enter(export, "EXPORT_NAME")
         reply = struct.pack(">QH", self.size, TRANSMISSION_FLAGS)
@@ -453,7 +466,8 @@ class NbdConnection:
         export = self._lookup(name) if name is not None else None
         if export is None:
             return self._refuse_opt(opt, REP_ERR_UNKNOWN,
-                                    f"no export named {data[4:4 + nlen][:64]!r}; exports: "
+                                    f"no export named {self._name_words(data[4:4 + nlen])}; "
+                                    "exports: "
                                     f"{', '.join(self.exports)}")
         size = self.exports[export]
         out = bytearray(option_reply(opt, REP_INFO, struct.pack(">HQH", INFO_EXPORT, size,
@@ -509,12 +523,14 @@ class NbdConnection:
                 self._pending.append(Read(handle, offset, length, reply_header(handle, 0)))
             return True
         if cmd == CMD_WRITE:
-            # the payload follows the header: swallow it to stay in step, then refuse
+            # the payload follows the header: refuse at once and drop the payload as it
+            # arrives (what is buffered now, the rest in receive_data), to stay in step
             if length > MAX_REQUEST:
                 raise self._error(f"write of {length} bytes is larger than {MAX_REQUEST}")
-            if len(buf) < _REQUEST.size + length:
-                return False
-            del buf[:_REQUEST.size + length]
+            del buf[:_REQUEST.size]
+            here = min(length, len(buf))
+            del buf[:here]
+            self._skip = length - here
             self._refuse(handle, "WRITE", EPERM, "the export is read-only")
             return True
         del buf[:_REQUEST.size]

@@ -118,7 +118,9 @@ class Draft:
         if not self.router and self.gateway:
             self.router = self.gateway
         if not self.dns and dns_servers:
-            self.dns = ", ".join(dns_servers)
+            from ..detect.host import dns_for_segment
+
+            self.dns = ", ".join(dns_for_segment(dns_servers, net, self.server_ip))
 
     @classmethod
     def from_plan(cls, plan: Plan, plan_path: str = "") -> "Draft":

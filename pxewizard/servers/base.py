@@ -6,9 +6,8 @@ import errno
 import socket
 from typing import Protocol
 
-import psutil
-
 from ..errors import NeedsRoot, PortInUse, PxeError
+from ..events import EventBus, PacketDropped
 
 
 class Service(Protocol):
@@ -21,6 +20,8 @@ class Service(Protocol):
 
 def port_holder(port: int, proto: str = "udp") -> str | None:
     """Name the process holding a local port: ``dnsmasq (pid 812)``, or None."""
+    import psutil  # here: client scripts of the tests import the NFS package without it
+
     try:
         conns = psutil.net_connections(kind=proto)
     except (psutil.AccessDenied, PermissionError, OSError):
@@ -126,3 +127,20 @@ def tcp_listener(address: str, port: int, *, interface: str | None = None,
         raise _bind_error(exc, "tcp", address, port) from None
     sock.setblocking(False)
     return sock
+
+
+class RefusalLog:
+    """Refusals and drops of one service, each a :class:`PacketDropped` event.
+
+    A flood of refusals (connections over a cap, a slowloris's timeouts) must not become a
+    flood of events: the bus holds back past its limit and summarises once a second
+    (:class:`pxewizard.events.RefusalLimit`, one limit for every kind and service).
+    """
+
+    def __init__(self, bus: EventBus, service: str) -> None:
+        self.bus = bus
+        self.service = service
+
+    def __call__(self, peer: str, reason: str, client: str = "") -> None:
+        self.bus.publish(PacketDropped(service=self.service, peer=peer, reason=reason,
+                                       client=client))

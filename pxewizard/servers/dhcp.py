@@ -22,7 +22,7 @@ import struct
 import time
 from pathlib import Path
 
-from ..errors import PxeError
+from ..errors import PxeError, os_error_words
 from ..events import DhcpExchange, EventBus, LeaseChanged, LogLine, PacketDropped, ServiceStarted
 from ..events import ServiceStopped
 from ..proto.dhcp import (Decision, Destination, LeaseOp, LeaseState, Mode, Policy, decide, decode,
@@ -35,6 +35,8 @@ ATF_COM = 0x02
 ARPHRD_ETHER = 1
 MAX_BATCH = 256
 """Datagrams read per wake-up before yielding to the loop."""
+QUIET_CAUSES = frozenset({"not_allowed", "not_pxe"})
+"""Silences said at most once a minute per MAC (every other PC of a LAN causes them)."""
 COMMIT_EVERY = 32
 """ACKs held for one group commit at most (the batch's end commits the rest)."""
 
@@ -100,9 +102,10 @@ class DhcpService:
         self.interface = interface
         self.store = store
         self.sockets = sockets
-        self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0}
+        self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0, "refused": 0}
         self.limit = MacRateLimit()
         self._limited_said: dict[bytes, float] = {}  # mac -> when we last said so
+        self._refused_said: dict[tuple[str, str, str], float] = {}  # see _say_refused
         self._loop = asyncio.get_running_loop()
         for port, sock in sockets.items():
             self._loop.add_reader(sock.fileno(), self._readable, sock, port)
@@ -186,7 +189,8 @@ class DhcpService:
             # Not durable: say so and send nothing, the clients will retry.
             self.bus.publish(LogLine(service=self.name, level="error",
                                      message=f"cannot write the lease file {self.store.path}: "
-                                             f"{exc}; {len(waiting)} replies withheld"))
+                                             f"{os_error_words(exc)}; {len(waiting)} replies "
+                                             "withheld (clients retry)"))
             return
         for d in waiting:
             self._reply(sock, port, d, listening)
@@ -197,8 +201,27 @@ class DhcpService:
             err = self._send(sock, d.reply, d.dest)
             if not err:
                 self.stats["answered"] += 1
+        if d.cause in QUIET_CAUSES:
+            self.stats["refused"] += 1
+            if not self._say_refused((d.mac, d.msg_in, d.requested_ip)):
+                return
         if listening:
             self.bus.publish(self._exchange_event(d, port, err))
+
+    REFUSED_EVERY = 60.0
+    """Seconds between two events for one MAC ignored for a QUIET_CAUSES reason: each PC of
+    an office LAN asks at every boot and every renewal, the log needs it once."""
+
+    def _say_refused(self, key: tuple[str, str, str]) -> bool:
+        """Once a minute per (MAC, message, address asked): what a message tells the
+        timeline (the address a REQUEST names) is never left out."""
+        now = time.monotonic()
+        if now - self._refused_said.get(key, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
+            return False
+        if len(self._refused_said) > 4096:
+            self._refused_said.clear()
+        self._refused_said[key] = now
+        return True
 
     def _send(self, sock: socket.socket, data: bytes, dest: Destination) -> str:
         """Send one reply; returns an error in words, or ''."""
@@ -232,7 +255,7 @@ class DhcpService:
                             arch=d.arch, arch_name=d.arch_name, vendor_class=d.vendor_class,
                             user_class=d.user_class, requested_ip=d.requested_ip,
                             yiaddr=d.yiaddr, boot_file=d.boot_file, next_server=d.next_server,
-                            relay=d.relay, reason=reason)
+                            relay=d.relay, reason=reason, cause=d.cause)
 
     @staticmethod
     def _lease_event(op: LeaseOp, new: object) -> LeaseChanged:

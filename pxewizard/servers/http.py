@@ -17,6 +17,7 @@ downloads. aiohttp's access log is off: the events are the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import logging
@@ -29,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from ..events import (
     EventBus,
@@ -41,7 +43,7 @@ from ..events import (
     TransferStarted,
 )
 from ..files import FileRef, FileTree, TreeError
-from .base import tcp_listener
+from .base import RefusalLog, tcp_listener
 from .pagecache import page_cached
 
 SERVICE = "http"
@@ -49,6 +51,18 @@ CHUNK = 16 * 1024 * 1024
 """Bytes per sendfile call: big enough to stay in the kernel, small enough for progress."""
 PROGRESS_INTERVAL = 0.25
 """At most this often (seconds) a TransferProgress is published per download."""
+HEADER_TIMEOUT = 60.0
+"""Default of ``http.header_timeout``: a request's head (request line and headers) must
+arrive whole within this many seconds of its first byte, or of the connection (nginx's
+client_header_timeout default is 60 s). A slowloris trickling a byte at a time is cut."""
+KEEPALIVE_TIMEOUT = 75.0
+"""Default of ``http.keepalive_timeout``: an idle kept-alive connection is closed after
+this (nginx's keepalive_timeout default is 75 s; aiohttp's low-level server keeps 3630 s)."""
+MAX_CONNECTIONS = 512
+"""Default of ``http.max_connections``: nginx's worker_connections default."""
+MAX_PER_CLIENT = 32
+"""Default of ``http.max_per_client`` (nginx has no limit_conn by default; a boot opens
+1-2 connections, a browser 6)."""
 
 mimetypes.add_type("text/plain", ".ipxe")
 mimetypes.add_type("text/plain", ".cfg")
@@ -84,20 +98,32 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()) \
             or not (first_s + last_s).isascii():  # DIGIT is ASCII (RFC 5234); '²'.isdigit()
         return None
+    # Bounded: a position of more than MAX_DIGITS digits is past any file (int() of
+    # thousands of digits is slow and past 4300 raises), so it is clamped, not converted.
     if not first_s:  # suffix range
         if not last_s:
             return None
-        n = int(last_s)
+        n = _position(last_s, size)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(f"bytes=-{n} of a {size}-byte file")
         return max(0, size - n), size - 1
-    first = int(first_s)
-    last = int(last_s) if last_s else size - 1
+    first = _position(first_s, size)
+    last = _position(last_s, size) if last_s else size - 1
     if last_s and last < first:
         return None  # invalid: ignored (section 14.1.1)
     if first >= size:
         raise RangeNotSatisfiable(f"bytes={first}- of a {size}-byte file")
     return first, min(last, size - 1)
+
+
+MAX_DIGITS = 19
+"""Digits of a byte position read (2**63 has 19): nothing we serve is larger."""
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header; one past ``size`` when longer than MAX_DIGITS."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_DIGITS else max(size, 10 ** MAX_DIGITS)
 
 
 def etag_of(ref: FileRef) -> str:
@@ -145,6 +171,122 @@ def _if_range_ok(request: web.BaseRequest, ref: FileRef, etag: str, last_modifie
     return ir == last_modified
 
 
+class _Guard:
+    """The caps of one HTTP server: connections in total and per client, the header deadline.
+
+    Connections are counted where they are accepted (our own accept loop, so accepting
+    pauses at the total cap instead of accepting and closing in a loop) and uncounted when
+    their protocol object sees the connection lost.
+    """
+
+    def __init__(self, bus: EventBus, *, max_connections: int, max_per_client: int,
+                 header_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.header_timeout = header_timeout
+        self.per_client: dict[str, int] = {}
+        self.total = 0
+        self.below_cap = asyncio.Event()
+        self.below_cap.set()
+        self.refused = RefusalLog(bus, SERVICE)
+
+    def admit(self, ip: str) -> bool:
+        if self.per_client.get(ip, 0) >= self.max_per_client:
+            return False
+        self.per_client[ip] = self.per_client.get(ip, 0) + 1
+        self.total += 1
+        if self.total >= self.max_connections:
+            self.below_cap.clear()
+            self.refused("(listener)", f"{self.total} connections open (http.max_connections "
+                         f"= {self.max_connections}): accepting paused until one closes")
+        return True
+
+    def release(self, ip: str) -> None:
+        n = self.per_client.get(ip, 0) - 1
+        if n > 0:
+            self.per_client[ip] = n
+        else:
+            self.per_client.pop(ip, None)
+        self.total -= 1
+        if self.total < self.max_connections:
+            self.below_cap.set()
+
+
+class _GuardedHandler(RequestHandler):
+    """aiohttp's connection protocol plus a deadline on each request's head.
+
+    aiohttp has no header timeout, so a client sending its headers a byte a second (a
+    slowloris) holds a connection forever. Here the head of each request must be complete
+    (the blank line after the headers seen) within ``header_timeout`` of its first byte.
+    The deadline is disarmed while a response is sent and re-armed by the next request's
+    first byte; the idle time between requests is aiohttp's keepalive_timeout.
+    """
+
+    def __init__(self, manager: web.Server, *, guard: _Guard, **kw: Any) -> None:
+        super().__init__(manager, **kw)
+        self._guard = guard
+        self._ip = ""
+        self._peer = ""
+        self._tail = b""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pn = transport.get_extra_info("peername")
+        if isinstance(pn, tuple) and len(pn) >= 2:
+            self._ip, self._peer = str(pn[0]), f"{pn[0]}:{pn[1]}"
+        self._counted = True
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                self._guard.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._guard.refused(self._peer, "connection closed: request head not received within "
+                            f"{self._guard.header_timeout:.0f} s (http.header_timeout)",
+                            self._ip)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        seen = self._tail + data
+        end = seen.rfind(b"\r\n\r\n")
+        if end < 0:
+            self._arm()  # inside a head (or the first byte of the next one)
+        elif end + 4 == len(seen):
+            self._disarm()  # the head is complete and nothing of the next one came yet
+        else:
+            self._disarm()  # pipelined: the next head starts now
+            self._arm()
+        self._tail = seen[-3:]
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            self._guard.release(self._ip)
+        super().connection_lost(exc)
+
+
+class _GuardedServer(web.Server):
+    def __init__(self, handler: Any, *, guard: _Guard, **kw: Any) -> None:
+        super().__init__(handler, **kw)
+        self.guard = guard
+
+    def __call__(self) -> RequestHandler:
+        return _GuardedHandler(self, guard=self.guard, loop=self._loop, **self._kwargs)
+
+
 @dataclass
 class HttpService:
     """The running HTTP server; ``close()`` stops accepting and ends open connections."""
@@ -154,10 +296,48 @@ class HttpService:
     bus: EventBus
     address: str
     port: int
+    sock: socket.socket | None = None
+    acceptor: asyncio.Task | None = None
+    guard: _Guard | None = None
 
     async def close(self) -> None:
+        if self.acceptor is not None:
+            self.acceptor.cancel()
+            with contextlib.suppress(BaseException):
+                await self.acceptor
+        if self.sock is not None:
+            self.sock.close()
         await self.runner.cleanup()
         self.bus.publish(ServiceStopped(service=SERVICE))
+
+
+async def _accept(sock: socket.socket, server: _GuardedServer, guard: _Guard) -> None:
+    """Accept connections ourselves: pause at the total cap, refuse over the per-client cap,
+    and turn accept errors (EMFILE) into rate-limited events, never a traceback."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await guard.below_cap.wait()
+        try:
+            conn, addr = await loop.sock_accept(sock)
+        except (ConnectionAbortedError, InterruptedError):
+            continue
+        except OSError as exc:
+            guard.refused("(listener)", f"accept failed: {exc.strerror or exc}; retrying in "
+                          "0.5 s")
+            await asyncio.sleep(0.5)
+            continue
+        ip = str(addr[0])
+        if not guard.admit(ip):
+            conn.close()
+            guard.refused(f"{ip}:{addr[1]}", f"connection refused: {guard.max_per_client} "
+                          f"connections of {ip} already open (http.max_per_client)", ip)
+            continue
+        conn.setblocking(False)
+        try:
+            await loop.connect_accepted_socket(server, conn)
+        except OSError:
+            conn.close()
+            guard.release(ip)
 
 
 class _Handler:
@@ -360,7 +540,10 @@ def _peer(request: web.BaseRequest) -> tuple[str, str]:
 
 
 async def start_http(*, tree: FileTree, bus: EventBus, address: str, port: int,
-                     interface: str | None) -> HttpService:
+                     interface: str | None, max_connections: int = MAX_CONNECTIONS,
+                     max_per_client: int = MAX_PER_CLIENT,
+                     header_timeout: float = HEADER_TIMEOUT,
+                     keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> HttpService:
     """Serve ``tree`` over HTTP on ``address:port`` (bound to ``interface``).
 
     Raises PortInUse (naming the holder) or NeedsRoot from the bind, before
@@ -372,18 +555,22 @@ async def start_http(*, tree: FileTree, bus: EventBus, address: str, port: int,
         log.removeHandler(old)  # the latest server's bus gets aiohttp's complaints
     log.addHandler(_BusLogHandler(bus))
     log.propagate = False
+    guard = _Guard(bus, max_connections=max_connections, max_per_client=max_per_client,
+                   header_timeout=header_timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        server = web.Server(_Handler(tree, bus), access_log=None)
+        server = _GuardedServer(_Handler(tree, bus), guard=guard, access_log=None,
+                                keepalive_timeout=keepalive_timeout)
         runner = web.ServerRunner(server, access_log=None)
         await runner.setup()
-        await web.SockSite(runner, sock).start()
     except BaseException:
         sock.close()
         raise
+    acceptor = asyncio.get_running_loop().create_task(_accept(sock, server, guard))
     bound = sock.getsockname()
     bus.publish(ServiceStarted(service=SERVICE, address=bound[0], port=bound[1], proto="tcp"))
-    return HttpService(name=SERVICE, runner=runner, bus=bus, address=bound[0], port=bound[1])
+    return HttpService(name=SERVICE, runner=runner, bus=bus, address=bound[0], port=bound[1],
+                       sock=sock, acceptor=acceptor, guard=guard)
 
 
 __all__ = ["HttpService", "RangeNotSatisfiable", "etag_of", "parse_range", "request_path",

@@ -45,6 +45,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
+from ..files import AccessDenied, NotFound, open_beneath
 from ..proto.nbd import (
     REP_ERR_UNKNOWN,
     Closed,
@@ -56,7 +57,7 @@ from ..proto.nbd import (
     Send,
     State,
 )
-from .base import tcp_listener
+from .base import RefusalLog, tcp_listener
 from .pagecache import page_cached
 
 SERVICE = "nbd"
@@ -73,6 +74,15 @@ _MSG_MORE = getattr(socket, "MSG_MORE", 0)
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 PREAD_SIZE = 1024 * 1024
 """Bytes per pread when sendfile is not available."""
+MAX_CONNECTIONS = 64
+"""Default of ``nbd.max_connections`` (nbd-server's max_connections default is 0,
+unlimited; 64 diskless clients is far more than one rescue laptop serves)."""
+MAX_PER_CLIENT = 8
+"""Default of ``nbd.max_per_client`` (a kernel or nbd-client opens 1-4 connections)."""
+IDLE_TIMEOUT = 0.0
+"""Default of ``nbd.idle_timeout``: 0, off, as nbd-server's ``timeout``: a kernel client
+with its root on NBD sends nothing while idle and does not reconnect, so cutting it would
+kill the client. Dead peers are still cut by TCP keepalive and TCP_USER_TIMEOUT."""
 
 
 @dataclass
@@ -112,7 +122,10 @@ def _reopen(export: Export) -> int:
 def open_export(name: str, path: Path | FileRange) -> Export:
     """Open ``path`` O_RDONLY and size it (regular file or block device), or a PxeError.
 
-    A :class:`FileRange` exports that range of its file (which must hold all of it)."""
+    A :class:`FileRange` exports that range of its file (which must hold all of it).
+    Opened the way every served file is (:func:`pxewizard.files.open_beneath`): the
+    Plan's path is resolved once, then opened with no link followed and O_NONBLOCK, so a
+    FIFO in its place cannot hang the start."""
     if isinstance(path, FileRange):
         rng = path
         export = open_export(name, rng.path)
@@ -124,24 +137,24 @@ def open_export(name: str, path: Path | FileRange) -> Export:
                            "the image is truncated: download it again")
         export.offset, export.size = rng.offset, rng.size
         return export
+    real = Path(os.path.realpath(path))
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise PxeError(f"NBD export {name!r}: {path} does not exist",
+        fd = open_beneath(real.parent, real.name)
+    except NotFound as exc:
+        if os.path.isdir(real):
+            raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
+                           "(an ISO or disk image) or a block device",
+                           "point the export at the image file, or use NFS for a directory"
+                           ) from None
+        raise PxeError(f"NBD export {name!r}: {path} does not exist ({exc})",
                        "fix the export's path in the plan (nbd.exports)") from None
-    except PermissionError:
-        raise PxeError(f"NBD export {name!r}: {path} is not readable",
-                       "run pxewizard as root or make the file readable") from None
+    except AccessDenied as exc:
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+            raise PxeError(f"NBD export {name!r}: {path} is not readable",
+                           "run pxewizard as root or make the file readable") from None
+        raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device "
+                       f"({exc})", "point the export at an image file") from None
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        os.close(fd)
-        raise PxeError(f"NBD export {name!r}: {path} is a directory; NBD exports a file "
-                       "(an ISO or disk image) or a block device",
-                       "point the export at the image file, or use NFS for a directory")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        os.close(fd)
-        raise PxeError(f"NBD export {name!r}: {path} is not a regular file or block device",
-                       "point the export at an image file")
     size = os.lseek(fd, 0, os.SEEK_END) if stat.S_ISBLK(st.st_mode) else st.st_size
     return Export(name=name, path=Path(path), fd=fd, size=size)
 
@@ -180,9 +193,19 @@ class _Session:
         try:
             for out in self.conn.initiate():
                 await self._handle(out)
+            idle = self.server.idle_timeout
             while self.conn.state is not State.CLOSED:
-                if self.conn.state is State.TRANSMISSION:
+                if self.conn.state is State.TRANSMISSION and not idle:
                     data = await self.loop.sock_recv(self.sock, RECV_SIZE)
+                elif self.conn.state is State.TRANSMISSION:
+                    try:
+                        data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
+                                                      idle)
+                    except TimeoutError:
+                        self.reason = f"idle for {idle:.0f} s (nbd.idle_timeout)"
+                        self.server.refused(self.peer, f"session closed: {self.reason}",
+                                            self.client)
+                        break
                 else:  # a client that never finishes the handshake must not pin a session
                     try:
                         data = await asyncio.wait_for(self.loop.sock_recv(self.sock, RECV_SIZE),
@@ -362,6 +385,20 @@ class NbdService:
     tasks: set[asyncio.Task] = field(default_factory=set)
     ports: dict[str, int] = field(default_factory=dict)
     """``newstyle`` / ``oldstyle`` -> bound port."""
+    max_connections: int = MAX_CONNECTIONS
+    max_per_client: int = MAX_PER_CLIENT
+    idle_timeout: float = IDLE_TIMEOUT
+    per_client: dict[str, int] = field(default_factory=dict)
+    refused: RefusalLog = field(init=False)
+    _below_cap: asyncio.Event = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refused = RefusalLog(self.bus, SERVICE)
+        self._below_cap = asyncio.Event()
+        self._below_cap.set()
+
+    def connections(self) -> int:
+        return sum(self.per_client.values())
 
     def start(self) -> None:
         for lsock, oldstyle in self.listeners:
@@ -376,17 +413,40 @@ class NbdService:
     async def _accept(self, lsock: socket.socket, oldstyle: bool) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # at the cap, stop accepting (the kernel's backlog holds the next ones) until a
+            # session ends, instead of accepting and closing in a loop
+            await self._below_cap.wait()
             try:
                 sock, addr = await loop.sock_accept(lsock)
             except (ConnectionAbortedError, InterruptedError):
                 continue
-            except OSError as exc:  # EMFILE and friends: say so, breathe, keep accepting
-                self.bus.publish(LogLine(service=SERVICE, level="warning",
-                                         message=f"accept failed: {exc}"))
+            except OSError as exc:  # EMFILE and friends: say so (rate-limited), breathe
+                self.refused("(listener)", f"accept failed: {exc.strerror or exc}")
                 await asyncio.sleep(0.5)
                 continue
+            ip = addr[0]
+            if self.per_client.get(ip, 0) >= self.max_per_client:
+                sock.close()
+                self.refused(f"{ip}:{addr[1]}", f"connection refused: {self.max_per_client} "
+                             f"sessions of {ip} already open (nbd.max_per_client)", ip)
+                continue
+            self.per_client[ip] = self.per_client.get(ip, 0) + 1
+            if self.connections() >= self.max_connections:
+                self._below_cap.clear()
+                self.refused("(listener)", f"{self.max_connections} sessions open "
+                             "(nbd.max_connections): accepting paused until one ends")
             sock.setblocking(False)
-            self._spawn(_Session(self, sock, addr, oldstyle).run())
+            task = self._spawn(_Session(self, sock, addr, oldstyle).run())
+            task.add_done_callback(lambda _t, ip=ip: self._ended(ip))
+
+    def _ended(self, ip: str) -> None:
+        n = self.per_client.get(ip, 0) - 1
+        if n > 0:
+            self.per_client[ip] = n
+        else:
+            self.per_client.pop(ip, None)
+        if self.connections() < self.max_connections:
+            self._below_cap.set()
 
     async def close(self) -> None:
         for lsock, _ in self.listeners:
@@ -403,8 +463,10 @@ class NbdService:
 
 
 async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: int | None,
-                    exports: dict[str, Path | FileRange],
-                    interface: str | None) -> NbdService:
+                    exports: dict[str, Path | FileRange], interface: str | None,
+                    max_connections: int = MAX_CONNECTIONS,
+                    max_per_client: int = MAX_PER_CLIENT,
+                    idle_timeout: float = IDLE_TIMEOUT) -> NbdService:
     """Export ``exports`` (name -> file, block device or range of a file) read-only over NBD.
 
     The newstyle handshake listens on ``address:port``; when ``oldstyle_port``
@@ -430,7 +492,9 @@ async def start_nbd(*, bus: EventBus, address: str, port: int, oldstyle_port: in
         for s, _ in listeners:
             s.close()
         raise
-    svc = NbdService(name=SERVICE, bus=bus, exports=opened, listeners=listeners)
+    svc = NbdService(name=SERVICE, bus=bus, exports=opened, listeners=listeners,
+                     max_connections=max_connections, max_per_client=max_per_client,
+                     idle_timeout=idle_timeout)
     for lsock, oldstyle in listeners:
         host, bound = lsock.getsockname()[:2]
         svc.ports["oldstyle" if oldstyle else "newstyle"] = bound

@@ -64,7 +64,7 @@ from ..events import (
     TransferProgress,
     TransferStarted,
 )
-from ..files import AccessDenied, FileTree, NotFound, TreeError, normalize
+from ..files import AccessDenied, FileTree, NotFound, TreeError, normalize, open_dir_beneath
 from ..proto import tftp as proto
 from ..proto.tftp import (
     ErrorCode,
@@ -76,6 +76,7 @@ from ..proto.tftp import (
     TransferComplete,
     WriteTransfer,
 )
+from ..privileges import follow as follow_privileges
 from .base import udp_socket
 
 SERVICE = "tftp"
@@ -95,8 +96,24 @@ DROP_EVENTS_PER_SECOND = 2000
 """PacketDropped events per second and worker before drops are only counted (a flood)."""
 CHUNK = 1 << 20
 """Bytes read from a file at a time (one preadv per 1 MiB, one buffer per transfer)."""
-NETASCII_MAX = 64 << 20
-"""netascii is for text; larger files are converted by nobody sane."""
+FIRST_CHUNK = 64 << 10
+"""The first read of a transfer: a client that never ACKs its first block costs 64 KiB,
+not a 1 MiB buffer (the buffer grows to CHUNK once the transfer is past it)."""
+NETASCII_MAX = 1 << 20
+"""netascii is for text (converted in memory, so each transfer holds it whole); larger
+files are refused with the advice to use octet."""
+MAX_TRANSFERS = 50
+"""Default of ``tftp.max_transfers``: dnsmasq's ``tftp-max`` default."""
+MAX_PER_CLIENT = 10
+"""Default of ``tftp.max_per_client`` (dnsmasq and tftpd-hpa have none; a PXE ROM or a
+boot loader fetches one file at a time, so 10 leaves room for retries and iPXE)."""
+MAX_LIFETIME = 1800.0
+"""Default of ``tftp.max_transfer_seconds``: a transfer still running after this is ended
+(a 100 MiB initrd takes about 100 s even in 512-byte lockstep)."""
+MAX_STALL = 120.0
+"""Default of ``tftp.max_stall_seconds``: a transfer with no progress for this long is
+ended whatever timeout the client asked (timeout=255 with 5 retries would wait 4.5 h)."""
+TOO_MANY = "Too many transfers, try again later"
 WRITE_MAX = 4 << 30
 """Largest upload accepted when writes are allowed."""
 SOCK_BUF = 1 << 20
@@ -250,7 +267,7 @@ class ChunkedFile:
     :meth:`ReadTransfer.build` copies it into the packet at once.
     """
 
-    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name", "base")
+    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name", "base", "chunk")
 
     def __init__(self, fd: int, size: int, name: str, chunk: int = CHUNK,
                  base: int = 0) -> None:
@@ -258,9 +275,10 @@ class ChunkedFile:
         self.base = base  # where the file starts in fd (a file inside an unmounted .iso)
         self.size = size
         self.name = name
-        self.buf = bytearray(max(1, min(chunk, size)))
+        self.buf = bytearray(0)  # allocated by the first read, FIRST_CHUNK then `chunk`
         self.mv = memoryview(self.buf)
         self.start = self.end = 0
+        self.chunk = max(1, min(chunk, size))
 
     def __len__(self) -> int:
         return self.size
@@ -268,6 +286,10 @@ class ChunkedFile:
     def __getitem__(self, s: slice) -> memoryview:
         a, b = s.start, s.stop
         if a < self.start or b > self.end:
+            need = min(self.chunk, max(FIRST_CHUNK, b - a) if a == 0 else self.chunk)
+            if len(self.buf) < need:
+                self.buf = bytearray(need)
+                self.mv = memoryview(self.buf)
             want = min(len(self.buf), self.size - a)
             try:
                 n = os.preadv(self.fd, [self.mv[:want]], self.base + a) if want > 0 else 0
@@ -288,6 +310,14 @@ class ChunkedFile:
             self.fd = -1
 
 
+def _exists_in(dirfd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def nak_message(exc: TreeError) -> str:
     """What the client is told: tftpd-hpa's words, without our real paths.
 
@@ -306,7 +336,7 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed")
+                 "key", "gso", "worker", "closed", "admitted", "pfd")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -324,13 +354,18 @@ class _Transfer:
         self.reported_bytes = 0
         self.writer = isinstance(core, WriteTransfer)
         self.wfd = -1
-        self.tmp: Path | None = None
-        self.final: Path | None = None
+        self.tmp: str | None = None
+        """Name of the upload's temporary file in the directory ``pfd``."""
+        self.final: str | None = None
+        self.pfd = -1
+        """O_PATH descriptor of the upload's directory (every name is used relative to it)."""
         self.key: tuple[str, int, str] = ("", 0, "")
         self.gso = 0
         """Packets per segmented send (UDP GSO), 0 when off."""
         self.worker: _Worker | None = None
         self.closed = False
+        self.admitted = False
+        """Counted in the engine's caps (released on close)."""
 
 
 class TftpEngine:
@@ -349,7 +384,16 @@ class TftpEngine:
 
     def __init__(self, *, listen: socket.socket, tree: FileTree, bus: EventBus, address: str,
                  interface: str | None, limits: Limits, allow_write: bool,
-                 write_root: Path | None, workers: int = 1) -> None:
+                 write_root: Path | None, workers: int = 1, max_transfers: int = MAX_TRANSFERS,
+                 max_per_client: int = MAX_PER_CLIENT, max_lifetime: float = MAX_LIFETIME,
+                 max_stall: float = MAX_STALL) -> None:
+        self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
+        self.max_lifetime = max_lifetime
+        self.max_stall = max_stall
+        self.per_client: dict[str, int] = {}
+        """Transfers running per client address (any worker changes it: under ``lock``)."""
+        self.lock = threading.Lock()
         self.listen = listen
         self.tree = tree
         self.bus = bus
@@ -383,6 +427,28 @@ class TftpEngine:
     def running(self) -> int:
         """Transfers in progress, all workers together."""
         return sum(len(w.transfers) for w in self.workers)
+
+    def admit(self, client: str) -> str | None:
+        """Count a new transfer of ``client`` in, or say in words which cap refuses it."""
+        with self.lock:
+            total = sum(self.per_client.values())
+            if total >= self.max_transfers:
+                return (f"{total} transfers already running (tftp.max_transfers = "
+                        f"{self.max_transfers})")
+            mine = self.per_client.get(client, 0)
+            if mine >= self.max_per_client:
+                return (f"{mine} transfers of {client} already running "
+                        f"(tftp.max_per_client = {self.max_per_client})")
+            self.per_client[client] = mine + 1
+        return None
+
+    def release(self, client: str) -> None:
+        with self.lock:
+            n = self.per_client.get(client, 0) - 1
+            if n > 0:
+                self.per_client[client] = n
+            else:
+                self.per_client.pop(client, None)
 
     def place(self) -> _Worker:
         """The worker with the fewest transfers (worker 0 on a tie)."""
@@ -420,6 +486,8 @@ class _Worker:
         self._drops_logged = 0
         self._drops_suppressed = 0
         self._drop_last = ""
+        self._last: _Transfer | None = None
+        """The transfer the request being handled created (it owns the admission)."""
 
     def adopt(self, t: _Transfer) -> None:
         """Take a transfer set up by worker 0 (any thread may call this)."""
@@ -555,6 +623,7 @@ class _Worker:
             if now >= next_scan:
                 self._scan(now)
                 next_scan = now + SCAN_INTERVAL
+                follow_privileges()  # capabilities are per thread: take serve's drop
 
     def _packet(self, t: _Transfer, n: int, now: float) -> None:
         """One datagram of ``n`` bytes in ``self.rbuf`` from a transfer's client.
@@ -683,6 +752,9 @@ class _Worker:
         w = t.worker or self
         w.transfers.pop(t.fd, None)
         self.active_keys.discard(t.key)
+        if t.admitted:
+            t.admitted = False
+            self.engine.release(t.client)
         if t.worker is not None:
             with contextlib.suppress(OSError, ValueError):
                 w.ep.unregister(t.fd)
@@ -697,14 +769,33 @@ class _Worker:
             t.wfd = -1
             if t.tmp is not None:
                 with contextlib.suppress(OSError):
-                    t.tmp.unlink()
+                    os.unlink(t.tmp, dir_fd=t.pfd)
+        if t.pfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(t.pfd)
+            t.pfd = -1
 
     # --- the timer scan ---------------------------------------------------------------
 
     def _scan(self, now: float) -> None:
         self._drop_summary(now)
+        eng = self.engine
         for t in list(self.transfers.values()):
             core = t.core
+            too_long = now - t.started > eng.max_lifetime
+            stalled = now - core.last_progress > eng.max_stall
+            if too_long or stalled:
+                why = (f"ended after {eng.max_lifetime:.0f} s (tftp.max_transfer_seconds)"
+                       if too_long else f"no progress for {eng.max_stall:.0f} s "
+                       "(tftp.max_stall_seconds)")
+                with contextlib.suppress(OSError):
+                    t.send(proto.error_packet(ErrorCode.NOT_DEFINED, "Transfer timed out"),
+                           MSG_DONTWAIT)
+                sent = core.bytes if t.writer else core.bytes_acked  # type: ignore[union-attr]
+                self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
+                                          client=t.client, reason=why))
+                self._close(t)
+                continue
             deadline = core.get_timer()
             if deadline is not None and now >= deadline:
                 core.handle_timer(now)
@@ -798,6 +889,25 @@ class _Worker:
                          f"Unknown transfer mode {req.mode!r}",
                          f"transfer mode {req.mode!r} is not supported (octet and netascii are)")
             return
+        full = self.engine.admit(addr[0])
+        if full is not None:
+            # From the listening socket (no descriptor spent on a refusal), and one event a
+            # flood cannot multiply: PacketDropped is rate-limited with a summary.
+            with contextlib.suppress(OSError):
+                self.listen.sendto(proto.error_packet(ErrorCode.NOT_DEFINED, TOO_MANY), addr)
+            self._dropped(PacketDropped(service=SERVICE, peer=peer, client=addr[0],
+                                        reason=f"request for {req.filename} refused with "
+                                               f"'{TOO_MANY}': {full}"))
+            return
+        try:
+            self._admitted(req, addr, peer, now, key)
+        finally:
+            if self._last is None:  # refused or failed before a transfer took the admission
+                self.engine.release(addr[0])
+            self._last = None
+
+    def _admitted(self, req: proto.Request, addr: tuple[str, int], peer: str, now: float,
+                  key: tuple[str, int, str]) -> None:
         if req.opcode is Opcode.WRQ:
             self._write_request(req, addr, peer, now, key)
             return
@@ -854,6 +964,8 @@ class _Worker:
                                       client=addr[0], reason=f"no socket for the transfer: {exc}"))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, core.size, now)
+        t.admitted = True
+        self._last = t
         t.mm = mm
         t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 else 0
         t.key = key
@@ -881,27 +993,34 @@ class _Worker:
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
                          READ_ONLY_MESSAGE, f"write request refused: {why}")
             return
+        pfd = -1
         try:
             vpath = normalize(req.filename)
             if not vpath:
                 raise AccessDenied("no file name given")
-            final = self.write_root / vpath
-            parent = Path(os.path.realpath(final.parent))
-            if parent != self.write_root and self.write_root not in parent.parents:
-                raise AccessDenied(f"{vpath}: its directory leads out of {self.write_root}")
-            if not parent.is_dir():
-                raise NotFound(f"{vpath}: directory {final.parent} does not exist")
-            if os.path.lexists(final):
+            parent_rel, _, name = vpath.rpartition("/")
+            try:  # the directory, reached the jailed way (no link, never out of write_root)
+                pfd = open_dir_beneath(self.write_root, parent_rel)
+            except NotFound:
+                raise NotFound(f"{vpath}: directory {parent_rel or '.'} does not exist in "
+                               f"{self.write_root}") from None
+            if _exists_in(pfd, name):
+                os.close(pfd)
                 self._refuse(addr, peer, req.filename, ErrorCode.FILE_EXISTS,
                              "File already exists",
                              f"write of {vpath} refused: the file exists and is not overwritten")
                 return
-            tmp = parent / f".{final.name}.pxw-{secrets.token_hex(4)}.part"
-            wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            tmp_name = f".{name}.pxw-{secrets.token_hex(4)}.part"
+            wfd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o644, dir_fd=pfd)
         except TreeError as exc:
+            if pfd >= 0:
+                os.close(pfd)
             self._refuse(addr, peer, req.filename, exc.code, nak_message(exc), str(exc))
             return
         except OSError as exc:
+            if pfd >= 0:
+                os.close(pfd)
             self._refuse(addr, peer, req.filename, ErrorCode.ACCESS_VIOLATION,
                          "Access violation", f"cannot create {req.filename}: {exc.strerror}")
             return
@@ -910,12 +1029,16 @@ class _Worker:
             sock = self._transfer_socket(addr)
         except Exception as exc:
             os.close(wfd)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=pfd)
+            os.close(pfd)
             self._emit(TransferFailed(service=SERVICE, path=req.filename, peer=peer,
                                       client=addr[0], reason=f"no socket for the transfer: {exc}"))
             return
         t = _Transfer(sock, core, peer, addr[0], req.filename, None, now)
-        t.wfd, t.tmp, t.final, t.key = wfd, tmp, parent / final.name, key
+        t.admitted = True
+        self._last = t
+        t.wfd, t.tmp, t.final, t.pfd, t.key = wfd, tmp_name, name, pfd, key
         self.active_keys.add(key)
         opts = dict(core.negotiated.oack)
         opts["write"] = "yes"
@@ -929,7 +1052,8 @@ class _Worker:
         assert t.tmp is not None and t.final is not None
         try:
             os.fsync(t.wfd)
-            os.link(t.tmp, t.final)  # fails if the name appeared meanwhile: never clobber
+            # fails if the name appeared meanwhile: never clobber
+            os.link(t.tmp, t.final, src_dir_fd=t.pfd, dst_dir_fd=t.pfd)
         except OSError as exc:
             self._emit(LogLine(service=SERVICE, level="error",
                                message=f"upload of {t.path} received but not saved: "
@@ -990,7 +1114,9 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
                      interface: str | None = None, allow_write: bool = False,
                      write_root: Path | None = None, max_blksize: int = proto.MAX_BLKSIZE,
                      windowsize: int = 16, timeout: float = 1.0, retries: int = 5,
-                     workers: int = 1) -> TftpService:
+                     workers: int = 1, max_transfers: int = MAX_TRANSFERS,
+                     max_per_client: int = MAX_PER_CLIENT, max_lifetime: float = MAX_LIFETIME,
+                     max_stall: float = MAX_STALL) -> TftpService:
     """Bind (address, port) on ``interface`` and serve ``tree`` until ``close()``.
 
     ``max_blksize`` is further clamped to the interface MTU minus 32 (IPv4 +
@@ -1008,7 +1134,9 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
     actual_port = listen.getsockname()[1]
     engine = TftpEngine(listen=listen, tree=tree, bus=bus, address=address, interface=interface,
                         limits=limits, allow_write=allow_write, write_root=write_root,
-                        workers=workers)
+                        workers=workers, max_transfers=max_transfers,
+                        max_per_client=max_per_client, max_lifetime=max_lifetime,
+                        max_stall=max_stall)
     engine.start()
     bus.publish(ServiceStarted(service=SERVICE, address=address, port=actual_port))
     if mtu is not None:

@@ -28,8 +28,8 @@ from tests.support.serving import write_plan
 
 from .guest import GuestImages
 from .harness import (POOL, PREFIX, PROXY_DHCP_IP, SERVER_IP, Boot, LabNet, boot, dnsmasq_conf,
-                      lab_network, make_stage3, nginx_conf, serve_ours, start_dnsmasq,
-                      start_nginx)
+                      lab_network, make_stage3, nginx_conf, nginx_events, serve_ours,
+                      start_dnsmasq, start_nginx)
 
 NBD_EXPORT = "pxwtest"
 NBD_PORT = 10809
@@ -77,6 +77,9 @@ CASES: tuple[Case, ...] = (
          about="OVMF's own PXE gets ipxe.efi over TFTP, then iPXE its menu + kernel over HTTP"),
     Case("bios_ipxe_http", loader="ipxe",
          about="SeaBIOS + iPXE ROM (an iPXE client already): iPXE menu + kernel over HTTP"),
+    Case("uefi_ipxe_http", firmware="uefi", loader="ipxe",
+         about="OVMF with QEMU's iPXE EFI driver ROM (efi-virtio.rom, an iPXE client): iPXE "
+               "menu + kernel over HTTP"),
     Case("bios_nbd", transport="nbd", about="SeaBIOS + iPXE ROM, pxelinux, stage 3 over NBD"),
     Case("bios_nfs", transport="nfs", about="SeaBIOS + iPXE ROM, pxelinux, stage 3 over NFSv3"),
 )
@@ -129,7 +132,7 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
         dhcp.update(range_start=POOL[0], range_end=POOL[1])
     boot_files: dict[str, Any] = {}
     if case.loader == "ipxe":
-        boot_files.update(bios="undionly.kpxe", efi_x64="ipxe.efi")
+        pass  # boot.loader = "ipxe" alone picks undionly.kpxe / ipxe.efi (that is under test)
     else:
         # No iPXE script: QEMU's BIOS ROM is iPXE and would otherwise get the script (the
         # product's choice for iPXE clients) and never run pxelinux.
@@ -148,6 +151,13 @@ def prepare(case: Case, guest: GuestImages, work: Path) -> Prepared:
                        "exports": [{"name": NBD_EXPORT, "path": str(media / STAGE3)}]}
     if case.transport == "nfs":
         plan["nfs"] = {"enabled": True}
+    if case.dhcp != "full":
+        # beside another DHCP server the menu defaults to local boot (any PC may get it):
+        # this client is meant to boot the medium
+        from pxewizard.boot.media import find_media
+
+        plan["boot"]["default"] = next(e.id for e in find_media(media)[0].entries
+                                       if e.kind != "localboot")
     plan_from_dict(plan)  # fail here, with the field named, rather than in serve
     return Prepared(case=case, work=work, media=media, stage3_sha=sha, plan=plan)
 
@@ -189,6 +199,7 @@ def run_ours(prep: Prepared, *, timeout: float | None = None) -> Boot:
                 served.drain()
                 b.server_output = served.output  # type: ignore[attr-defined]
                 b.server_events = events  # type: ignore[attr-defined]
+                print(b.phases(events), flush=True)
                 return b
 
 
@@ -267,8 +278,10 @@ def run_reference(prep: Prepared, *, timeout: float | None = None) -> Boot:
                     else _nullcontext()
                 with nbd:
                     kw = {"timeout": timeout} if timeout else {}
-                    return boot(net, f"{case.name}[reference]", prep.stage3_sha,
-                                 firmware=case.firmware, romfile=case.romfile, nic=case.nic, **kw)
+                    b = boot(net, f"{case.name}[reference]", prep.stage3_sha,
+                             firmware=case.firmware, romfile=case.romfile, nic=case.nic, **kw)
+                    print(b.phases(nginx_events(refwork)) + " (nginx only)", flush=True)
+                    return b
             finally:
                 net.server.kill_all()
 

@@ -142,7 +142,8 @@ pid {work / 'nginx.pid'};
 error_log stderr warn;
 events {{ worker_connections 256; }}
 http {{
-  access_log off;
+  log_format stamped '$msec $request_uri $status';
+  access_log {work / 'access.log'} stamped;
   sendfile on;
   tcp_nopush on;
   default_type application/octet-stream;
@@ -158,6 +159,22 @@ http {{
 }}
 """)
     return conf
+
+
+def nginx_events(work: Path) -> list[dict]:
+    """nginx's access log (``$msec`` = when each request finished) as transfer_done events,
+    so the reference's boots get E2E-PHASES like ours."""
+    out = []
+    try:
+        text = (work / "access.log").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out.append({"kind": "transfer_done", "service": "http", "path": parts[1],
+                        "ts": float(parts[0]), "status": parts[2]})
+    return out
 
 
 def start_nginx(ns: Netns, conf: Path) -> subprocess.Popen:
@@ -233,6 +250,8 @@ class Boot:
     result: VmResult
     expected_sha: str
     accel: str = field(default_factory=lambda: choose_accel()[0])
+    started_wall: float = 0.0
+    """Wall-clock time QEMU started (event time stamps are wall-clock)."""
 
     @property
     def printed_sha(self) -> str | None:
@@ -244,6 +263,32 @@ class Boot:
     def timing_line(self) -> str:
         return (f"E2E-TIMING case={self.case} firmware_start_to_marker={self.result.seconds:.1f}s "
                 f"accel={self.accel}")
+
+    def phases(self, events: list[dict]) -> str:
+        """Where the time went, from our event log: every DHCP exchange and RA and the end of
+        the first transfer of each file, in seconds from firmware start."""
+        marks: dict[str, float] = {}
+        for e in events:
+            kind, t = e.get("kind"), float(e.get("ts", 0)) - self.started_wall
+            if t < 0:
+                continue
+            if kind == "dhcp_exchange":
+                port = "4011:" if "[port 4011]" in str(e.get("reason", "")) else ""
+                key = f"{port}{e.get('msg_in')}->{e.get('msg_out')}"
+            elif kind == "router_advert_sent" and not e.get("solicit"):
+                key = "RA"
+            elif kind == "transfer_done":
+                key = f"{e.get('service')}:{e.get('path')}"
+            else:
+                continue
+            if key in marks and not key.startswith(("tftp:", "http:")):
+                n = 2
+                while f"{key}#{n}" in marks:
+                    n += 1
+                key = f"{key}#{n}"  # every DHCP exchange and RA, the first of each transfer
+            marks.setdefault(key, t)
+        body = " ".join(f"{k}@{v:.1f}" for k, v in sorted(marks.items(), key=lambda kv: kv[1]))
+        return f"E2E-PHASES case={self.case} {body} marker@{self.result.seconds:.1f}"
 
     def explain(self) -> str:
         tail = "\n".join(self.result.lines[-40:])
@@ -267,14 +312,18 @@ def boot(net: LabNet, case: str, expected_sha: str, *, firmware: str = "bios",
                   name=case, **kw)
     vm = LabVM(spec, bridge="br0", netns=net.bridge.name)
 
+    started: list[float] = []
+
     async def go() -> VmResult:
         await vm.start()
+        started.append(time.time() - (time.monotonic() - vm.started_at))
         try:
             return await vm.wait(timeout=timeout, until=_until)
         finally:
             await vm.stop()
 
     result = asyncio.run(go())
-    b = Boot(case=case, result=result, expected_sha=expected_sha)
+    b = Boot(case=case, result=result, expected_sha=expected_sha,
+             started_wall=started[0] if started else 0.0)
     print(b.timing_line(), flush=True)
     return b

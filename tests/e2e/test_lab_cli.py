@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support.netns import namespace
+from tests.support.netns import link_netns, namespace
 from tests.support.serving import REPO, write_plan
 
 from .cases import BY_NAME, prepare
@@ -57,3 +57,39 @@ def test_pxewizard_lab_boots_from_the_plan_bridge(guest, timing, tmp_path) -> No
     assert any(e.get("kind") == "transfer_done" and e.get("path") == "pxelinux.0"
                for e in events), "the lab VM's requests did not reach our servers"
     assert "pxwlab" not in links, f"the lab's tap is still there:\n{links}"
+
+
+@pytest.mark.timeout(420)
+def test_pxewizard_lab_boots_beside_a_plain_nic(guest, timing, tmp_path) -> None:
+    """The Plan's interface is a plain NIC (a veth whose other end is the "wire"): the lab
+    wires its tap to it without a bridge and without moving its address, and leaves
+    nothing behind (no tap, no tc qdisc or filter on the NIC)."""
+    case = BY_NAME["bios_pxelinux_http"]
+    prep = prepare(case, guest, tmp_path)
+    plan = dict(prep.plan, interface="pxe0")
+    with namespace("lab") as ns, namespace("wire") as wire:
+        link_netns(ns, "pxe0", wire, "eth0", a_addr=f"{SERVER_IP}/{PREFIX}")
+        plan_path = write_plan(tmp_path, plan)
+        with serve_ours(ns, plan_path) as served:
+            env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+            t0 = time.monotonic()
+            proc = ns.run(sys.executable, "-m", "pxewizard", "lab", "--plan", str(plan_path),
+                          "--memory", "512", "--timeout", "300", env=env, cwd=str(REPO),
+                          check=False, timeout=360)
+            seconds = time.monotonic() - t0
+            events = served.events()
+        links = ns.run("ip", "-o", "link", "show").stdout
+        qdiscs = ns.run("tc", "qdisc", "show", "dev", "pxe0").stdout
+        addrs = ns.run("ip", "-o", "addr", "show", "dev", "pxe0").stdout
+    out = proc.stdout + proc.stderr
+    marker = next((ln for ln in out.splitlines() if MARKER in ln), "")
+    timing.append(("pxewizard_lab_plain_nic", seconds,
+                   "ok" if prep.stage3_sha in marker else "FAILED"))
+    assert proc.returncode == 0, out[-3000:]
+    assert f"sha256={prep.stage3_sha}" in marker, out[-3000:]
+    assert "tap wired to pxe0" in out
+    assert any(e.get("kind") == "transfer_done" and e.get("path") == "pxelinux.0"
+               for e in events), "the lab VM's requests did not reach our servers"
+    assert "pxwlab" not in links, f"the lab's tap is still there:\n{links}"
+    assert "clsact" not in qdiscs, f"the lab left its tc qdisc on pxe0:\n{qdiscs}"
+    assert SERVER_IP in addrs  # the NIC kept its address

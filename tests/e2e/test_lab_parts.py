@@ -64,6 +64,11 @@ def test_lab_refuses_a_non_bridge_interface_with_the_fix() -> None:
     assert "not a bridge" in str(err.value) and "bridge" in (err.value.fix or "")
     with pytest.raises(PxeError, match="does not exist"):
         lab_bridge_for("pxw-no-such-if0")
+    # a plain Ethernet NIC is wired to (tc mirred) instead; loopback never is
+    from pxewizard.lab import lab_attachment
+
+    with pytest.raises(PxeError, match="not a bridge"):
+        lab_attachment("lo")
 
 
 def _modinfo(name: str, depends: str) -> bytes:

@@ -79,6 +79,9 @@ while i < len(data):
 print(n)
 """
     plan = dhcp_plan(tmp_path)
+    # every drop logged (no rate limit): this test reads their reasons
+    plan.write_text(plan.read_text() + "\n[log]\nrefusals_per_second = 100000\n"
+                    "refusal_burst = 1000000\n")
     out = tmp_path / "ip"
     script = tmp_path / "u.sh"
     script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && echo "$ip" > {out}\nexit 0\n')

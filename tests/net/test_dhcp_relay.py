@@ -28,7 +28,7 @@ def test_relayed_client_gets_relay_pool_address(tmp_path: Path) -> None:
                   "--user=root", "--dhcp-relay=10.20.0.1,10.99.0.1",
                   "--interface=down0", "--interface=up0", "--bind-interfaces",
                   f"--pid-file={tmp_path / 'relay.pid'}")
-        plan = dhcp_plan(tmp_path, relay_pools=[{
+        plan = dhcp_plan(tmp_path, relay_agents=["10.20.0.1"], relay_pools=[{
             "subnet": "10.20.0.0/24", "range_start": "10.20.0.50", "range_end": "10.20.0.59",
             "router": "10.20.0.1", "dns": ["10.20.0.53"]}])
         out = tmp_path / "env"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,6 +25,7 @@ def _plan(tmp: Path, mode: str = "full", **extra) -> object:
                                    "hostname": "vm1", "boot_file": "ipxe.efi"}],
                  "relay_pools": [{"subnet": "10.20.0.0/24", "range_start": "10.20.0.100",
                                   "range_end": "10.20.0.150", "router": "10.20.0.1"}],
+                 "relay_agents": ["10.20.0.1"],
                  "boot_files": {"efi_ia32": "syslinux32.efi", "efi_arm64": "grubaa64.efi"}},
         "tftp": {"root": str(media)},
         "nbd": {"enabled": True, "exports": [{"name": "archiso",
@@ -138,11 +138,33 @@ def test_dnsmasq_decisions(tmp_path: Path) -> None:
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze not installed (the unit is plain text; checked by content)")
+    """The unit bounds the capabilities to what the Plan's servers use while starting, sets
+    no_new_privs, a descriptor limit, and has systemd create /run/pxewizard (ProtectSystem=
+    strict leaves it read-only otherwise: the lock cannot be taken)."""
+    import sys
+
+    from pxewizard.export import render_systemd
+    from pxewizard.privileges import START_CAPS, start_capabilities
+
+    require("systemd-analyze")
     out = tmp_path / "out"
     export(_plan(tmp_path), out, ["systemd"], with_tree=False)
-    assert "ExecStart=/opt/pxewizard/bin/pxewizard serve" in (out / "pxewizard.service").read_text()
+    text = (out / "pxewizard.service").read_text()
+    assert "ExecStart=/opt/pxewizard/bin/pxewizard serve" in text
+    lines = dict(ln.split("=", 1) for ln in text.splitlines() if "=" in ln and ln[0] != "#")
+    want = set(start_capabilities(_plan(tmp_path)))
+    assert set(lines["CapabilityBoundingSet"].split()) == want
+    assert want >= set(START_CAPS) | {"CAP_NET_ADMIN"} and "CAP_SYS_ADMIN" not in want
+    assert lines["NoNewPrivileges"] == "yes" and int(lines["LimitNOFILE"]) >= 4096
+    assert lines["RuntimeDirectory"] == "pxewizard" and lines["ProtectSystem"] == "strict"
+    assert lines["AmbientCapabilities"] == ""
+    # systemd's own checker, with an ExecStart that exists on this machine
+    unit = tmp_path / "pxewizard.service"
+    unit.write_text(render_systemd(_plan(tmp_path), Path("/etc/pxewizard/plan.toml"),
+                                   exe=sys.executable))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "pxewizard.service" not in r.stderr, r.stderr
 
 
 def test_tree_from_an_iso_is_written_from_its_extents(tmp_path: Path) -> None:
@@ -163,3 +185,30 @@ def test_tree_from_an_iso_is_written_from_its_extents(tmp_path: Path) -> None:
     out = tmp_path / "out"
     export(plan, out, ["dnsmasq"])
     assert (out / "tftpboot" / "sysresccd/boot/x86_64/vmlinuz").read_bytes() == kernel
+
+
+@pytest.mark.parametrize("mode", ["full", "proxy"])
+def test_allowed_macs_exported(tmp_path: Path, mode: str, pxe_ns) -> None:
+    """dhcp.allowed_macs: the exported servers answer the listed clients only, and their own
+    checkers accept the result."""
+    require("dnsmasq", "dhcpd", "kea-dhcp4")
+    plan = _plan(tmp_path, mode)
+    data = plan.model_dump(mode="json", exclude_none=True)
+    data["dhcp"]["allowed_macs"] = ["52:54:00:99:00:11"]
+    plan = plan_from_dict(data)
+    out = tmp_path / "out"
+    export(plan, out, ["dnsmasq", "isc-dhcpd", "kea"], with_tree=False)
+    text = (out / "dnsmasq.conf").read_text()
+    assert "dhcp-host=52:54:00:99:00:11\n" in text and "dhcp-ignore=tag:!known" in text
+    r = _run("dnsmasq", "--test", "-C", str(out / "dnsmasq.conf"))
+    assert r.returncode == 0, r.stderr
+    if mode == "full":
+        isc = (out / "dhcpd.conf").read_text()
+        assert "deny unknown-clients;" in isc and "hardware ethernet 52:54:00:99:00:11;" in isc
+        r = _run("dhcpd", "-t", "-cf", str(out / "dhcpd.conf"), ns=pxe_ns)
+        assert r.returncode == 0, r.stdout + r.stderr
+        conf = out / "kea-dhcp4.conf"
+        conf.write_text(conf.read_text().replace("/var/lib/kea", str(tmp_path)))
+        assert '"client-class": "KNOWN"' in conf.read_text()
+        r = _run("kea-dhcp4", "-t", str(conf), ns=pxe_ns)
+        assert r.returncode == 0, r.stdout + r.stderr

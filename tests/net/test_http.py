@@ -145,3 +145,14 @@ def test_concurrent_downloads(served) -> None:
                               stdout=subprocess.PIPE, text=True) for _ in range(12)]
     sums = [p.communicate(timeout=120)[0].split()[0] for p in procs]
     assert sums == [want] * 12
+
+
+def test_range_with_thousands_of_digits_is_416_or_clamped_not_500(served) -> None:
+    """int() of 4,400 digits raises (and costs time): positions are clamped, not converted."""
+    pair, srv, data = served
+    status, _body, _h = curl(pair, "-H", "Range: bytes=" + "9" * 4400 + "-", URL)
+    assert status == 416
+    status, body, _h = curl(pair, "-H", "Range: bytes=5-" + "9" * 4400, URL)
+    assert status == 206 and body == data[5:]
+    status, body, _h = curl(pair, "-H", "Range: bytes=-" + "9" * 4400, URL)
+    assert status == 206 and body == data

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,13 +109,13 @@ class RwEnv:
         self.start()
 
     def ops(self, export: str, ops: list, uid: int = 0, gid: int = 0) -> list[dict]:
-        r = self.pair.client.run("python3", "-c", LIBNFS_OPS, SERVER, str(self.tmp / export),
+        r = self.pair.client.run(sys.executable, "-c", LIBNFS_OPS, SERVER, str(self.tmp / export),
                                  str(uid), str(gid), json.dumps(ops), check=False)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
     def py(self, script: str, *args: str) -> dict:
-        r = self.pair.client.run("python3", "-c", script, *args, check=False,
+        r = self.pair.client.run(sys.executable, "-c", script, *args, check=False,
                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
@@ -208,6 +209,27 @@ def test_user_owns_what_it_creates_and_others_are_refused(rw: RwEnv):
     assert res[2]["rc"] == 0 and res[2]["uid"] == 1000
 
 
+def test_caller_cannot_hard_link_a_root_owned_private_file(rw: RwEnv):
+    """Issue 17: the write ran with the server's identity, so a uid-1000 client could
+    hard-link a root-owned 0600 file into a directory it owns (knfsd refuses: the kernel's
+    fs.protected_hardlinks check runs with the caller's fsuid). Now each namespace change
+    runs with the caller's fsuid/fsgid/groups."""
+    secret = rw.tmp / "rw" / "secret.key"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    res = rw.ops("rw", [["link", "/secret.key", "/home/stolen.key"]], uid=1000, gid=1000)
+    assert res[0]["rc"] < 0 and ("NFS3ERR_PERM" in res[0]["err"]
+                                 or "NFS3ERR_ACCES" in res[0]["err"]), res
+    assert not (rw.tmp / "rw" / "home" / "stolen.key").exists()
+    assert os.lstat(secret).st_nlink == 1
+    # the owner of a file may still link it (same rule as knfsd)
+    ok(rw.ops("rw", [["creat", "/home/mine.txt", 0o600, "m"],
+                     ["link", "/home/mine.txt", "/home/mine2.txt"]], uid=1000, gid=1000))
+    # and root (no_root_squash) may link anything, as on knfsd
+    ok(rw.ops("rw", [["link", "/secret.key", "/secret2.key"]]))
+    assert os.lstat(secret).st_nlink == 2
+
+
 @pytest.mark.parametrize("export,uid,want", [
     ("rwsq", 0, (65534, 65534)),      # root_squash: root becomes nobody
     ("rwsq", 1000, (1000, 1000)),     # ... other users keep their ids
@@ -278,3 +300,15 @@ def test_restart_keeps_handles_valid(rw: RwEnv):
     rw.restart()
     out = rw.py(HANDLES, SERVER, str(rw.tmp / "rw"), "check", state)
     assert out == {"read": 0, "data": "new content", "root": 0, "verf_changed": True}
+
+
+def test_rw_nfs_server_keeps_identity_caps_only(rw: RwEnv):
+    """An rw export with no_root_squash keeps what knfsd's root would use, nothing more."""
+    from pxewizard.privileges import CAPS, thread_status
+
+    assert rw.served is not None
+    for st in thread_status(rw.served.proc.pid).values():
+        eff = int(st["CapEff"], 16)
+        assert eff >> CAPS["CAP_SETUID"] & 1 and eff >> CAPS["CAP_SETGID"] & 1
+        assert not eff >> CAPS["CAP_SYS_ADMIN"] & 1 and not eff >> CAPS["CAP_NET_RAW"] & 1
+        assert int(st["CapBnd"], 16) == int(st["CapPrm"], 16) and st["NoNewPrivs"].strip() == "1"

@@ -150,8 +150,9 @@ async def test_none_shows_what_the_existing_server_needs(wizard: Any) -> None:
         text = app.screen.query_one("#mode-help").render()
         plain = str(text)
         for snippet in ("next-server 192.168.50.2;", 'filename "pxelinux.0";',
-                        "dhcp-boot=tag:efi64,syslinux.efi,,192.168.50.2",
-                        '"next-server": "192.168.50.2", "boot-file-name": "syslinux.efi"',
+                        # the Plan's real path (the tree serves efi64/syslinux.efi)
+                        "dhcp-boot=tag:!ipxe,tag:efi64,efi64/syslinux.efi,,192.168.50.2",
+                        '"next-server": "192.168.50.2", "boot-file-name": "efi64/syslinux.efi"',
                         "next-server (siaddr, option 66): 192.168.50.2"):
             assert snippet in plain, snippet
         assert_console_safe(app)
@@ -445,3 +446,12 @@ async def test_external_http_and_default_entry(wizard: Any) -> None:
         assert plan.boot.external_http == "http://mirror.lan/srcd/"
         assert plan.boot.default == "sysresccd-copytoram"
         await wait_text(pilot, "save plan as /tmp/")  # the save path is visible
+
+
+async def test_review_names_the_local_boot_default_beside_another_server(wizard: Any) -> None:
+    app = wizard(FakeDetector(servers=[seen_server()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_dhcp_mode(pilot)
+        await from_mode_to_review(pilot)
+        assert app.plan is not None and app.plan.dhcp.mode is DhcpMode.proxy
+        assert "default local;" in screen_text(app)

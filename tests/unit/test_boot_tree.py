@@ -255,3 +255,31 @@ def test_unknown_default_is_warned(tmp_path: Path) -> None:
     boot = build_boot(plan, loaders=fake_loaders(tmp_path / "l"))
     assert any("boot.default: 'sysrescue' is not a menu entry" in w for w in boot.warnings)
     assert "DEFAULT sysresccd\n" in boot.menus["pxelinux.cfg/default"]
+
+
+def test_loader_ipxe_is_wired(tmp_path: Path) -> None:
+    """boot.loader = "ipxe": BIOS PXE ROMs get undionly.kpxe, UEFI ipxe.efi, iPXE its script."""
+    from pxewizard.proto.dhcp import BootFiles, LeaseTable, Mode, Packet, Policy, decide, decode
+    from pxewizard.proto.dhcp import mac_bytes
+
+    media = fx.make_archiso(tmp_path / "sr")
+    loaders = fake_loaders(tmp_path / "l")
+    plan = make_plan(media, "http", boot={"loader": "ipxe"}, dhcp={"boot_files": {}})
+    bf = plan.dhcp.boot_files
+    assert (bf.bios, bf.efi_x64, bf.ipxe_script) == ("undionly.kpxe", "ipxe.efi", "boot.ipxe")
+    boot = build_boot(plan, loaders=loaders)
+    assert boot.tree.resolve("undionly.kpxe").real == loaders.undionly_kpxe
+    assert boot.tree.resolve("ipxe.efi").real == loaders.ipxe_efi
+    assert boot.tree.resolve("boot.ipxe").read().startswith(b"#!ipxe")
+    pol = Policy(mode=Mode.PROXY, server_ip="10.99.0.1", network="10.99.0.0/24",
+                 boot=BootFiles(bios=bf.bios, efi_x64=bf.efi_x64,
+                                ipxe_script="http://10.99.0.1/boot.ipxe"))
+    for arch, uc, want in ((0, None, b"undionly.kpxe"), (7, None, b"ipxe.efi"),
+                           (0, b"iPXE", b"http://10.99.0.1/boot.ipxe")):
+        opts = {53: b"\x01", 93: arch.to_bytes(2, "big"),
+                60: f"PXEClient:Arch:{arch:05d}:UNDI:002001".encode()}
+        if uc:
+            opts[77] = uc
+        d = decide(Packet(xid=1, chaddr=mac_bytes("02:00:00:00:00:07"), options=opts), pol,
+                   LeaseTable(), 0.0)
+        assert decode(d.reply).options[67] == want

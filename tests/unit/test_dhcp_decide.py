@@ -151,10 +151,29 @@ def test_two_discovers_in_flight_get_different_addresses() -> None:
 def test_offer_hold_expires() -> None:
     pol, t = policy(range_end="10.99.0.100", offer_hold=30), LeaseTable()
     a, _ = run(req("02:00:00:00:00:01"), pol, t)
-    b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 10)
+    b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 1)
     assert b.reply is None and "pool exhausted" in b.reason
     b, _ = run(req("02:00:00:00:00:02"), pol, t, now=T0 + 31)
     assert b.yiaddr == a.yiaddr == "10.99.0.100"
+
+
+def test_a_discover_flood_cannot_starve_the_pool() -> None:
+    """Random-MAC DISCOVERs never REQUEST: with the pool full of their offers, a new client
+    takes the oldest offer older than offer_reclaim_after; a bound lease is never taken."""
+    pol, t = policy(range_end="10.99.0.102", offer_hold=30), LeaseTable()
+    bound = dora("02:00:00:00:02:00", pol, t)
+    flood = [run(req(f"02:00:00:00:02:{i:02x}"), pol, t, now=T0 + i)[0].yiaddr
+             for i in (1, 2)]
+    d, _ = run(req("02:00:00:00:02:ff"), pol, t, now=T0 + 2.5)
+    assert d.reply is None and "pool exhausted" in d.reason  # no offer is 2 s old yet
+    d, _ = run(req("02:00:00:00:02:ff"), pol, t, now=T0 + 3.5)
+    assert d.yiaddr == flood[0] != bound and "taken back" in d.reason
+    d, ack = run(req("02:00:00:00:02:ff", msg=3, o50=bytes(map(int, d.yiaddr.split(".")))),
+                 pol, t, now=T0 + 3.6)
+    assert ack is not None and d.msg_out == "ACK"
+    late, _ = run(req("02:00:00:00:02:01", msg=3, o50=bytes(map(int, flood[0].split(".")))),
+                  pol, t, now=T0 + 4)
+    assert late.msg_out != "ACK"  # the flooder's old offer is gone; one holder per address
 
 
 def test_pool_exhaustion_no_address_twice() -> None:
@@ -188,9 +207,38 @@ def test_renew_is_unicast_to_ciaddr() -> None:
 
 
 def test_init_reboot_wrong_subnet_naks() -> None:
-    d, nak = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), policy(), LeaseTable())
+    pol, t = policy(), LeaseTable()
+    dora("02:00:00:00:00:01", pol, t)  # a client we know, moved to another network
+    d, nak = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), pol, t)
     assert nak is not None and nak.msg_type == MsgType.NAK and nak.yiaddr == 0
     assert "not in subnet" in d.reason and nak.options[56]
+
+
+@pytest.mark.parametrize("ciaddr,o50", [(None, b"\x0a\x63\x00\x96"), ("10.99.0.150", None)])
+def test_request_from_unknown_client_gets_no_answer(ciaddr: str | None,
+                                                    o50: bytes | None) -> None:
+    """RFC 2131 4.3.2: INIT-REBOOT (or RENEWING) with no record of the client: silence,
+    so a flood of bare REQUESTs binds nothing."""
+    pol, t = policy(), LeaseTable()
+    opts = {"o50": o50} if o50 else {}
+    for i in range(20):
+        d, reply = run(req(f"02:00:00:00:01:{i:02x}", 3, ciaddr=ciaddr, **opts), pol, t)
+        assert reply is None and d.ops == () and "no record" in d.reason
+    assert len(list(t)) == 0
+    # a wrong-subnet INIT-REBOOT of an unknown client is silent too (no record comes first)
+    d, reply = run(req(msg=3, o50=b"\xc0\xa8\x01\x05"), pol, t)
+    assert reply is None and "no record" in d.reason
+    # a reserved MAC is a record: its INIT-REBOOT for its address is ACKed
+    pol = policy(reservations=(Reservation(mac="02:00:00:00:00:aa", ip="10.99.0.20"),))
+    d, ack = run(req("02:00:00:00:00:aa", 3, o50=b"\x0a\x63\x00\x14"), pol, LeaseTable())
+    assert ack is not None and ack.msg_type == MsgType.ACK
+
+
+def test_init_reboot_of_known_client_is_acked() -> None:
+    pol, t = policy(), LeaseTable()
+    ip = dora("02:00:00:00:00:01", pol, t)
+    d, ack = run(req(msg=3, o50=ip_int(ip).to_bytes(4, "big")), pol, t, now=T0 + 100)
+    assert ack is not None and ack.msg_type == MsgType.ACK and "init-reboot" in d.reason
 
 
 def test_unicast_offer_needs_neighbour_entry() -> None:
@@ -223,6 +271,40 @@ def test_inform() -> None:
     assert d.dest is not None and ip_str(d.dest.ip) == "10.99.0.50"
 
 
+@pytest.mark.parametrize("ciaddr", ["192.0.2.7", "10.99.0.255", "10.99.0.0"])
+def test_inform_off_subnet_gets_no_answer(ciaddr: str) -> None:
+    """The ACK to an INFORM goes to ciaddr: answering any ciaddr reflects at anyone."""
+    d, ack = run(req(msg=8, ciaddr=ciaddr, arch=0), policy(), LeaseTable())
+    assert ack is None and "only on the subnet" in d.reason
+
+
+def test_proxy_inform_on_4011_off_subnet_gets_no_answer() -> None:
+    pol = policy(mode=Mode.PROXY, range_start=None, range_end=None)
+    p = req(msg=8, arch=7, ciaddr="192.0.2.7")
+    d, ack = run(p, pol, LeaseTable(), port=4011, peer=(ip_int("192.0.2.7"), 4011))
+    assert ack is None and "only on the subnet" in d.reason
+    d, ack = run(req(msg=8, arch=7, ciaddr="10.99.0.7"), pol, LeaseTable(), port=4011,
+                 peer=(ip_int("10.99.0.7"), 4011))
+    assert ack is not None
+
+
+def test_relayed_request_only_from_listed_relay_agents() -> None:
+    pools = (Pool(subnet="10.20.0.0/24", range_start="10.20.0.10", range_end="10.20.0.20"),)
+    d, offer = run(req(giaddr="10.20.0.1"), policy(relay_pools=pools), LeaseTable())
+    assert offer is None and "dhcp.relay_agents" in d.reason
+    d, offer = run(req(giaddr="10.20.0.1"), policy(relay_pools=pools,
+                                                   relay_agents=("10.20.0.1",)), LeaseTable())
+    assert offer is not None and ip_str(offer.yiaddr) == "10.20.0.10"
+    # a forged giaddr inside a relay pool's subnet, but not a listed agent
+    d, offer = run(req(giaddr="10.20.0.2"), policy(relay_pools=pools,
+                                                   relay_agents=("10.20.0.1",)), LeaseTable())
+    assert offer is None
+    # proxy mode too
+    pol = policy(mode=Mode.PROXY, range_start=None, range_end=None)
+    d, offer = run(req(arch=0, giaddr="10.20.0.1"), pol, LeaseTable())
+    assert offer is None and "not a relay agent" in d.reason
+
+
 def test_reservations() -> None:
     pol = policy(reservations=(
         Reservation(mac="02:00:00:00:00:aa", ip="10.99.0.20", hostname="node1",
@@ -231,6 +313,7 @@ def test_reservations() -> None:
     d, offer = run(req("02:00:00:00:00:aa", arch=7), pol, t)
     assert offer is not None and ip_str(offer.yiaddr) == "10.99.0.20"
     assert offer.options[12] == b"node1" and offer.options[67] == b"special.efi"
+    dora("02:00:00:00:00:bb", pol, t)  # known to us, then asks for aa's address
     d, nak = run(req("02:00:00:00:00:bb", 3, o50=b"\x0a\x63\x00\x14"), pol, t)
     assert nak is not None and "reserved for 02:00:00:00:00:aa" in d.reason
 
@@ -238,7 +321,8 @@ def test_reservations() -> None:
 def test_relay_pools() -> None:
     pol = policy(relay_pools=(Pool(subnet="10.20.0.0/24", range_start="10.20.0.10",
                                    range_end="10.20.0.20", router="10.20.0.1",
-                                   dns=("10.20.0.53",)),))
+                                   dns=("10.20.0.53",)),),
+                 relay_agents=("10.20.0.1", "172.16.0.1"))
     t = LeaseTable()
     d, offer = run(req(giaddr="10.20.0.1", o82=b"\x01\x02ab"), pol, t)
     assert offer is not None and ip_str(offer.yiaddr) == "10.20.0.10"
@@ -314,3 +398,31 @@ def test_decide_never_raises_but_valueerror(name: str, muts: list[tuple[int, int
         return
     if d.reply is not None:
         decode(d.reply)
+
+
+# --- dhcp.allowed_macs (dnsmasq's dhcp-ignore=tag:!known) ---------------------------------
+
+LISTED, OTHER = "02:00:00:00:0a:01", "02:00:00:00:0a:02"
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL, Mode.PROXY])
+def test_only_known_macs_are_answered(mode: Mode) -> None:
+    kw: dict[str, object] = {"mode": mode, "known_macs": frozenset({LISTED})}
+    if mode is Mode.PROXY:
+        kw.update(range_start=None, range_end=None)
+    pol, t = policy(**kw), LeaseTable()
+    d, reply = run(req(LISTED, 1, arch=0), pol, t)
+    assert reply is not None and d.msg_out == "OFFER" and d.cause == ""
+    for msg in (1, 3):
+        d, reply = run(req(OTHER, msg, arch=0, o50=bytes([10, 99, 0, 120])), pol, t)
+        assert reply is None and d.msg_out == "-" and not d.ops
+        assert d.cause == "not_allowed" and "dhcp.allowed_macs" in d.reason
+    # on port 4011 too (UEFI's second proxy question)
+    if mode is Mode.PROXY:
+        d, reply = run(req(OTHER, 3, arch=7), pol, t, port=4011, peer=(ip_int("10.99.0.9"), 68))
+        assert reply is None and d.cause == "not_allowed"
+
+
+def test_no_list_answers_everyone() -> None:
+    d, reply = run(req(OTHER, 1, arch=0), policy(), LeaseTable())
+    assert reply is not None and d.cause == ""

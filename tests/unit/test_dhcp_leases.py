@@ -71,3 +71,56 @@ def test_unwritable_lease_file_says_what_to_do(tmp_path: Path) -> None:
     bad.write_text("x")
     with pytest.raises(PxeError, match="lease file"):
         LeaseStore(bad / "leases.sqlite")
+
+
+def _corrupt_an_index_page(path: Path) -> None:
+    """Garble one leaf page of the MAC index: the start-up query (by expiry) never reads it."""
+    from pxewizard.servers.leases import SCHEMA
+
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO leases VALUES (?, ?, 'bound', 1e10, '', NULL)",
+                   [(i, f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}") for i in range(3000)])
+    db.commit()
+    db.close()
+    data = bytearray(path.read_bytes())
+    pages = [n for n in range(3, len(data) // 4096) if data[n * 4096] == 0x0A]  # index leaf
+    assert pages
+    start = pages[-1] * 4096
+    data[start + 200:start + 4000] = b"\xa5" * 3800
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_lease_file_is_refused_at_start_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "leases.sqlite"
+    _corrupt_an_index_page(path)
+    with pytest.raises(PxeError) as err:
+        LeaseStore(path)
+    text = str(err.value)
+    assert "is corrupt" in text and f"mv {path} {path}.corrupt" in text
+    path.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(PxeError, match="is corrupt"):
+        LeaseStore(path)
+
+
+def test_lease_file_symlink_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "victim"
+    target.write_text("precious")
+    (tmp_path / "leases.sqlite").symlink_to(target)
+    with pytest.raises(PxeError, match="symbolic link"):
+        LeaseStore(tmp_path / "leases.sqlite")
+    assert target.read_text() == "precious"
+
+
+def test_full_disk_is_named_enospc() -> None:
+    import errno
+
+    from pxewizard.errors import os_error_words
+
+    assert "(ENOSPC)" in os_error_words(OSError(errno.ENOSPC, "No space left on device"))
+    db = sqlite3.connect(":memory:")
+    db.execute("PRAGMA max_page_count=2")
+    with pytest.raises(sqlite3.Error) as err:
+        db.execute("CREATE TABLE t (x)")
+        db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 100)
+    assert "ENOSPC" in os_error_words(err.value)

@@ -356,3 +356,40 @@ def test_e2e_boots_have_a_complete_timeline(name: str) -> None:
     stages = [s.stage for s in tl.steps if s.kind == "transfer" and s.status is Status.ok
               and s.role is not Role.module]          # menu.c32 comes after the config
     assert stages == sorted(stages)
+
+
+def test_replay_prints_each_fix_once_and_every_boot_attempt(tmp_path, capsys) -> None:
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from pxewizard.doctor import cli_replay
+
+    data = Path(__file__).resolve().parents[1] / "data" / "timeline"
+    for log in sorted(data.glob("*.jsonl")):
+        cli_replay(SimpleNamespace(log=str(log)))
+        out = capsys.readouterr().out
+        for block in out.split("\n  ")[1:]:
+            assert block.count("fix: ") <= 1, f"{log.name}: a fix printed twice:\n{block}"
+    # the same client boots twice (a 404, then a reboot): both attempts are shown
+    events = [json.loads(x) for x in (data / "fault-stage3-404.jsonl").read_text().splitlines()]
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps({**e, "ts": e["ts"] + dt}) + "\n"
+                           for dt in (0, 300) for e in events))
+    cli_replay(SimpleNamespace(log=str(two)))
+    out = capsys.readouterr().out
+    assert "boot attempt 1 (earlier): reached initramfs, 1 failed step(s)" in out
+    assert "boot attempt 2 (latest):" in out
+    assert out.count("FAIL  http arch/x86_64/airootfs.sfs") == 2
+
+
+def test_a_client_outside_allowed_macs_is_named_with_the_fix() -> None:
+    from pxewizard.diagnose import diagnose_events
+    from pxewizard.events import DhcpExchange
+
+    ev = DhcpExchange(ts=100.0, client="52:54:00:99:99:01", service="proxydhcp",
+                      mac="52:54:00:99:99:01", xid=1, msg_in="DISCOVER", msg_out="-",
+                      vendor_class="PXEClient:Arch:00000:UNDI:002001", cause="not_allowed",
+                      reason="52:54:00:99:99:01 is not in dhcp.allowed_macs")
+    (f,) = [f for f in diagnose_events([ev], now=130.0)[1] if f.rule.startswith("dhcp-")]
+    assert f.rule == "dhcp-not-allowed" and "add 52:54:00:99:99:01 to dhcp.allowed_macs" in f.fix

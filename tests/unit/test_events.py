@@ -93,3 +93,71 @@ def test_jsonl_log_round_trip_and_full_disk(tmp_path: Path) -> None:
         full(ev)
         assert full.lost == 2
         assert any("cannot write the event log" in w.message for w in warnings)  # type: ignore
+
+
+def test_refusals_of_every_kind_are_rate_limited_with_a_summary() -> None:
+    from pxewizard.events import DhcpExchange, EventBus, PacketDropped, RefusalLimit, TransferDone
+
+    bus = EventBus(RefusalLimit(rate=5, burst=20))
+    got: list = []
+    bus.subscribe(got.append)
+    for i in range(10_000):
+        bus.publish(PacketDropped(service="dhcp", peer="10.0.0.9:68", reason=f"bad {i}"))
+        bus.publish(DhcpExchange(service="dhcp", mac="02:00:00:00:00:01", xid=i, msg_in="REQUEST",
+                                 msg_out="-", reason="no record"))
+    bus.publish(TransferDone(service="tftp", path="a", sent=1, seconds=0.1))  # never held
+    bus.publish(PacketDropped(service="nbd", peer="10.0.0.9:1", reason="other service"))
+    kinds = [e.kind for e in got]
+    assert len(got) < 60, kinds
+    assert kinds.count("transfer_done") == 1
+    sup = [e for e in got if e.kind == "events_suppressed"]
+    assert {(e.service, e.of_kind) for e in sup} == {("dhcp", "packet_dropped"),
+                                                     ("dhcp", "dhcp_exchange")}
+    assert sum(e.count for e in sup) > 19_000 and "bad 9999" in {e.latest for e in sup}
+    # answers are never held back
+    for i in range(500):
+        bus.publish(DhcpExchange(service="dhcp", mac="02:00:00:00:00:02", xid=i,
+                                 msg_in="DISCOVER", msg_out="OFFER"))
+    assert sum(1 for e in got if getattr(e, "msg_out", "") == "OFFER") == 500
+
+
+def test_every_renderer_escapes_control_characters() -> None:
+    from pxewizard.diagnose import Finding, Severity, format_finding
+    from pxewizard.eventfmt import describe, one_line
+    from pxewizard.events import TransferFailed, TransferStarted
+    from pxewizard.safetext import escape_controls
+    from pxewizard.screens.live.format import log_row, request_row
+    from pxewizard.timeline import TimelineBuilder, format_timeline
+
+    evil = "pxelinux.cfg/x\nforged 12:00:00 line\x1b[2J\x1b]0;title\x07\u202e\udcff"
+    assert escape_controls(evil) == ("pxelinux.cfg/x\\nforged 12:00:00 line\\x1b[2J\\x1b]0;"
+                                     "title\\x07\\u202e\\xff")
+    evs = [TransferStarted(service="tftp", path=evil, client="10.0.0.9", peer="10.0.0.9:1"),
+           TransferFailed(service="tftp", path=evil, reason="file not found", code=1,
+                          client="10.0.0.9", peer="10.0.0.9:1")]
+    b = TimelineBuilder()
+    b.feed_many(evs)
+    texts = [one_line(e) for e in evs] + [describe(e) for e in evs]
+    texts += [request_row(e).plain for e in evs] + [log_row(e).plain for e in evs]
+    for tl in b.snapshot(now=evs[-1].ts + 1).clients:
+        texts += format_timeline(tl)
+    texts += format_finding(Finding(severity=Severity.error, rule="x", client="10.0.0.9",
+                                    title=f"missing {evil}", cause=evil, fix="-",
+                                    evidence=tuple(evs)))
+    for t in texts:
+        assert t.isprintable(), repr(t)
+    assert any("\\x1b[2J" in t for t in texts)
+def test_a_silent_dhcp_answer_reads_as_words() -> None:
+    from pxewizard.eventfmt import describe
+    from pxewizard.events import DhcpExchange
+    from pxewizard.screens.live.format import request_row
+
+    ev = DhcpExchange(client="52:54:00:00:00:01", service="proxydhcp", mac="52:54:00:00:00:01",
+                      xid=1, msg_in="DISCOVER", msg_out="-",
+                      reason="not a PXE client (vendor class 'none')")
+    text = describe(ev)
+    assert "DISCOVER, not answered (not a PXE client" in text and "->" not in text
+    assert "DISCOVER, not answered" in request_row(ev).plain
+    ok = DhcpExchange(client="m", service="dhcp", mac="m", xid=1, msg_in="DISCOVER",
+                      msg_out="OFFER")
+    assert "DISCOVER -> OFFER" in describe(ok) and "DISCOVER->OFFER" in request_row(ok).plain

@@ -113,3 +113,41 @@ def test_open_fd_of_an_extent(tmp_path: Path) -> None:
         assert os.pread(fd, 7, ref.offset) == b"payload"
     finally:
         os.close(fd)
+
+
+def test_a_fifo_is_refused_without_blocking(root: Path) -> None:
+    """A FIFO (swapped in, or there from the start) is opened O_NONBLOCK and refused."""
+    os.mkfifo(root / "fifo", 0o644)
+    with pytest.raises(AccessDenied, match="not a regular file"):
+        FileTree([root]).resolve("fifo")
+
+
+def test_mapped_files_follow_no_link_put_in_their_place(root: Path, tmp_path: Path) -> None:
+    """add_file with a jail (an NFS root's kernels): a link swapped in is refused."""
+    media = tmp_path / "nfsroot"
+    (media / "boot").mkdir(parents=True)
+    (media / "boot" / "vmlinuz").write_bytes(b"kernel")
+    os.chmod(media / "boot" / "vmlinuz", 0o644)
+    t = FileTree()
+    t.add_file("boot/vmlinuz", media / "boot" / "vmlinuz", jail=media)
+    ref = t.resolve("boot/vmlinuz")
+    assert ref.read() == b"kernel"
+    os.unlink(media / "boot" / "vmlinuz")
+    os.chmod(tmp_path / "secret", 0o644)
+    os.symlink(tmp_path / "secret", media / "boot" / "vmlinuz")
+    with pytest.raises(AccessDenied, match="link"):
+        t.resolve("boot/vmlinuz")
+    with pytest.raises(AccessDenied, match="link"):
+        ref.read()  # netascii reads go through the same jailed open
+
+
+def test_without_openat2_links_are_refused_per_component(root: Path, monkeypatch) -> None:
+    """Kernels before 5.6: O_NOFOLLOW one component at a time; links are then refused."""
+    import pxewizard.files as files
+
+    monkeypatch.setattr(files, "HAVE_OPENAT2", False)
+    t = FileTree([root])
+    assert t.resolve("pxelinux.cfg/default").read() == b"DEFAULT x\n"
+    for name in ("alias", "escape"):
+        with pytest.raises(AccessDenied, match="link"):
+            t.resolve(name)

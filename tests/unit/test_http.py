@@ -36,6 +36,9 @@ from pxewizard.servers.http import RangeNotSatisfiable, parse_range, request_pat
     ("bytes=-", 10, None),
     ("bytes=1", 10, None),
     ("bytes=\u00b2-", 10, None),          # '²'.isdigit() is True, but DIGIT is ASCII
+    ("bytes=2-" + "9" * 4400, 10, (2, 9)),  # thousands of digits: clamped, never int()-ed
+    ("bytes=-" + "9" * 4400, 10, (0, 9)),
+    ("bytes=" + "0" * 4400 + "3-4", 10, (3, 4)),
 ])
 def test_parse_range(header: str | None, size: int, expect: tuple[int, int] | None) -> None:
     assert parse_range(header, size) == expect
@@ -43,6 +46,7 @@ def test_parse_range(header: str | None, size: int, expect: tuple[int, int] | No
 
 @pytest.mark.parametrize("header,size", [
     ("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=-5", 0),
+    ("bytes=" + "9" * 4400 + "-", 10), ("bytes=" + "1" * 4400 + "-" + "2" * 4400, 10),
 ])
 def test_parse_range_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
@@ -255,3 +259,31 @@ async def test_cold_file_is_warmed_off_the_loop(server, monkeypatch) -> None:
     if not cold:
         pytest.skip("the page cache kept the file (nothing was cold)")
     assert warmed  # (readahead while warming may already cover the later chunks)
+
+
+async def test_caps_and_the_header_deadline(tmp_path: Path) -> None:
+    """http.max_per_client closes the extra connection at once; a head that does not arrive
+    within http.header_timeout is cut; a complete request is served meanwhile."""
+    (tmp_path / "f.txt").write_bytes(b"hello")
+    os.chmod(tmp_path / "f.txt", 0o644)
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    events: list = []
+    bus.subscribe(events.append)
+    svc = await start_http(tree=FileTree([tmp_path]), bus=bus, address="127.0.0.1", port=0,
+                           interface=None, max_per_client=2, header_timeout=0.5)
+    try:
+        slow = [await asyncio.open_connection("127.0.0.1", svc.port) for _ in range(2)]
+        for _r, w in slow:
+            w.write(b"GET /f.txt HTTP/1.1\r\nHost: x\r\n")  # never finished
+        r3, _w3 = await asyncio.open_connection("127.0.0.1", svc.port)
+        assert await asyncio.wait_for(r3.read(100), 5) == b""  # over the per-client cap
+        for r, _w in slow:
+            assert await asyncio.wait_for(r.read(100), 5) == b""  # cut by the deadline
+        r4, w4 = await asyncio.open_connection("127.0.0.1", svc.port)
+        w4.write(b"GET /f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(r4.read(), 5)).endswith(b"hello")
+        reasons = " ".join(getattr(e, "reason", "") for e in events)
+        assert "http.max_per_client" in reasons and "http.header_timeout" in reasons
+    finally:
+        await svc.close()

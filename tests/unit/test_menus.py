@@ -63,6 +63,46 @@ def _golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} differs (PXW_REGEN_GOLDEN=1 rewrites it)"
 
 
+def _first_entry(text: str) -> str:
+    import re
+
+    return re.search(r"^(?:LABEL|item) (\S+)", text, re.MULTILINE).group(1)
+
+
+@pytest.mark.parametrize("mode,default,expected", [
+    ("full", None, None), ("proxy", None, "local"), ("none", None, "local"),
+    ("proxy", "local", "local")])
+def test_default_entry_is_local_boot_beside_another_server(
+        tmp_path: Path, mode: str, default: str | None, expected: str | None) -> None:
+    extra = {"boot": {"default": default}} if default else {}
+    plan = make_plan(fx.make_archiso(tmp_path / "media"), "http", mode, **extra)
+    assert plan.menu_default == expected
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    want = expected or _first_entry(boot.menus["pxelinux.cfg/default"])
+    assert f"DEFAULT {want}\n" in boot.menus["pxelinux.cfg/default"]
+    assert f"DEFAULT {want}\n" in boot.menus["efi64/pxelinux.cfg/default"]
+    assert f"set menu-default {want}\n" in boot.menus["boot.ipxe"]
+    if expected == "local":
+        assert "LABEL local\n  MENU LABEL Boot from local disk" in boot.menus["pxelinux.cfg/default"]
+
+
+def test_local_entry_id_matches_the_plan() -> None:
+    from pxewizard.boot.media import LOCAL_ENTRY
+    from pxewizard.plan import LOCAL_ENTRY_ID
+
+    assert LOCAL_ENTRY.id == LOCAL_ENTRY_ID
+
+
+def test_proxy_default_operator_choice_kept(tmp_path: Path) -> None:
+    media = fx.make_archiso(tmp_path / "media")
+    plan = make_plan(media, "http", "proxy")
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    first = _first_entry(boot.menus["pxelinux.cfg/default"])
+    plan = make_plan(media, "http", "proxy", boot={"default": first})
+    boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
+    assert f"DEFAULT {first}\n" in boot.menus["pxelinux.cfg/default"]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("mode", ["full", "proxy"])
 def test_menus_byte_for_byte(tmp_path: Path, case: str, mode: str) -> None:
@@ -71,10 +111,19 @@ def test_menus_byte_for_byte(tmp_path: Path, case: str, mode: str) -> None:
     boot = build_boot(plan, loaders=fake_loaders(tmp_path / "loaders"))
     assert sorted(boot.menus) == ["boot.ipxe", "efi64/pxelinux.cfg/default",
                                   "pxelinux.cfg/default"]
-    # full and proxy DHCP give the same menus: the address is always literal
-    _golden(f"{case}.bios.cfg", boot.menus["pxelinux.cfg/default"])
-    _golden(f"{case}.efi64.cfg", boot.menus["efi64/pxelinux.cfg/default"])
-    _golden(f"{case}.ipxe", boot.menus["boot.ipxe"])
+    # full and proxy DHCP give the same menus (the address is always literal), but for
+    # the default: in proxy mode any PC of the LAN may get the menu, so it boots its disk
+    menus = dict(boot.menus)
+    if mode == "proxy":
+        for vpath, line in (("pxelinux.cfg/default", "DEFAULT local\n"),
+                            ("efi64/pxelinux.cfg/default", "DEFAULT local\n"),
+                            ("boot.ipxe", "set menu-default local\n")):
+            assert line in menus[vpath], vpath
+            first = _first_entry(menus[vpath])
+            menus[vpath] = menus[vpath].replace(line, line.replace("local", first), 1)
+    _golden(f"{case}.bios.cfg", menus["pxelinux.cfg/default"])
+    _golden(f"{case}.efi64.cfg", menus["efi64/pxelinux.cfg/default"])
+    _golden(f"{case}.ipxe", menus["boot.ipxe"])
     for vpath, text in boot.menus.items():
         assert boot.tree.resolve(vpath).read() == text.encode()
 
@@ -138,6 +187,29 @@ def test_per_mac_defaults(tmp_path: Path) -> None:
     assert "iseq ${netX/mac} 52:54:00:99:00:10 && set menu-default local ||\n" in \
         files["boot.ipxe"]
     assert check_ipxe(files["boot.ipxe"]) == []
+
+
+def test_per_mac_default_on_a_one_entry_menu_boots_at_once(tmp_path: Path) -> None:
+    [m] = find_media(fx.make_generic(tmp_path / "g"))
+    entries = list(m.entries)
+    [real] = [e for e in entries if e.kind != "localboot"]
+    assert any(e.kind == "localboot" for e in entries)
+    mac = "52:54:00:99:00:10"
+    s = MenuSettings(title="t", timeout=10, per_mac=((mac, real.id),))
+    files = menu_files(entries, s, base="http://10.99.0.1/")
+    # nothing left to choose for that MAC: no 10 s wait (pxelinux TIMEOUT is in tenths,
+    # 0 would wait forever); every other client still gets the menu and its timeout
+    for prefix in ("", "efi64/"):
+        assert "TIMEOUT 1\n" in files[f"{prefix}pxelinux.cfg/01-52-54-00-99-00-10"]
+        assert "TIMEOUT 100\n" in files[f"{prefix}pxelinux.cfg/default"]
+    assert f"iseq ${{netX/mac}} {mac} && goto {real.id} ||\n" in files["boot.ipxe"]
+    assert "--timeout 10000" in files["boot.ipxe"]
+    assert check_ipxe(files["boot.ipxe"]) == []
+    # a default of local boot still shows the menu (the operator may want the other entry)
+    s = MenuSettings(title="t", timeout=10, per_mac=((mac, "local"),))
+    files = menu_files(entries, s, base="http://10.99.0.1/")
+    assert "TIMEOUT 100\n" in files["pxelinux.cfg/01-52-54-00-99-00-10"]
+    assert f"iseq ${{netX/mac}} {mac} && set menu-default local ||\n" in files["boot.ipxe"]
 
 
 REMOTE = RemoteEntry(

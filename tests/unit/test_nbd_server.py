@@ -265,3 +265,31 @@ async def test_a_range_of_a_file_is_exported_as_a_whole_disk(tmp_path: Path) -> 
                             interface=None)
     finally:
         await svc.close()
+
+
+async def test_at_the_session_cap_accepting_pauses(tmp_path: Path) -> None:
+    """nbd.max_connections: the next client waits in the backlog, served when one ends."""
+    img = tmp_path / "a.img"
+    img.write_bytes(b"x" * 4096)
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    events: list = []
+    bus.subscribe(events.append)
+    svc = await start_nbd(bus=bus, address="127.0.0.1", port=0, oldstyle_port=None,
+                          exports={"archiso": img}, interface=None, max_connections=2,
+                          max_per_client=5)
+    try:
+        port = svc.ports["newstyle"]
+        first = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for r, _w in first:
+            assert (await r.readexactly(18))[:8] == b"NBDMAGIC"
+        r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(r3.readexactly(18), 0.5)  # not accepted yet
+        first[0][1].close()
+        assert (await asyncio.wait_for(r3.readexactly(18), 5))[:8] == b"NBDMAGIC"
+        assert any("nbd.max_connections" in getattr(e, "reason", "") for e in events)
+        w3.close()
+        first[1][1].close()
+    finally:
+        await svc.close()

@@ -54,18 +54,18 @@ def test_handles_survive_a_restart(tmp_path):
     (tmp_path / deep).mkdir(parents=True)
     (tmp_path / deep / "g").write_text("y")
     e = export_of(tmp_path)
-    first = Resolver([e])
+    first = Resolver([e], background=False)
     handles = {rel: walk_handle(first, e, rel) for rel in ("", "a", "a/b/c", "a/b/c/f.txt",
                                                           deep + "/g")}
     assert len(set(handles.values())) == len(handles)
     assert decode_handle(handles[deep + "/g"]).deep
     # a new server: no cache, the same handles resolve to the same objects
     e2 = export_of(tmp_path)
-    again = Resolver([e2])
+    again = Resolver([e2], background=False)
     for rel, fh in handles.items():
         assert again.resolve(fh).rel == rel
         # and the same walk produces the identical bytes
-        assert walk_handle(Resolver([export_of(tmp_path)]), e2, rel) == fh
+        assert walk_handle(Resolver([export_of(tmp_path)], background=False), e2, rel) == fh
 
 
 def test_handle_follows_a_moved_directory_after_restart(tmp_path):
@@ -73,12 +73,12 @@ def test_handle_follows_a_moved_directory_after_restart(tmp_path):
     (tmp_path / "x" / "y" / "f").write_text("z")
     (tmp_path / "other").mkdir()
     e = export_of(tmp_path)
-    fh = walk_handle(Resolver([e]), e, "x/y/f")
+    fh = walk_handle(Resolver([e], background=False), e, "x/y/f")
     os.rename(tmp_path / "x" / "y", tmp_path / "other" / "y2")
-    assert Resolver([export_of(tmp_path)]).resolve(fh).rel == "other/y2/f"
+    assert Resolver([export_of(tmp_path)], background=False).resolve(fh).rel == "other/y2/f"
     os.unlink(tmp_path / "other" / "y2" / "f")
     with pytest.raises(NfsError) as exc:
-        Resolver([export_of(tmp_path)]).resolve(fh)
+        Resolver([export_of(tmp_path)], background=False).resolve(fh)
     assert exc.value.status == Stat.STALE
 
 
@@ -143,3 +143,36 @@ def test_sticky_directory_rule():
     may_delete(d, victim, Ids(10, 10, frozenset()))
     with pytest.raises(NfsError):
         may_delete(d, victim, Ids(11, 11, frozenset()))
+
+
+def test_unknown_handles_never_scan_in_the_caller(tmp_path, monkeypatch):
+    """A forged handle is answered from the index: JUKEBOX while a rebuild runs in a thread,
+    STALE after it, and a flood of them rebuilds at most once per REBUILD_EVERY."""
+    import threading
+
+    from pxewizard.servers.nfs import handles as hm
+
+    for i in range(50):
+        (tmp_path / f"f{i}").write_text("x")
+    e = export_of(tmp_path)
+    builds: list[str] = []
+    real = hm.build_index
+
+    def counting(export):
+        builds.append(threading.current_thread().name)
+        return real(export)
+
+    monkeypatch.setattr(hm, "build_index", counting)
+    res = Resolver([e])  # the first index is built in a thread
+    deadline = __import__("time").monotonic() + 5
+    while e.building and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.01)
+    assert builds == ["nfs-index"]
+    fh = walk_handle(Resolver([export_of(tmp_path)], background=False), e, "f7")
+    assert res.resolve(fh).rel == "f7"  # not in this resolver's cache: found by the index
+    forged = Handle(e.id, e.dev & 0xFFFFFFFF, 2**40 + 1, b"").encode()
+    for _ in range(30):
+        with pytest.raises(NfsError) as exc:
+            res.resolve(forged)
+        assert exc.value.status in (Stat.STALE, Stat.JUKEBOX)
+    assert all(name == "nfs-index" for name in builds) and len(builds) <= 2

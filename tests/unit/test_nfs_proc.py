@@ -135,6 +135,26 @@ def test_mount_subdir_and_refusals(tree):
                       (h.export.path + "/file.bin", m3.MountStat.NOTDIR)):
         rep = h.call(m3.MountProc.MNT, bytes(Writer().push_string(bad)), prog=m3.MOUNT_PROG)
         assert m3.parse_mnt_result(rep.body).status == want, bad
+    # every refusal is an event naming the exports that exist, once per host and path
+    refused = [e for e in h.events if e.kind == "transfer_failed" and e.service == "mountd"]
+    assert [e.path for e in refused] == [h.export.path + "/../outside.txt", "/nonexistent",
+                                         h.export.path + "/escape", h.export.path + "/file.bin"]
+    assert all(f"exports here: {h.export.path}" in e.reason for e in refused)
+    assert refused[1].code == m3.MountStat.NOENT and refused[1].client == "10.0.0.7"
+    h.call(m3.MountProc.MNT, bytes(Writer().push_string("/nonexistent")), prog=m3.MOUNT_PROG)
+    assert len([e for e in h.events if e.kind == "transfer_failed"]) == 4  # a retry: no flood
+
+
+def test_refused_mount_is_diagnosed_with_the_exports(tree):
+    from pxewizard.diagnose import diagnose_events
+
+    h = Harness(tree)
+    rep = h.call(m3.MountProc.MNT, bytes(Writer().push_string("/srv/archiso_nfs_srv")),
+                 prog=m3.MOUNT_PROG)
+    assert m3.parse_mnt_result(rep.body).status == m3.MountStat.NOENT
+    found = [f for f in diagnose_events(h.events)[1] if f.rule == "nfs-mount-refused"]
+    assert len(found) == 1 and "/srv/archiso_nfs_srv" in found[0].title
+    assert h.export.path in found[0].cause and "archiso_nfs_srv=IP:/export" in found[0].fix
 
 
 # --- RPC errors -----------------------------------------------------------------------------
@@ -320,6 +340,12 @@ def test_read_only_export_answers_rofs(tree):
                        (Proc.MKDIR, dirop_args(root, "d") + bytes(24))):
         assert status(h.call(proc, args)) == Stat.ROFS, proc
     assert (tree / "file.bin").stat().st_size == 10240
+    # each refusal is an event, once per client, procedure and status (a retry adds none)
+    _write(h, fh, 0, b"x")
+    refused = [e for e in h.events if e.kind == "transfer_failed" and e.service == "nfs"]
+    assert sorted(e.reason.split(" ")[0] for e in refused) == \
+        ["COMMIT", "CREATE", "MKDIR", "REMOVE", "RMDIR", "WRITE"]
+    assert all("NFS3ERR_ROFS" in e.reason and "read-only" in e.reason for e in refused)
 
 
 @needs_root

@@ -59,7 +59,27 @@ def test_full_needs_a_pool() -> None:
 def test_unknown_field_and_bad_type_named() -> None:
     msgs = problems({**BASE, "tftp": {"prot": 69, "port": "x"}})
     assert any(m.startswith("tftp.prot: unknown setting") for m in msgs)
-    assert any(m.startswith("tftp.port:") and "'x'" in m for m in msgs)
+    assert any(m.startswith("tftp.port (UDP port): 'x' is not a whole number") for m in msgs)
+
+
+def test_bad_values_name_the_field_in_words_the_value_and_the_fix() -> None:
+    msgs = problems({**BASE, "dhcp": {"dns": ["10.0.0.53", "8.8.8.x"]}})
+    assert msgs == [("dhcp.dns, entry 2 (DNS servers given to clients): '8.8.8.x' is not an "
+                     "IPv4 address; write four numbers from 0 to 255 separated by dots, "
+                     "e.g. 192.168.1.10")]
+    assert not any("Input" in m for m in problems({**BASE, "server_ip": "10.0.0.x"}))
+
+
+def test_allowed_macs_normalised_and_validated() -> None:
+    p = plan_from_dict({**BASE, "dhcp": {"allowed_macs": ["52-54-00-99-00-10",
+                                                          "525400990010", "52:54:00:99:00:11"],
+                                         "reservations": [{"mac": "52:54:00:99:00:12"}]}})
+    assert p.dhcp.allowed_macs == ["52:54:00:99:00:10", "52:54:00:99:00:11"]
+    assert p.known_macs == {"52:54:00:99:00:10", "52:54:00:99:00:11", "52:54:00:99:00:12"}
+    assert plan_from_dict(BASE).known_macs is None  # empty: every client
+    msgs = problems({**BASE, "dhcp": {"allowed_macs": ["52:54:00:99"]}})
+    assert msgs == [("dhcp.allowed_macs: '52:54:00:99' is not a MAC address; write it as "
+                     "aa:bb:cc:dd:ee:ff")]
 
 
 def test_reservations_unique_and_macs_normalised() -> None:
@@ -121,3 +141,41 @@ def test_saved_plan_is_private(tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"
     save_plan(plan_from_dict(BASE), path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_relay_pools_need_listed_relay_agents() -> None:
+    pool = {"subnet": "10.20.0.0/24", "range_start": "10.20.0.10", "range_end": "10.20.0.20",
+            "router": "10.20.0.1"}
+    msgs = problems(full(relay_pools=[pool]))
+    assert any("dhcp.relay_agents" in m and '"10.20.0.1"' in m for m in msgs)
+    p = plan_from_dict(full(relay_pools=[pool], relay_agents=["10.20.0.1"]))
+    assert [str(a) for a in p.dhcp.relay_agents] == ["10.20.0.1"]
+
+
+def test_planted_plan_tmp_gains_nothing(tmp_path: Path) -> None:
+    """A pre-created plan.toml.tmp (0666, someone else's) is neither reused nor followed."""
+    import stat
+
+    planted = tmp_path / "plan.toml.tmp"
+    planted.write_text("planted")
+    planted.chmod(0o666)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / ".plan.toml.x.tmp").symlink_to(victim)
+    path = tmp_path / "plan.toml"
+    save_plan(plan_from_dict(BASE), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and "interface" in path.read_text()
+    assert planted.read_text() == "planted" and victim.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".plan.toml.x.tmp", "plan.toml",
+                                                          "plan.toml.tmp", "victim"]
+
+
+def test_dns_offered_on_an_isolated_segment_is_never_the_hosts_own_resolver() -> None:
+    from pxewizard.detect.host import dns_for_segment
+    from pxewizard.screens.draft import Draft
+
+    assert dns_for_segment(("127.0.0.53", "10.255.255.53", "10.99.0.53", "10.99.0.1"),
+                           "10.99.0.0/24", "10.99.0.1") == ("10.99.0.53",)
+    d = Draft(interface="pxe0", server_ip="10.99.0.1", prefix=24)
+    d.suggest_full(("127.0.0.53", "192.0.2.53"))
+    assert d.dns == "" and d.range_start  # the pool is still suggested

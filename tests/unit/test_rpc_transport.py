@@ -101,22 +101,29 @@ async def test_pipelined_reads_and_garbage_closes_only_that_connection(tmp_path)
         await ep.close()
 
 
-async def test_connection_cap_and_idle_reaping(tmp_path, monkeypatch):
-    monkeypatch.setattr(tr, "MAX_CONNECTIONS", 2)
+async def test_connection_cap_drops_the_oldest_idle_and_idle_reaping(tmp_path):
     ep, port, e, events = await start(tmp_path)
+    ep.max_connections = 2
     try:
-        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
-        assert await asyncio.wait_for(conns[2][0].read(10), 5) == b""  # the third is refused
-        assert any("connections already open" in getattr(ev, "reason", "") for ev in events)
+        conns = []
+        for _ in range(3):
+            conns.append(await asyncio.open_connection("127.0.0.1", port))
+            await asyncio.sleep(0.05)
+        # the oldest idle one made room for the third (as knfsd)
+        assert await asyncio.wait_for(conns[0][0].read(10), 5) == b""
+        assert any("oldest idle connection dropped" in getattr(ev, "reason", "")
+                   for ev in events)
         await asyncio.sleep(0.05)
         assert len(ep.connections) == 2
         loop = asyncio.get_running_loop()
         assert ep.reap(loop.time()) == 0  # not idle yet
         assert ep.reap(loop.time() + tr.IDLE_TIMEOUT + 1) == 2
-        for r, _ in conns[:2]:
+        for r, _ in conns[1:]:
             assert await asyncio.wait_for(r.read(10), 5) == b""
         assert sum(ev.kind == "session_closed" and ev.reason.startswith("idle")
                    for ev in events) == 2
+        assert sum(ev.kind == "session_closed" and "oldest idle" in ev.reason
+                   for ev in events) == 1
     finally:
         await ep.close()
 

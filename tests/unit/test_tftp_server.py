@@ -212,6 +212,24 @@ async def test_write_allowed_into_write_root(root: Path, tmp_path: Path) -> None
     assert any(isinstance(e, TransferDone) and e.path == "up.bin" for e in events)
 
 
+async def test_write_through_a_linked_directory_is_refused(root: Path, tmp_path: Path) -> None:
+    """An upload's directory is reached the jailed way: a link to outside is refused."""
+    wroot = tmp_path / "incoming"
+    wroot.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, wroot / "sub")
+    svc, _events = await _start(root, allow_write=True, write_root=wroot)
+    c = Client(svc.port)
+    try:
+        got, _ = await asyncio.to_thread(c.request, "sub/x.bin", Opcode.WRQ)
+    finally:
+        c.close()
+        await svc.close()
+    assert isinstance(got, Error) and got.code == 2
+    assert list(outside.iterdir()) == []
+
+
 async def test_garbage_is_dropped_and_server_keeps_serving(server, root: Path) -> None:
     svc, events = server
     junk = [b"", b"\x00", b"\x00\x09hello", b"\x00\x01noterm", b"\x00\x04\x00\x01",

@@ -98,12 +98,15 @@ class DhcpModeScreen(WizardScreen):
             help_.update("")
 
     def snippet_text(self) -> Text:
+        from ...errors import PlanError
         from .snippets import snippets
 
-        boot = self.draft.base.get("dhcp", {}).get("boot_files", {})
+        try:
+            items = snippets(self.draft.to_plan())  # the Plan's own paths, as served
+        except PlanError as exc:
+            return Text(str(exc), style="yellow")
         t = Text("pxewizard runs no DHCP. Add this to the existing server:\n")
-        for title, body in snippets(self.draft.server_ip, boot.get("bios", "pxelinux.0"),
-                                    boot.get("efi_x64", "syslinux.efi")):
+        for title, body in items:
             t.append(f"\n{title}\n", style="bold")
             t.append(body + "\n")
         return t

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
                        SessionOpened, TransferDone, TransferFailed, TransferStarted)
+from ...safetext import escape_controls
 from ..base import size_text
 
 REQUEST_KINDS = (DhcpExchange, LeaseChanged, TransferStarted, TransferDone, TransferFailed,
@@ -40,7 +41,9 @@ def _what(ev: Event) -> tuple[str, str]:
             extra = " ".join(x for x in (ev.yiaddr, ev.boot_file and f"file={ev.boot_file}",
                                          ev.arch_name) if x)
             style = "" if ev.msg_out != "-" else "dim"
-            return f"{ev.msg_in}->{ev.msg_out} {extra}".rstrip(), style
+            from ...eventfmt import exchange_words
+
+            return f"{exchange_words(ev, '->')} {extra}".rstrip(), style
         case LeaseChanged():
             return f"lease {ev.ip} {ev.state}", ""
         case TransferStarted():
@@ -67,8 +70,8 @@ def request_row(ev: Event, mac_of: Callable[[str], str | None] | None = None) ->
     """``12:00:01 52:54:00:99:00:10 tftp  done pxelinux.0 42 KiB 0.1s 0.4MB/s``."""
     svc = getattr(ev, "service", "dhcp" if isinstance(ev, LeaseChanged) else "")
     what, style = _what(ev)
-    t = Text(f"{hms(ev.ts)} {who(ev, mac_of):<17} {svc:<5} ")
-    t.append(what, style=style)
+    t = Text(f"{hms(ev.ts)} {escape_controls(who(ev, mac_of)):<17} {svc:<5} ")
+    t.append(escape_controls(what), style=style)
     return t
 
 

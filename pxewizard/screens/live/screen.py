@@ -8,6 +8,7 @@ RichLogs with ``max_lines`` so a boot storm cannot grow memory or stall keys.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Input, R
 
 from ...events import (ConsoleLine, Event, LogLine, NfsActivity, TransferDone, TransferFailed,
                        TransferProgress, TransferStarted)
+from ...safetext import escape_controls
 from ...ui_bridge import EventBridge, EventsArrived
 from ..base import size_text
 from .format import REQUEST_KINDS, log_row, request_row
@@ -229,7 +231,7 @@ class LiveScreen(Screen[Any]):
                 requests.append(request_row(ev, self.mac_of))
                 self.counts["requests"] += 1
             elif isinstance(ev, ConsoleLine):
-                self.query_one("#console", RichLog).write(ev.line)
+                self.query_one("#console", RichLog).write(escape_controls(ev.line))
                 log.append(log_row(ev))
             else:
                 log.append(log_row(ev))
@@ -321,7 +323,8 @@ class LiveScreen(Screen[Any]):
         snap = self.snapshot()
         if snap is not None:
             for s in snap.summaries():
-                rows.append((s.client, s.ip or "-", s.firmware or "-", s.label,
+                rows.append((escape_controls(s.client), s.ip or "-",
+                             escape_controls(s.firmware or "-"), escape_controls(s.label),
                              f"{s.idle:.0f}s", self.nfs_io.get(s.ip or "", "-")))
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
@@ -331,7 +334,8 @@ class LiveScreen(Screen[Any]):
                     detail.append(line + "\n")
         else:
             for client, (svc, what) in self.clients_simple.items():
-                rows.append((client, "-", "-", f"{svc} {what}", "-",
+                rows.append((escape_controls(client), "-", "-",
+                             escape_controls(f"{svc} {what}"), "-",
                              self.nfs_io.get(client, "-")))
         cursor = table.cursor_row
         table.clear()
@@ -443,15 +447,20 @@ class LiveScreen(Screen[Any]):
         base = Path(self.wizard.config.log_path) if self.wizard.config.log_path else (
             plan.state_dir if plan is not None else Path.cwd())
         path = base / time.strftime("pxewizard-live-%Y%m%d-%H%M%S.log")
+        from ...errors import PxeError
+        from ...ondisk import open_private
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as fh:
+            fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with open(fd, "w", encoding="utf-8") as fh:
                 fh.write("# requests\n")
                 fh.writelines(t.plain + "\n" for t in self.request_lines)
                 fh.write("# log\n")
                 fh.writelines(t.plain + "\n" for t in self.log_lines)
-        except OSError as exc:
-            self.notify(f"cannot write {path}: {exc.strerror}", severity="error")
+        except (OSError, PxeError) as exc:
+            why = exc.message if isinstance(exc, PxeError) else exc.strerror
+            self.notify(f"cannot write {path}: {why}", severity="error")
             return
         where = f"; every event is also in {plan.jsonl_path}" if plan is not None else ""
         self.notify(f"saved {path}{where}")
@@ -476,11 +485,11 @@ class LiveScreen(Screen[Any]):
         plan = self.wizard.plan
         assert plan is not None
         try:
-            bridge = lab.lab_bridge_for(plan.interface)
+            bridge, nic = lab.lab_attachment(plan.interface)
             spec = lab.VmSpec(tap=f"pxwlab{int(time.time()) % 100000}", firmware=firmware)
             self.bus.publish(LogLine(service="lab", level="info",
-                                     message=f"starting a {firmware} test VM on {bridge}"))
-            await lab.run_vm(spec, bus=self.bus, bridge=bridge)
+                                     message=f"starting a {firmware} test VM on {bridge or nic}"))
+            await lab.run_vm(spec, bus=self.bus, bridge=bridge, nic=nic)
         except PxeError as exc:
             self.bus.publish(LogLine(service="lab", level="error", message=str(exc)))
 

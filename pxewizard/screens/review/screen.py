@@ -97,6 +97,9 @@ class ReviewScreen(WizardScreen):
             t.append("DHCP proxy: boot information only, beside the existing server\n")
         else:
             t.append("DHCP none: the existing server points clients here\n")
+        t.append("IPv6: RA, lifetime 0: iPXE skips its router wait (none beside a router)\n"
+                 if d.sends_ra else
+                 f"IPv6: no Router Advertisement (ipv6_ra = {d.ipv6_ra.value})\n")
         b = plan.boot
         media = self.draft.media
         t.append(f"Boot {media.label if media is not None else (b.media or 'autodetect')}, "
@@ -105,7 +108,7 @@ class ReviewScreen(WizardScreen):
                     if b.copytoram is not None else "")
                  + (f" from {b.external_http}" if b.external_http else "") + "\n")
         t.append(f"Menu: {', '.join(b.entries) if b.entries else 'every entry'}; default "
-                 f"{b.default or 'the first'}; timeout {b.timeout} s\n")
+                 f"{plan.menu_default or 'the first'}; timeout {b.timeout} s\n")
         ports = {(p.proto, p.port): p for p in self.wizard.ports or []}
         line = []
         for proto, port, svc in plan.bound_ports():

@@ -28,7 +28,7 @@ from .handles import Export, Resolver
 from .mountd import MountProgram
 from .nfsd import NfsProgram
 from .portmap import PortmapProgram, register, unregister
-from .transport import RpcEndpoint
+from .transport import MAX_CONNECTIONS, MAX_REPLY_BYTES, MAX_TOTAL_REPLY_BYTES, RpcEndpoint
 
 __all__ = ["NfsService", "nfs_mount_options", "start_nfs"]
 
@@ -85,24 +85,31 @@ def _exports(exports: Sequence[object]) -> list[Export]:
 
 
 async def _bind(ep: RpcEndpoint, bus: EventBus, address: str, port: int,
-                interface: str | None) -> int:
+                interface: str | None, udp_on: bool = True) -> int:
     tcp = tcp_listener(address, port, interface=interface)
     try:
         port = tcp.getsockname()[1]
-        udp = udp_socket(address, port, interface=interface)
+        udp = udp_socket(address, port, interface=interface) if udp_on else None
     except BaseException:
         tcp.close()
         raise
     await ep.start(address, port, tcp, udp)
-    for proto in ("tcp", "udp"):
+    for proto in ("tcp", "udp") if udp_on else ("tcp",):
         bus.publish(ServiceStarted(service=ep.service, address=address, port=port, proto=proto))
     return port
 
 
 async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
                     mount_port: int = 20048, portmap: bool = True, exports: Sequence[object],
-                    interface: str | None = None) -> NfsService:
+                    interface: str | None = None, udp: bool = False,
+                    max_connections: int = MAX_CONNECTIONS,
+                    max_reply_bytes: int = MAX_REPLY_BYTES,
+                    max_total_reply_bytes: int = MAX_TOTAL_REPLY_BYTES) -> NfsService:
     """Start NFS v3, MOUNT v3 and (when port 111 is free and ``portmap``) the portmapper.
+
+    NFS itself answers over UDP only when ``udp`` (off by default, as recent nfs-utils:
+    a READ over UDP answers 32 KiB to a 100-byte datagram whose source nobody checks, a
+    reflector); MOUNT and the portmapper keep UDP (small replies; kernel clients use it).
 
     ``exports``: objects with ``path``, ``rw``, ``squash`` (root_squash / all_squash /
     no_root_squash), ``anonuid``, ``anongid`` (pxewizard.plan.NfsExport).
@@ -115,21 +122,25 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
     svc.mountd = MountProgram(exp, resolver, bus)
     own = [address]
     try:
-        nfs_ep = RpcEndpoint("nfs", [svc.nfsd], bus, own, sessions=True)
+        caps = {"max_connections": max_connections, "max_reply_bytes": max_reply_bytes,
+                "max_total_reply_bytes": max_total_reply_bytes}
+        nfs_ep = RpcEndpoint("nfs", [svc.nfsd], bus, own, sessions=True, **caps)
         svc.endpoints.append(nfs_ep)
-        nfs_port = await _bind(nfs_ep, bus, address, nfs_port, interface)
-        mnt_ep = RpcEndpoint("mountd", [svc.mountd], bus, own)
+        nfs_port = await _bind(nfs_ep, bus, address, nfs_port, interface, udp_on=udp)
+        mnt_ep = RpcEndpoint("mountd", [svc.mountd], bus, own, **caps)
         svc.endpoints.append(mnt_ep)
         mount_port = await _bind(mnt_ep, bus, address, mount_port, interface)
         svc.ports = {"nfs": nfs_port, "mountd": mount_port}
         mappings = [pm.Mapping(prog, vers, prot, port)
                     for prog, vers, port in ((NFS_PROG, NFS_VERS, nfs_port),
                                              (MOUNT_PROG, MOUNT_VERS, mount_port))
-                    for prot in (pm.IPPROTO_TCP, pm.IPPROTO_UDP)]
+                    for prot in (pm.IPPROTO_TCP, pm.IPPROTO_UDP)
+                    if udp or prog != NFS_PROG or prot == pm.IPPROTO_TCP]
         hint = ("clients must be given the ports: mount -o "
                 + nfs_mount_options(address, nfs_port, mount_port))
         if portmap:
-            pm_ep = RpcEndpoint("portmap", [PortmapProgram(pm.PortmapTable(mappings))], bus, own)
+            pm_ep = RpcEndpoint("portmap", [PortmapProgram(pm.PortmapTable(mappings))], bus, own,
+                                **caps)
             try:
                 await _bind(pm_ep, bus, address, pm.PMAP_PORT, interface)
                 svc.endpoints.append(pm_ep)
@@ -168,6 +179,8 @@ async def start_nfs(*, bus: EventBus, address: str, nfs_port: int = 2049,
             assert svc.nfsd is not None
             svc.nfsd.tick()
             n += 1
+            for ep in svc.endpoints:
+                ep.refresh()  # reply-byte budgets: let waiting calls go, drop non-readers
             if n % 60 == 0:  # every 30 s: close idle connections
                 for ep in svc.endpoints:
                     ep.reap(loop.time())

@@ -1,8 +1,9 @@
 """A small cache of open file descriptors for READ/WRITE/COMMIT, keyed by inode.
 
 Opening a file per READ would double the system calls of the hot path. Each
-descriptor is checked with ``fstat`` against the handle's inode when opened
-(``O_NOFOLLOW``: a symlink swapped in is refused, not followed). A descriptor
+descriptor is opened the way every served file is (:func:`pxewizard.files.open_beneath`:
+jailed to the export by the kernel, no symlink followed on the way, ``O_NONBLOCK``, a
+regular file) and checked with ``fstat`` against the handle's inode. A descriptor
 in use by a thread is never closed under it: eviction waits for the last user.
 """
 
@@ -12,6 +13,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ...files import NotFound, TreeError, open_beneath
 from ...proto.nfs3 import NfsError, Stat
 
 
@@ -27,14 +29,19 @@ class FdCache:
         self.size = size
         self._fds: OrderedDict[tuple[int, int, bool], _Fd] = OrderedDict()
 
-    def acquire(self, path: str, dev: int, ino: int, write: bool) -> tuple[int, object]:
-        """An open descriptor for ``path`` (checked to be inode ``ino``) and a token to release."""
+    def acquire(self, root: str, rel: str, dev: int, ino: int,
+                write: bool) -> tuple[int, object]:
+        """An open descriptor for ``rel`` inside the export ``root`` (checked to be inode
+        ``ino``) and a token to release."""
         key = (dev, ino, write)
         e = self._fds.get(key)
         if e is None:
-            flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC | \
-                os.O_NONBLOCK
-            fd = os.open(path, flags)
+            try:
+                fd = open_beneath(root, rel, flags=os.O_RDWR if write else os.O_RDONLY,
+                                  block_ok=False)
+            except TreeError as exc:
+                raise NfsError(Stat.STALE if isinstance(exc, NotFound) else Stat.ACCES,
+                               str(exc)) from None
             st = os.fstat(fd)
             if st.st_ino != ino or st.st_dev != dev:
                 os.close(fd)

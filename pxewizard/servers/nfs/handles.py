@@ -8,13 +8,16 @@ and carries a short trail to find it again without any server-side state:
     version u8 | export id u32 | st_dev u32 | st_ino u64 | depth u8 | trail[depth]
 
 ``trail`` holds one hash byte of the inode number of each directory from the
-export root (exclusive) down to the object's parent (inclusive). After a
-restart, :meth:`Resolver.resolve` walks down from the export root, at each
-level trying only the subdirectories whose inode hashes to the next byte, and
-finally matches the exact inode. While the server runs, a cache maps handles
-to paths; every hit is checked with ``lstat`` (inode and device must match).
-When the trail is stale (a directory moved elsewhere) a bounded scan of the
-export finds the inode; failing that the handle is STALE.
+export root (exclusive) down to the object's parent (inclusive), which keeps
+handles of different objects distinct. While the server runs, a cache maps
+handles to paths; every hit is checked with ``lstat`` (inode and device must
+match). A handle the cache does not know (after a restart, or forged) is
+resolved in constant time from an inode -> path index of each export, kept
+current with every path handed out and rebuilt in a worker thread: at start,
+and on a miss at most every :data:`REBUILD_EVERY` seconds. Nothing is ever
+scanned on the event loop (30 forged handles a second used to cost a scan
+each); while a rebuild runs the answer is JUKEBOX (the client retries), after
+it a handle still unknown is STALE.
 
 The jail: a path is only ever built from the export root by appending names
 of real directory entries. Wire names containing ``/`` or NUL are refused,
@@ -34,6 +37,8 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import threading
+import time
 import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -46,7 +51,9 @@ MAX_TRAIL = NFS3_FHSIZE - _HDR.size
 DEEP = 0xFF
 """``depth`` value of an object deeper than the trail can hold (found by scan only)."""
 SCAN_LIMIT = 500_000
-"""Directory entries a stale-handle scan may visit before giving up (bounds the cost)."""
+"""Directory entries an index rebuild may visit before giving up (bounds its cost)."""
+REBUILD_EVERY = 10.0
+"""Seconds between index rebuilds caused by unknown handles (a flood costs one per 10 s)."""
 
 
 def ino_hash(ino: int) -> int:
@@ -116,7 +123,10 @@ class Export:
     dev: int = 0
     ino: int = 0
     index: dict[int, str] = field(default_factory=dict, repr=False)
-    """inode -> relative path, filled by a stale-handle scan."""
+    """inode -> relative path: rebuilt in a thread, kept current with every path handed out."""
+    built_at: float | None = field(default=None, repr=False)
+    """When the last index rebuild finished (monotonic); None: none finished yet."""
+    building: bool = field(default=False, repr=False)
 
     @classmethod
     def from_config(cls, obj: object) -> "Export":
@@ -183,10 +193,16 @@ class Node:
 class Resolver:
     """Handle -> Node with a bounded cache, the trail walk and a last-resort scan."""
 
-    def __init__(self, exports: list[Export], cache_size: int = 100_000) -> None:
+    def __init__(self, exports: list[Export], cache_size: int = 100_000, *,
+                 background: bool = True) -> None:
         self.exports = {e.id: e for e in exports}
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, str] = OrderedDict()
+        self.background = background
+        """Rebuild indexes in a thread (the server); False: at once, in the caller (tests)."""
+        if background:
+            for e in exports:
+                self._rebuild(e)
 
     def remember(self, fh: bytes, rel: str) -> None:
         c = self._cache
@@ -208,6 +224,7 @@ class Resolver:
             h = self._handle_for(export, rel, st)
         n = Node(export, rel, h, st)
         self.remember(h.encode(), rel)
+        export.index[st.st_ino] = rel
         return n
 
     def _handle_for(self, export: Export, rel: str, st: os.stat_result) -> Handle:
@@ -237,11 +254,7 @@ class Resolver:
             st = os.lstat(export.root)
             if st.st_ino == export.ino:
                 return Node(export, "", h, st)
-        found = None if h.deep else self._walk(export, h)
-        if found is None:
-            found = self._scan(export, h)
-        if found is None:
-            raise NfsError(Stat.STALE, f"inode {h.ino} is gone from {export.path}")
+        found = self._indexed(export, h)
         st = self._check(export, found, h)
         if st is None:
             raise NfsError(Stat.STALE, f"inode {h.ino} changed under {export.path}")
@@ -258,49 +271,57 @@ class Resolver:
             return None
         return st
 
-    def _walk(self, export: Export, h: Handle) -> str | None:
-        """Follow the trail of inode hashes down from the root (no symlink is followed)."""
-
-        def down(rel: str, level: int) -> str | None:
-            try:
-                entries = list(os.scandir(export.abspath(rel)))
-            except OSError:
-                return None
-            if level == len(h.trail):
-                for e in entries:
-                    if e.inode() == h.ino:
-                        return f"{rel}/{e.name}" if rel else e.name
-                return None
-            want = h.trail[level]
-            for e in entries:
-                if ino_hash(e.inode()) == want and e.is_dir(follow_symlinks=False):
-                    got = down(f"{rel}/{e.name}" if rel else e.name, level + 1)
-                    if got is not None:
-                        return got
-            return None
-
-        return down("", 0)
-
-    def _scan(self, export: Export, h: Handle) -> str | None:
-        """Last resort: breadth-first over the export (bounded), remembering every inode seen."""
+    def _indexed(self, export: Export, h: Handle) -> str:
+        """The path of an unknown handle from the export's index (constant time), or
+        NfsError: JUKEBOX while a rebuild runs (the client retries), else STALE."""
         rel = export.index.get(h.ino)
         if rel is not None and self._check(export, rel, h) is not None:
             return rel
-        export.index.clear()
-        queue = deque([""])
-        seen = 0
-        while queue and seen < SCAN_LIMIT:
-            cur = queue.popleft()
+        if export.building:
+            raise NfsError(Stat.JUKEBOX, "the handle index is being rebuilt; try again")
+        if export.built_at is None or time.monotonic() - export.built_at >= REBUILD_EVERY:
+            self._rebuild(export)
+            if export.building:
+                raise NfsError(Stat.JUKEBOX, "the handle index is being rebuilt; try again")
+            rel = export.index.get(h.ino)
+            if rel is not None and self._check(export, rel, h) is not None:
+                return rel
+        raise NfsError(Stat.STALE, f"inode {h.ino} is gone from {export.path}")
+
+    def _rebuild(self, export: Export) -> None:
+        """Index the export (breadth-first, bounded), in a thread unless ``background`` is
+        off; the new index replaces the old one in one assignment."""
+        export.building = True
+
+        def build() -> None:
             try:
-                it = os.scandir(export.abspath(cur))
-            except OSError:
-                continue
-            with it:
-                for e in it:
-                    seen += 1
-                    r = f"{cur}/{e.name}" if cur else e.name
-                    export.index[e.inode()] = r
-                    if e.is_dir(follow_symlinks=False):
-                        queue.append(r)
-        rel = export.index.get(h.ino)
-        return rel
+                export.index = build_index(export)
+            finally:
+                export.built_at = time.monotonic()
+                export.building = False
+
+        if self.background:
+            threading.Thread(target=build, name="nfs-index", daemon=True).start()
+        else:
+            build()
+
+
+def build_index(export: Export) -> dict[int, str]:
+    """inode -> relative path of every entry of the export (at most SCAN_LIMIT entries)."""
+    index: dict[int, str] = {}
+    queue = deque([""])
+    seen = 0
+    while queue and seen < SCAN_LIMIT:
+        cur = queue.popleft()
+        try:
+            it = os.scandir(export.abspath(cur))
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                seen += 1
+                r = f"{cur}/{e.name}" if cur else e.name
+                index[e.inode()] = r
+                if e.is_dir(follow_symlinks=False):
+                    queue.append(r)
+    return index

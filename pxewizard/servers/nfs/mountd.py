@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
-from ...events import EventBus, SessionClosed, SessionOpened
+from ...events import EventBus, SessionClosed, SessionOpened, TransferFailed
 from ...proto import mount3 as m3
 from ...proto.nfs3 import NfsError
 from ...proto.rpc import Call
@@ -30,6 +31,26 @@ class MountProgram:
         self.resolver = resolver
         self.bus = bus
         self.table = m3.MountTable()
+        self._refused_said: dict[tuple[str, str], float] = {}  # (host, path) -> when said
+
+    REFUSED_EVERY = 30.0
+    """Seconds between two events for one refused (host, path): mount.nfs retries a
+    refused MNT for two minutes, the log needs it once."""
+
+    def _refuse(self, stat_: m3.MountStat, path: str, why: str, ctx: CallContext) -> bytes:
+        """The MNT error reply, and an event naming the exports that do exist."""
+        host, now = ctx.peer[0], time.monotonic()
+        key = (host, path[:256])
+        if now - self._refused_said.get(key, -self.REFUSED_EVERY) >= self.REFUSED_EVERY:
+            if len(self._refused_said) > 4096:
+                self._refused_said.clear()
+            self._refused_said[key] = now
+            exports = ", ".join(e.path for e in self.exports) or "none"
+            self.bus.publish(TransferFailed(
+                service="mountd", path=path[:256], peer=ctx.peer_str, client=host,
+                code=int(stat_), reason=f"MOUNT refused ({stat_.name}): {why}; exports here: "
+                                        f"{exports}"))
+        return m3.encode_mnt_error(stat_)
 
     def find(self, dirpath: str) -> tuple[Export, str] | None:
         """The export holding ``dirpath`` and the path below it ('' for the export itself)."""
@@ -75,8 +96,10 @@ class MountProgram:
     def _mnt(self, path: str, call: Call, ctx: CallContext) -> bytes:
         found = self.find(path)
         if found is None:
-            return m3.encode_mnt_error(m3.MountStat.NOENT if ".." not in path.split("/")
-                                       else m3.MountStat.ACCES)
+            if ".." in path.split("/"):
+                return self._refuse(m3.MountStat.ACCES, path, "a path with '..' is never "
+                                    "mounted", ctx)
+            return self._refuse(m3.MountStat.NOENT, path, "no export holds this path", ctx)
         export, rest = found
         try:
             st = os.lstat(export.root)
@@ -86,12 +109,14 @@ class MountProgram:
                 rel = f"{node.rel}/{name}" if node.rel else name
                 st = os.lstat(export.abspath(rel))
                 if not stat.S_ISDIR(st.st_mode):  # a symlink is never followed
-                    return m3.encode_mnt_error(m3.MountStat.NOTDIR)
+                    return self._refuse(m3.MountStat.NOTDIR, path, f"{rel} in export "
+                                        f"{export.path} is not a directory", ctx)
                 node = self.resolver.node(export, rel, st, node)
         except FileNotFoundError:
-            return m3.encode_mnt_error(m3.MountStat.NOENT)
-        except (OSError, NfsError):
-            return m3.encode_mnt_error(m3.MountStat.ACCES)
+            return self._refuse(m3.MountStat.NOENT, path, f"export {export.path} has no "
+                                f"directory {rest}", ctx)
+        except (OSError, NfsError) as exc:
+            return self._refuse(m3.MountStat.ACCES, path, f"cannot open it: {exc}", ctx)
         host = ctx.peer[0]
         if self.table.mount(host, path):
             self.bus.publish(SessionOpened(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import errno
 import hashlib
 import os
@@ -28,9 +29,11 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from ...events import EventBus
+from ...events import EventBus, TransferFailed
+from ...privileges import acting_as
 from ...proto import nfs3 as n3
 from ...proto.nfs3 import NfsError, Proc, Stat
 from ...proto.rpc import Call
@@ -113,6 +116,12 @@ def cookie_of(name: str) -> int:
     return max(h, 3)
 
 
+REFUSALS = frozenset({Stat.PERM, Stat.ACCES, Stat.ROFS, Stat.STALE, Stat.BADHANDLE,
+                      Stat.IO, Stat.SERVERFAULT, Stat.NOSPC, Stat.DQUOT})
+"""Errors that refuse the client something (each is an event); NOENT, EXIST, NOTEMPTY...
+are ordinary answers a client expects (a LOOKUP for a file that is not there)."""
+
+
 class NfsProgram:
     prog = n3.NFS_PROG
     low = n3.NFS_VERS
@@ -133,6 +142,10 @@ class NfsProgram:
         self.meter = ReadMeter()
         self.io = IoCounter()
         """Bytes read/written per client, published as NfsActivity (issue 23)."""
+        self._switch: contextlib.ExitStack | None = None
+        """Set while a write handler runs: its first _ids() takes the caller's identity."""
+        self._acting: Ids | None = None
+        self._refused_said: dict[tuple[str, int, int], float] = {}
         self._dirs: OrderedDict[tuple[int, int], tuple[int, int, list[tuple[int, str, int]]]] = \
             OrderedDict()
         self._handlers = {
@@ -154,23 +167,72 @@ class NfsProgram:
         except ValueError:
             return None
         args = n3.decode_args(proc, call.args)  # ValueError -> GARBAGE_ARGS
+        why = ""
         try:
+            if proc in self.nonidempotent:
+                return self._as_caller(self._handlers[proc](args, call, ctx))
             return await self._handlers[proc](args, call, ctx)
         except NfsError as exc:
-            status = exc.status
+            status, why = exc.status, str(exc)
         except OSError as exc:
-            status = n3.stat_from_errno(exc.errno)
+            status, why = n3.stat_from_errno(exc.errno), exc.strerror or str(exc)
+        if status in REFUSALS:
+            self._refused(proc, status, why, ctx)
         return [struct.pack(">I", status) + FAIL_TAIL[proc]]
+
+    def _as_caller(self, coro: Coroutine[Any, Any, Results]) -> Results:
+        """Run a namespace-changing handler (it never awaits) to its end, switching to the
+        caller's squashed identity at its first :meth:`_ids` on an rw export, so the kernel
+        checks what it does with the caller's rights, as knfsd does: a uid-1000 client
+        cannot hard-link a root-owned 0600 file (fs.protected_hardlinks) nor write where
+        the modes say no, whatever our own checks missed."""
+        self._switch = contextlib.ExitStack()
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        else:  # it yielded: another request could run under this identity
+            coro.close()
+            raise NfsError(Stat.SERVERFAULT, "a write handler yielded to the event loop")
+        finally:
+            switch, self._switch = self._switch, None
+            switch.close()
+    REFUSED_EVERY = 30.0
+    """Seconds between two events for one (client, procedure, status): a client that is
+    refused retries, the log needs it once."""
+
+    def _refused(self, proc: Proc, status: int, why: str, ctx: CallContext) -> None:
+        now = time.monotonic()
+        key = (ctx.peer[0], int(proc), int(status))
+        said = self._refused_said
+        if now - said.get(key, -self.REFUSED_EVERY) < self.REFUSED_EVERY:
+            return
+        if len(said) > 4096:
+            said.clear()
+        said[key] = now
+        name = Stat(status).name if status in Stat._value2member_map_ else str(status)
+        self.bus.publish(TransferFailed(
+            service="nfs", path="", peer=ctx.peer_str, client=ctx.peer[0], code=int(status),
+            reason=f"{proc.name} refused: NFS3ERR_{name}" + (f" ({why})" if why else "")))
 
     # --- helpers --------------------------------------------------------------------------
 
     def _node(self, fh: bytes) -> Node:
         return self.resolver.resolve(fh)
 
-    @staticmethod
-    def _ids(node: Node, call: Call) -> Ids:
+    def _ids(self, node: Node, call: Call) -> Ids:
         e = node.export
-        return auth.squash_ids(call.cred, e.squash, e.anonuid, e.anongid)
+        ids = auth.squash_ids(call.cred, e.squash, e.anonuid, e.anongid)
+        switch = self._switch
+        # (a server not running as root cannot act as anyone else, nor needs to)
+        if switch is not None and e.rw and self._acting is None and os.geteuid() == 0:
+            switch.enter_context(acting_as(ids.uid, ids.gid, ids.groups()))
+            self._acting = ids
+            switch.callback(self._stop_acting)
+        return ids
+
+    def _stop_acting(self) -> None:
+        self._acting = None
 
     @staticmethod
     def _writable(node: Node) -> None:
@@ -310,7 +372,7 @@ class NfsProgram:
         if a.offset >= st.st_size or count == 0:
             data: bytes | memoryview = b""
         else:
-            fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, False)
+            fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, False)
             try:
                 data = await read_at(fd, count, a.offset)
             finally:
@@ -464,7 +526,7 @@ class NfsProgram:
             raise NfsError(Stat.INVAL, "not a regular file")
         auth.may_write(st, self._ids(node, call))
         data = a.data[: a.count]
-        fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, True)
+        fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, True)
         try:
             stable = a.stable
 
@@ -493,7 +555,7 @@ class NfsProgram:
         self._writable(node)
         st = node.st
         if stat.S_ISREG(st.st_mode):
-            fd, tok = self.fds.acquire(node.path, st.st_dev, st.st_ino, True)
+            fd, tok = self.fds.acquire(node.export.root, node.rel, st.st_dev, st.st_ino, True)
             try:
                 await asyncio.to_thread(os.fsync, fd)
             finally:

@@ -13,9 +13,14 @@ programs on both transports. Malformed input is handled here and only here:
 - a bug in a procedure: SYSTEM_ERR and an error LogLine; the server lives on.
 
 Calls on one TCP connection run concurrently (clients pipeline READs and
-WRITEs) up to :data:`MAX_INFLIGHT`; past that the socket stops being read, and
-replies wait while the client is not reading them, so a client can make us
-hold only a bounded amount of memory.
+WRITEs) up to :data:`MAX_INFLIGHT`, and only while the reply bytes the
+connection holds (replies not yet sent, plus :data:`REPLY_RESERVE` for each call
+being served) stay under its cap; past that the calls wait unread in the socket.
+All connections together stay under a total cap: when it is reached, the
+connection holding the most unsent reply bytes that did not drain since the
+last check (a client that never reads) is dropped. When the connection cap is
+reached, the oldest idle connection is dropped for the new one, as knfsd does
+(``svc_check_conn_limits``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import asyncio
 import contextlib
 import ipaddress
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,14 +47,26 @@ from ...proto.rpc import (
     parse_call,
     prog_mismatch_reply,
 )
+from ..base import RefusalLog
 
 MAX_INFLIGHT = 32
 """Calls of one TCP connection being served at once."""
 MAX_UDP_INFLIGHT = 256
 """UDP calls being served at once (past that, datagrams are dropped; clients retransmit)."""
 MAX_RECORD = 4 * 1024 * 1024
-MAX_CONNECTIONS = 256
-"""TCP connections per port; more are refused at once (file descriptors are finite)."""
+MAX_CONNECTIONS = 220
+"""Default of ``nfs.max_connections``, TCP connections per port: knfsd's limit with its
+default 8 threads, (8 + 3) x 20. A new one past it drops the oldest idle one, or is
+refused when none is idle."""
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+"""Default of ``nfs.max_reply_bytes``: reply bytes one connection may hold (unsent, or
+reserved for calls being served); past it its calls wait unread."""
+MAX_TOTAL_REPLY_BYTES = 64 * 1024 * 1024
+"""Default of ``nfs.max_total_reply_bytes``: the same, all connections together."""
+REPLY_RESERVE = 1024 * 1024 + 256
+"""Bytes reserved per call being served: the largest reply (a READ of rtmax, 1 MiB)."""
+WRITE_HIGH_WATER = 256 * 1024
+"""Transport buffer above which a connection counts as not reading (pause_writing)."""
 IDLE_TIMEOUT = 360.0
 """Seconds a TCP connection may sit without a call before it is closed (as knfsd does;
 NFS clients reconnect by themselves when they next need the server)."""
@@ -101,7 +118,15 @@ class RpcEndpoint:
     """The programs behind one port, and the one place where bad input is caught."""
 
     def __init__(self, service: str, programs: Sequence[RpcProgram], bus: EventBus,
-                 own_addresses: Sequence[str] = (), sessions: bool = False) -> None:
+                 own_addresses: Sequence[str] = (), sessions: bool = False, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_reply_bytes: int = MAX_REPLY_BYTES,
+                 max_total_reply_bytes: int = MAX_TOTAL_REPLY_BYTES) -> None:
+        self.max_connections = max_connections
+        self.max_reply_bytes = max(max_reply_bytes, REPLY_RESERVE)
+        self.max_total_reply_bytes = max(max_total_reply_bytes, self.max_reply_bytes)
+        self.held = 0
+        """Reply bytes held by every connection (sum of their ``held``)."""
         self.service = service
         self.sessions = sessions
         """Publish SessionOpened/Closed per TCP connection (the NFS port: a kernel client
@@ -114,6 +139,44 @@ class RpcEndpoint:
         self.connections: set["_RpcTcp"] = set()
         self.udp_inflight = 0
         self.drc: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self.refused = RefusalLog(bus, service)
+
+    def refresh(self) -> None:
+        """Re-read every connection's unsent bytes (they only shrink unseen), let waiting
+        calls go, and when the total cap is still reached drop the worst reader."""
+        for c in list(self.connections):
+            c.account()
+        for c in list(self.connections):
+            c.pump()
+        self._relieve()
+        for c in self.connections:
+            c.tick()
+
+    def _relieve(self) -> None:
+        if self.held < self.max_total_reply_bytes:
+            return
+        stuck = [c for c in self.connections if c.buffered() and c.buffered() >= c.last_buf]
+        if not stuck:
+            return
+        worst = max(stuck, key=lambda c: c.buffered())
+        self.refused(worst.ctx.peer_str if worst.ctx else "?",
+                     f"connection dropped: {self.held} reply bytes held by all connections "
+                     f"(nfs.max_total_reply_bytes = {self.max_total_reply_bytes}) and this one "
+                     f"holds {worst.buffered()} it does not read", worst.ctx.peer[0]
+                     if worst.ctx else "")
+        worst.abort("holding replies it does not read while the server is full")
+
+    def make_room(self) -> bool:
+        """At the connection cap: drop the oldest idle connection (as knfsd); False when
+        every connection is busy."""
+        idle = [c for c in self.connections if c.inflight == 0 and not c.queue]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.last_active)
+        oldest.abort(f"oldest idle connection dropped for a new one ({self.max_connections} "
+                     "open, nfs.max_connections)")
+        oldest.gone()
+        return True
 
     def reap(self, now: float) -> int:
         """Close connections idle for IDLE_TIMEOUT with no call in flight; how many closed."""
@@ -182,8 +245,10 @@ class RpcEndpoint:
     async def start(self, address: str, port: int, sock_tcp, sock_udp) -> None:
         loop = asyncio.get_running_loop()
         self.servers.append(await loop.create_server(lambda: _RpcTcp(self), sock=sock_tcp))
-        transport, _ = await loop.create_datagram_endpoint(lambda: _RpcUdp(self), sock=sock_udp)
-        self.udp.append(transport)
+        if sock_udp is not None:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _RpcUdp(self),
+                                                               sock=sock_udp)
+            self.udp.append(transport)
 
     async def close(self) -> None:
         for s in self.servers:
@@ -213,28 +278,59 @@ class _RpcTcp(asyncio.Protocol):
         self.sent = 0
         self.last_active = asyncio.get_running_loop().time()
         self.why = ""
+        self.queue: deque[bytes] = deque()
+        """Records read but not yet dispatched (waiting for reply budget)."""
+        self.held = 0
+        """This connection's share of ``ep.held``: unsent reply bytes as last read, plus
+        REPLY_RESERVE per call being served."""
+        self.last_buf = 0
+        """Unsent bytes at the previous check (a connection whose count never falls does
+        not read)."""
+
+    def buffered(self) -> int:
+        t = self.transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+
+    def account(self) -> None:
+        """Bring ``held`` (and the endpoint's total) up to date."""
+        now = self.buffered() + self.inflight * REPLY_RESERVE if not self.closed else 0
+        self.ep.held += now - self.held
+        self.held = now
+
+    def tick(self) -> None:
+        self.last_buf = self.buffered()
+
+    def gone(self) -> None:
+        """Leave the endpoint's books (closed, aborted or refused)."""
+        self.closed = True
+        self.queue.clear()
+        self.ep.held -= self.held
+        self.held = 0
+        self.ep.connections.discard(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.ctx = CallContext(peer=(peer[0], peer[1]), proto="tcp",
                                local=self.ep.is_local(peer[0]))
-        if len(self.ep.connections) >= MAX_CONNECTIONS:
-            self.ep.dropped(self.ctx.peer, f"{MAX_CONNECTIONS} connections already open on "
-                                           "this port; refused", 0)
+        if len(self.ep.connections) >= self.ep.max_connections and not self.ep.make_room():
+            self.ep.refused(self.ctx.peer_str, f"{self.ep.max_connections} connections "
+                            "already open on this port, none idle (nfs.max_connections): "
+                            "refused", peer[0])
             self.closed = True
             transport.abort()  # type: ignore[attr-defined]
             return
+        with contextlib.suppress(AttributeError, ValueError):
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
         self.ep.connections.add(self)
         if self.ep.sessions:
             self.ep.bus.publish(SessionOpened(service=self.ep.service, peer=self.ctx.peer_str,
                                               detail="tcp connection", client=peer[0]))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self not in self.ep.connections:
+        if self not in self.ep.connections and not self.why:
             return  # refused in connection_made
-        self.closed = True
-        self.ep.connections.discard(self)
+        self.gone()
         self.writable.set()
         if self.ep.sessions and self.ctx is not None:
             if self.why:
@@ -257,6 +353,8 @@ class _RpcTcp(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
+        self.account()
+        self.pump()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None and self.ctx is not None
@@ -271,20 +369,38 @@ class _RpcTcp(asyncio.Protocol):
             self.why = "garbage from the client (record too large)"
             self.transport.abort()
             return
-        for rec in records:
+        self.queue.extend(records)
+        self.pump()
+
+    def pump(self) -> None:
+        """Serve queued calls while this connection and the endpoint have reply budget;
+        stop reading the socket while calls wait (they wait in the kernel, not here)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        ep = self.ep
+        self.account()
+        while self.queue and self.inflight < MAX_INFLIGHT \
+                and self.held + REPLY_RESERVE <= ep.max_reply_bytes \
+                and ep.held + REPLY_RESERVE <= ep.max_total_reply_bytes:
+            rec = self.queue.popleft()
             self.inflight += 1
+            self.held += REPLY_RESERVE
+            ep.held += REPLY_RESERVE
             t = asyncio.ensure_future(self._serve(rec))
             self.tasks.add(t)
             t.add_done_callback(self.tasks.discard)
+        if self.queue and ep.held + REPLY_RESERVE > ep.max_total_reply_bytes:
+            ep._relieve()
         self._flow()
 
     def _flow(self) -> None:
-        """Stop reading calls while too many are being served; start again at half."""
+        """Read the socket only while no call waits for budget and few are in flight."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return
-        if self.inflight >= MAX_INFLIGHT and self.transport.is_reading():
+        busy = bool(self.queue) or self.inflight >= MAX_INFLIGHT
+        if busy and self.transport.is_reading():
             self.transport.pause_reading()
-        elif self.inflight < MAX_INFLIGHT // 2 and not self.transport.is_reading():
+        elif not busy and self.inflight < MAX_INFLIGHT // 2 and not self.transport.is_reading():
             self.transport.resume_reading()
 
     async def _serve(self, record: bytes) -> None:
@@ -314,7 +430,8 @@ class _RpcTcp(asyncio.Protocol):
                 self.transport.writelines([frame_header(total), *parts])
         finally:
             self.inflight -= 1
-            self._flow()
+            if not self.closed:
+                self.pump()
 
 
 class _RpcUdp(asyncio.DatagramProtocol):
