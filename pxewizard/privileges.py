@@ -76,7 +76,9 @@ def kept_capabilities(plan: Plan) -> dict[str, str]:
         if plan.nfs.portmap:
             keep["CAP_NET_BIND_SERVICE"] = ("NFS unregisters from the local rpcbind at stop; "
                                             "rpcbind takes UNSET only from a port below 1024")
-        rw = [e for e in plan.nfs.exports if e.rw]
+        from .boot.tree import nfs_exports  # nfs.root_mode per-client adds rw exports
+
+        rw = [e for e in nfs_exports(plan) if e.rw]
         if rw:
             keep["CAP_SETUID"] = ("rw NFS: each write runs with the caller's fsuid "
                                   "(setfsuid), so the kernel's own permission checks apply")

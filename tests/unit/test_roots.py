@@ -145,3 +145,13 @@ def test_export_lists_client_roots_and_how_to_make_them(tmp_path: Path) -> None:
     assert f"{root.resolve()} 10.99.0.0/24(ro,no_subtree_check,insecure,no_root_squash)" in text
     assert f"{ra} 10.99.0.0/24(rw,no_subtree_check,insecure,no_root_squash)" in text
     assert f"# {ra} does not exist yet: cp -a --reflink=auto {root}" in text
+
+
+def test_per_client_roots_keep_the_capabilities_of_rw_exports(tmp_path: Path) -> None:
+    from pxewizard.privileges import kept_capabilities
+
+    root = fx.make_nfsroot(tmp_path / "root", OVERLAYROOT)
+    keep = kept_capabilities(_plan(root, tmp_path, "per-client", clients=[A]))
+    assert {"CAP_SETUID", "CAP_DAC_OVERRIDE", "CAP_CHOWN"} <= set(keep)
+    keep = kept_capabilities(_plan(root, tmp_path, "ro-overlay"))
+    assert "CAP_SETUID" not in keep and "CAP_DAC_OVERRIDE" not in keep
