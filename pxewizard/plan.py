@@ -345,7 +345,8 @@ class NfsSettings(_Model):
     exported read-only and each client keeps its changes in RAM (overlayroot=tmpfs for
     initramfs-tools, rd.live.overlay.overlayfs=1 for dracut; lost at reboot). per-client:
     each MAC in nfs.clients gets its own writable copy under <state_dir>/roots/<mac>,
-    exported read-write to it alone; other MACs boot the tree read-only with a RAM overlay."""
+    exported read-write (to the segment: a client that mounts another's path gets it, as with
+    any NFSv3 export); other MACs boot the tree read-only with a RAM overlay."""
     clients: list[str] = Field(default_factory=list)
     """per-client: MACs (aa:bb:cc:dd:ee:ff) that get their own root copy, made at start when
     missing (empty: every MAC in dhcp.reservations)."""
