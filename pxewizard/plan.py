@@ -65,6 +65,12 @@ class Transport(StrEnum):
     nbd = "nbd"
 
 
+class RootMode(StrEnum):
+    shared_rw = "shared-rw"
+    ro_overlay = "ro-overlay"
+    per_client = "per-client"
+
+
 class Squash(StrEnum):
     root_squash = "root_squash"
     all_squash = "all_squash"
@@ -332,6 +338,25 @@ class NfsSettings(_Model):
     max_total_reply_bytes: int = Field(64 << 20, ge=1 << 20, le=16 << 30)
     """The same for all connections together; when reached, the connection holding the most
     unsent replies that it does not read is dropped."""
+    root_mode: RootMode = RootMode.shared_rw
+    """How an NFS root (boot.media holding a Linux root tree) is shared by many clients.
+    shared-rw: every client mounts the one tree as the exports say (read-write if an export
+    says rw; two writers corrupt each other's /var, /etc, /tmp). ro-overlay: the tree is
+    exported read-only and each client keeps its changes in RAM (overlayroot=tmpfs for
+    initramfs-tools, rd.live.overlay.overlayfs=1 for dracut; lost at reboot). per-client:
+    each MAC in nfs.clients gets its own writable copy under <state_dir>/roots/<mac>,
+    exported read-write (to the segment: a client that mounts another's path gets it, as with
+    any NFSv3 export); other MACs boot the tree read-only with a RAM overlay."""
+    clients: list[str] = Field(default_factory=list)
+    """per-client: MACs (aa:bb:cc:dd:ee:ff) that get their own root copy, made at start when
+    missing (empty: every MAC in dhcp.reservations)."""
+
+    @field_validator("clients", mode="before")
+    @classmethod
+    def _macs(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [normalize_mac(str(m)) for m in v]
+        return v
 
 
 class RemoteEntry(_Model):
@@ -521,6 +546,13 @@ class Plan(_Model):
         port = "" if self.http.port == 80 else f":{self.http.port}"
         return f"http://{self.server_ip}{port}/"
 
+    @property
+    def nfs_clients(self) -> list[str]:
+        """MACs with a root of their own (nfs.root_mode = per-client)."""
+        if self.nfs.clients:
+            return list(dict.fromkeys(self.nfs.clients))
+        return [r.mac for r in self.dhcp.reservations]
+
     def bound_ports(self) -> list[tuple[str, int, str]]:
         """(proto, port, service) the servers of this Plan bind (port 111 only when no rpcbind
         holds it: the NFS server registers with a running one instead)."""
@@ -619,6 +651,10 @@ class Plan(_Model):
             problems.append("boot.transport: nbd needs nbd.enabled = true")
         if t is Transport.nfs and not self.nfs.enabled:
             problems.append("boot.transport: nfs needs nfs.enabled = true")
+        if self.nfs.root_mode is RootMode.per_client and not self.nfs_clients:
+            problems.append("nfs.root_mode: per-client needs the MACs that get a root of "
+                            "their own; list them in nfs.clients = [\"aa:bb:cc:dd:ee:ff\"] "
+                            "(or in dhcp.reservations)")
         if self.boot.loader not in ("pxelinux", "ipxe"):
             problems.append(f"boot.loader: {self.boot.loader!r} is not known; "
                             "use 'pxelinux' or 'ipxe'")

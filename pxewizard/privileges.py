@@ -27,12 +27,8 @@ import errno
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
 
 from .errors import PxeError
-
-if TYPE_CHECKING:
-    from .plan import Plan
 
 CAPS: dict[str, int] = {
     "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
@@ -59,41 +55,6 @@ START_CAPS: dict[str, str] = {
     "CAP_SETPCAP": "drop the other capabilities from the bounding set once bound",
 }
 """Needed only while starting (binding, probing); dropped once every socket is bound."""
-
-
-def kept_capabilities(plan: Plan) -> dict[str, str]:
-    """The capabilities ``serve`` keeps after binding, each with the reason, for ``plan``."""
-    keep: dict[str, str] = {}
-    if plan.dhcp.mode == "full":
-        keep["CAP_NET_ADMIN"] = ("full DHCP writes a neighbour entry (SIOCSARP, MAC -> "
-                                 "offered address) before unicasting to a client that has no "
-                                 "address yet and cannot answer ARP, as dnsmasq does")
-    if plan.nfs.enabled:
-        keep["CAP_DAC_READ_SEARCH"] = ("NFS serves a root tree whose files belong to many "
-                                       "users (as knfsd, which reads them from the kernel)")
-        if plan.nfs.portmap:
-            keep["CAP_NET_BIND_SERVICE"] = ("NFS unregisters from the local rpcbind at stop; "
-                                            "rpcbind takes UNSET only from a port below 1024")
-        rw = [e for e in plan.nfs.exports if e.rw]
-        if rw:
-            keep["CAP_SETUID"] = ("rw NFS: each write runs with the caller's fsuid "
-                                  "(setfsuid), so the kernel's own permission checks apply")
-            keep["CAP_SETGID"] = "rw NFS: the caller's fsgid and groups (setfsgid, setgroups)"
-            if any(getattr(e.squash, "value", e.squash) == "no_root_squash" or e.anonuid == 0
-                   for e in rw):
-                why = ("rw NFS with no_root_squash (or anonuid 0): the client's root acts "
-                       "as root, as on knfsd; the kernel ignores it while the fsuid is not 0")
-                for cap in ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
-                            "CAP_MKNOD"):
-                    keep[cap] = why
-    return keep
-
-
-def start_capabilities(plan: Plan) -> dict[str, str]:
-    """Every capability ``serve`` may use for ``plan`` (the systemd unit's bounding set)."""
-    caps = dict(START_CAPS)
-    caps.update(kept_capabilities(plan))
-    return caps
 
 
 # --- the system calls ------------------------------------------------------------------------
@@ -304,5 +265,5 @@ def threads_above(keep_mask: int) -> list[str]:
     return bad
 
 
-__all__ = ["CAPS", "START_CAPS", "acting_as", "capget", "drop", "follow", "kept_capabilities",
-           "mask", "names", "start_capabilities", "thread_status", "threads_above"]
+__all__ = ["CAPS", "START_CAPS", "acting_as", "capget", "drop", "follow", 
+           "mask", "names", "thread_status", "threads_above"]

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .boot.roots import prepare_client_roots
 from .boot.tree import build_boot, menu_outline, nbd_exports, nfs_exports
 from .detect.dhcp_probe import look_before_serving
 from .detect.interfaces import check_serving_address
@@ -30,6 +31,7 @@ from .insight.diagnose import format_finding
 from .insight.eventfmt import one_line
 from .insight.session import InsightSession, host_facts, served_paths
 from .ondisk import check_dir
+from . import privileges
 from .plan import DhcpMode, Plan, load_plan
 from .proto.dhcp import BootFiles, Mode, Policy, Pool, Reservation
 from .servers.base import Service
@@ -202,6 +204,11 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
     if not plan.nfs.enabled:
         return []
 
+    def say(message: str) -> None:
+        bus.publish_threadsafe(LogLine(service="nfs", level="info", message=message))
+
+    for made in await asyncio.to_thread(prepare_client_roots, plan, say):
+        bus.publish(LogLine(service="nfs", level="info", message=made))
     n = plan.nfs
     return [await start_nfs(bus=bus, address=str(plan.server_ip), nfs_port=n.nfs_port,
                             mount_port=n.mount_port, portmap=n.portmap,
@@ -351,15 +358,51 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     return running
 
 
+# --- privileges: what each enabled service keeps once its sockets are bound ----------------
+
+
+def kept_capabilities(plan: Plan) -> dict[str, str]:
+    """The capabilities ``serve`` keeps after binding, each with the reason, for ``plan``."""
+    keep: dict[str, str] = {}
+    if plan.dhcp.mode == "full":
+        keep["CAP_NET_ADMIN"] = ("full DHCP writes a neighbour entry (SIOCSARP, MAC -> "
+                                 "offered address) before unicasting to a client that has no "
+                                 "address yet and cannot answer ARP, as dnsmasq does")
+    if plan.nfs.enabled:
+        keep["CAP_DAC_READ_SEARCH"] = ("NFS serves a root tree whose files belong to many "
+                                       "users (as knfsd, which reads them from the kernel)")
+        if plan.nfs.portmap:
+            keep["CAP_NET_BIND_SERVICE"] = ("NFS unregisters from the local rpcbind at stop; "
+                                            "rpcbind takes UNSET only from a port below 1024")
+        rw = [e for e in nfs_exports(plan) if e.rw]  # nfs.root_mode per-client adds some
+        if rw:
+            keep["CAP_SETUID"] = ("rw NFS: each write runs with the caller's fsuid "
+                                  "(setfsuid), so the kernel's own permission checks apply")
+            keep["CAP_SETGID"] = "rw NFS: the caller's fsgid and groups (setfsgid, setgroups)"
+            if any(getattr(e.squash, "value", e.squash) == "no_root_squash" or e.anonuid == 0
+                   for e in rw):
+                why = ("rw NFS with no_root_squash (or anonuid 0): the client's root acts "
+                       "as root, as on knfsd; the kernel ignores it while the fsuid is not 0")
+                for cap in ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+                            "CAP_MKNOD"):
+                    keep[cap] = why
+    return keep
+
+
+def start_capabilities(plan: Plan) -> dict[str, str]:
+    """Every capability ``serve`` may use for ``plan`` (the systemd unit's bounding set)."""
+    caps = dict(privileges.START_CAPS)
+    caps.update(kept_capabilities(plan))
+    return caps
+
+
 def drop_privileges(plan: Plan, bus: EventBus) -> None:
     """Once every socket is bound: keep only the capabilities the Plan's services need
-    (:func:`.privileges.kept_capabilities` says which and why), set no_new_privs, and check
+    (:func:`kept_capabilities` says which and why), set no_new_privs, and check
     a second later that every thread followed. ``serve`` only: the wizard may bind again."""
-    from . import privileges
-
     if not privileges.capget()[0]:
         return  # not privileged: nothing to drop
-    keep = privileges.kept_capabilities(plan)
+    keep = kept_capabilities(plan)
     loop = asyncio.get_running_loop()
     kept = privileges.drop(keep, loop)
     bus.publish(LogLine(service="serve", level="info", message=(

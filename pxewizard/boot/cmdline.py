@@ -47,6 +47,7 @@ from urllib.parse import quote
 
 from ..errors import PxeError
 from .media import LOCAL_ENTRY, BootEntry, Media, whole_iso_vpath
+from .roots import client_root, mode
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -294,16 +295,71 @@ def _casper(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[s
     return ["ip=dhcp"], notes
 
 
-def _nfsroot(media: Media, entry: BootEntry, plan: Plan, ip: str) -> tuple[list[str], list[str]]:
+OVERLAY_ARGS = {"dracut": "rd.live.overlay.overlayfs=1", "initramfs-tools": "overlayroot=tmpfs"}
+"""The argument that makes each initramfs put a tmpfs overlay over a read-only root: dracut's
+90overlayfs module reads rd.live.overlay.overlayfs (newer dracut-ng also rd.overlay, and
+keeps the old name); Debian's overlayroot package reads overlayroot= in init-bottom."""
+
+
+def _overlay_note(media: Media) -> str | None:
+    """Why the tree's initramfs will not (or may not) put the overlay over its NFS root."""
+    have, flavour = media.overlay, media.flavour
+    if have in ("overlayroot", "dracut-overlayfs"):
+        return None
+    if have == "dracut-overlayfs-block":
+        return ("nfs.root_mode: this dracut's overlayfs module hooks only the mount stage "
+                "(made for block-device roots; dracut-ng adds pre-pivot hooks for network "
+                "roots), so the RAM overlay may not be put over the NFS root: update dracut in "
+                "the tree and rebuild with `dracut --add overlayfs --force`, or use "
+                "nfs.root_mode = \"per-client\"")
+    if flavour == "dracut":
+        fix = ("rebuild it in the tree with `dracut --add overlayfs --force` (dracut-ng with "
+               "the network-root hooks)")
+    elif flavour == "initramfs-tools":
+        fix = ("install Debian's overlayroot package in the tree (chroot TREE apt-get install "
+               "overlayroot) and run update-initramfs -u there")
+    else:
+        fix = ("use an initramfs-tools image with the overlayroot package or a dracut image "
+               "with the overlayfs module")
+    return ("nfs.root_mode: the tree's initramfs has no root overlay (no "
+            "scripts/init-bottom/overlayroot, no dracut overlayfs hooks), so clients get the "
+            f"root read-only with nothing writable and most services fail: {fix}, or use "
+            "nfs.root_mode = \"per-client\"")
+
+
+def _nfsroot(media: Media, entry: BootEntry, plan: Plan, ip: str,
+             client: str | None = None) -> tuple[list[str], list[str]]:
+    """The NFS root line; ``client`` (a MAC, per-client mode) mounts that client's own root."""
+
     notes: list[str] = []
     if plan.boot.transport.value != "nfs" or not plan.nfs.enabled:
         notes.append("an NFS root needs the nfs transport and nfs.enabled = true")
-    path = nfs_path(media, plan)
+    root_mode = mode(plan)
+    if client is not None:
+        path = _check_path(str(client_root(plan, client)))
+        writable, overlay = True, False
+    else:
+        path = nfs_path(media, plan)
+        writable = root_mode == "shared-rw"
+        overlay = not writable
     opts = ["vers=3", "nolock"] + _nfs_options(plan)
-    if media.flavour == "dracut":
-        return [f"root=nfs:{ip}:{path}:{','.join(opts)}", "rw", "ip=dhcp"], notes
-    # initramfs-tools (and the kernel's own nfsroot when there is no initramfs)
-    return ["root=/dev/nfs", f"nfsroot={ip}:{path},{','.join(opts)}", "ip=dhcp", "rw"], notes
+    flavour = "dracut" if media.flavour == "dracut" else "initramfs-tools"
+    rw = "rw" if writable else "ro"
+    if flavour == "dracut":
+        args = [f"root=nfs:{ip}:{path}:{','.join(opts)}", rw, "ip=dhcp"]
+    else:
+        # initramfs-tools (and the kernel's own nfsroot when there is no initramfs)
+        args = ["root=/dev/nfs", f"nfsroot={ip}:{path},{','.join(opts)}", "ip=dhcp", rw]
+    if root_mode != "shared-rw" and client is None and any(
+            e.rw and Path(e.path).resolve() == Path(path) for e in plan.nfs.exports):
+        notes.append(f"nfs.exports: {path} says rw, and nfs.root_mode {root_mode} serves it "
+                     "read-only (each client writes to its RAM overlay or its own copy)")
+    if overlay:
+        args.append(OVERLAY_ARGS[flavour])
+        note = _overlay_note(media)
+        if note:
+            notes.append(note)
+    return args, notes
 
 
 def _debian_installer(media: Media, entry: BootEntry, plan: Plan,
@@ -344,8 +400,10 @@ def _memtest_args(plan: Plan) -> str:
     return " ".join(w for w in plan.boot.extra_cmdline.split() if w.startswith("console=ttyS"))
 
 
-def kernel_cmdline(entry: BootEntry, media: Media, plan: Plan) -> tuple[str, list[str]]:
-    """(final command line, notes) of one entry for the Plan's transport and server."""
+def kernel_cmdline(entry: BootEntry, media: Media, plan: Plan,
+                   client: str | None = None) -> tuple[str, list[str]]:
+    """(final command line, notes) of one entry for the Plan's transport and server;
+    ``client``: the line of that MAC's own root (NFS root, nfs.root_mode per-client)."""
     if entry.kind == "memtest":
         return " ".join(p for p in (entry.cmdline, _memtest_args(plan)) if p), []
     if entry.kind in ("localboot", "message", "wimboot"):
@@ -353,10 +411,28 @@ def kernel_cmdline(entry: BootEntry, media: Media, plan: Plan) -> tuple[str, lis
     if entry.kind == "remote":
         return " ".join(p for p in (entry.cmdline, plan.boot.extra_cmdline.strip()) if p), []
     ip = str(plan.server_ip)
-    make = _PROFILE_ARGS.get(media.profile)
-    args, notes = make(media, entry, plan, ip) if make else ([], [])
+    if client is not None and media.profile == "nfsroot":
+        args, notes = _nfsroot(media, entry, plan, ip, client=client)
+    else:
+        make = _PROFILE_ARGS.get(media.profile)
+        args, notes = make(media, entry, plan, ip) if make else ([], [])
     parts = [entry.cmdline, *args, plan.boot.extra_cmdline.strip()]
     return " ".join(p for p in parts if p), notes
+
+
+def client_cmdlines(entries: list[BootEntry], media: Media,
+                    plan: Plan) -> tuple[tuple[str, str, str], ...]:
+    """(MAC, entry id, command line) of every listed MAC's own root (nfs.root_mode
+    per-client, NFS-root media), for its pxelinux ``01-<mac>`` file and the iPXE test."""
+    if media.profile != "nfsroot" or plan.nfs.root_mode.value != "per-client":
+        return ()
+    raw = {e.id: e for e in media.entries}
+    out = []
+    for mac in plan.nfs_clients:
+        for e in entries:
+            if e.kind == "linux" and e.id in raw:
+                out.append((mac, e.id, kernel_cmdline(raw[e.id], media, plan, client=mac)[0]))
+    return tuple(out)
 
 
 def finish_entry(entry: BootEntry, media: Media, plan: Plan) -> BootEntry:

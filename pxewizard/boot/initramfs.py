@@ -148,6 +148,35 @@ class NfsSupport:
     """dracut, initramfs-tools or '' (unknown)."""
     problems: list[str] = field(default_factory=list)
     """Why it may not work, in words (empty: looks fine)."""
+    overlay: str = ""
+    """How it can put a RAM overlay over a read-only root (nfs.root_mode ro-overlay): see
+    :func:`overlay_support`."""
+
+
+OVERLAYROOT_SCRIPT = "scripts/init-bottom/overlayroot"
+"""Debian/Ubuntu's ``overlayroot`` package (cloud-initramfs-tools): read ``overlayroot=tmpfs``,
+move ${rootmnt} to /media/root-ro, mount a tmpfs on /media/root-rw and an overlay of the two
+on ${rootmnt}. It does this for any root, NFS included (init-bottom runs after scripts/nfs)."""
+DRACUT_OVERLAY_NET = "hooks/pre-pivot/10-mount-overlayfs.sh"
+"""dracut(-ng)'s 90overlayfs module with its network-root hooks: ``rd.overlay`` (older name,
+still read: ``rd.live.overlay.overlayfs=1``) bind-mounts the NFS root on /run/rootfsbase and
+mounts an overlay with its upper layer in /run (a tmpfs) at pre-pivot."""
+DRACUT_OVERLAY_BLOCK = "hooks/mount/01-mount-overlayfs.sh"
+"""The same module in dracut versions that hook only the pre-mount and mount stages (made for
+block-device roots)."""
+
+
+def overlay_support(names: list[str]) -> str:
+    """Which root overlay an initramfs holds: ``overlayroot`` (initramfs-tools),
+    ``dracut-overlayfs`` (with network-root hooks), ``dracut-overlayfs-block`` (mount hooks
+    only) or '' (none)."""
+    if any(n.endswith(OVERLAYROOT_SCRIPT) for n in names):
+        return "overlayroot"
+    if any(n.endswith(DRACUT_OVERLAY_NET) for n in names):
+        return "dracut-overlayfs"
+    if any(n.endswith(DRACUT_OVERLAY_BLOCK) for n in names):
+        return "dracut-overlayfs-block"
+    return ""
 
 
 def nfs_support(path: Path) -> NfsSupport:
@@ -171,7 +200,7 @@ def nfs_support(path: Path) -> NfsSupport:
                             "`dracut --add nfs --force` (network and nfs modules)")
         if module_note:
             problems.append(module_note)
-        return NfsSupport("dracut", problems)
+        return NfsSupport("dracut", problems, overlay_support(names))
     if "scripts/nfs" in s or "conf/initramfs.conf" in s or any(n.startswith("scripts/") for n in names):
         problems = []
         if "scripts/nfs" not in s:
@@ -179,6 +208,7 @@ def nfs_support(path: Path) -> NfsSupport:
                             "/etc/initramfs-tools/initramfs.conf and run update-initramfs -u")
         if module_note:
             problems.append(module_note + "; set MODULES=netboot or most in initramfs.conf")
-        return NfsSupport("initramfs-tools", problems)
+        return NfsSupport("initramfs-tools", problems, overlay_support(names))
     return NfsSupport("", ["neither a dracut nor an initramfs-tools image: cannot tell whether "
-                           "it mounts an NFS root"] + ([module_note] if module_note else []))
+                           "it mounts an NFS root"] + ([module_note] if module_note else []),
+                      overlay_support(names))

@@ -139,6 +139,8 @@ class Media:
     flavour: str = ""
     """nfsroot: dracut or initramfs-tools (from the initramfs); redhat-installer: inst.repo
     (a whole repository) or inst.stage2 (the installer image only); '' when unknown."""
+    overlay: str = ""
+    """nfsroot: the root overlay its initramfs holds (initramfs.overlay_support); '' none."""
     warnings: tuple[str, ...] = ()
     """Problems found that do not stop serving (e.g. an initramfs without NFS support)."""
     extents: dict[str, tuple[int, int]] | None = field(default=None, compare=False, repr=False)
@@ -314,6 +316,7 @@ class _Found:
     image_vpath: str = ""
     flavour: str = ""
     warnings: list[str] = field(default_factory=list)
+    overlay: str = ""
 
 
 def _files(src: Source, *vpaths: str) -> tuple[tuple[str, int], ...]:
@@ -516,10 +519,11 @@ def _nfsroot(src: Source) -> _Found | None:
         if line.startswith("PRETTY_NAME="):
             osname = line.split("=", 1)[1].strip().strip('"')
     taken: set[str] = set()
-    entries, warnings, flavour = [], [], ""
+    entries, warnings, flavour, overlay = [], [], "", ""
     for ver, k, i in pairs:
         support = nfs_support(src.root / i)
         flavour = flavour or support.flavour
+        overlay = overlay or support.overlay
         for f in (k, i):
             if not os.stat(src.root / f).st_mode & stat.S_IROTH:
                 support.problems.append(f"{f} is not world-readable, so TFTP and HTTP refuse "
@@ -532,7 +536,7 @@ def _nfsroot(src: Source) -> _Found | None:
                                  files=_files(src, k, i), image_size=0, kind="linux",
                                  notes=notes))
     return _Found("nfsroot", f"{osname} (NFS root)", "", entries, flavour=flavour,
-                  warnings=warnings)
+                  warnings=warnings, overlay=overlay)
 
 
 def _ini(text: str) -> dict[str, dict[str, str]]:
@@ -776,6 +780,7 @@ def _media_from(path: Path, src: Source, found: _Found) -> Media:
     return Media(path=path, profile=found.profile, label=found.label, version=found.version,
                  entries=entries, image=image, image_size=image_size,
                  image_vpath=found.image_vpath, nbd_source=nbd, flavour=found.flavour,
+                 overlay=found.overlay,
                  warnings=tuple(warnings),
                  extents=dict(src.files) if iso else None)  # type: ignore[union-attr]
 

@@ -39,7 +39,7 @@ it keeps the URLs.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import PurePosixPath
 
@@ -96,6 +96,12 @@ class MenuSettings:
     timeout: int = 10
     per_mac: tuple[tuple[str, str], ...] = ()
     """(MAC aa:bb:cc:dd:ee:ff, entry id) pairs."""
+    client_cmdlines: tuple[tuple[str, str, str], ...] = ()
+    """(MAC, entry id, command line): that MAC boots that entry with its own command line
+    (per-client NFS roots); in its ``01-<mac>`` file and an iPXE ``${netX/mac}`` test."""
+
+    def cmdlines_of(self, mac: str) -> dict[str, str]:
+        return {e: line for m, e, line in self.client_cmdlines if m == mac}
 
 
 def _for_firmware(entries: list[BootEntry], firmware: str) -> list[BootEntry]:
@@ -135,8 +141,10 @@ def _boots_at_once(entries: list[BootEntry], entry: str | None) -> bool:
 
 def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
                     firmware: str = "bios", remote: list[RemoteEntry] | tuple = (),
-                    loader: str | None = None, default: str | None = None) -> str:
-    """pxelinux.cfg text for ``firmware`` "bios" (pxelinux.0) or "efi64" (syslinux.efi)."""
+                    loader: str | None = None, default: str | None = None,
+                    cmdlines: dict[str, str] | None = None) -> str:
+    """pxelinux.cfg text for ``firmware`` "bios" (pxelinux.0) or "efi64" (syslinux.efi);
+    ``cmdlines``: entry id -> command line replacing that entry's (one client's file)."""
     if firmware not in FIRMWARES:
         raise ValueError(f"firmware {firmware!r}: use one of {FIRMWARES}")
     loader = loader or ("pxelinux.0" if firmware == "bios" else "efi64/syslinux.efi")
@@ -151,6 +159,8 @@ def pxelinux_config(entries: list[BootEntry], settings: MenuSettings, *,
         firmware="BIOS" if firmware == "bios" else "UEFI x64", loader=loader,
         default=_default(shown + local, default if default is not None else settings.default),
         timeout=timeout, title=_one_line(settings.title))]
+    if cmdlines:  # one client's own lines (nfs.root_mode per-client)
+        shown = [replace(e, cmdline=cmdlines[e.id]) if e.id in cmdlines else e for e in shown]
     for gid, title, members in _groups(shown):
         if not gid:
             out += [_pxelinux_entry(e) for e in members]
@@ -305,7 +315,13 @@ def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
                        "boot || goto failed\n")
             continue
         args = [f"initrd={PurePosixPath(i).name}" for i in e.initrds]
-        if e.cmdline:
+        own = [(m, line) for m, eid, line in settings.client_cmdlines if eid == e.id]
+        if own:  # per-client lines: chosen by MAC at boot, the shared line otherwise
+            out.append(f"\n:{e.id}\nset pxw-args {_one_line(e.cmdline)}\n" + "".join(
+                f"iseq ${{netX/mac}} {m} && set pxw-args {_one_line(line)} ||\n"
+                for m, line in own))
+            args.append("${pxw-args}")
+        elif e.cmdline:
             args.append(_one_line(e.cmdline))
         if e.kind == "linux":
             args.append("BOOTIF=01-${netX/mac:hexhyp}")
@@ -315,6 +331,8 @@ def ipxe_script(entries: list[BootEntry], settings: MenuSettings, *, base: str,
             cmdline="".join(" " + a for a in args), initrds=initrds)
         if not initrds:
             text = text.replace("\n\nboot ||", "\nboot ||")
+        if own:  # the label went above the per-client tests
+            text = text.replace(f"\n:{e.id}\n", "", 1)
         out.append(text)
     return "".join(out)
 
@@ -330,10 +348,13 @@ def menu_files(entries: list[BootEntry], settings: MenuSettings, *, base: str,
                                      ("efi64", f"{efi_dir}/" if efi_dir else "", efi_loader)):
         files[f"{prefix}pxelinux.cfg/default"] = pxelinux_config(
             entries, settings, firmware=firmware, remote=remote, loader=loader)
-        for mac, entry in settings.per_mac:
+        defaults = dict(settings.per_mac)
+        macs = list(dict.fromkeys([m for m, _ in settings.per_mac]
+                                  + [m for m, _, _ in settings.client_cmdlines]))
+        for mac in macs:
             files[f"{prefix}pxelinux.cfg/{_mac_file(mac)}"] = pxelinux_config(
                 entries, settings, firmware=firmware, remote=remote, loader=loader,
-                default=entry)
+                default=defaults.get(mac), cmdlines=settings.cmdlines_of(mac))
     if ipxe_path:
         files[ipxe_path.lstrip("/")] = ipxe_script(entries, settings, base=base, remote=remote)
     return files

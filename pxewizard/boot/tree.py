@@ -279,8 +279,11 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
                         "network-boots may get this menu, but boot.entries leaves out "
                         f"{default!r} (Boot from local disk), so they boot the first entry "
                         "after the timeout; add it, or set boot.default")
+    from .cmdline import client_cmdlines
+
     settings = MenuSettings(title=title, default=default, timeout=plan.boot.timeout,
-                            per_mac=per_mac)
+                            per_mac=per_mac, client_cmdlines=client_cmdlines(
+                                entries, media, plan) if media is not None else ())
     menus = menu_files(entries, settings, base=ipxe_base(plan),
                        ipxe_path=plan.dhcp.boot_files.ipxe_script, efi_dir=efi_dir,
                        bios_loader=_join(bios_dir, posixpath.basename(plan.dhcp.boot_files.bios)),
@@ -337,7 +340,14 @@ def nbd_exports(plan: Plan) -> dict[str, Path | FileRange]:
 
 
 def nfs_exports(plan: Plan) -> list[NfsExport]:
-    """The Plan's NFS exports, else the medium's directory, read-only."""
+    """The Plan's NFS exports, else the medium's directory, read-only; then changed for
+    nfs.root_mode (roots.root_exports: the tree read-only, per-client roots added)."""
+    from .roots import root_exports
+
+    return root_exports(plan, _plan_nfs_exports(plan))
+
+
+def _plan_nfs_exports(plan: Plan) -> list[NfsExport]:
     if plan.nfs.exports:
         return list(plan.nfs.exports)
     if not plan.nfs.enabled:

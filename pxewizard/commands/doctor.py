@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..boot.ram import ram_estimate
+from ..boot.roottree import check_root_tree
 from ..boot.tree import build_boot
 from ..detect.bridge import bridge_facts_sync
 from ..detect.dhcp_probe import PROBE_TIMEOUT, pool_in_use, probe_sync
@@ -535,6 +536,12 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
         boot_f, files, media = _guard("boot files", lambda: check_boot(plan), ([], [], None),
                                       rep)
         rep.checks += boot_f
+        if media is not None and media.profile == "nfsroot":  # issue 23: boot/roottree.py
+            rep.checks += _guard("root tree", lambda: [_f(Severity[p.severity], p.rule, p.title,
+                                 p.cause, p.fix) for p in check_root_tree(
+                                     Path(media.path), cmdline=plan.boot.extra_cmdline)]
+                                 or [_ok("root-tree", f"{media.path}: no root tree pitfall")],
+                                 [], rep)
         roots = [r for r in (plan.tftp.root, plan.http.root) if r is not None]
         if media is not None and Path(media.path).is_dir():
             roots.append(Path(media.path))

@@ -26,7 +26,7 @@ from typing import Any
 from ..boot.tree import build_tree, nbd_exports, nfs_exports
 from ..errors import PxeError
 from ..plan import DhcpMode, Plan, load_plan
-from ..privileges import kept_capabilities, start_capabilities
+from ..serve import kept_capabilities, start_capabilities
 
 FORMATS = ("dnsmasq", "isc-dhcpd", "kea", "tftpd-hpa", "nginx", "nbd-server", "nfs-exports",
            "systemd")
@@ -318,6 +318,9 @@ def render_nfs_exports(plan: Plan, exports: list) -> str:
         if getattr(e, "anongid", 65534) != 65534:
             opts.append(f"anongid={e.anongid}")
         lines.append(f"{e.path} {plan.network}({','.join(opts)})")
+        if not os.path.isdir(e.path):  # nfs.root_mode per-client: pxewizard serve makes them
+            lines.append(f"# {e.path} does not exist yet: cp -a --reflink=auto "
+                         f"{plan.boot.media} {e.path}")
     return "\n".join(lines) + "\n"
 
 

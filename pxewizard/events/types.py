@@ -369,6 +369,19 @@ class SessionClosed(Event):
     """Why it closed."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class NfsActivity(Event):
+    """Bytes one NFS client has read and written since the server started (totals; published
+    at most every couple of seconds per client, while they change). ``client`` is its IP."""
+
+    service: str = "nfs"
+    """Service name."""
+    read: int = 0
+    """Bytes of file data READ by this client so far."""
+    written: int = 0
+    """Bytes of file data WRITTEN by this client so far."""
+
+
 # --- virtual client (lab) ----------------------------------------------------------
 
 

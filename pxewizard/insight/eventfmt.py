@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
-                      ForeignRouterSeen, LeaseChanged, LogLine, PacketDropped, RouterAdvertSent,
-                      ServiceStarted, ServiceStopped, SessionClosed, SessionOpened, TransferDone,
-                      TransferFailed, TransferProgress, TransferStarted)
+                      ForeignRouterSeen, LeaseChanged, LogLine, NfsActivity, PacketDropped,
+                      RouterAdvertSent, ServiceStarted, ServiceStopped, SessionClosed,
+                      SessionOpened, TransferDone, TransferFailed, TransferProgress,
+                      TransferStarted)
 from ..safetext import escape_controls
 from ..units import size_text
 
@@ -86,6 +87,9 @@ def _describe(ev: Event) -> str:
                 f" ({ev.reason})" if ev.reason else "")
         case ConsoleLine():
             return f"[{ev.vm}] {ev.line}"
+        case NfsActivity():
+            return (f"{ev.service} {who}: read {size_text(ev.read)}, written "
+                    f"{size_text(ev.written)} so far")
     fields = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "ts", "client")}
     return f"{ev.kind} {who} {fields}"
 

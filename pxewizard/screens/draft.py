@@ -80,6 +80,10 @@ class Draft:
     transport: Transport = Transport.http
     copytoram: bool | None = None
     external_http: str = ""
+    root_mode: str = ""
+    """NFS root tree: nfs.root_mode chosen in the wizard ('' keeps the Plan's)."""
+    nfs_clients: str = ""
+    """nfs.root_mode per-client: the MACs with a root of their own, comma-separated."""
     plan_path: str = "pxewizard-plan.toml"
 
     # --- derived -----------------------------------------------------------------------
@@ -140,7 +144,9 @@ class Draft:
             extra_media=[str(p) for p in b.media_paths[1:]],
             entries=list(b.entries) if b.entries else None,
             default=b.default, timeout=b.timeout, transport=b.transport, copytoram=b.copytoram,
-            external_http=b.external_http or "", plan_path=plan_path or "pxewizard-plan.toml")
+            external_http=b.external_http or "", root_mode=plan.nfs.root_mode.value,
+            nfs_clients=", ".join(plan.nfs.clients),
+            plan_path=plan_path or "pxewizard-plan.toml")
 
     # --- the Plan ----------------------------------------------------------------------
 
@@ -184,6 +190,10 @@ class Draft:
             sec = dict(data.get(svc, {}))
             # on for the chosen transport; a loaded Plan's own setting is kept
             sec["enabled"] = t.value == svc or bool(sec.get("enabled"))
+            if svc == "nfs" and self.root_mode:  # issue 23: one root tree, many clients
+                sec["root_mode"] = self.root_mode
+                sec["clients"] = [m.strip() for m in self.nfs_clients.replace(" ", ",")
+                                  .split(",") if m.strip()]
             data[svc] = sec
         http = dict(data.get("http", {}))
         http.setdefault("enabled", True)

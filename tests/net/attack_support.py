@@ -252,7 +252,7 @@ def _nfs_root(server: str, export: str) -> bytes:
 
 def cmd_nfs_pipeline(a: argparse.Namespace) -> dict:
     """``conns`` connections each sending ``reads`` pipelined 1 MiB READs, never reading."""
-    from pxewizard.servers.nfs.client import dirop_args, read_args
+    from tests.support.nfs_client import dirop_args, read_args
 
     root = _nfs_root(a.server, a.export)
     socks = []

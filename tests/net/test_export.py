@@ -144,7 +144,8 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     import sys
 
     from pxewizard.commands.export import render_systemd
-    from pxewizard.privileges import START_CAPS, start_capabilities
+    from pxewizard.privileges import START_CAPS
+    from pxewizard.serve import start_capabilities
 
     require("systemd-analyze")
     out = tmp_path / "out"

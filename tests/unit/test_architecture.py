@@ -39,7 +39,6 @@ ALLOWED: dict[str, set[str]] = {
 # what a layer may also name for type hints only (under ``if TYPE_CHECKING:``)
 TYPES_ONLY: dict[str, set[str]] = {
     "insight": {"plan", "files"},
-    "privileges": {"plan"},
     "screens": {"app"},
 }
 # third-party packages only some layers may use

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pxewizard.plan import plan_from_dict
-from pxewizard.privileges import CAPS, START_CAPS, kept_capabilities, mask, names
+from pxewizard.privileges import CAPS, START_CAPS, mask, names
+from pxewizard.serve import kept_capabilities
 
 BASE = {"interface": "pxe0", "server_ip": "10.99.0.1"}
 

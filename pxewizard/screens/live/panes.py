@@ -132,7 +132,10 @@ class ClientsPane(Vertical):
         yield Static("", id="clients-detail")
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("Client", "IP", "Firmware", "Stage", "Idle")
+        self.nfs_io: dict[str, str] = {}
+        """Client IP -> "read / written" from NfsActivity events (issue 23)."""
+        self.query_one(DataTable).add_columns("Client", "IP", "Firmware", "Stage", "Idle",
+                                              "NFS read/written")
 
     def show(self, snap: Snapshot | None) -> None:
         table = self.query_one(DataTable)
@@ -142,7 +145,8 @@ class ClientsPane(Vertical):
             for s in snap.summaries():
                 rows.append((escape_controls(s.client), s.ip or "-",
                              escape_controls(s.firmware or "-"), escape_controls(s.label),
-                             f"{s.idle:.0f}s"))  # names and labels may quote network text
+                             f"{s.idle:.0f}s", self.nfs_io.get(s.ip or "", "-")))
+                # names and labels may quote network text
             row = table.cursor_row if table.row_count else 0
             if snap.clients and 0 <= row < len(snap.clients):
                 for line in format_timeline(snap.clients[row])[-8:]:

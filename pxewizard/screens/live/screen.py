@@ -32,13 +32,14 @@ from ...commands import lab
 from ...detect.bridge import bridge_facts
 from ...detect.ports import PortStatus
 from ...errors import PxeError
-from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, TransferDone,
-                       TransferFailed, TransferProgress, TransferStarted)
+from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, NfsActivity,
+                       TransferDone, TransferFailed, TransferProgress, TransferStarted)
 from ...insight.diagnose import Finding, HostFacts
 from ...insight.session import InsightSession, host_facts, served_paths
 from ...insight.timeline import Snapshot
 from ...plan import Plan
 from ...safetext import escape_controls
+from ...units import size_text
 from ...ui_bridge import EventBridge, EventsArrived
 from .confirm import Confirm
 from .format import REQUEST_KINDS, log_row, request_row
@@ -223,7 +224,7 @@ class LiveScreen(Screen[Any]):
         log: list[Text] = []
         for ev in events:
             self.account(ev)
-            if isinstance(ev, TransferProgress):
+            if isinstance(ev, (TransferProgress, NfsActivity)):
                 continue
             if isinstance(ev, REQUEST_KINDS):
                 requests.append(request_row(ev, self.mac_of))
@@ -259,7 +260,10 @@ class LiveScreen(Screen[Any]):
     def account(self, ev: Event) -> None:
         key = (getattr(ev, "service", ""), getattr(ev, "peer", "") or ev.client,
                getattr(ev, "path", ""))
-        if isinstance(ev, TransferStarted):
+        if isinstance(ev, NfsActivity):
+            self.query_one(ClientsPane).nfs_io[ev.client] = (
+                f"{size_text(ev.read)} / {size_text(ev.written)}")
+        elif isinstance(ev, TransferStarted):
             self.active[key] = ev.ts
         elif isinstance(ev, (TransferDone, TransferFailed)):
             self.active.pop(key, None)

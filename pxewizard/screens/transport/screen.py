@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, RadioSet, Static
 
 from ...boot.media import BootEntry
@@ -23,6 +23,14 @@ MEANING = {
     Transport.nfs: "NFSv3: read on demand from this server (or copied to RAM)",
     Transport.nbd: "NBD: the image as a network block device, read on demand (or copied)",
 }
+
+
+ROOT_MODES = {
+    "shared-rw": "shared: every client writes the one tree (one client at a time)",
+    "ro-overlay": "read-only tree, each client's changes in its RAM (lost at reboot)",
+    "per-client": "a writable copy per MAC under the state directory",
+}
+"""nfs.root_mode, offered when the medium is an NFS root tree (issue 23)."""
 
 
 def ram_words(est: RamEstimate, transport: Transport, copytoram: bool | None) -> str:
@@ -47,6 +55,13 @@ class TransportScreen(WizardScreen):
                 yield ConsoleRadioButton(text, value=t is d.transport, id=f"t-{t.value}")
         yield ConsoleCheckbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
                        value=d.copytoram is not False, compact=True)
+        with Vertical(id="roots"):  # shown for an NFS root tree only
+            with RadioSet(id="root-mode"):
+                for m, text in ROOT_MODES.items():
+                    yield ConsoleRadioButton(text, value=m == (d.root_mode or "shared-rw"),
+                                             id=f"r-{m}")
+            yield Input(placeholder="per-client MACs: 52:54:00:12:34:56, ...",
+                        id="nfs-clients", compact=True)
         yield FieldRow("external HTTP", Input(
             placeholder="none: our own HTTP server (http://host/path/)", id="external",
             compact=True))
@@ -54,6 +69,7 @@ class TransportScreen(WizardScreen):
 
     def on_mount(self) -> None:
         self.query_one("#external", Input).value = self.draft.external_http
+        self.query_one("#nfs-clients", Input).value = self.draft.nfs_clients
         self.query_one("#transport", RadioSet).focus()
         self.refresh_ram()
 
@@ -100,6 +116,7 @@ class TransportScreen(WizardScreen):
         t, c = self.transport(), self.copytoram()
         cb = self.query_one("#copytoram", Checkbox)
         cb.disabled = t not in (Transport.nfs, Transport.nbd)
+        self.query_one("#roots").display = self.nfs_root_tree(t)
         out = Text()
         est = self.estimate(t, c)
         host = self.state.host
@@ -139,8 +156,15 @@ class TransportScreen(WizardScreen):
                        style="yellow")
         self.query_one("#ram", Static).update(out)
 
+    def nfs_root_tree(self, t: Transport) -> bool:
+        return t is Transport.nfs and getattr(self.draft.media, "profile", "") == "nfsroot"
+
     def save(self) -> None:
         d = self.draft
+        if self.nfs_root_tree(self.transport()):
+            b = self.query_one("#root-mode", RadioSet).pressed_button
+            d.root_mode = b.id.removeprefix("r-") if b is not None and b.id else d.root_mode
+            d.nfs_clients = self.query_one("#nfs-clients", Input).value.strip()
         d.transport = self.transport()
         d.copytoram = self.copytoram()
         d.external_http = self.query_one("#external", Input).value.strip()

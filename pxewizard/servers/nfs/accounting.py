@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...events import Event, TransferDone, TransferProgress, TransferStarted
+from ...events import Event, NfsActivity, TransferDone, TransferProgress, TransferStarted
 
 
 @dataclass
@@ -70,3 +70,38 @@ class ReadMeter:
 
     def active(self) -> int:
         return len(self._files)
+
+
+class IoCounter:
+    """Bytes read and written per client (IP), as :class:`NfsActivity` totals: :meth:`tick`
+    returns one event per client whose totals changed, at most every ``interval`` seconds."""
+
+    def __init__(self, service: str = "nfs", interval: float = 2.0, limit: int = 4096) -> None:
+        self.service = service
+        self.interval = interval
+        self.limit = limit
+        """Clients remembered; beyond it the least recently active is forgotten."""
+        self.totals: dict[str, list[int]] = {}
+        self._dirty: set[str] = set()
+        self._last = -1e18
+
+    def add(self, client: str, read: int = 0, written: int = 0) -> None:
+        t = self.totals.pop(client, None) or [0, 0]
+        t[0] += read
+        t[1] += written
+        self.totals[client] = t  # most recent last
+        self._dirty.add(client)
+        if len(self.totals) > self.limit:
+            old = next(iter(self.totals))
+            del self.totals[old]
+            self._dirty.discard(old)
+
+    def tick(self, now: float, force: bool = False) -> list[Event]:
+        if not self._dirty or (not force and now - self._last < self.interval):
+            return []
+        self._last = now
+        out: list[Event] = [NfsActivity(service=self.service, client=c, read=self.totals[c][0],
+                                        written=self.totals[c][1])
+                            for c in sorted(self._dirty)]
+        self._dirty.clear()
+        return out

@@ -39,7 +39,7 @@ from ...proto.nfs3 import NfsError, Proc, Stat
 from ...proto.rpc import Call
 from ...proto.xdr import Writer, pad_len
 from . import auth
-from .accounting import ReadMeter
+from .accounting import IoCounter, ReadMeter
 from .auth import Ids
 from .fds import FdCache
 from .handles import Export, Node, Resolver, check_name, join
@@ -140,6 +140,8 @@ class NfsProgram:
         """Write verifier: new on every start (RFC 1813 section 3.3.7)."""
         self.fds = FdCache()
         self.meter = ReadMeter()
+        self.io = IoCounter()
+        """Bytes read/written per client, published as NfsActivity (issue 23)."""
         self._switch: contextlib.ExitStack | None = None
         """Set while a write handler runs: its first _ids() takes the caller's identity."""
         self._acting: Ids | None = None
@@ -383,6 +385,7 @@ class NfsProgram:
             path = node.export.path.rstrip("/") + "/" + node.rel if node.rel else node.export.path
             self.bus.publish_many(self.meter.on_read(self.clock(), ctx.peer[0], ctx.peer_str,
                                                      path, len(data), st.st_size, eof))
+            self.io.add(ctx.peer[0], read=len(data))
         return [w.data, data, bytes(pad_len(len(data)))]
 
     async def readdir(self, a: n3.ReaddirArgs, call: Call, ctx: CallContext) -> Results:
@@ -541,6 +544,7 @@ class NfsProgram:
                 n, after = do()
         finally:
             self.fds.release(tok)
+        self.io.add(ctx.peer[0], written=n)
         w = Writer().push_raw(_OK)
         n3.push_wcc_data(w, n3.wcc_from_stat(st), _attr(after))
         w.push_u32(n).push_u32(stable).push_fixed(self.verf)
@@ -749,6 +753,8 @@ class NfsProgram:
     def tick(self) -> None:
         """Finish settled read transfers (called a few times a second by the service)."""
         self.bus.publish_many(self.meter.tick(self.clock()))
+        self.bus.publish_many(self.io.tick(self.clock()))
 
     def close(self) -> None:
+        self.bus.publish_many(self.io.tick(self.clock(), force=True))  # the last totals
         self.fds.close()
