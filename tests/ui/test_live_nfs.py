@@ -26,7 +26,7 @@ async def test_clients_tab_shows_nfs_bytes_per_client(wizard: Any, servers: Any,
         table = live.query_one("#clients-table", DataTable)
         await wait_for(pilot, lambda: table.row_count == 1, what="client row")
         await wait_for(pilot, lambda: str(table.get_row_at(0)[0]) == MAC
-                       and "3 MiB / 4 KiB" in str(table.get_row_at(0)[-1]),
+                       and "3.0 MiB / 4.0 KiB" in str(table.get_row_at(0)[-1]),
                        what="NFS column")
         log = "\n".join(str(x) for x in live.log_lines)
         assert "nfs_activity" not in log  # totals go to the table, not the log

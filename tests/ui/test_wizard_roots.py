@@ -21,7 +21,7 @@ async def test_root_mode_for_an_nfs_root_tree(wizard: Any, tmp_path: Path) -> No
     async with app.run_test(size=SIZE) as pilot:
         await to_dhcp_mode(pilot)
         await next_to(pilot, "media")
-        await wait_for(pilot, lambda: app.media_found is not None, what="media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
         await next_to(pilot, "transport")
         roots = app.screen.query_one("#roots")
         assert not roots.display  # HTTP: no NFS root
@@ -33,7 +33,7 @@ async def test_root_mode_for_an_nfs_root_tree(wizard: Any, tmp_path: Path) -> No
         await pilot.press("tab")
         await type_text(pilot, "52:54:00:23:00:0a, 52-54-00-23-00-0B")
         await next_to(pilot, "review")
-        plan = app.plan
+        plan = app.state.plan
         assert plan is not None and plan.boot.transport is Transport.nfs
         assert plan.nfs.root_mode.value == "per-client"
         assert plan.nfs.clients == ["52:54:00:23:00:0a", "52:54:00:23:00:0b"]
