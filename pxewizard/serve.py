@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .boot.secureboot import SHIM_VPATH, uefi_boot_files
 from .boot.tree import build_boot, menu_outline
 from .errors import PxeError
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
@@ -96,6 +97,14 @@ def lock_interface(interface: str) -> int:
     return fd
 
 
+def _served(tree: FileTree, vpath: str) -> bool:
+    try:
+        tree.resolve(vpath)
+    except PxeError:
+        return False
+    return True
+
+
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
@@ -115,6 +124,11 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
     http_up = plan.http.enabled or plan.boot.external_http
     script = url(bf.ipxe_script) if http_up else bf.ipxe_script
 
+    # the Secure Boot chain (boot.secure_boot) and UEFI HTTP boot (arch 16)
+    efi_x64, uefi_http = uefi_boot_files(
+        bf.efi_x64, bf.uefi_http, chain_served=_served(tree, SHIM_VPATH),
+        http_base=plan.http_base if plan.http.enabled else None,
+        served={f for f in ("snponly.efi", "ipxe.efi") if _served(tree, f)})
     policy = Policy(
         mode=Mode.FULL if d.mode is DhcpMode.full else Mode.PROXY, server_ip=plan.server_ip,
         network=plan.network, range_start=d.range_start, range_end=d.range_end,
@@ -124,8 +138,8 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
         relay_pools=tuple(Pool(subnet=p.subnet, range_start=p.range_start,
                                range_end=p.range_end, router=p.router, dns=tuple(p.dns))
                           for p in d.relay_pools),
-        boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
-                       efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
+        boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=efi_x64,
+                       efi_arm64=bf.efi_arm64, uefi_http=url(uefi_http),
                        ipxe_script=script))
     # look before serving: full DHCP refuses where another DHCP server answers
     await look_before_serving(plan.interface, full=policy.mode is Mode.FULL,

@@ -128,3 +128,28 @@ def summary(chain: Chain | None, setting: str, efi_x64: str | None) -> str:
     return (f"Secure Boot: not served ({why}); UEFI x64 clients get {efi_x64 or 'nothing'}, "
             "which Secure Boot refuses: turn it off on those machines, or set "
             "boot.secure_boot = \"auto\" with shim-signed and grub-efi-amd64-signed installed")
+
+
+def uefi_boot_files(efi_x64: str | None, uefi_http: str | None, *, chain_served: bool,
+                    http_base: str | None, served: frozenset[str] | set[str] = frozenset()
+                    ) -> tuple[str | None, str | None]:
+    """(efi_x64, uefi_http) handed out by DHCP.
+
+    With the chain served, UEFI x64 clients get shim. A UEFI HTTP boot client (arch 16)
+    needs an http:// URL of an EFI program that keeps reading over HTTP: the Plan's
+    ``uefi_http`` if set; else shim (with the chain, shim and GRUB read over HTTP from
+    where shim came); else iPXE (snponly.efi, which drives the firmware's own NIC
+    driver, then ipxe.efi) from ``served`` — syslinux.efi has no HTTP. No HTTP server
+    (``http_base`` None): arch 16 stays unserved, and the log says so.
+    """
+    if chain_served:
+        efi_x64 = SHIM_VPATH
+    if uefi_http is None and http_base:
+        if chain_served:
+            uefi_http = http_base + SHIM_VPATH
+        elif efi_x64 and efi_x64.rsplit("/", 1)[-1] in ("snponly.efi", "ipxe.efi"):
+            uefi_http = http_base + efi_x64.lstrip("/")
+        else:
+            uefi_http = next((http_base + f for f in ("snponly.efi", "ipxe.efi")
+                              if f in served), None)
+    return efi_x64, uefi_http

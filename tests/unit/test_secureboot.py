@@ -99,3 +99,21 @@ def test_chain_choice(tmp_path: Path) -> None:
 def test_off_serves_no_chain(tmp_path: Path) -> None:
     boot = build_boot(three_media_plan(tmp_path), loaders=signed_loaders(tmp_path / "l"))
     assert boot.secure_boot is None and GRUB_CFG_VPATH not in boot.menus
+
+
+def test_dhcp_boot_files_for_uefi() -> None:
+    from pxewizard.boot.secureboot import uefi_boot_files
+    base = "http://10.99.0.1/"
+    # the chain: UEFI x64 gets shim over TFTP, arch 16 the same shim over HTTP
+    assert uefi_boot_files("efi64/syslinux.efi", None, chain_served=True, http_base=base) == (
+        SHIM_VPATH, base + SHIM_VPATH)
+    # no chain: syslinux.efi has no HTTP, so an HTTP boot client gets iPXE
+    assert uefi_boot_files("efi64/syslinux.efi", None, chain_served=False, http_base=base,
+                           served={"snponly.efi", "ipxe.efi"}) == (
+        "efi64/syslinux.efi", base + "snponly.efi")
+    assert uefi_boot_files("ipxe.efi", None, chain_served=False, http_base=base) == (
+        "ipxe.efi", base + "ipxe.efi")
+    # the Plan's own choice wins; no HTTP server: nothing for arch 16
+    assert uefi_boot_files("x.efi", "a.efi", chain_served=True, http_base=base)[1] == "a.efi"
+    assert uefi_boot_files("efi64/syslinux.efi", None, chain_served=False, http_base=None,
+                           served={"snponly.efi"})[1] is None
