@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 
 DI_PACKAGE = "debian-installer-12-netboot-amd64"
 DIALOG = ("Select a language", "Choose the language", "Select a language")
-TIMEOUT = 900.0
+TIMEOUT = 600.0
 
 
 def debian_installer(cache: Path = CACHE) -> Path:
