@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boot.secureboot import SHIM_VPATH, uefi_boot_files
+from .boot.secureboot import summary as secure_boot_summary
 from .boot.tree import build_boot, menu_outline
 from .errors import PxeError
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
@@ -237,6 +238,9 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
     for line in menu_outline(boot, plan):
         bus.publish(LogLine(service="boot", level="info", message=line))
+    if plan.boot.secure_boot != "off":
+        bus.publish(LogLine(service="boot", level="info", message=secure_boot_summary(
+            boot.secure_boot, plan.boot.secure_boot, plan.dhcp.boot_files.efi_x64)))
     tree = boot.tree
     running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
     try:
