@@ -649,9 +649,10 @@ def loader_stuck(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
 
 # EFI loaders known to carry no Secure Boot signature (shim and Debian's GRUB do).
 UNSIGNED_EFI_LOADERS = frozenset({"syslinux.efi", "ipxe.efi", "snponly.efi"})
-SB_REFUSAL_WINDOW = 10.0
+SB_REFUSAL_WINDOW = 30.0
 """Seconds after an unsigned loader within which the firmware's own DHCP again means it
-refused the loader (OVMF goes on to its next boot option at once: PXE again, or HTTP)."""
+refused the loader: the firmware goes on to its next boot option (OVMF: PXE over IPv6,
+whose wait for an answer takes seconds, then HTTP boot, whose DHCP carries option 93)."""
 
 
 @rule
