@@ -119,9 +119,9 @@ def choose_chain(setting: str, loaders: Loaders) -> tuple[Chain | None, list[str
 def summary(chain: Chain | None, setting: str, efi_x64: str | None) -> str:
     """One line for the review screen and the exports: are Secure Boot clients served?"""
     if chain is not None:
-        return ("Secure Boot: UEFI x64 clients get the signed chain shim -> GRUB -> "
+        return ("Secure Boot: UEFI x64 PXE clients get the signed chain shim -> GRUB -> "
                 f"{GRUB_CFG_VPATH} ({SHIM_VPATH}); entries with unsigned kernels say "
-                f"\"{UNSIGNED_NOTE}\"")
+                f"\"{UNSIGNED_NOTE}\"; UEFI HTTP boot clients get iPXE (not signed)")
     why = {"off": "boot.secure_boot = \"off\"",
            "auto": "boot.secure_boot = \"auto\" and shim-signed / grub-efi-amd64-signed "
                    "are not both installed"}.get(setting, "the signed files are missing")
@@ -137,19 +137,22 @@ def uefi_boot_files(efi_x64: str | None, uefi_http: str | None, *, chain_served:
 
     With the chain served, UEFI x64 clients get shim. A UEFI HTTP boot client (arch 16)
     needs an http:// URL of an EFI program that keeps reading over HTTP: the Plan's
-    ``uefi_http`` if set; else shim (with the chain, shim and GRUB read over HTTP from
-    where shim came); else iPXE (snponly.efi, which drives the firmware's own NIC
-    driver, then ipxe.efi) from ``served`` — syslinux.efi has no HTTP. No HTTP server
+    ``uefi_http`` if set; else iPXE (the Plan's own iPXE loader, else snponly.efi, which
+    drives the firmware's NIC driver, else ipxe.efi), which then asks DHCP again and
+    gets the iPXE menu. Not syslinux.efi (no HTTP), and not shim: Debian 12's signed
+    GRUB (2.06-13+deb12u2) started by shim after an OVMF HTTP boot stops at its
+    ``grub>`` prompt without reading grub.cfg (measured in tests/e2e), so a Secure Boot
+    machine must PXE-boot (TFTP) to get the signed chain. No HTTP server
     (``http_base`` None): arch 16 stays unserved, and the log says so.
     """
     if chain_served:
-        efi_x64 = SHIM_VPATH
+        efi_x64_out = SHIM_VPATH
+    else:
+        efi_x64_out = efi_x64
     if uefi_http is None and http_base:
-        if chain_served:
-            uefi_http = http_base + SHIM_VPATH
-        elif efi_x64 and efi_x64.rsplit("/", 1)[-1] in ("snponly.efi", "ipxe.efi"):
+        if efi_x64 and efi_x64.rsplit("/", 1)[-1] in ("snponly.efi", "ipxe.efi"):
             uefi_http = http_base + efi_x64.lstrip("/")
         else:
             uefi_http = next((http_base + f for f in ("snponly.efi", "ipxe.efi")
                               if f in served), None)
-    return efi_x64, uefi_http
+    return efi_x64_out, uefi_http

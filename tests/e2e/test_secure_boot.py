@@ -7,8 +7,8 @@
 - ``test_secure_boot_refuses_syslinux``: the same machine with the plain syslinux.efi
   chain: the firmware refuses it, and our events give the ``secure-boot-refused`` finding.
 - ``test_uefi_http_boot``: OVMF with its PXE turned off (fw_cfg), so the NIC boots by UEFI
-  HTTP boot (vendor class HTTPClient, arch 16): the loader, menu, kernel and initrd come
-  over our HTTP server, with no TFTP request at all, to the same dialog.
+  HTTP boot (vendor class HTTPClient, arch 16): the loader (iPXE), menu, kernel and
+  initrd come over our HTTP server, with no TFTP request at all, to the same dialog.
 
 The installer is ``apt-get download``-ed and unpacked (not installed) once into the e2e
 cache. Its first dialog ("Select a language" / "Choose the language") is the marker.
@@ -167,19 +167,15 @@ def test_secure_boot_refuses_syslinux(installer: Path, tmp_path: Path, timing) -
     assert "unsigned loader (Secure Boot)" in f.title and "boot.secure_boot" in f.fix
 
 
-HTTP_FILES = {
-    # OVMF -> iPXE (snponly.efi, the default for arch 16 without the chain) -> boot.ipxe
-    "off": ("snponly.efi", "boot.ipxe", "debian-installer/amd64/linux",
-            "debian-installer/amd64/initrd.gz"),
-    # OVMF -> shim -> GRUB over HTTP (Debian's GRUB configures itself from the HTTP boot
-    # device path) -> grub/grub.cfg
-    "on": ("sb/shimx64.efi", "sb/grubx64.efi", "grub/grub.cfg",
-           "debian-installer/amd64/linux"),
-}
+# OVMF -> iPXE (snponly.efi, the default for arch 16) -> boot.ipxe -> the installer. With
+# the chain on too: Debian 12's GRUB, started by shim after an HTTP boot, stops at its
+# grub> prompt without reading grub.cfg (measured here), so HTTP clients get iPXE.
+HTTP_FILES = ("snponly.efi", "boot.ipxe", "debian-installer/amd64/linux",
+              "debian-installer/amd64/initrd.gz")
 
 
 @pytest.mark.timeout(TIMEOUT + 120)
-@pytest.mark.parametrize("secure_boot", ["off", "on"])
+@pytest.mark.parametrize("secure_boot", ["auto"])
 def test_uefi_http_boot(installer: Path, tmp_path: Path, timing, secure_boot: str) -> None:
     plan = _plan(tmp_path, installer, secure_boot=secure_boot, ipxe_script="boot.ipxe")
     with lab_network() as net:
@@ -197,5 +193,5 @@ def test_uefi_http_boot(installer: Path, tmp_path: Path, timing, secure_boot: st
     transfers = _transfers(events)
     assert not [t for t in transfers if t[0] == "tftp"], f"TFTP used: {transfers}"
     got = {p for s, p in transfers if s == "http"}
-    for want in HTTP_FILES[secure_boot]:
+    for want in HTTP_FILES:
         assert any(p.endswith(want) for p in got), f"{want} not fetched over HTTP: {sorted(got)}"
