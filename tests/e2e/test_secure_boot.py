@@ -11,13 +11,12 @@
   initrd come over our HTTP server, with no TFTP request at all, to the same dialog.
 
 The installer is ``apt-get download``-ed and unpacked (not installed) once into the e2e
-cache. Its first dialog ("Select a language" / "Choose the language") is the marker.
+cache (``realos.unpacked``). Its first dialog ("Select a language") is the marker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,36 +27,15 @@ from pxewizard.diagnose import diagnose_events
 from pxewizard.events import from_dict
 from pxewizard.lab import LabVM, VmResult, VmSpec
 from pxewizard.plan import plan_from_dict
+from tests.support.serving import write_plan
 from tests.support.tools import require, require_root
 
-from tests.support.serving import write_plan
-from .guest import CACHE
 from .harness import POOL, PREFIX, SERVER_IP, lab_network, serve_ours
+from .realos import DI_MARKER, NETBOOT_SUBDIR, PACKAGES, unpacked
 
 pytestmark = pytest.mark.e2e
 
-DI_PACKAGE = "debian-installer-12-netboot-amd64"
-DIALOG = ("Select a language", "Choose the language", "Select a language")
 TIMEOUT = 600.0
-
-
-def debian_installer(cache: Path = CACHE) -> Path:
-    """The netboot tree of Debian 12's installer (the ``text`` flavour), unpacked once."""
-    root = cache / "d-i"
-    tree = root / "usr/lib/debian-installer/images/12/amd64/text"
-    if (root / ".done").exists():
-        return tree
-    root.mkdir(parents=True, exist_ok=True)
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    have = sorted(debs.glob(f"{DI_PACKAGE}_*.deb"))
-    if not have:
-        subprocess.run(["apt-get", "download", "-q", DI_PACKAGE], cwd=debs, check=True,
-                       capture_output=True)
-        have = sorted(debs.glob(f"{DI_PACKAGE}_*.deb"))
-    subprocess.run(["dpkg-deb", "-x", str(have[-1]), str(root)], check=True)
-    (root / ".done").write_text(have[-1].name)
-    return tree
 
 
 def _plan(work: Path, media: Path, *, secure_boot: str, mode: str = "full",
@@ -76,7 +54,7 @@ def _plan(work: Path, media: Path, *, secure_boot: str, mode: str = "full",
 
 
 def _dialog(line: str) -> bool:
-    return any(d in line for d in DIALOG) or "Kernel panic" in line
+    return DI_MARKER in line or "Kernel panic" in line
 
 
 def _run_vm(net, spec: VmSpec, until, timeout: float) -> VmResult:
@@ -111,7 +89,7 @@ def installer() -> Path:
               "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"):
         if not Path(f).is_file():
             pytest.fail(f"{f} missing: apt-get install shim-signed grub-efi-amd64-signed ovmf")
-    return debian_installer()
+    return unpacked(PACKAGES[0]) / NETBOOT_SUBDIR
 
 
 @pytest.mark.timeout(TIMEOUT + 120)
