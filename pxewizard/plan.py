@@ -18,7 +18,7 @@ import tomllib
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -414,6 +414,12 @@ class BootSettings(_Model):
     loader: str = "pxelinux"
     """Boot loader family: pxelinux (pxelinux.0 / efi64/syslinux.efi) or ipxe (undionly.kpxe /
     ipxe.efi, which then fetch the iPXE menu over HTTP); sets the dhcp.boot_files defaults."""
+    secure_boot: Literal["auto", "on", "off"] = "off"
+    """UEFI x64 clients get the signed chain shim -> GRUB (Debian's shim-signed and
+    grub-efi-amd64-signed) and a grub.cfg of the same entries, instead of
+    dhcp.boot_files.efi_x64: "on" (a warning names the package when a file is missing),
+    "auto" (where both files are installed), "off" (never). The chain also boots machines
+    with Secure Boot off."""
     external_http: str | None = None
     """Base URL of an external HTTP server holding stage 3 (and kernels for iPXE); None: ours."""
     remote_entries: list[RemoteEntry] = Field(default_factory=list)

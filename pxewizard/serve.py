@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .boot.roots import prepare_client_roots
+from .boot.secureboot import SHIM_VPATH, uefi_boot_files
+from .boot.secureboot import summary as secure_boot_summary
 from .boot.tree import build_boot, menu_outline, nbd_exports, nfs_exports
 from .detect.dhcp_probe import look_before_serving
 from .detect.interfaces import check_serving_address
@@ -120,6 +122,14 @@ def lock_interface(interface: str) -> int:
     return fd
 
 
+def _served(tree: FileTree, vpath: str) -> bool:
+    try:
+        tree.resolve(vpath)
+    except PxeError:
+        return False
+    return True
+
+
 async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
     if plan.dhcp.mode is DhcpMode.none:
         return []
@@ -136,6 +146,11 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
     http_up = plan.http.enabled or plan.boot.external_http
     script = url(bf.ipxe_script) if http_up else bf.ipxe_script
 
+    # the Secure Boot chain (boot.secure_boot) and UEFI HTTP boot (arch 16)
+    efi_x64, uefi_http = uefi_boot_files(
+        bf.efi_x64, bf.uefi_http, chain_served=_served(tree, SHIM_VPATH),
+        http_base=plan.http_base if plan.http.enabled else None,
+        served={f for f in ("snponly.efi", "ipxe.efi") if _served(tree, f)})
     policy = Policy(
         mode=Mode.FULL if d.mode is DhcpMode.full else Mode.PROXY, server_ip=plan.server_ip,
         network=plan.network, range_start=d.range_start, range_end=d.range_end,
@@ -146,8 +161,8 @@ async def _start_dhcp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service
                                range_end=p.range_end, router=p.router, dns=tuple(p.dns))
                           for p in d.relay_pools),
         relay_agents=tuple(d.relay_agents),
-        boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=bf.efi_x64,
-                       efi_arm64=bf.efi_arm64, uefi_http=url(bf.uefi_http),
+        boot=BootFiles(bios=bf.bios, efi_ia32=bf.efi_ia32, efi_x64=efi_x64,
+                       efi_arm64=bf.efi_arm64, uefi_http=url(uefi_http),
                        ipxe_script=script),
         known_macs=plan.known_macs)
     # look before serving: full DHCP refuses where another DHCP server answers
@@ -347,6 +362,9 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
     for line in menu_outline(boot, plan):
         bus.publish(LogLine(service="boot", level="info", message=line))
+    if plan.boot.secure_boot != "off":
+        bus.publish(LogLine(service="boot", level="info", message=secure_boot_summary(
+            boot.secure_boot, plan.boot.secure_boot, plan.dhcp.boot_files.efi_x64)))
     tree = boot.tree
     running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
     try:

@@ -51,7 +51,7 @@ LOADER_FILES: dict[str, LoaderFile] = {
     "undionly.kkpxe": LoaderFile("ipxe"), "undionly.kkkpxe": LoaderFile("ipxe"),
     "ipxe.kpxe": LoaderFile("ipxe"), "snp.efi": LoaderFile("ipxe"),
     "ipxe-x86_64.efi": LoaderFile("ipxe"), "ipxe-arm64.efi": LoaderFile("ipxe"),
-    "grubx64.efi": _GRUB, "grubnetx64.efi.signed": _GRUB, "grubnetx64.efi": LoaderFile("grub"),
+    "grubx64.efi": _GRUB, "grubnetx64.efi.signed": _GRUB, "grubnetx64.efi": _GRUB,
     "grubia32.efi": LoaderFile("grub"), "grubaa64.efi": LoaderFile("grub"),
     "shimx64.efi": _SHIM, "shimx64.efi.signed": _SHIM,
     "bootx64.efi": LoaderFile("grub"), "bootia32.efi": LoaderFile("grub"),
@@ -86,6 +86,10 @@ IPXE_DIRS: tuple[Path, ...] = (Path("/usr/lib/ipxe"), Path("/usr/share/ipxe"),
 # hand installs put it in one of these.
 WIMBOOT_DIRS: tuple[Path, ...] = (Path("/usr/share/wimboot"), Path("/usr/lib/wimboot"),
                                   Path("/usr/share/ipxe"), Path("/usr/lib/ipxe"), Path("/boot"))
+# Secure Boot: shim signed by Microsoft's UEFI CA, and GRUB signed by Debian for network boot
+# (Debian's shim-signed and grub-efi-amd64-signed; Ubuntu uses the same directories).
+SHIM_DIRS: tuple[Path, ...] = (Path("/usr/lib/shim"),)
+SIGNED_GRUB_DIRS: tuple[Path, ...] = (Path("/usr/lib/grub/x86_64-efi-signed"),)
 WIMBOOT_HINT = ("wimboot is not installed here: download it from "
                 "https://github.com/ipxe/wimboot/releases/latest/download/wimboot (one file) "
                 "into /usr/share/wimboot/ (or tftp.root), then restart")
@@ -117,6 +121,13 @@ class Loaders:
     """iPXE for 64-bit UEFI using the firmware's SNP driver."""
     wimboot: Path | None = None
     """iPXE's Windows PE loader (wimboot), for Windows media."""
+    shim_x64: Path | None = None
+    """Signed shim for 64-bit UEFI (shimx64.efi.signed), the first loader of a Secure Boot
+    client; it loads ``grubx64.efi`` from its own directory."""
+    mok_x64: Path | None = None
+    """Signed MokManager (mmx64.efi.signed), which shim starts when a key must be enrolled."""
+    grub_net_x64: Path | None = None
+    """GRUB signed for network boot (grubnetx64.efi.signed); its built-in prefix is /grub."""
     searched: tuple[Path, ...] = ()
     """Every directory looked in, in order (for messages)."""
 
@@ -166,7 +177,8 @@ def find_loaders(search: list[Path] | None = None) -> Loaders:
     efi_mod_dirs = efi_dirs + list(EFI64_MODULE_DIRS)
     ipxe_dirs = extra + list(IPXE_DIRS)
     searched: list[Path] = []
-    for d in bios_dirs + bios_mod_dirs + efi_loader_dirs + efi_mod_dirs + ipxe_dirs:
+    for d in (bios_dirs + bios_mod_dirs + efi_loader_dirs + efi_mod_dirs + ipxe_dirs
+              + list(SHIM_DIRS) + list(SIGNED_GRUB_DIRS)):
         if d not in searched:
             searched.append(d)
 
@@ -190,5 +202,8 @@ def find_loaders(search: list[Path] | None = None) -> Loaders:
         ipxe_efi=_first("ipxe.efi", ipxe_dirs),
         snponly_efi=_first("snponly.efi", ipxe_dirs),
         wimboot=_first("wimboot", extra + list(WIMBOOT_DIRS)),
+        shim_x64=_first("shimx64.efi.signed", list(SHIM_DIRS)),
+        mok_x64=_first("mmx64.efi.signed", list(SHIM_DIRS)),
+        grub_net_x64=_first("grubnetx64.efi.signed", list(SIGNED_GRUB_DIRS)),
         searched=tuple(searched),
     )

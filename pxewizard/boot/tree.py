@@ -38,7 +38,9 @@ from .cmdline import menu_entries
 from .loaders import MENU_MODULES, WIMBOOT_HINT, Loaders, find_loaders, missing_message
 from .media import (FILES_ONLY, LOCAL_ENTRY, BootEntry, Media, arrange, find_media,
                     host_memtest, scan_media, whole_iso_vpath)
-from .menus import MenuSettings, RemoteEntry, menu_files
+from .menus import MenuSettings, RemoteEntry, grub_config, menu_files
+from .secureboot import (GRUB_CFG_VPATH, GRUB_VPATH, MOK_VPATH, SHIM_VPATH, Chain,
+                         choose_chain, pe_signed, read_head)
 
 EFI_DIR = "efi64"
 
@@ -63,6 +65,8 @@ class BootTree:
     """Every medium in the menu, in order, arranged (see media.arrange)."""
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     """Places inside a boot.media folder that hold no usable medium, with the reason."""
+    secure_boot: Chain | None = None
+    """The signed chain UEFI x64 clients get (boot.secure_boot), None: not served."""
 
 
 def plan_media(plan: Plan) -> Media | None:
@@ -291,13 +295,45 @@ def build_boot(plan: Plan, *, remote: tuple[RemoteEntry, ...] | list[RemoteEntry
     for vpath, text in menus.items():
         tree.add_bytes(_join(bios_dir, vpath) if vpath.startswith("pxelinux.cfg/") else vpath,
                        text)
+    chain, w = choose_chain(plan.boot.secure_boot, loaders)
+    warnings += w
+    if chain is not None:
+        menus[GRUB_CFG_VPATH] = _map_chain(tree, chain, entries, settings, remotes)
     for root in (plan.tftp.root, plan.http.root):
         if root is not None and Path(root).resolve() not in tree.roots:
             tree.add_root(Path(root))
     warnings += _loader_warnings(tree, plan, loaders, bios_dir, efi_dir)
     return BootTree(tree=tree, media=media, entries=entries, loaders=loaders, menus=menus,
                     bios_dir=bios_dir, efi_dir=efi_dir, warnings=warnings,
-                    all_media=all_media, skipped=skipped)
+                    all_media=all_media, skipped=skipped, secure_boot=chain)
+
+
+def _unsigned(tree: FileTree, entries: list[BootEntry]) -> set[str]:
+    """Ids of entries whose kernel in the tree is not an Authenticode-signed PE image."""
+    out = set()
+    for e in entries:
+        if e.kind not in ("linux", "memtest") or not e.kernel:
+            continue
+        try:
+            loc = tree.resolve(e.kernel).location()
+        except PxeError:
+            continue
+        if loc is not None and not pe_signed(read_head(*loc)):
+            out.add(e.id)
+    return out
+
+
+def _map_chain(tree: FileTree, chain: Chain, entries: list[BootEntry],
+               settings: MenuSettings, remotes: list[RemoteEntry]) -> str:
+    """Serve shim, GRUB (as the grubx64.efi shim asks for beside itself), MokManager and
+    grub.cfg; returns the grub.cfg text."""
+    tree.add_file(SHIM_VPATH, chain.shim)
+    tree.add_file(GRUB_VPATH, chain.grub)
+    if chain.mok is not None:
+        tree.add_file(MOK_VPATH, chain.mok)
+    text = grub_config(entries, settings, remote=remotes, unsigned=_unsigned(tree, entries))
+    tree.add_bytes(GRUB_CFG_VPATH, text)
+    return text
 
 
 def build_tree(plan: Plan) -> FileTree:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..boot.loaders import find_loaders
+from ..boot.secureboot import choose_chain, summary, uefi_boot_files
 from ..boot.tree import build_tree, nbd_exports, nfs_exports
 from ..errors import PxeError
 from ..plan import DhcpMode, Plan, load_plan
@@ -44,10 +46,25 @@ class Rendered:
     """Its contents."""
 
 
+def _uefi(plan: Plan) -> tuple[str, str | None, str]:
+    """(UEFI x64 boot file, UEFI HTTP boot URL or None, Secure Boot summary line), as
+    ``serve`` decides them (boot.secure_boot, then arch 16)."""
+    bf, loaders = plan.dhcp.boot_files, find_loaders()
+    chain, _ = choose_chain(plan.boot.secure_boot, loaders)
+    served = {n for n, p in (("snponly.efi", loaders.snponly_efi),
+                             ("ipxe.efi", loaders.ipxe_efi)) if p is not None}
+    efi_x64, http = uefi_boot_files(bf.efi_x64, bf.uefi_http, chain_served=chain is not None,
+                                    http_base=plan.http_base if plan.http.enabled else None,
+                                    served=served)
+    if http and not http.startswith(("http://", "https://")):
+        http = plan.http_base + http.lstrip("/")
+    return efi_x64 or bf.efi_x64, http, summary(chain, plan.boot.secure_boot, efi_x64)
+
+
 def arch_files(plan: Plan) -> list[tuple[str, list[int], str]]:
     """(tag, option-93 values, boot file) for each configured architecture."""
     bf = plan.dhcp.boot_files
-    out = [("bios", [0], bf.bios), ("efi64", [7, 9], bf.efi_x64)]
+    out = [("bios", [0], bf.bios), ("efi64", [7, 9], _uefi(plan)[0])]
     if bf.efi_ia32:
         out.append(("efi32", [6], bf.efi_ia32))
     if bf.efi_arm64:
@@ -72,6 +89,7 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
     d, ip = plan.dhcp, plan.server_ip
     lines = [_header("#", "/etc/dnsmasq.d/pxewizard.conf",
                      "dnsmasq --test -C /etc/dnsmasq.d/pxewizard.conf"),
+             "# " + _uefi(plan)[2],
              "port=0", f"interface={plan.interface}", "bind-interfaces", "log-dhcp"]
     if plan.tftp.enabled:
         lines += ["enable-tftp", f"tftp-root={tftp_root}"]
@@ -130,12 +148,22 @@ def render_dnsmasq(plan: Plan, tftp_root: Path) -> str:
         notipxe = "tag:!ipxe," if url else ""
         for tag, _, file in arch_files(plan):
             lines.append(f"dhcp-boot={notipxe}tag:{tag},{file},,{ip}")
+    http = _uefi(plan)[1]
+    if http:
+        # UEFI HTTP boot (arch 16): a URL, and option 60 "HTTPClient" echoed (UEFI spec)
+        lines += ["dhcp-vendorclass=set:httpboot,HTTPClient",
+                  "dhcp-option-force=tag:httpboot,option:vendor-class,HTTPClient"]
+        if d.mode is not DhcpMode.proxy:
+            lines.append(f"dhcp-boot=tag:httpboot,{http}")
+        else:
+            lines.append(f'pxe-service=tag:httpboot,X86-64_EFI,"pxewizard HTTP",{http}')
     return "\n".join(lines) + "\n"
 
 
 def render_isc_dhcpd(plan: Plan) -> str:
     d, ip = plan.dhcp, plan.server_ip
     head = _header("#", "/etc/dhcp/dhcpd.conf", "dhcpd -t -cf /etc/dhcp/dhcpd.conf")
+    head += "# " + _uefi(plan)[2] + "\n"
     if d.mode is not DhcpMode.full:
         head += ("# ISC dhcpd has no proxyDHCP mode. Paste the 'class' and boot-file block\n"
                  "# below into the subnet of your existing dhcpd; it sends next-server and\n"
@@ -150,6 +178,12 @@ def render_isc_dhcpd(plan: Plan) -> str:
     if url:
         boot.append(f'{cond} exists user-class and option user-class = "iPXE" {{\n'
                     f'    filename "{url}";\n  }}')
+        cond = "elsif"
+    http = _uefi(plan)[1]
+    if http:
+        # UEFI HTTP boot: the URL, and option 60 "HTTPClient" echoed (UEFI spec)
+        boot.append(f'{cond} option arch = 16 {{\n    option vendor-class-identifier '
+                    f'"HTTPClient";\n    filename "{http}";\n  }}')
         cond = "elsif"
     for _, values, file in arch_files(plan):
         test = " or ".join(f"option arch = {v}" for v in values)
@@ -199,6 +233,12 @@ def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
         classes.append({"name": "ipxe", "test": "substring(option[77].hex,0,4) == 'iPXE' "
                         "or substring(option[77].hex,1,4) == 'iPXE' or option[175].exists",
                         "boot-file-name": url, "next-server": ip})
+    http = _uefi(plan)[1]
+    if http:
+        # UEFI HTTP boot: the URL, and option 60 "HTTPClient" echoed (UEFI spec)
+        classes.append({"name": "httpboot", "test": "option[93].hex == 0x0010",
+                        "boot-file-name": http, "option-data": [
+                            {"name": "vendor-class-identifier", "data": "HTTPClient"}]})
     for tag, values, file in arch_files(plan):
         test = " or ".join(f"option[93].hex == 0x{v:04x}" for v in values)
         if url:
@@ -249,7 +289,8 @@ def render_kea(plan: Plan, lease_dir: str = "/var/lib/kea") -> str:
                      "output_options": [{"output": "stdout"}]}],
     }}
     note = ("// Generated by pxewizard export. Install as: /etc/kea/kea-dhcp4.conf\n"
-            "// Check with: kea-dhcp4 -t /etc/kea/kea-dhcp4.conf\n")
+            "// Check with: kea-dhcp4 -t /etc/kea/kea-dhcp4.conf\n"
+            f"// {_uefi(plan)[2]}\n")
     if d.mode is not DhcpMode.full:
         note += ("// Kea has no proxyDHCP mode: merge the client-classes into your existing\n"
                  "// Kea configuration; the subnets stay yours.\n")

@@ -75,8 +75,19 @@ def find_qemu() -> str:
                       "ovmf`, Arch `pacman -S qemu-system-x86 qemu-system-x86-firmware edk2-ovmf`")
 
 
-def find_ovmf() -> tuple[Path, Path]:
+OVMF_SECBOOT: tuple[str, str] = ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                                  "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+"""Debian's OVMF with Secure Boot, and its varstore with Microsoft's keys enrolled."""
+
+
+def find_ovmf(*, secure_boot: bool = False) -> tuple[Path, Path]:
     """(OVMF_CODE, OVMF_VARS template) for UEFI boots, or an error naming the package."""
+    if secure_boot:
+        code, vars_ = (Path(p) for p in OVMF_SECBOOT)
+        if code.is_file() and vars_.is_file():
+            return code, vars_
+        raise MissingTool(f"no OVMF with Secure Boot found (looked for {code}, {vars_})",
+                          "install it: Debian/Ubuntu `apt-get install ovmf`")
     for code, vars_ in OVMF_CANDIDATES:
         if os.path.exists(code) and os.path.exists(vars_):
             return Path(code), Path(vars_)
@@ -162,6 +173,12 @@ class VmSpec:
     """VM name, also the ``vm`` of its ConsoleLine events."""
     ovmf_vars: Path | None = None
     """Writable copy of OVMF_VARS (UEFI); made in a temporary directory when None."""
+    secure_boot: bool = False
+    """UEFI with Secure Boot on and Microsoft's keys enrolled (Debian's ovmf:
+    OVMF_CODE_4M.secboot.fd + a copy of OVMF_VARS_4M.ms.fd, q35 with SMM)."""
+    http_boot: bool = False
+    """UEFI: turn OVMF's PXE off (fw_cfg opt/org.tianocore/IPv4PXESupport and
+    IPv6PXESupport = n), so the NIC's boot option is UEFI HTTP boot."""
     extra: tuple[str, ...] = ()
     """More QEMU arguments."""
 
@@ -174,13 +191,19 @@ def qemu_argv(spec: VmSpec, *, ovmf_vars: Path | None = None) -> list[str]:
             "-display", "none", "-vga", "none", "-serial", "stdio", "-monitor", "none",
             "-no-reboot", "-boot", "n"]
     if spec.firmware == "uefi":
-        code, _ = find_ovmf()
+        code, _ = find_ovmf(secure_boot=spec.secure_boot)
         vars_ = ovmf_vars or spec.ovmf_vars
         if vars_ is None:
             raise ValueError("UEFI needs a writable OVMF_VARS copy (ovmf_vars=)")
-        argv += ["-machine", "q35",
+        argv += ["-machine", "q35,smm=on" if spec.secure_boot else "q35",
                  "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={vars_}"]
+        if spec.secure_boot:
+            # the varstore is only writable from SMM, as Secure Boot requires
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+        if spec.http_boot:
+            argv += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                     "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
     elif spec.firmware == "bios":
         if spec.romfile is None:
             check_bios_rom(spec.nic)
@@ -388,7 +411,7 @@ class LabVM:
                 self._tmp = tempfile.TemporaryDirectory(prefix="pxw-lab-")
             vars_ = Path(self._tmp.name) / "OVMF_VARS.fd"
             if not vars_.exists():
-                shutil.copyfile(find_ovmf()[1], vars_)
+                shutil.copyfile(find_ovmf(secure_boot=self.spec.secure_boot)[1], vars_)
         argv = qemu_argv(self.spec, ovmf_vars=vars_)
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]

@@ -647,6 +647,53 @@ def loader_stuck(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
                            "the file with its package's copy", ev, stage=Stage.loader)
 
 
+# EFI loaders known to carry no Secure Boot signature (shim and Debian's GRUB do).
+UNSIGNED_EFI_LOADERS = frozenset({"syslinux.efi", "ipxe.efi", "snponly.efi"})
+SB_REFUSAL_WINDOW = 30.0
+"""Seconds after an unsigned loader within which the firmware's own DHCP again means it
+refused the loader: the firmware goes on to its next boot option (OVMF: PXE over IPv6,
+whose wait for an answer takes seconds, then HTTP boot, whose DHCP carries option 93)."""
+
+
+@rule
+def secure_boot_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """A UEFI client fetched an unsigned loader, then its firmware did DHCP again (option 93
+    present and not iPXE: the loader never ran; syslinux.efi's own DHCP has no option 93)
+    within seconds, or the client asked for nothing more."""
+    for tl in snap.clients:
+        if tl.firmware != "efi":
+            continue
+        for ld in tl.transfers(Role.loader):
+            if ld.status is not Status.ok or \
+                    posixpath.basename(ld.path).lower() not in UNSIGNED_EFI_LOADERS:
+                continue
+            end = ld.ended or ld.started
+            later = [s for s in tl.steps if s.started > end and s.kind in ("transfer", "session")]
+            again = [e for e in tl.dhcp_events() if e.ts > end and e.arch is not None
+                     and not e.user_class.lower().startswith("ipxe")]
+            if again and again[0].ts - end <= SB_REFUSAL_WINDOW and \
+                    not [s for s in later if s.started < again[0].ts]:
+                ev, how = [*_ev(ld), again[0]], (
+                    f"{again[0].ts - end:.1f} s after {ld.path} the firmware started DHCP "
+                    f"again ({again[0].vendor_class or 'option 93 = ' + str(again[0].arch)})")
+            elif not later and not [e for e in tl.dhcp_events() if e.ts > end] and \
+                    snap.now - end >= th.loader_wait:
+                ev, how = list(_ev(ld)), (f"after {ld.path} the client asked for nothing "
+                                          f"more for {snap.now - end:.0f} s")
+            else:
+                continue
+            yield _finding(Severity.error, "secure-boot-refused", tl,
+                           "the firmware probably refused an unsigned loader (Secure Boot)",
+                           f"{how}, without running it: {ld.path} carries no Secure Boot "
+                           "signature, and a UEFI machine with Secure Boot on refuses it, "
+                           "usually with nothing on screen",
+                           "serve the signed chain: boot.secure_boot = \"auto\" (or \"on\") "
+                           "with Debian's shim-signed and grub-efi-amd64-signed installed; or "
+                           "turn Secure Boot off in that machine's firmware setup",
+                           ev, stage=Stage.loader, subject=ld.path)
+            break
+
+
 @rule
 def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """A transfer gave up after its retries: client gone, or blocks larger than the path MTU."""

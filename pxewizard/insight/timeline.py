@@ -101,7 +101,12 @@ _CFG_SEARCH = re.compile(r"^(01-[0-9a-f]{2}(-[0-9a-f]{2}){5}"
                          r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
                          r"|[0-9A-F]{1,8})$", re.I)
 # Files a client looks for on its own and is fine without.
-_OPTIONAL = frozenset({"autoexec.ipxe"})
+# shim 15.8+ looks beside itself for revocation and certificate add-ons; GRUB for module
+# lists under $prefix/x86_64-efi/ (the signed image has its modules built in).
+_OPTIONAL = frozenset({"autoexec.ipxe", "revocations_sku.efi", "revocations_sbat.efi",
+                       "shim_certificate_0.efi", "command.lst", "fs.lst", "crypto.lst",
+                       "terminal.lst", "video.lst", "moddep.lst", "partmap.lst",
+                       "parttool.lst"})
 
 
 def classify(path: str, service: str = "tftp") -> Role:

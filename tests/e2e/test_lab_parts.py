@@ -52,6 +52,19 @@ def test_uefi_argv_uses_ovmf_code_read_only_and_a_vars_copy(tmp_path: Path) -> N
     assert dev.endswith(",romfile=")  # no iPXE ROM: OVMF's own PXE
 
 
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="qemu not installed")
+def test_uefi_secure_boot_and_http_boot_argv(tmp_path: Path) -> None:
+    try:
+        argv = qemu_argv(VmSpec(tap="t", firmware="uefi", romfile="", accel="tcg",
+                                secure_boot=True, http_boot=True), ovmf_vars=tmp_path / "v.fd")
+    except PxeError as exc:
+        pytest.skip(str(exc))
+    line = " ".join(argv)
+    assert "q35,smm=on" in line and "OVMF_CODE_4M.secboot.fd" in line
+    assert "driver=cfi.pflash01,property=secure,value=on" in line
+    assert "name=opt/org.tianocore/IPv4PXESupport,string=n" in line
+
+
 def test_console_lines_lose_escapes_and_carriage_returns() -> None:
     assert clean_console("\x1b[2J\x1b[01;01HiPXE 1.0\r") == "iPXE 1.0"
     assert clean_console("[=3h[=3hBdsDxe: x") == "[=3h[=3hBdsDxe: x"

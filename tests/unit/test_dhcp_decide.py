@@ -120,6 +120,45 @@ def test_uefi_http_boot() -> None:
     assert offer.options[60] == b"HTTPClient" and 43 not in offer.options
 
 
+HTTP_VC = "HTTPClient:Arch:00016:UNDI:003001"
+
+
+@pytest.mark.parametrize("with_93", [True, False])
+def test_uefi_http_boot_full_dora(with_93: bool) -> None:
+    """UEFI spec 2.10 §24.7.2: the offer carries the boot file URL (option 67) and echoes
+    option 60 "HTTPClient"; without option 93 the arch comes from the vendor class."""
+    pol, t = policy(), LeaseTable()
+    r = req(arch=16, vendor=HTTP_VC) if with_93 else req(vendor=HTTP_VC)
+    d, offer = run(r, pol, t)
+    assert offer is not None and d.msg_out == "OFFER" and offer.yiaddr
+    assert offer.options[67] == b"http://10.99.0.1/ipxe.efi" and offer.options[60] == b"HTTPClient"
+    assert 43 not in offer.options and "boot_files.uefi_http" in d.reason
+    d2, ack = run(req(msg=3, arch=16, vendor=HTTP_VC, o50=ip_int(ip_str(offer.yiaddr)).to_bytes(
+        4, "big"), o54=bytes((10, 99, 0, 1))), pol, t)
+    assert ack is not None and d2.msg_out == "ACK" and ack.yiaddr == offer.yiaddr
+    assert ack.options[67] == b"http://10.99.0.1/ipxe.efi" and ack.options[60] == b"HTTPClient"
+
+
+def test_uefi_http_boot_proxy() -> None:
+    """proxyDHCP: the offer on 67 and the ACK on 4011 carry the URL and HTTPClient, no address."""
+    pol, t = policy(mode=Mode.PROXY), LeaseTable()
+    d, offer = run(req(arch=16, vendor=HTTP_VC), pol, t)
+    assert offer is not None and d.msg_out == "OFFER" and offer.yiaddr == 0
+    assert offer.options[67] == b"http://10.99.0.1/ipxe.efi" and offer.options[60] == b"HTTPClient"
+    assert 43 not in offer.options and 51 not in offer.options and 3 not in offer.options
+    d2, ack = run(req(msg=3, arch=16, vendor=HTTP_VC, ciaddr="10.99.0.77"), pol, t, port=4011,
+                  peer=(ip_int("10.99.0.77"), 68))
+    assert ack is not None and d2.msg_out == "ACK" and ack.yiaddr == 0
+    assert ack.options[67] == b"http://10.99.0.1/ipxe.efi" and ack.options[60] == b"HTTPClient"
+    assert d2.dest is not None and ip_str(d2.dest.ip) == "10.99.0.77"
+
+
+def test_uefi_http_boot_unconfigured_is_explained() -> None:
+    pol = policy(mode=Mode.PROXY, boot=BootFiles(efi_x64="syslinux.efi", uefi_http=None))
+    d, _ = run(req(arch=16, vendor=HTTP_VC), pol, LeaseTable())
+    assert d.reply is None and "uefi_http is not set" in d.reason
+
+
 @pytest.mark.parametrize("arch,words", [(10, "EFI ARM32"), (6, "efi_ia32 is not set"),
                                         (42, "arch 42")])
 def test_unknown_or_unconfigured_arch_is_explained(arch: int, words: str) -> None:

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Static
 
-from ...boot.tree import build_tree
+from ...boot.secureboot import summary as secure_boot_summary
+from ...boot.tree import build_boot
 from ...commands.export import export as export_plan
 from ...errors import PlanError, PxeError
 from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
@@ -121,7 +122,10 @@ class ReviewScreen(WizardScreen):
     @work(exclusive=True, group="served", thread=True)
     def load_served(self, plan: Plan) -> None:
         try:
-            tree = build_tree(plan)
+            boot = build_boot(plan)
+            tree = boot.tree
+            secure = secure_boot_summary(boot.secure_boot, plan.boot.secure_boot,
+                                         plan.dhcp.boot_files.efi_x64)
             entries = tree.entries()
             sources = tree.sources()
             menu = ""
@@ -137,7 +141,8 @@ class ReviewScreen(WizardScreen):
                                       Text(f"What is served cannot be listed yet: {exc}",
                                            style="yellow"))
             return
-        t = Text("Served files\n", style="bold")
+        t = Text(secure + "\n", style="bold" if boot.secure_boot else "yellow")
+        t.append("Served files\n", style="bold")
         for vpath, size, origin in entries[:200]:
             t.append(f"  {vpath}  {size_text(size)}  {'' if origin == 'generated' else origin}"
                      "\n")
