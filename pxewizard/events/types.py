@@ -263,6 +263,9 @@ class FailCause(StrEnum):
     """Our side could not read or write (I/O error, no socket, disk full)."""
     stopped = "stopped"
     """The server was stopped while the transfer ran."""
+    superseded = "superseded"
+    """The client asked for the same file again from a new port; this older transfer was
+    abandoned by it and is retired (not a failure of the boot)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -815,6 +815,8 @@ class TimelineBuilder:
                 step.detail = ev.reason
                 if ev.probe:
                     step.status = Status.probe
+                elif ev.cause == FailCause.superseded:
+                    step.status = Status.ignored   # the client asked again: not a failure
                 elif _is_not_found(ev) and is_config_search_miss(ev.path):
                     step.status = Status.normal_miss
                 else:

@@ -307,7 +307,7 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed")
+                 "key", "gso", "worker", "closed", "retire")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -332,6 +332,9 @@ class _Transfer:
         """Packets per segmented send (UDP GSO), 0 when off."""
         self.worker: _Worker | None = None
         self.closed = False
+        self.retire = ""
+        """Set (to the new request's peer) when the client asked for this file again: the
+        owning worker ends the transfer at its next scan."""
 
 
 class TftpEngine:
@@ -360,6 +363,9 @@ class TftpEngine:
         self.allow_write = allow_write
         self.write_root = Path(write_root).resolve() if write_root is not None else None
         self.active_keys: set[tuple[str, int, str]] = set()
+        self.by_file: dict[tuple[str, str], _Transfer] = {}
+        """The latest read transfer of each (client address, file): a new request for the
+        same file from the same client retires the older one (the client abandoned it)."""
         n = max(1, min(workers, os.cpu_count() or 1))
         if os.environ.get("PXW_TFTP_WORKERS"):  # benchmarks compare
             n = max(1, int(os.environ["PXW_TFTP_WORKERS"]))
@@ -405,6 +411,7 @@ class _Worker:
         self.allow_write = engine.allow_write
         self.write_root = engine.write_root
         self.active_keys = engine.active_keys
+        self.by_file = engine.by_file
         self.transfers: dict[int, _Transfer] = {}
         self.ep = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -687,6 +694,9 @@ class _Worker:
         w = t.worker or self
         w.transfers.pop(t.fd, None)
         self.active_keys.discard(t.key)
+        fk = (t.client, t.path)
+        if self.by_file.get(fk) is t:
+            del self.by_file[fk]
         if t.worker is not None:
             with contextlib.suppress(OSError, ValueError):
                 w.ep.unregister(t.fd)
@@ -703,11 +713,30 @@ class _Worker:
                 with contextlib.suppress(OSError):
                     t.tmp.unlink()
 
+    def _retire(self, t: _Transfer) -> None:
+        """End a transfer its client abandoned for a new request of the same file.
+
+        Without this, a loader that asks again (iPXE, syslinux after a timeout of its
+        own) leaves each old transfer retrying for a minute, and ~50 of them clutter the
+        timeline. The client ignores the old port, so no ERROR is sent to it.
+        """
+        if t.closed:
+            return
+        sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
+        self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
+                                  client=t.client, cause=FailCause.superseded,
+                                  reason=f"the client asked for {t.path} again from {t.retire}; "
+                                         "this older transfer is retired"))
+        self._close(t)
+
     # --- the timer scan ---------------------------------------------------------------
 
     def _scan(self, now: float) -> None:
         self._drop_summary(now)
         for t in list(self.transfers.values()):
+            if t.retire:
+                self._retire(t)
+                continue
             core = t.core
             deadline = core.get_timer()
             if deadline is not None and now >= deadline:
@@ -867,6 +896,17 @@ class _Worker:
         t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 else 0
         t.key = key
         self.active_keys.add(key)
+        old = self.by_file.get((addr[0], req.filename))
+        # Abandoned: its client has let at least one timeout pass unanswered. Busy parallel
+        # transfers of one file from one address (benchmarks, NAT) are left alone.
+        if old is not None and not old.closed and getattr(old.core, "retry", 0) >= 1:
+            old.retire = peer
+            if old.worker is self or old.worker is None:
+                self._retire(old)
+            else:
+                with contextlib.suppress(OSError):
+                    os.write(old.worker._wake_w, b"x")
+        self.by_file[(addr[0], req.filename)] = t
         opts = dict(core.negotiated.oack)
         if req.mode != "octet":
             opts["mode"] = req.mode

@@ -399,3 +399,26 @@ def test_spin_never_without_a_window_and_reset_measures_afresh() -> None:
     assert c.spin
     c.reset()
     assert not c.spin and c.keep == SpinChooser.KEEP
+
+
+async def test_new_request_for_the_same_file_retires_the_abandoned_transfer(root: Path) -> None:
+    """A loader that asks again from a new port abandoned the old transfer: it is retired at
+    once (cause superseded) instead of retrying for its whole timeout; the new one runs."""
+    from pxewizard.events import FailCause
+    svc, events = await _start(root, timeout=0.3, retries=8)
+    old, new = Client(svc.port), Client(svc.port)
+    try:
+        pkt, _ = await asyncio.to_thread(old.request, "sub/k.bin")
+        assert isinstance(pkt, Data)   # block 1 sent, never ACKed: abandoned
+        await asyncio.sleep(0.6)       # one timeout passed unanswered
+        got = await asyncio.to_thread(new.get, "sub/k.bin")
+        (failed,) = await wait_for(events, TransferFailed)
+        (done,) = await wait_for(events, TransferDone)
+    finally:
+        old.close()
+        new.close()
+        await svc.close()
+    assert isinstance(got, bytes) and got == (root / "sub" / "k.bin").read_bytes()
+    assert failed.cause == FailCause.superseded and failed.path == "sub/k.bin"
+    assert "again" in failed.reason and failed.ts <= done.ts
+    assert len([e for e in events if isinstance(e, TransferFailed)]) == 1
