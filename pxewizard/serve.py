@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .boot.checks import PlanProblem, plan_problems, plan_summary
 from .boot.tree import build_boot, nbd_exports, nfs_exports
 from .detect.dhcp_probe import look_before_serving
+from .detect.firewall import firewall_check, plan_ports
 from .detect.interfaces import check_serving_address
 from .errors import PxeError
-from .events import Event, EventBus, JsonlLog, LineBatch, LogLine
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, PlanLoaded
 from .files import FileTree
 from .insight.diagnose import format_finding
 from .insight.eventfmt import one_line
@@ -47,6 +49,8 @@ class Running:
     services: list[Service] = field(default_factory=list)
     lock_fd: int | None = None
     """The single-instance lock on the interface (see :func:`lock_interface`)."""
+    problems: list[PlanProblem] = field(default_factory=list)
+    """What the plan-time checks found (boot.checks), for the diagnosis' facts."""
 
     async def close(self) -> None:
         for svc in reversed(self.services):
@@ -208,8 +212,12 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
         raise
     for warning in boot.warnings:
         bus.publish(LogLine(service="boot", level="warning", message=warning))
+    # the Plan's mode, command lines and KERNEL .bin lines go into the log, so a replay
+    # judges with them even after a clean stop removed the services
+    bus.publish(PlanLoaded(**plan_summary(plan, boot)))  # type: ignore[arg-type]
     tree = boot.tree
-    running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
+    running = Running(plan=plan, tree=tree, lock_fd=lock_fd,
+                      problems=plan_problems(plan, boot))
     try:
         for starter in STARTERS:
             running.services.extend(await starter(plan, tree, bus))
@@ -255,9 +263,12 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # attached before the start, so it sees the PlanLoaded event
+    session = InsightSession(host_facts(plan)).attach(bus)
     try:
         running = await start_plan(plan, bus)
     except PxeError as exc:
+        session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         log.close()
         printer.flush()
@@ -265,10 +276,12 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
-    session = InsightSession(host_facts(plan)).attach(bus)
+    firewall = firewall_check(plan_ports(plan))
+    session.facts = host_facts(plan, plan_problems=running.problems, firewall=firewall)
     if not quiet:
         files = await asyncio.to_thread(served_paths, running.tree)
-        session.facts = host_facts(plan, files=files)
+        session.facts = host_facts(plan, files=files, plan_problems=running.problems,
+                                   firewall=firewall)
     try:
         while not quiet:
             with contextlib.suppress(TimeoutError):

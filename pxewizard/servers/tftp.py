@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -54,6 +55,7 @@ import time
 from pathlib import Path
 
 from ..events import (
+    BlksizeGranted,
     EventBus,
     FailCause,
     LogLine,
@@ -104,6 +106,7 @@ SOCK_BUF = 1 << 20
 LISTEN_BUF = 8 << 20
 READ_ONLY_MESSAGE = "write requests are refused; this server is read-only"
 _SIOCGIFMTU = 0x8921
+_IP_MTU = getattr(socket, "IP_MTU", 14)  # linux/in.h: the route's path MTU of a connected socket
 _UDP_SEGMENT = 103  # linux/udp.h, since Linux 4.18
 GSO_MAX_BYTES = 65000
 """Bytes per segmented send (the UDP length limit is 65507)."""
@@ -307,7 +310,7 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed", "retire")
+                 "key", "gso", "worker", "closed", "retire", "mtu_flagged")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -333,6 +336,8 @@ class _Transfer:
         self.worker: _Worker | None = None
         self.closed = False
         self.retire = ""
+        self.mtu_flagged = False
+        """Its lost big blocks already led to a BlksizeGranted."""
         """Set (to the new request's peer) when the client asked for this file again: the
         owning worker ends the transfer at its next scan."""
 
@@ -363,6 +368,9 @@ class TftpEngine:
         self.allow_write = allow_write
         self.write_root = Path(write_root).resolve() if write_root is not None else None
         self.active_keys: set[tuple[str, int, str]] = set()
+        self.granted: dict[str, int] = {}
+        """Client address -> block size that fits its path, learnt from lost big blocks
+        (read by every worker, written by the one that saw the loss)."""
         self.by_file: dict[tuple[str, str], _Transfer] = {}
         """The latest read transfer of each (client address, file): a new request for the
         same file from the same client retires the older one (the client abandoned it)."""
@@ -713,6 +721,22 @@ class _Worker:
                 with contextlib.suppress(OSError):
                     t.tmp.unlink()
 
+    def _grant_smaller(self, t: _Transfer) -> None:
+        """Block 1 of the negotiated size lost again and again while the OACK got through:
+        the path MTU is smaller than our blocks. That client's next requests get a block
+        size that fits (no other TFTP server does this; the client would loop)."""
+        t.mtu_flagged = True
+        asked = t.core.blksize
+        path_mtu = None
+        with contextlib.suppress(OSError):
+            path_mtu = t.sock.getsockopt(socket.IPPROTO_IP, _IP_MTU)
+        grant = proto.fitting_blksize(asked, path_mtu)
+        self.engine.granted[t.client] = grant
+        known = path_mtu if path_mtu and path_mtu < asked + proto.IP_UDP_TFTP_OVERHEAD else 0
+        self._emit(BlksizeGranted(path=t.path, asked=asked, granted=grant,
+                                  packet=asked + proto.IP_UDP_TFTP_OVERHEAD, path_mtu=known,
+                                  peer=t.peer, client=t.client))
+
     def _retire(self, t: _Transfer) -> None:
         """End a transfer its client abandoned for a new request of the same file.
 
@@ -741,6 +765,8 @@ class _Worker:
             deadline = core.get_timer()
             if deadline is not None and now >= deadline:
                 core.handle_timer(now)
+                if not t.writer and not t.mtu_flagged and core.big_blocks_lost:  # type: ignore[union-attr]
+                    self._grant_smaller(t)
                 self._flush(t, now)
                 self._settle(t, now)
                 if t.closed:
@@ -881,7 +907,11 @@ class _Worker:
         if req.mode == "netascii":
             assert not isinstance(data, ChunkedFile)  # netascii files are read whole
             data = proto.to_netascii(bytes(data))
-        core = ReadTransfer(req, data, self.limits, now)
+        limits = self.limits
+        grant = self.engine.granted.get(addr[0])
+        if grant is not None and grant < limits.max_blksize:
+            limits = dataclasses.replace(limits, max_blksize=grant)
+        core = ReadTransfer(req, data, limits, now)
         try:
             sock = self._transfer_socket(addr)
         except Exception as exc:

@@ -11,7 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Static
 
-from ...boot.tree import build_tree
+from ...boot.checks import plan_problems
+from ...boot.tree import build_boot
 from ...commands.export import export as export_plan
 from ...errors import PlanError, PxeError
 from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
@@ -114,7 +115,9 @@ class ReviewScreen(WizardScreen):
     @work(exclusive=True, group="served", thread=True)
     def load_served(self, plan: Plan) -> None:
         try:
-            tree = build_tree(plan)
+            bt = build_boot(plan)
+            tree = bt.tree
+            problems = plan_problems(plan, bt)
             entries = tree.entries()
             sources = tree.sources()
             menu = ""
@@ -130,7 +133,14 @@ class ReviewScreen(WizardScreen):
                                       Text(f"What is served cannot be listed yet: {exc}",
                                            style="yellow"))
             return
-        t = Text("Served files\n", style="bold")
+        t = Text()
+        if problems:   # the same checks serve and doctor --plan run (boot.checks)
+            t.append("Before a client boots\n", style="bold")
+            for p in problems:
+                t.append(f"  {p.severity.upper()}: {p.title}\n",
+                         style="red" if p.severity == "error" else "yellow")
+                t.append(f"    {p.cause}\n    fix: {p.fix}\n")
+        t.append("Served files\n", style="bold")
         for vpath, size, origin in entries[:200]:
             t.append(f"  {vpath}  {size_text(size)}  {'' if origin == 'generated' else origin}"
                      "\n")
