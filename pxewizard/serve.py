@@ -37,6 +37,7 @@ from .servers.dhcp import start_dhcp
 from .servers.http import start_http
 from .servers.nbd import start_nbd
 from .servers.nfs import start_nfs
+from .servers.stp import start_stp_listener
 from .servers.tftp import start_tftp
 
 
@@ -191,8 +192,16 @@ async def _start_nfs(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]
                             exports=nfs_exports(plan), interface=plan.interface)]
 
 
+async def _start_stp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    """Passive: BPDUs on the interface tell the diagnosis a port may hold clients back."""
+    if plan.dhcp.mode is DhcpMode.none:
+        return []
+    listener = await start_stp_listener(interface=plan.interface, bus=bus)
+    return [listener] if listener is not None else []
+
+
 STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
-    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_dhcp,
+    _start_stp, _start_tftp, _start_http, _start_nbd, _start_nfs, _start_dhcp,
 ]
 """Order matters: DHCP last, so no client is sent to a server that is not up yet."""
 
