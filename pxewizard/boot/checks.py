@@ -9,7 +9,6 @@ in its ``PlanLoaded`` event, so a replayed log knows the command lines and the
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from dataclasses import dataclass
@@ -142,20 +141,17 @@ def _mode_problems(bt: BootTree) -> list[PlanProblem]:
                 bt.tree.resolve(path)
             except TreeError as exc:
                 if exc.cause == FailCause.permission:
-                    real = ""
-                    for root in bt.tree.roots:
-                        cand = Path(root) / path
-                        if cand.exists():
-                            real = str(cand)
-                    mode = ""
-                    if real:
-                        mode = f" (mode {os.stat(real).st_mode & 0o7777:04o})"
+                    text = str(exc)
+                    m = re.search(r"mode (0[0-7]{3})", text)
+                    real = re.search(r"chmod o\+r (\S+?)\)", text)
+                    mode = f" (mode {m.group(1)})" if m else ""
                     out.append(PlanProblem(
                         "error", "plan-not-readable",
                         f"menu entry {e.id}: {path} is not readable by others{mode}",
                         f"the servers serve only world-readable files; clients will get "
                         f"'access violation' for {path}",
-                        f"chmod o+r {real or path} (or chmod -R o+rX the boot tree)"))
+                        f"chmod o+r {real.group(1) if real else path} (or chmod -R o+rX the "
+                        "boot tree)"))
     return out
 
 

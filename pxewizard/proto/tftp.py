@@ -629,11 +629,12 @@ class ReadTransfer:
     @property
     def big_blocks_lost(self) -> bool:
         """The OACK was acknowledged (small packets get through both ways) but block 1, a
-        full block of the negotiated size, went out three times without an ACK: blocks
-        that large do not fit the path (its MTU is below blksize + 32)."""
+        full block of the negotiated size, went out three times without an ACK (twice when
+        the client's timeout is 3 s or more, so it is said within seconds): blocks that
+        large do not fit the path (its MTU is below blksize + 32)."""
         return (self.state is ReadState.SENDING and bool(self._oack_bytes) and self.acked == 0
-                and self.retry >= 2 and self.blksize > DEFAULT_BLKSIZE
-                and self.size >= self.blksize)
+                and (self.retry >= 2 or (self.retry >= 1 and self.timeout >= 3))
+                and self.blksize > DEFAULT_BLKSIZE and self.size >= self.blksize)
 
 
 # --- the write transfer (only when the operator allows writes) -----------------------------

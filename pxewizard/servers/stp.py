@@ -73,7 +73,7 @@ async def start_stp_listener(*, interface: str, bus: EventBus) -> StpListener | 
     except (OSError, AttributeError):
         return None
     try:
-        sock.bind((interface, socket.htons(ETH_P_802_2)))
+        sock.bind((interface, ETH_P_802_2))   # Python swaps the bind protocol itself
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -72,9 +72,17 @@ CASES = {
                                      and e.path.endswith(".bin")][0].ts),
     "nfs-v4": ("fault-nfs-v4-rpc", "nfs-v4",
                lambda evs: max(e.ts for e in evs if e.kind == "rpc_version_refused")),
+    # recorded from tests/net/test_stalls.py: a real Linux bridge's BPDUs, ISC dhclient,
+    # busybox udhcpc + tftp-hpa behind an nftables drop rule, curl over an MTU-1000 port
+    "net-stp-bpdu": ("net-stp-forward-delay", "stp-forward-delay",
+                     lambda evs: min(e.ts for e in evs if e.kind == "bpdu_seen")),
+    "net-firewall-tftp": ("net-firewall-tftp", "ack-no-tftp",
+                          lambda evs: [e for e in evs if e.kind == "dhcp_exchange"][-1].ts),
+    "net-blksize-mtu": ("net-blksize-mtu", "blksize-mtu",
+                        lambda evs: [e for e in evs if e.kind == "transfer_started"][0].ts),
 }
 # when the expected next request should have come at the latest (the healthy budget)
-BUDGET = {"firewall-tftp": 16.2, "stage3-other-host": 2.0}
+BUDGET = {"firewall-tftp": 16.2, "net-firewall-tftp": 16.2, "stage3-other-host": 2.0}
 
 
 def _facts(case: str) -> HostFacts:
@@ -82,7 +90,7 @@ def _facts(case: str) -> HostFacts:
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", files=(
             "sysresccd/x86_64/sysrcd.dat.md5", "sysresccd/x86_64/airootfs.sfs",
             "sysresccd/boot/x86_64/vmlinuz"))
-    if case == "firewall-tftp":
+    if case in ("firewall-tftp", "net-firewall-tftp"):
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", firewall=lambda: [
             "nftables: rule inet filter input handle 7 drops port 69"])
     return FULL
@@ -169,6 +177,18 @@ def test_blksize_mtu_names_the_mtu_and_the_grant_not_a_firewall() -> None:
     assert "below 1500" in f.title and "blksize 512" in f.cause
     later = at(evs, max(e.ts for e in evs) + 1)
     assert "tftp-timeout" not in [x.rule for x in later]   # no firewall guess on top
+
+
+def test_net_recordings_name_the_real_peers() -> None:
+    _, f = measure("net-stp-bpdu")
+    assert "8000.52:54:00:99:00:fe" in f.title and "15 s" in f.title
+    evs = load("net-stp-forward-delay")
+    first = [e for e in evs if isinstance(e, DhcpExchange)][0]
+    assert first.secs >= 4          # ISC dhclient counted the 30 s the port held it
+    late = [x for x in at(evs, first.ts) if x.rule == "stp-forward-delay" and x.client]
+    assert late and late[0].severity is Severity.error
+    _, f = measure("net-blksize-mtu")
+    assert "1468" in f.title and "below 1500" in f.title
 
 
 def test_bin_kernel_only_when_the_served_config_said_kernel() -> None:
