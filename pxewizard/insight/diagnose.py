@@ -486,6 +486,12 @@ def no_dhcp_at_all(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator
               "and a forward delay, holds the client's link for 30 s or more",
               "a firewall on this host drops UDP 67"]
     details: list[str] = []
+    for bp in sorted(snap.bpdus, key=lambda x: -x.forward_delay)[:1]:
+        if bp.forward_delay > 0:
+            causes.insert(0, f"spanning tree on this segment (bridge {bp.bridge_id}, forward "
+                             f"delay {bp.forward_delay:g} s): the client's port forwards "
+                             f"nothing for {2 * bp.forward_delay:g} s and PXE ROMs give up")
+            details.append(_bpdu_words(bp))
     b = facts.bridge
     if b is not None and getattr(b, "stp", False) and getattr(b, "forward_delay", 0) > 0:
         causes.insert(0, f"the bridge {getattr(b, 'bridge', '')} has STP on with forward "

@@ -80,9 +80,19 @@ CASES = {
                           lambda evs: [e for e in evs if e.kind == "dhcp_exchange"][-1].ts),
     "net-blksize-mtu": ("net-blksize-mtu", "blksize-mtu",
                         lambda evs: [e for e in evs if e.kind == "transfer_started"][0].ts),
+    # recorded from real QEMU boots (SeaBIOS + iPXE ROM, pxelinux) by tests/e2e/test_stalls.py
+    "e2e-stage3-other-host": ("e2e-stall-stage3_other_host", "stage3-other-host",
+                              _stall_kernel_dhcp),
+    "e2e-firewall-tftp": ("e2e-stall-firewall_tftp", "ack-no-tftp",
+                          lambda evs: [e for e in evs if e.kind == "dhcp_exchange"][-1].ts),
+    "e2e-blksize-mtu": ("e2e-stall-blksize_mtu", "blksize-mtu",
+                        lambda evs: [e for e in evs if e.kind == "transfer_started"][0].ts),
+    "e2e-stp": ("e2e-stall-stp", "stp-forward-delay",
+                lambda evs: min(e.ts for e in evs if e.kind == "bpdu_seen")),
 }
 # when the expected next request should have come at the latest (the healthy budget)
-BUDGET = {"firewall-tftp": 16.2, "net-firewall-tftp": 16.2, "stage3-other-host": 2.0}
+BUDGET = {"firewall-tftp": 16.2, "net-firewall-tftp": 16.2, "e2e-firewall-tftp": 16.2,
+          "stage3-other-host": 2.0, "e2e-stage3-other-host": 2.0}
 
 
 def _facts(case: str) -> HostFacts:
@@ -90,7 +100,7 @@ def _facts(case: str) -> HostFacts:
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", files=(
             "sysresccd/x86_64/sysrcd.dat.md5", "sysresccd/x86_64/airootfs.sfs",
             "sysresccd/boot/x86_64/vmlinuz"))
-    if case in ("firewall-tftp", "net-firewall-tftp"):
+    if case in ("firewall-tftp", "net-firewall-tftp", "e2e-firewall-tftp"):
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", firewall=lambda: [
             "nftables: rule inet filter input handle 7 drops port 69"])
     return FULL
