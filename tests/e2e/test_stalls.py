@@ -140,3 +140,30 @@ def test_stp_forward_delay(guest, tmp_path: Path) -> None:
     disc = [e for e in evs if e.kind == "dhcp_exchange"]
     if disc:
         print(f"first DISCOVER secs={disc[0].secs}")
+
+
+HEALTHY = ("bios_pxelinux_http", "uefi_ipxe_chainload", "uefi_syslinux_http", "bios_proxydhcp",
+           "bios_nfs")
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("name", HEALTHY)
+def test_healthy_boot_gives_no_finding(name: str, guest, tmp_path: Path) -> None:
+    """BIOS, UEFI (iPXE), OVMF, proxy beside a non-PXE DHCP server, NFSv3: the boot
+    completes and the diagnosis of its events says nothing, at every second of it."""
+    from pxewizard.insight.diagnose import Severity
+
+    from .cases import check, run_ours
+
+    b = run_ours(prepare(BY_NAME[name], guest, tmp_path))
+    check(b)
+    evs = [from_dict(d) for d in b.server_events]  # type: ignore[attr-defined]
+    facts = HostFacts(server_ip=SERVER_IP, interface="pxe0",
+                      dhcp_mode="proxy" if "proxy" in name else "full")
+    t, end = min(e.ts for e in evs), max(e.ts for e in evs) + 5
+    while t <= end:
+        found = [f for f in diagnose_events([e for e in evs if e.ts <= t], facts, now=t)[1]
+                 if f.severity >= Severity.warning]
+        assert found == [], (name, round(t - min(e.ts for e in evs), 1),
+                             [f.title for f in found])
+        t += 1.0
