@@ -260,3 +260,23 @@ def test_damaged_log_is_replayed_as_far_as_it_goes(tmp_path: Path,
     rc = cli_doctor(args(log=str(log)))
     out = capsys.readouterr().out
     assert rc == 1 and "pxelinux.0 is missing" in out and "internal error" not in out
+
+
+@pytest.mark.parametrize("name, title", [
+    ("fault-competing-dhcp-stopped", "another DHCP server answers here: 10.99.0.2"),
+    ("fault-no-dhcp-stopped", "no DHCP request seen")])
+def test_replay_and_doctor_log_say_the_same_after_a_clean_stop(
+        name: str, title: str, capsys: pytest.CaptureFixture) -> None:
+    """The Plan's DHCP mode comes from the log's PlanLoaded event, so replay
+    (no Plan) and doctor --log find what the live view found, in the same words."""
+    from pxewizard.commands.doctor import cli_replay
+
+    rc = cli_replay(argparse.Namespace(log=str(DATA / f"{name}.jsonl"), json=False,
+                                       verbose=False))
+    out = capsys.readouterr().out
+    assert title in out, out
+    rc2 = cli_doctor(args(log=str(DATA / f"{name}.jsonl")))
+    out2 = capsys.readouterr().out
+    assert title in out2
+    assert rc == 1 or "warning" in out
+    assert rc2 == rc or rc2 == 1
