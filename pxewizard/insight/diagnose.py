@@ -442,10 +442,9 @@ def stp_port_delay(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator
                            f"interface: a port on bridge {b.bridge_id} held its traffic for "
                            f"listening + learning (2 x {b.forward_delay:g} s); PXE ROMs give up "
                            "after about 60 s of DISCOVERs, iPXE sooner",
-                           "make the client's port an edge port (portfast / "
-                           "`bridge link set dev PORT edge on`... or `spanning-tree portfast`), "
-                           "set forward delay 0, or turn STP off on that bridge "
-                           "(`ip link set dev BRIDGE type bridge stp_state 0`)",
+                           "make the client's switch port an edge port (`spanning-tree "
+                           "portfast`), or on a Linux bridge set `ip link set dev BRIDGE type "
+                           "bridge forward_delay 0` or turn STP off (`stp_state 0`)",
                            [b, first], details=[_bpdu_words(x) for x in bpdus[:3]],
                            stage=Stage.dhcp, subject="stp")
         else:
@@ -873,10 +872,9 @@ def _kernel_dhcp_after(tl: Timeline, t: float) -> list[DhcpExchange]:
 def _kernel_dhcp_clock(later: list[DhcpExchange]) -> float | None:
     """When the kernel's network was up: its first ACK (ours), else its first REQUEST (to
     the other server, proxy mode), else its first DISCOVER; None: no kernel DHCP seen."""
-    for want in ("ACK",):
-        acks = [e for e in later if e.msg_out.upper() == want]
-        if acks:
-            return acks[0].ts
+    acks = [e for e in later if e.msg_out.upper() == "ACK"]
+    if acks:
+        return acks[0].ts
     reqs = [e for e in later if e.msg_in.upper() == "REQUEST"]
     if reqs:
         return reqs[0].ts
