@@ -167,3 +167,35 @@ def test_healthy_boot_gives_no_finding(name: str, guest, tmp_path: Path) -> None
         assert found == [], (name, round(t - min(e.ts for e in evs), 1),
                              [f.title for f in found])
         t += 1.0
+
+
+@pytest.mark.timeout(420)
+def test_stage3_file_deleted(guest, tmp_path: Path) -> None:
+    """stage3.bin deleted from the medium, its .md5 left: a 404 named as a deleted file,
+    the checksum never offered as 'did you mean'."""
+    from pxewizard.boot.tree import build_boot
+    from pxewizard.insight.session import host_facts, served_paths
+    from pxewizard.plan import load_plan
+    from tests.support.serving import write_plan
+
+    prep = prepare(BY_NAME["bios_pxelinux_http"], guest, tmp_path)
+    (prep.media / f"{STAGE3}.md5").write_text(f"{prep.stage3_sha}  {STAGE3}\n")
+    (prep.media / STAGE3).unlink()
+    with lab_network() as net:
+        plan_path = write_plan(prep.work, prep.plan)
+        with serve_ours(net.server, plan_path) as served:
+            boot(net, "stage3_deleted", prep.stage3_sha, timeout=150)
+            time.sleep(0.5)
+            raw = served.events()
+    _record(raw, "stage3_deleted")
+    evs = [from_dict(d) for d in raw]
+    plan = load_plan(plan_path)
+    facts = host_facts(plan, files=served_paths(build_boot(plan).tree))
+    miss = [e for e in evs if e.kind == "transfer_failed" and e.path.endswith(STAGE3)]
+    assert miss and miss[0].code == 404
+    found = [f for f in diagnose_events(evs, facts, now=miss[0].ts)[1]
+             if f.rule == "stage3-failed"]
+    assert found, [e.kind for e in evs]
+    print(f"STALL stage3-failed 0.00 s: {found[0].title} / {found[0].cause}")
+    assert "deleted?" in found[0].cause and f"{STAGE3}.md5" in found[0].cause
+    assert "closest" not in found[0].cause

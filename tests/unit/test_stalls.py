@@ -87,6 +87,8 @@ CASES = {
                           lambda evs: [e for e in evs if e.kind == "dhcp_exchange"][-1].ts),
     "e2e-blksize-mtu": ("e2e-stall-blksize_mtu", "blksize-mtu",
                         lambda evs: [e for e in evs if e.kind == "transfer_started"][0].ts),
+    "e2e-stage3-deleted": ("e2e-stall-stage3_deleted", "stage3-failed",
+                           lambda evs: max(e.ts for e in evs if e.kind == "transfer_failed")),
     "e2e-stp": ("e2e-stall-stp", "stp-forward-delay",
                 lambda evs: min(e.ts for e in evs if e.kind == "bpdu_seen")),
 }
@@ -100,6 +102,9 @@ def _facts(case: str) -> HostFacts:
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", files=(
             "sysresccd/x86_64/sysrcd.dat.md5", "sysresccd/x86_64/airootfs.sfs",
             "sysresccd/boot/x86_64/vmlinuz"))
+    if case == "e2e-stage3-deleted":
+        return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", files=(
+            "stage3.bin.md5", "boot/vmlinuz", "boot/initrd.gz"))
     if case in ("firewall-tftp", "net-firewall-tftp", "e2e-firewall-tftp"):
         return HostFacts(server_ip="10.99.0.1", dhcp_mode="full", firewall=lambda: [
             "nftables: rule inet filter input handle 7 drops port 69"])
