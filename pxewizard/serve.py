@@ -20,14 +20,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .boot.checks import PlanProblem, plan_problems, plan_summary
 from .boot.roots import prepare_client_roots
 from .boot.secureboot import SHIM_VPATH, uefi_boot_files
 from .boot.secureboot import summary as secure_boot_summary
 from .boot.tree import build_boot, menu_outline, nbd_exports, nfs_exports
 from .detect.dhcp_probe import look_before_serving
+from .detect.firewall import firewall_check, plan_ports
 from .detect.interfaces import check_serving_address
 from .errors import PxeError, os_error_words
-from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, RefusalLimit
+from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, PlanLoaded, RefusalLimit
 from .files import FileTree
 from .insight.diagnose import format_finding
 from .insight.eventfmt import one_line
@@ -41,6 +43,7 @@ from .servers.dhcp import start_dhcp
 from .servers.http import start_http
 from .servers.nbd import start_nbd
 from .servers.nfs import start_nfs
+from .servers.stp import start_stp_listener
 from .servers.tftp import start_tftp
 
 
@@ -53,6 +56,8 @@ class Running:
     services: list[Service] = field(default_factory=list)
     lock_fd: int | None = None
     """The single-instance lock on the interface (see :func:`lock_interface`)."""
+    problems: list[PlanProblem] = field(default_factory=list)
+    """What the plan-time checks found (boot.checks), for the diagnosis' facts."""
 
     async def close(self) -> None:
         for svc in reversed(self.services):
@@ -251,8 +256,16 @@ async def _start_ra(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
         return []
 
 
+async def _start_stp(plan: Plan, tree: FileTree, bus: EventBus) -> list[Service]:
+    """Passive: BPDUs on the interface tell the diagnosis a port may hold clients back."""
+    if plan.dhcp.mode is DhcpMode.none:
+        return []
+    listener = await start_stp_listener(interface=plan.interface, bus=bus)
+    return [listener] if listener is not None else []
+
+
 STARTERS: list[Callable[[Plan, FileTree, EventBus], Awaitable[list[Service]]]] = [
-    _start_tftp, _start_http, _start_nbd, _start_nfs, _start_ra, _start_dhcp,
+    _start_stp, _start_tftp, _start_http, _start_nbd, _start_nfs, _start_ra, _start_dhcp,
 ]
 """Order matters: DHCP last, so no client is sent to a server that is not up yet (the RA
 responder before it: it listens for a router while DHCP probes for servers)."""
@@ -365,8 +378,12 @@ async def start_plan(plan: Plan, bus: EventBus) -> Running:
     if plan.boot.secure_boot != "off":
         bus.publish(LogLine(service="boot", level="info", message=secure_boot_summary(
             boot.secure_boot, plan.boot.secure_boot, plan.dhcp.boot_files.efi_x64)))
+    # the Plan's mode, command lines and KERNEL .bin lines go into the log, so a replay
+    # judges with them even after a clean stop removed the services
+    bus.publish(PlanLoaded(**plan_summary(plan, boot)))  # type: ignore[arg-type]
     tree = boot.tree
-    running = Running(plan=plan, tree=tree, lock_fd=lock_fd)
+    running = Running(plan=plan, tree=tree, lock_fd=lock_fd,
+                      problems=plan_problems(plan, boot))
     try:
         for starter in STARTERS:
             running.services.extend(await starter(plan, tree, bus))
@@ -475,6 +492,8 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # attached before the start, so it sees the PlanLoaded event
+    session = InsightSession(host_facts(plan)).attach(bus)
     try:
         # the files first: a refused state dir or log path gets nothing written into it
         check_files(plan)
@@ -482,6 +501,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
+        session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         session.detach()
         log.close()
@@ -498,6 +518,12 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
+    firewall = firewall_check(plan_ports(plan))
+    session.facts = host_facts(plan, plan_problems=running.problems, firewall=firewall)
+    if not quiet:
+        files = await asyncio.to_thread(served_paths, running.tree)
+        session.facts = host_facts(plan, files=files, plan_problems=running.problems,
+                                   firewall=firewall)
     try:
         if not quiet:
             files = await asyncio.to_thread(served_paths, running.tree)

@@ -12,6 +12,7 @@ paths. The first directory holding a file wins.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,16 @@ LOADER_FILES: dict[str, LoaderFile] = {
     "bootaa64.efi": LoaderFile("grub"),
 }
 """Every boot loader file name we know, lower case (menu modules: :data:`MENU_MODULES`)."""
+
+
+def loader_firmware(path: str) -> str:
+    """``bios`` or ``efi``: which firmware a loader (or syslinux module) runs on, or ``""``."""
+    name = posixpath.basename(path).lower()
+    if name.endswith((".efi", ".e64", ".e32", ".efi.signed")):
+        return "efi"
+    if name.endswith((".0", ".kpxe", ".pxe", ".kkpxe", ".kkkpxe", ".lkrn")) or name == "ldlinux.c32":
+        return "bios"
+    return ""
 
 
 def loader_names(family: str) -> frozenset[str]:

@@ -17,10 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -29,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from ..boot.ram import ram_estimate
+from ..boot.checks import plan_problems
 from ..boot.roottree import check_root_tree
 from ..boot.tree import build_boot
 from ..detect.bridge import bridge_facts_sync
 from ..detect.dhcp_probe import PROBE_TIMEOUT, pool_in_use, probe_sync
+from ..detect.firewall import firewall_check, firewall_hints, plan_ports
 from ..detect.interfaces import InterfaceMissing, check_serving_address
 from ..detect.neighbours import neighbours_sync
 from ..detect.ports import port_holder
@@ -168,13 +167,14 @@ def _explain_bridge_carrier(checks: list[Finding], bridge: Any) -> list[Finding]
     return out
 
 
-def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
-    """Loaders and media through boot.tree; returns findings, served paths and the media."""
+def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any, list[Any]]:
+    """Loaders and media through boot.tree; returns findings, served paths, the media and
+    the plan-time problems (boot.checks, the same as serve and Review say)."""
     try:
         bt = build_boot(plan)
     except PxeError as exc:
         return [_f(Severity.error, "boot-tree", f"the boot tree cannot be built: {exc.message}",
-                   exc.message, exc.fix or "")], [], None
+                   exc.message, exc.fix or "")], [], None, plan_problems(plan)
     out: list[Finding] = []
     for path, why in getattr(bt, "skipped", ()):
         out.append(_f(Severity.warning, "media-skipped", f"boot.media: skipped {path}",
@@ -193,7 +193,7 @@ def check_boot(plan: Any) -> tuple[list[Finding], list[str], Any]:
         media = getattr(bt, "all_media", None) or ([bt.media] if bt.media else [])
         what = ", ".join(f"{m.label} ({m.profile})" for m in media) or "no media"
         out.append(_ok("boot-tree", f"boot files present: {len(bt.entries)} menu entries, {what}"))
-    return out, served_paths(bt.tree), bt.media
+    return out, served_paths(bt.tree), bt.media, plan_problems(plan, bt)
 
 
 def check_readable(roots: Iterable[Path], limit: int = 50000) -> list[Finding]:
@@ -254,116 +254,9 @@ def check_rp_filter(plan: Any, proc: Path = Path("/proc/sys/net/ipv4/conf")) -> 
                "for `all` when clients come through a relay")]
 
 
-def firewall_from_iptables(text: str, ports: set[int]) -> list[str]:
-    """Words for iptables-save rules on the INPUT path that would drop our ports."""
-    out: list[str] = []
-    policy_drop = False
-    accepted: set[int] = set()
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(":INPUT ") and line.split()[1] in ("DROP", "REJECT"):
-            policy_drop = True
-        if not line.startswith("-A INPUT"):
-            continue
-        m = re.search(r"--dports? ([\d,:]+)", line)
-        nums = set()
-        if m:
-            for part in m.group(1).split(","):
-                if ":" in part:
-                    a, b = part.split(":")
-                    nums |= {p for p in ports if int(a or 0) <= p <= int(b or 65535)}
-                elif part.isdigit():
-                    nums.add(int(part))
-        verdict = line.rsplit("-j ", 1)[-1].split()[0] if "-j " in line else ""
-        if verdict == "ACCEPT":
-            accepted |= nums
-        elif verdict in ("DROP", "REJECT"):
-            for p in sorted(nums & ports):
-                out.append(f"iptables: `{line}` drops port {p}")
-    if policy_drop:
-        missing = sorted(ports - accepted)
-        if missing:
-            out.append("iptables: INPUT policy DROP and no ACCEPT for port(s) "
-                       + ", ".join(map(str, missing)))
-    return out
-
-
-def firewall_from_nft(data: dict[str, Any], ports: set[int]) -> list[str]:
-    """Words for nftables input chains (``nft -j list ruleset``) that would drop our ports."""
-    out: list[str] = []
-    chains: dict[tuple[str, str, str], dict[str, Any]] = {}
-    rules: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for item in data.get("nftables", []):
-        if "chain" in item:
-            c = item["chain"]
-            chains[(c.get("family"), c.get("table"), c.get("name"))] = c
-        elif "rule" in item:
-            r = item["rule"]
-            rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(r)
-
-    def ports_of(expr: list[dict[str, Any]]) -> set[int]:
-        found: set[int] = set()
-        for e in expr:
-            m = e.get("match")
-            if not m:
-                continue
-            left = m.get("left", {})
-            if isinstance(left, dict) and left.get("payload", {}).get("field") == "dport":
-                right = m.get("right")
-                vals = right.get("set", []) if isinstance(right, dict) else [right]
-                for v in vals:
-                    if isinstance(v, int):
-                        found.add(v)
-                    elif isinstance(v, dict) and "range" in v:
-                        a, b = v["range"]
-                        found |= {p for p in ports if a <= p <= b}
-        return found
-
-    def verdict(expr: list[dict[str, Any]]) -> str:
-        for e in expr:
-            for k in ("accept", "drop", "reject"):
-                if k in e:
-                    return k
-        return ""
-
-    for key, c in chains.items():
-        if c.get("hook") != "input":
-            continue
-        accepted: set[int] = set()
-        for r in rules.get(key, []):
-            expr = r.get("expr", [])
-            ps, v = ports_of(expr), verdict(expr)
-            if v == "accept":
-                accepted |= ps
-            elif v in ("drop", "reject"):
-                for p in sorted(ps & ports):
-                    out.append(f"nftables: a rule in {key[1]}/{key[2]} {v}s port {p}")
-        if c.get("policy") == "drop":
-            missing = sorted(ports - accepted)
-            if missing:
-                out.append(f"nftables: chain {key[1]}/{key[2]} has policy drop and no accept "
-                           "for port(s) " + ", ".join(map(str, missing)))
-    return out
-
-
 def check_firewall(plan: Any | None) -> list[Finding]:
-    ports = {p for _, p, _ in wanted_ports(plan)} if plan is not None else {67, 69, 80, 4011}
-    hints: list[str] = []
-    ran = False
-    if shutil.which("nft"):
-        r = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True,
-                           timeout=10)
-        if r.returncode == 0 and r.stdout.strip():
-            ran = True
-            try:
-                hints += firewall_from_nft(json.loads(r.stdout), ports)
-            except json.JSONDecodeError:
-                pass
-    if shutil.which("iptables-save"):
-        r = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=10)
-        if r.returncode == 0:
-            ran = True
-            hints += firewall_from_iptables(r.stdout, ports)
+    ports = plan_ports(plan) if plan is not None else {67, 69, 80, 4011}
+    ran, hints = firewall_hints(ports)
     if not ran:
         return []
     if not hints:
@@ -371,7 +264,7 @@ def check_firewall(plan: Any | None) -> list[Finding]:
     return [_f(Severity.warning, "firewall", "firewall rules may drop PXE traffic",
                "these rules on the input path match ports our servers use",
                "add accept rules for the ports listed (UDP 67/69/4011, TCP 80 ...) on the "
-               "PXE interface", details=hints[:10])]
+               "PXE interface, or delete the rule named", details=hints[:10])]
 
 
 def check_checksums(media: Any) -> list[Finding]:
@@ -533,8 +426,8 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
                                   rep)
             rep.checks += br_f
             rep.checks = _explain_bridge_carrier(rep.checks, bridge)
-        boot_f, files, media = _guard("boot files", lambda: check_boot(plan), ([], [], None),
-                                      rep)
+        boot_f, files, media, problems = _guard("boot files", lambda: check_boot(plan),
+                                                ([], [], None, []), rep)
         rep.checks += boot_f
         if media is not None and media.profile == "nfsroot":  # issue 23: boot/roottree.py
             rep.checks += _guard("root tree", lambda: [_f(Severity[p.severity], p.rule, p.title,
@@ -562,7 +455,8 @@ def run_doctor(plan: Any | None, *, log: Path | None = None, probe: bool = True,
                           rep)
             rep.checks += _guard("probe", lambda: check_probe(plan, seen), [], rep)
         rep.facts = host_facts(plan, files=files, bridge=bridge, client_ram=client_ram,
-                               ram_needed=ram_needed, ports_held=held)
+                               ram_needed=ram_needed, ports_held=held, plan_problems=problems,
+                               firewall=firewall_check(plan_ports(plan)))
     else:
         rep.checks += _guard("ports", lambda: check_ports(None)[0], [], rep)
         rep.checks += _guard("firewall", lambda: check_firewall(None), [], rep)

@@ -91,6 +91,31 @@ class ServiceStopped(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanLoaded(Event):
+    """What the Plan asks for, logged once at start so a replayed log knows it too (the
+    DHCP mode cannot be read back from services that a clean stop removed)."""
+
+    dhcp_mode: str
+    """``full``, ``proxy`` or ``none``."""
+    server_ip: str = ""
+    """Our address."""
+    interface: str = ""
+    """Interface served on."""
+    transport: str = ""
+    """Stage-3 transport (http, tftp, nfs, nbd)."""
+    menu_timeout: int | None = None
+    """Menu timeout in seconds (0 waits forever)."""
+    cmdlines: list[str] = field(default_factory=list)
+    """Kernel command lines of the generated menu entries and of boot.extra_cmdline."""
+    stage3_elsewhere: list[str] = field(default_factory=list)
+    """Stage-3 locations on those command lines (URLs, nfsroot=) on a host other than this
+    server (and boot.external_http)."""
+    bin_kernels: list[str] = field(default_factory=list)
+    """``config:kernel`` for each ``KERNEL x.bin`` line of a served pxelinux config (pxelinux
+    boots those as boot sectors); empty with the generated menus, which use ``LINUX``."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogLine(Event):
     """A free-form line for the operator, with a level."""
 
@@ -167,11 +192,33 @@ class DhcpExchange(Event):
     """siaddr / option 66 given."""
     relay: str = ""
     """giaddr when the request came through a relay agent."""
+    secs: int = 0
+    """The request's ``secs`` field: seconds since the client began this DHCP (a first
+    DISCOVER with secs well above 0 means earlier ones did not get through)."""
     reason: str = ""
     """Why this answer (or silence), in words."""
     cause: str = ""
     """Why we stayed silent, as a key for rules: ``not_allowed`` (outside dhcp.allowed_macs),
     ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpduSeen(Event):
+    """A spanning-tree BPDU (802.1D or RSTP) reached our interface: some bridge or switch
+    port on the segment runs STP, and a port that comes up waits before it forwards."""
+
+    interface: str
+    """Interface it arrived on."""
+    bridge_id: str
+    """Sender's bridge id (``8000.52:54:00:aa:bb:cc``)."""
+    root_id: str = ""
+    """Root bridge id."""
+    protocol: str = "stp"
+    """``stp`` (802.1D) or ``rstp`` (802.1w)."""
+    forward_delay: float = 0.0
+    """Forward delay in seconds, as the root announces it."""
+    hello: float = 0.0
+    """Hello time in seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,6 +365,9 @@ class FailCause(StrEnum):
     """Our side could not read or write (I/O error, no socket, disk full)."""
     stopped = "stopped"
     """The server was stopped while the transfer ran."""
+    superseded = "superseded"
+    """The client asked for the same file again from a new port; this older transfer was
+    abandoned by it and is retired (not a failure of the boot)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,6 +430,47 @@ class NfsActivity(Event):
     """Bytes of file data READ by this client so far."""
     written: int = 0
     """Bytes of file data WRITTEN by this client so far."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RpcVersionRefused(Event):
+    """An RPC call for a program version we do not serve got PROG_MISMATCH (an NFSv4 client
+    on port 2049, MOUNT v1); rate-limited per client, program and version."""
+
+    service: str
+    """``nfs``, ``mountd`` or ``portmap``."""
+    peer: str
+    """``ip:port`` of the caller."""
+    program: int
+    """RPC program number (100003 = NFS, 100005 = MOUNT)."""
+    version: int
+    """Version asked for."""
+    low: int
+    """Lowest version served."""
+    high: int
+    """Highest version served."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlksizeGranted(Event):
+    """TFTP: a client's blocks of the size it asked did not get through (path MTU), so its
+    next requests get a block size that fits."""
+
+    service: str = "tftp"
+    """Always ``tftp``."""
+    peer: str = ""
+    """``ip:port`` of the transfer that showed it."""
+    path: str
+    """The file whose transfer showed it."""
+    asked: int
+    """Block size the client negotiated."""
+    granted: int
+    """Block size it now gets."""
+    packet: int
+    """Size in bytes of the packets that did not get through (blksize + 32): the path MTU
+    is below it."""
+    path_mtu: int = 0
+    """The route's path MTU when the kernel knows it (ICMP 'fragmentation needed'), else 0."""
 
 
 # --- virtual client (lab) ----------------------------------------------------------

@@ -21,11 +21,12 @@ import difflib
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..events import (DhcpExchange, DhcpServerSeen, Event, FailCause, LogLine, SessionOpened,
-                      TransferFailed, TransferStarted)
+from ..events import (BlksizeGranted, BpduSeen, DhcpExchange, DhcpServerSeen, Event, FailCause,
+                      LogLine, RpcVersionRefused, SessionOpened, TransferFailed,
+                      TransferStarted)
 from ..boot.loaders import LOADER_FILES
 from ..safetext import escape_controls
 from ..units import size_text
@@ -118,11 +119,25 @@ class HostFacts:
     """RAM a client needs for the Plan's stage 3, estimated, in bytes."""
     ports_held: tuple[tuple[str, int, str, str], ...] = ()
     """(proto, port, service, holder) of ports we need that another process holds."""
+    plan_problems: tuple[object, ...] = ()
+    """What the plan-time checks found (``boot.checks.PlanProblem``: severity, rule, title,
+    cause, fix)."""
+    firewall: Callable[[], Iterable[str]] | None = field(default=None, compare=False)
+    """The host's firewall check: words for each rule that drops one of our ports. Run only
+    when a finding needs it (a client that got a boot file and asked for nothing)."""
+    tftp_max_blksize: int = 0
+    """The Plan's tftp.max_blksize (0: unknown)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Thresholds:
-    """Seconds of silence before a time-based rule speaks (firmware timeouts in mind)."""
+    """Seconds of silence before a time-based rule speaks: the time budget of each stage.
+
+    Learned from the healthy boots recorded in tests/data/timeline (QEMU SeaBIOS + iPXE,
+    OVMF native PXE, iPXE EFI under TCG; tests/unit/test_stalls.py checks it): each value
+    is the longest gap seen there before the next request, plus a margin under 10 s, so a
+    finding comes within 10 s of the moment the next request should have come.
+    """
 
     offer_wait: float = 8.0
     """After our OFFER, a client requests within ~4 s (PXE ROMs wait for proxy offers)."""
@@ -131,13 +146,20 @@ class Thresholds:
     IPv6 router: the captures show 13-14 s)."""
     loader_wait: float = 20.0
     """After the boot loader, its modules/config/own DHCP follow within seconds."""
-    stall: float = 30.0
-    """Silence in the middle of a stage."""
+    stall: float = 15.0
+    """Silence in the middle of a transfer (progress comes every second while data flows)."""
     no_dhcp: float = 60.0
     """Services up but no DHCP request from anyone."""
-    stage3_wait: float = 120.0
-    """Kernel and initramfs loaded, no stage-3 request yet (the kernel has to boot; slow
-    firmware and emulated CPUs take a minute)."""
+    stage3_wait: float = 30.0
+    """Kernel and initramfs loaded, no DHCP of the kernel and no stage-3 request yet (the
+    kernel boots and asks DHCP within 9-21 s in the recordings, emulated CPUs included)."""
+    stage3_after_dhcp: float = 8.0
+    """After the kernel's own DHCP (another vendor class, same MAC), its first stage-3
+    request: within 1-3 s in the healthy recordings."""
+    late_secs: int = 10
+    """A client's first DISCOVER we see with ``secs`` at or above this: earlier ones were
+    lost (PXE ROMs count from their first DISCOVER; healthy QEMU boots show up to 4 s, the
+    tap's link coming up after the ROM began; a port held by STP shows 2 x forward delay)."""
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -153,12 +175,28 @@ def package_for(path: str) -> str | None:
     return None
 
 
+SIDECAR_SUFFIXES = (".md5", ".sha1", ".sha256", ".sha512", ".sig", ".asc", ".sfs.sig",
+                    ".torrent", ".b3sum")
+"""Files that describe another file (checksums, signatures): never its 'did you mean'."""
+
+
+def sidecars(path: str, files: Iterable[str]) -> list[str]:
+    """Served checksum/signature files of ``path`` (``sysrcd.dat.md5`` for ``sysrcd.dat``)."""
+    want = path.lstrip("/")
+    return [f.lstrip("/") for f in files
+            if f.lstrip("/").startswith(want) and f.lstrip("/")[len(want):] in SIDECAR_SUFFIXES]
+
+
 def closest_name(path: str, files: Iterable[str]) -> str:
-    """'did you mean' words for a missing file: case difference, other folder, close spelling."""
+    """'did you mean' words for a missing file: case difference, other folder, close spelling.
+
+    A file's own checksum or signature (``sysrcd.dat.md5``) is never offered for it."""
+    want = path.lstrip("/")
     files = [f.lstrip("/") for f in files]
+    if not want.lower().endswith(SIDECAR_SUFFIXES):
+        files = [f for f in files if not f.lower().endswith(SIDECAR_SUFFIXES)]
     if not files:
         return ""
-    want = path.lstrip("/")
     for f in files:
         if f.lower() == want.lower():
             return (f"it exists as {f} (the case differs: rename it or set "
@@ -228,6 +266,8 @@ def _our_ids(snap: Snapshot, facts: HostFacts) -> set[str]:
     ids = {s.address for s in snap.services if s.service in ("dhcp", "proxydhcp")}
     if facts.server_ip:
         ids.add(facts.server_ip)
+    if snap.plan is not None and snap.plan.server_ip:
+        ids.add(snap.plan.server_ip)
     ids.discard("0.0.0.0")
     return ids
 
@@ -235,6 +275,8 @@ def _our_ids(snap: Snapshot, facts: HostFacts) -> set[str]:
 def _dhcp_mode(snap: Snapshot, facts: HostFacts) -> str:
     if facts.dhcp_mode:
         return facts.dhcp_mode
+    if snap.plan is not None and snap.plan.dhcp_mode:
+        return snap.plan.dhcp_mode   # logged at start: survives the services' stop
     names = {s.service for s in snap.services}
     if "proxydhcp" in names:
         return "proxy"
@@ -366,6 +408,76 @@ def offer_not_requested(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Ite
 
 
 @rule
+def plan_checks(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """What boot.checks found in the Plan: said before any client boots."""
+    for p in facts.plan_problems:
+        sev = Severity.error if getattr(p, "severity", "") == "error" else Severity.warning
+        title = str(getattr(p, "title", ""))
+        yield _finding(sev, str(getattr(p, "rule", "plan")), None, title,
+                       str(getattr(p, "cause", "")), str(getattr(p, "fix", "")),
+                       stage=Stage.waiting, subject=title)
+
+
+def _bpdu_words(b: BpduSeen) -> str:
+    return (f"{b.protocol.upper()} BPDUs on {b.interface or 'our interface'} from bridge "
+            f"{b.bridge_id} (root {b.root_id or b.bridge_id}), forward delay "
+            f"{b.forward_delay:g} s, hello {b.hello:g} s")
+
+
+@rule
+def stp_port_delay(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """BPDUs reach our interface (a bridge or switch on the segment runs spanning tree), and
+    a client's first DISCOVER comes late (its ``secs`` says it began earlier)."""
+    bpdus = sorted(snap.bpdus, key=lambda b: -b.forward_delay)
+    late_any = False
+    for tl in snap.clients:
+        dh = [e for e in tl.dhcp_events() if e.msg_in.upper() == "DISCOVER"
+              and e.vendor_class.startswith("PXEClient")]
+        if not dh or dh[0].secs < th.late_secs:
+            continue
+        first = dh[0]
+        late_any = True
+        if bpdus:
+            b = bpdus[0]
+            yield _finding(Severity.error, "stp-forward-delay", tl,
+                           f"{_who(tl)}'s first DISCOVER reached us {first.secs} s late: a "
+                           f"port in spanning-tree listening/learning (bridge {b.bridge_id}, "
+                           f"forward delay {b.forward_delay:g} s)",
+                           f"the client began DHCP {first.secs} s before its first DISCOVER "
+                           "got through (secs field), and spanning-tree BPDUs reach this "
+                           f"interface: a port on bridge {b.bridge_id} held its traffic for "
+                           f"listening + learning (2 x {b.forward_delay:g} s); PXE ROMs give up "
+                           "after about 60 s of DISCOVERs, iPXE sooner",
+                           "make the client's switch port an edge port (`spanning-tree "
+                           "portfast`), or on a Linux bridge set `ip link set dev BRIDGE type "
+                           "bridge forward_delay 0` or turn STP off (`stp_state 0`)",
+                           [b, first], details=[_bpdu_words(x) for x in bpdus[:3]],
+                           stage=Stage.dhcp, subject="stp")
+        else:
+            yield _finding(Severity.warning, "late-discover", tl,
+                           f"{_who(tl)}'s first DISCOVER reached us {first.secs} s late",
+                           f"the client began DHCP {first.secs} s before (secs field): its "
+                           "earlier DISCOVERs were lost on the way, most often a switch port "
+                           "with spanning tree and no portfast, still listening/learning",
+                           "enable portfast / edge port on the client's switch port, or "
+                           "forward delay 0 on a Linux bridge", [first], stage=Stage.dhcp,
+                           subject="stp")
+    if bpdus and not late_any:
+        b = bpdus[0]
+        if b.forward_delay > 0 and b.protocol == "stp":
+            yield _finding(Severity.warning, "stp-forward-delay", None,
+                           f"spanning tree on this segment: bridge {b.bridge_id}, forward "
+                           f"delay {b.forward_delay:g} s",
+                           "802.1D BPDUs reach our interface: a client port that comes up "
+                           f"forwards nothing for 2 x {b.forward_delay:g} s unless it is an edge "
+                           "(portfast) port, and PXE ROMs send their DISCOVERs in that window",
+                           "make client ports edge ports (portfast), set forward delay 0, or "
+                           "turn STP off on that bridge", [b],
+                           details=[_bpdu_words(x) for x in bpdus[:3]], stage=Stage.dhcp,
+                           subject="stp")
+
+
+@rule
 def no_dhcp_at_all(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """Services up for a while, no DHCP request from anyone."""
     mode = _dhcp_mode(snap, facts)
@@ -380,6 +492,12 @@ def no_dhcp_at_all(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator
               "and a forward delay, holds the client's link for 30 s or more",
               "a firewall on this host drops UDP 67"]
     details: list[str] = []
+    for bp in sorted(snap.bpdus, key=lambda x: -x.forward_delay)[:1]:
+        if bp.forward_delay > 0:
+            causes.insert(0, f"spanning tree on this segment (bridge {bp.bridge_id}, forward "
+                             f"delay {bp.forward_delay:g} s): the client's port forwards "
+                             f"nothing for {2 * bp.forward_delay:g} s and PXE ROMs give up")
+            details.append(_bpdu_words(bp))
     b = facts.bridge
     if b is not None and getattr(b, "stp", False) and getattr(b, "forward_delay", 0) > 0:
         causes.insert(0, f"the bridge {getattr(b, 'bridge', '')} has STP on with forward "
@@ -443,29 +561,43 @@ def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fi
                                            and (e.service == "proxydhcp" or not e.yiaddr)))]
         if not given:
             continue
-        last = given[-1]
+        first, last = given[0], given[-1]
         if _dhcp_mode(snap, facts) == "proxy" and any(
-                not o.mac and o.transfers() and o.first_seen >= last.ts - 1
+                not o.mac and o.transfers() and o.first_seen >= first.ts - 1
                 for o in snap.clients):
             continue   # an address we cannot join to a MAC yet may well be this client
-        wait = th.ack_wait + (th.offer_wait if last.msg_out.upper() == "OFFER" else 0)
-        if snap.now - last.ts < wait or tl.idle < th.ack_wait / 2:
+        wait = th.ack_wait + (th.offer_wait if first.msg_out.upper() == "OFFER" else 0)
+        # Timed from the first answer with a boot file: a client that gives up and asks
+        # DHCP again has not recovered, so the finding stays until a transfer comes.
+        retried = len({e.xid for e in given}) > 1
+        if snap.now - first.ts < wait or (tl.idle < th.ack_wait / 2 and not retried):
             continue
+        rules = list(facts.firewall()) if facts.firewall is not None else []
+        tftp_rules = [r for r in rules if re.search(r"\b69\b", r)] or rules
         causes = []
         if last.next_server and ours and last.next_server not in ours:
             causes.append(f"next-server is {last.next_server}, not this machine")
-        causes += [f"the client cannot reach TFTP on {last.next_server or 'us'}: a firewall "
-                   "on this host drops UDP 69 (or the replies from the high port)",
-                   "the boot file name or next-server did not reach the firmware "
-                   "(some firmware wants them in the 4011 answer)",
-                   "the firmware gave up after DHCP (watch its screen for PXE-E32/E11)"]
+        if tftp_rules:
+            causes.insert(0, "a firewall rule on this host drops TFTP: " + "; ".join(
+                tftp_rules[:3]))
+            fix = ("delete that rule (`nft delete rule FAMILY TABLE CHAIN handle N`) or add "
+                   "an accept rule for UDP 69 on the PXE interface before it")
+        else:
+            causes += [f"the client cannot reach TFTP on {last.next_server or 'us'}: a "
+                       "firewall on the way drops UDP 69 (or the replies from the high port)",
+                       "the boot file name or next-server did not reach the firmware "
+                       "(some firmware wants them in the 4011 answer)",
+                       "the firmware gave up after DHCP (watch its screen for PXE-E32/E11)"]
+            fix = ("check `nft list ruleset` / `iptables -S` for UDP 69, the plan's "
+                   "server_ip, and the client's screen")
         yield _finding(Severity.error, "ack-no-tftp", tl,
                        f"{_who(tl)} got boot file {last.boot_file} but asked for no file",
-                       f"DHCP finished {snap.now - last.ts:.0f} s ago and no TFTP/HTTP request "
-                       "came. Likely: " + "; ".join(causes),
-                       "check `nft list ruleset` / `iptables -S` for UDP 69, the plan's "
-                       "server_ip, and the client's screen",
-                       [last], stage=Stage.dhcp, subject=last.boot_file)
+                       f"DHCP finished {snap.now - first.ts:.0f} s ago and no TFTP/HTTP "
+                       "request came" + (f" (the client asked DHCP again {len(given) - 1} "
+                                         "time(s))" if retried else "")
+                       + ". " + ("Cause: " if tftp_rules else "Likely: ") + "; ".join(causes),
+                       fix, [first, *given[1:][-2:]], details=tftp_rules[:5],
+                       stage=Stage.dhcp, subject=last.boot_file)
 
 
 _LOADER_STAGE_ROLES = (Role.loader, Role.module, Role.config, Role.kernel, Role.initramfs)
@@ -536,6 +668,22 @@ def not_world_readable(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iter
                        "chmod -R o+rX the TFTP root", lines[-3:], stage=Stage.loader)
 
 
+def _served_kernel_bin(snap: Snapshot, tl: Timeline, kernel: str) -> bool:
+    """The config this client read has ``KERNEL <kernel>`` (the log's PlanLoaded lists those
+    lines; generated menus use LINUX, which boots any name). A log without it: assume so."""
+    if snap.plan is None:
+        return True
+    read = [s.path.lstrip("/") for s in tl.transfers(Role.config) if s.status is Status.ok]
+    for line in snap.plan.bin_kernels:
+        cfg, _, kpath = line.rpartition(":")
+        k = kpath.lstrip("/")
+        if not (kernel.lstrip("/") == k or kernel.endswith("/" + k)):
+            continue
+        if any(p == cfg or p.endswith("/" + cfg) or cfg.endswith("/" + p) for p in read):
+            return True
+    return False
+
+
 @rule
 def bin_kernel(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """pxelinux decides by extension: KERNEL foo.bin boots a boot sector, not Linux."""
@@ -545,7 +693,7 @@ def bin_kernel(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fin
         if not syslinux:
             continue
         for s in tl.transfers(Role.kernel):
-            if s.path.lower().endswith(".bin"):
+            if s.path.lower().endswith(".bin") and _served_kernel_bin(snap, tl, s.path):
                 yield _finding(Severity.error, "bin-kernel", tl,
                                f"kernel {s.path} is named .bin: pxelinux boots it as a boot "
                                "sector",
@@ -698,8 +846,9 @@ def secure_boot_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Ite
 def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """A transfer gave up after its retries: client gone, or blocks larger than the path MTU."""
     for tl in snap.clients:
+        mtu_lost = {e.path for e in tl.events if isinstance(e, BlksizeGranted)}
         for s in _failed(tl):
-            if not _is_timeout(s) or _recovered(tl, s):
+            if not _is_timeout(s) or _recovered(tl, s) or s.path in mtu_lost:
                 continue
             m = re.search(r"blksize=(\d+)", s.detail) or re.search(
                 r"blksize=(\d+)", " ".join(" ".join(f"{k}={v}" for k, v in e.options.items())
@@ -719,6 +868,28 @@ def tftp_timeout(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[F
             yield _finding(Severity.error if not mid or (blk or 0) > 1468 else Severity.warning,
                            "tftp-timeout", tl, f"transfer of {s.path} timed out {where}",
                            cause, fix, _ev(s), stage=s.stage)
+
+
+@rule
+def blksize_mtu(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
+    """Blocks of the negotiated size lost while small packets got through: the path MTU is
+    below them. The TFTP server already granted that client a smaller block size."""
+    for tl in snap.clients:
+        for g in [e for e in tl.events if isinstance(e, BlksizeGranted)][-1:]:
+            recovered = any(s.path == g.path and s.status is Status.ok and s.started > g.ts
+                            for s in tl.transfers())
+            mtu = (f"the path MTU is {g.path_mtu}" if g.path_mtu else
+                   f"the path MTU is below {g.packet} bytes")
+            yield _finding(Severity.info if recovered else Severity.warning, "blksize-mtu", tl,
+                           f"{_who(tl)}: blocks of {g.asked} bytes do not get through ({mtu})",
+                           f"the OACK and ACKs got through but block 1 of {g.path} "
+                           f"({g.asked} bytes, a {g.packet}-byte packet) was sent again and "
+                           f"again without an ACK: {mtu} (a link, a VLAN or a tunnel on the "
+                           f"way). Its next requests get blksize {g.granted}"
+                           + (", and the next transfer went through" if recovered else ""),
+                           f"nothing to do for this client; for every client set "
+                           f"tftp.max_blksize = {g.granted} or fix the MTU of that link",
+                           [g], stage=tl.stage, subject=g.path)
 
 
 @rule
@@ -751,6 +922,18 @@ def _kernel_dhcp_after(tl: Timeline, t: float) -> list[DhcpExchange]:
     return [e for e in tl.dhcp_events() if e.ts > t and not e.vendor_class.startswith("PXEClient")]
 
 
+def _kernel_dhcp_clock(later: list[DhcpExchange]) -> float | None:
+    """When the kernel's network was up: its first ACK (ours), else its first REQUEST (to
+    the other server, proxy mode), else its first DISCOVER; None: no kernel DHCP seen."""
+    acks = [e for e in later if e.msg_out.upper() == "ACK"]
+    if acks:
+        return acks[0].ts
+    reqs = [e for e in later if e.msg_in.upper() == "REQUEST"]
+    if reqs:
+        return reqs[0].ts
+    return later[0].ts + 4.0 if later else None
+
+
 @rule
 def no_stage3(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """Kernel and initramfs loaded, yet nothing asked for the root image."""
@@ -762,10 +945,27 @@ def no_stage3(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Find
         if not kern or not init or any(s.status is Status.running for s in tl.transfers()):
             continue
         t = max(s.ended or s.started for s in (*kern, *init))
-        if snap.now - t < th.stage3_wait:
-            continue
         later = _kernel_dhcp_after(tl, t)
-        ev = [*_ev(kern[-1]), *_ev(init[-1]), *later[-2:]]
+        clock = _kernel_dhcp_clock(later)
+        # The kernel's own DHCP is the clock: its stage-3 request follows within seconds.
+        if clock is None or snap.now - clock < th.stage3_after_dhcp:
+            if snap.now - t < th.stage3_wait:
+                continue
+        ev = [*_ev(kern[-1]), *_ev(init[-1]), *later[:2]]
+        elsewhere = list(snap.plan.stage3_elsewhere) if snap.plan is not None else []
+        if later and elsewhere:
+            where = ", ".join(elsewhere[:3])
+            yield _finding(Severity.error, "stage3-other-host", tl,
+                           f"{_who(tl)}'s kernel asks {where} for stage 3: not this server",
+                           f"the kernel's network came up (its DHCP at +{later[0].ts - t:.0f} s"
+                           f") and {snap.now - (clock or t):.0f} s later it still asked us for "
+                           f"nothing: the command line names {where}, which is not this "
+                           "server; that host does not answer or does not serve the image",
+                           "remove that URL from boot.extra_cmdline (pxewizard writes this "
+                           "server's URL), or set boot.external_http to that server if it is "
+                           "meant and make sure it serves the image", ev, stage=Stage.initramfs,
+                           subject="no-stage3")
+            continue
         if later:
             cause = ("the kernel's network came up (it asked DHCP at +"
                      f"{later[0].ts - t:.0f} s) but it never asked for the root image: the "
@@ -798,7 +998,19 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
             seen.add(s.path)
             code = _code(s)
             near = closest_name(s.path, facts.files)
-            if _is_not_found(s):
+            side = sidecars(s.path, facts.files)
+            folder = posixpath.dirname(s.path.lstrip("/"))
+            beside = folder and any(f.lstrip("/").startswith(folder + "/") for f in facts.files)
+            if _is_not_found(s) and (side or beside):
+                title = f"stage 3: {s.path} is not served ({code or 'not found'})"
+                cause = (f"the file named by the kernel command line, {s.path}, is not in any "
+                         "served root (deleted?)"
+                         + (f": its checksum file {side[0]} is still there" if side else
+                            f": its folder {folder}/ is served"
+                            + (f"; {near}" if near else "")))
+                fix = (f"put {posixpath.basename(s.path)} back (copy it from the ISO), or "
+                       "point boot.media at a complete copy of the medium")
+            elif _is_not_found(s):
                 title = f"stage 3: {s.path} is not served ({code or 'not found'})"
                 cause = ("the kernel command line asks for a path we do not serve: "
                          "archisobasedir, archiso_http_srv or netboot= does not match the "
@@ -814,7 +1026,7 @@ def stage3_failed(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
                 cause = _reason(s)
                 fix = "see the reason; check the image file and the server's log"
             yield _finding(Severity.error, "stage3-failed", tl, title, cause, fix, _ev(s),
-                           [near] if near else [], stage=Stage.stage3)
+                           [near] if near and not side else [], stage=Stage.stage3)
 
 
 @rule
@@ -835,6 +1047,9 @@ def nfs_mount_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Itera
                            stage=Stage.stage3)
 
 
+NFS_PROGRAM = 100003
+"""ONC RPC program number of NFS (RFC 1813)."""
+
 _NFS4 = re.compile(r"nfs\s*v?4|v(?:ers(?:ion)?)?\s*[=:]?\s*4\b|version 4|program version 4", re.I)
 
 
@@ -848,15 +1063,22 @@ def nfs_v4(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding
     def nfs_event(e: Event) -> bool:
         return getattr(e, "service", "") in ("nfs", "mountd", "portmap")
 
+    def asked_v4(e: Event) -> bool:
+        if isinstance(e, RpcVersionRefused):
+            return e.program == NFS_PROGRAM and e.version == 4
+        return nfs_event(e) and bool(_NFS4.search(text(e)))
+
     for tl in snap.clients:
-        v4 = [e for e in tl.events if nfs_event(e) and _NFS4.search(text(e))]
+        v4 = [e for e in tl.events if asked_v4(e)]
         opened = [e for e in tl.events if isinstance(e, SessionOpened) and e.service == "nfs"]
         mounted = any(getattr(e, "service", "") in ("mountd", "portmap") for e in tl.events)
         if v4:
             yield _finding(Severity.error, "nfs-v4", tl,
                            f"{_who(tl)}'s kernel asked for NFSv4; pxewizard serves NFSv3",
-                           "the client spoke NFS version 4 to port 2049 (no portmapper or "
-                           "MOUNT request first), which this server does not implement",
+                           "the client called NFS program version 4 on port 2049 and got "
+                           "PROG_MISMATCH (we serve version 3 only, with MOUNT and the "
+                           "portmapper); its kernel tried NFSv4 because the mount options do "
+                           "not say vers=3",
                            "kernel asked NFSv4; add vers=3 to the NFS options on the kernel "
                            "command line (e.g. nfsroot=IP:/path,vers=3,tcp or the media's "
                            "NFS options)", v4[-3:], stage=Stage.stage3)
@@ -867,7 +1089,7 @@ def nfs_v4(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding
                            "going straight to 2049 is what an NFSv4 client does",
                            "add vers=3 to the NFS options on the kernel command line",
                            opened[:2], stage=Stage.stage3)
-    v4h = [e for e in snap.host_events if nfs_event(e) and _NFS4.search(text(e))]
+    v4h = [e for e in snap.host_events if asked_v4(e)]
     if v4h:
         yield _finding(Severity.error, "nfs-v4", None,
                        "a client asked for NFSv4; pxewizard serves NFSv3",
@@ -1036,6 +1258,10 @@ def diagnose(snap: Snapshot, facts: HostFacts | None = None,
             flagged = {f.client for f in out if f.severity >= Severity.warning}
             found = [f for f in found if f.client not in flagged]
         out.extend(found)
+    # a .bin kernel booted as a boot sector: the loader abandons its transfers, so a
+    # timeout there is no reason to lower tftp.max_blksize
+    bin_clients = {f.client for f in out if f.rule == "bin-kernel"}
+    out = [f for f in out if not (f.rule == "tftp-timeout" and f.client in bin_clients)]
     uniq: dict[tuple[str, str, str], Finding] = {}
     for f in out:
         uniq.setdefault(f.key, f)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, EventsSuppressed,
-                      ForeignRouterSeen, LeaseChanged, LogLine, NfsActivity, PacketDropped,
-                      RouterAdvertSent, ServiceStarted, ServiceStopped, SessionClosed,
+from ..events import (BlksizeGranted, BpduSeen, ConsoleLine, DhcpExchange, DhcpServerSeen,
+                      Event, EventsSuppressed, ForeignRouterSeen, LeaseChanged, LogLine,
+                      NfsActivity, PacketDropped, PlanLoaded, RouterAdvertSent,
+                      RpcVersionRefused, ServiceStarted, ServiceStopped, SessionClosed,
                       SessionOpened, TransferDone, TransferFailed, TransferProgress,
                       TransferStarted)
 from ..safetext import escape_controls
@@ -90,6 +91,19 @@ def _describe(ev: Event) -> str:
         case NfsActivity():
             return (f"{ev.service} {who}: read {size_text(ev.read)}, written "
                     f"{size_text(ev.written)} so far")
+        case PlanLoaded():
+            return (f"plan: dhcp {ev.dhcp_mode}, stage 3 over {ev.transport or '?'} on "
+                    f"{ev.interface} {ev.server_ip}")
+        case BpduSeen():
+            return (f"stp: {ev.protocol.upper()} BPDU on {ev.interface} from bridge "
+                    f"{ev.bridge_id} (root {ev.root_id}), forward delay {ev.forward_delay:g} s")
+        case RpcVersionRefused():
+            return (f"{ev.service} {who}: program {ev.program} version {ev.version} refused "
+                    f"(PROG_MISMATCH, we serve {ev.low}..{ev.high})")
+        case BlksizeGranted():
+            mtu = f"path MTU {ev.path_mtu}" if ev.path_mtu else f"path MTU below {ev.packet}"
+            return (f"tftp {who}: blocks of {ev.asked} bytes of {ev.path} lost ({mtu}); "
+                    f"its next requests get blksize {ev.granted}")
     fields = {k: v for k, v in ev.to_dict().items() if k not in ("kind", "ts", "client")}
     return f"{ev.kind} {who} {fields}"
 

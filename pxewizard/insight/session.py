@@ -27,16 +27,24 @@ if TYPE_CHECKING:
 
 def host_facts(plan: Plan | None, *, files: Iterable[str] = (), bridge: object | None = None,
                client_ram: int | None = None, ram_needed: int | None = None,
-               ports_held: Iterable[tuple[str, int, str, str]] = ()) -> HostFacts:
-    """The diagnosis facts for a Plan and what the host checks found (None: no Plan)."""
+               ports_held: Iterable[tuple[str, int, str, str]] = (),
+               plan_problems: Iterable[object] = (),
+               firewall: Callable[[], Iterable[str]] | None = None) -> HostFacts:
+    """The diagnosis facts for a Plan and what the host checks found (None: no Plan).
+
+    ``plan_problems``: what ``boot.checks.plan_problems`` found; ``firewall``: the host's
+    firewall check (rules that drop our ports), run by the rules that need it."""
     if plan is None:
         return HostFacts(bridge=bridge, files=tuple(files), client_ram=client_ram,
-                         ram_needed=ram_needed, ports_held=tuple(ports_held))
+                         ram_needed=ram_needed, ports_held=tuple(ports_held),
+                         plan_problems=tuple(plan_problems), firewall=firewall)
     return HostFacts(server_ip=str(plan.server_ip), interface=plan.interface,
                      dhcp_mode=str(plan.dhcp.mode.value),
                      transport=str(plan.boot.transport.value), menu_timeout=plan.boot.timeout,
                      bridge=bridge, files=tuple(files), client_ram=client_ram,
-                     ram_needed=ram_needed, ports_held=tuple(ports_held))
+                     ram_needed=ram_needed, ports_held=tuple(ports_held),
+                     plan_problems=tuple(plan_problems), firewall=firewall,
+                     tftp_max_blksize=plan.tftp.max_blksize)
 
 
 def served_paths(tree: FileTree, limit: int = 20000) -> list[str]:

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from ..events import (ConsoleLine, DhcpExchange, DhcpServerSeen, Event, FailCause, LeaseChanged,
-                      LogLine, PacketDropped, ServiceStarted, ServiceStopped, SessionClosed,
+from ..events import (BlksizeGranted, BpduSeen, ConsoleLine, DhcpExchange, DhcpServerSeen, Event,
+                      FailCause, LeaseChanged, LogLine, PacketDropped, PlanLoaded,
+                      RpcVersionRefused, ServiceStarted, ServiceStopped, SessionClosed,
                       SessionOpened, TransferDone, TransferFailed, TransferProgress,
                       TransferStarted)
-from ..boot.loaders import loader_names
+from ..boot.loaders import loader_firmware, loader_names
 from ..safetext import escape_controls
 from ..units import size_text
 
@@ -162,16 +163,6 @@ def loader_family(path: str) -> str:
     if name.startswith(("grub", "shim", "boot")):
         return "grub"
     return "other"
-
-
-def loader_firmware(path: str) -> str:
-    """``bios`` or ``efi``: which firmware a loader (or syslinux module) runs on, or ``""``."""
-    name = posixpath.basename(path).lower()
-    if name.endswith((".efi", ".e64", ".e32", ".efi.signed")):
-        return "efi"
-    if name.endswith((".0", ".kpxe", ".pxe", ".kkpxe", ".kkkpxe", ".lkrn")) or name == "ldlinux.c32":
-        return "bios"
-    return ""
 
 
 def arch_firmware(arch: int | None) -> str:
@@ -418,6 +409,10 @@ class Snapshot:
     """DHCP requests seen from any client."""
     last_event: float | None = None
     """Time of the latest event of any kind."""
+    plan: PlanLoaded | None = None
+    """What the Plan asked for, as logged at start (kept after the services stop)."""
+    bpdus: tuple[BpduSeen, ...] = ()
+    """Spanning-tree BPDUs seen on our interface, the latest per bridge id."""
 
     def client(self, key: str) -> Timeline | None:
         key = key.lower()
@@ -557,6 +552,8 @@ class TimelineBuilder:
         self._servers: list[DhcpServerSeen] = []
         self._host: deque[Event] = deque(maxlen=500)
         self._dhcp_requests = 0
+        self._plan: PlanLoaded | None = None
+        self._bpdus: dict[str, BpduSeen] = {}
 
     # -- public --------------------------------------------------------------------
 
@@ -581,6 +578,21 @@ class TimelineBuilder:
             case DhcpServerSeen():
                 self._servers.append(event)
                 return None
+            case PlanLoaded():
+                self._plan = event
+                return None
+            case BpduSeen():
+                self._bpdus[event.bridge_id] = event
+                return None
+            case RpcVersionRefused() | BlksizeGranted():
+                key = self._key(event)
+                if not key:
+                    self._host.append(event)
+                    return None
+                c = self._client(key)
+                c.events.append(event)
+                c.touch(ts)
+                return c.key
             case DhcpExchange():
                 return self._dhcp(event)
             case LeaseChanged():
@@ -667,7 +679,7 @@ class TimelineBuilder:
             started=self._started if self._started is not None else self._first_event,
             services=tuple(self._services.values()), dhcp_servers=tuple(self._servers),
             host_events=tuple(self._host), dhcp_requests=self._dhcp_requests,
-            last_event=self._last_event)
+            last_event=self._last_event, plan=self._plan, bpdus=tuple(self._bpdus.values()))
 
     def timeline(self, key: str, now: float) -> Timeline | None:
         key = key.lower()
@@ -830,6 +842,8 @@ class TimelineBuilder:
                 step.detail = ev.reason
                 if ev.probe:
                     step.status = Status.probe
+                elif ev.cause == FailCause.superseded:
+                    step.status = Status.ignored   # the client asked again: not a failure
                 elif _is_not_found(ev) and is_config_search_miss(ev.path):
                     step.status = Status.normal_miss
                 else:

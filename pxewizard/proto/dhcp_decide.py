@@ -422,12 +422,13 @@ def _decision(c: _Client, out: str, reply: bytes | None, dest: Destination | Non
                     boot_file, next_server, yiaddr, r)
 
 
-def choose_boot_file(c: _Client, policy: Policy, leases: LeaseView) -> tuple[str | None, str]:
+def choose_boot_file(c: _Client, policy: Policy) -> tuple[str | None, str]:
     """The boot file for this client and why (the why goes into the event).
 
     Order: iPXE gets its script URL (never the iPXE binary again, or it loops);
-    then a per-MAC boot file; then option 93 (or the arch this MAC sent earlier:
-    syslinux.efi's own DHCP carries no option 93); no arch at all: the BIOS file.
+    then a per-MAC boot file; then option 93 of this request; a PXE ROM without
+    option 93: the BIOS file; a request with neither option 60 PXEClient/HTTPClient
+    nor option 93 (syslinux.efi's own DHCP, an initramfs's udhcpc): no boot file.
     """
     b = policy.boot
     res = policy.reservation(c.mac)
@@ -444,11 +445,13 @@ def choose_boot_file(c: _Client, policy: Policy, leases: LeaseView) -> tuple[str
         return res.boot_file, f"per-MAC boot file (dhcp.reservations){ipxe_note}"
     arch, how = c.arch, "option 93"
     if arch is None:
-        prev = leases.by_mac(c.mac)
-        if prev is not None and prev.arch is not None:
-            arch, how = prev.arch, "no option 93; this MAC sent option 93"
-        else:
-            return b.bios, f"no option 93 (not a PXE ROM): the BIOS default{ipxe_note}"
+        if not (c.pxe or c.http or c.ipxe):
+            # Answer by what this request says, not by what the MAC said before: on one
+            # segment the same MAC's later DHCP (syslinux.efi's own, the initramfs's
+            # udhcpc) is no PXE ROM and must not be handed a boot loader.
+            return None, ("not a PXE client (no option 60 PXEClient, no option 93): an "
+                          "address only, no boot file")
+        return b.bios, f"no option 93 (PXE ROM without it): the BIOS default{ipxe_note}"
     fname = ARCH_FIELD.get(arch)
     if fname is None:
         return None, (f"{how} = {arch} ({arch_name(arch)}): no boot file for that "
@@ -607,7 +610,7 @@ def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
             return _silent(c, f"INFORM from {ip_str(peer[0])}, outside {policy.network}: "
                               "answered only on the subnet")
         out = MsgType.ACK
-    f, why = choose_boot_file(c, policy, leases)
+    f, why = choose_boot_file(c, policy)
     if f is None:
         return _silent(c, why)
     # proxy: no address and no network options, the real DHCP server gives those
@@ -688,7 +691,7 @@ def _full_discover(c: _Client, policy: Policy, leases: LeaseView, now: float) ->
     ip, why = _choose(c, policy, pool, leases, now)
     if ip is None:
         return _silent(c, why)
-    f, fwhy = choose_boot_file(c, policy, leases)
+    f, fwhy = choose_boot_file(c, policy)
     res = policy.reservation(c.mac)
     cur = leases.by_mac(c.mac)
     ops: tuple[LeaseOp, ...] = ()
@@ -744,7 +747,7 @@ def _full_request(c: _Client, policy: Policy, leases: LeaseView, now: float) -> 
     mine = res is not None and res.ip is not None and int(res.ip) == target
     if not mine and (not pool.in_range(target) or target in policy._excluded):
         return _nak(c, policy, f"{ip_str(target)} is outside the pool {pool.describe()}")
-    f, fwhy = choose_boot_file(c, policy, leases)
+    f, fwhy = choose_boot_file(c, policy)
     arch = c.arch if c.arch is not None else (cur.arch if cur else None)
     op = LeaseOp(LeaseState.BOUND, c.mac, target, now + policy.lease_time,
                  req.hostname or (cur.hostname if cur else ""), arch)
@@ -788,7 +791,7 @@ def _full_inform(c: _Client, policy: Policy, leases: LeaseView, now: float) -> D
     if not pool.in_subnet(c.req.ciaddr):
         return _silent(c, f"INFORM for {ip_str(c.req.ciaddr)}, outside {pool.subnet}: "
                           "answered only on the subnet (the ACK goes to ciaddr)")
-    f, fwhy = choose_boot_file(c, policy, leases)
+    f, fwhy = choose_boot_file(c, policy)
     data = _build(c, policy, MsgType.ACK, pool=pool, boot_file=f, lease=False)
     return _decision(c, "ACK", data, _destination(c.req, MsgType.ACK, 0),
                      f"INFORM: options only (RFC 2131 §4.3.5); boot: {fwhy}", boot_file=f or "",

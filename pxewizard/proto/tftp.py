@@ -259,6 +259,24 @@ def _int(value: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
 
 
+SAFE_PATH_BLKSIZE = 1468
+"""Blocks of a 1500-byte Ethernet path (1500 - 32)."""
+
+
+def fitting_blksize(failed: int, path_mtu: int | None = None) -> int:
+    """A block size for a client whose blocks of ``failed`` bytes were lost on the way.
+
+    ``path_mtu``: what the route says (IP_MTU, learnt from ICMP), when smaller than the
+    lost packets. Without it: blocks of an Ethernet path when the lost ones were bigger,
+    else 512 (fits any IPv4 path: 576 bytes must get through).
+    """
+    if path_mtu is not None and path_mtu - IP_UDP_TFTP_OVERHEAD < failed:
+        return max(DEFAULT_BLKSIZE, path_mtu - IP_UDP_TFTP_OVERHEAD)
+    if failed > SAFE_PATH_BLKSIZE:
+        return SAFE_PATH_BLKSIZE
+    return DEFAULT_BLKSIZE
+
+
 def negotiate(request: Request, limits: Limits, size: int | None) -> Negotiated:
     """Choose blksize/windowsize/timeout and the OACK for a request.
 
@@ -607,6 +625,16 @@ class ReadTransfer:
     @property
     def bytes_acked(self) -> int:
         return min(self.acked * self.blksize, self.size)
+
+    @property
+    def big_blocks_lost(self) -> bool:
+        """The OACK was acknowledged (small packets get through both ways) but block 1, a
+        full block of the negotiated size, went out three times without an ACK (twice when
+        the client's timeout is 3 s or more, so it is said within seconds): blocks that
+        large do not fit the path (its MTU is below blksize + 32)."""
+        return (self.state is ReadState.SENDING and bool(self._oack_bytes) and self.acked == 0
+                and (self.retry >= 2 or (self.retry >= 1 and self.timeout >= 3))
+                and self.blksize > DEFAULT_BLKSIZE and self.size >= self.blksize)
 
 
 # --- the write transfer (only when the operator allows writes) -----------------------------

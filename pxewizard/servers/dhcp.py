@@ -255,7 +255,8 @@ class DhcpService:
                             arch=d.arch, arch_name=d.arch_name, vendor_class=d.vendor_class,
                             user_class=d.user_class, requested_ip=d.requested_ip,
                             yiaddr=d.yiaddr, boot_file=d.boot_file, next_server=d.next_server,
-                            relay=d.relay, reason=reason, cause=d.cause)
+                            relay=d.relay, secs=d.request.secs if d.request is not None else 0,
+                            reason=reason, cause=d.cause)
 
     @staticmethod
     def _lease_event(op: LeaseOp, new: object) -> LeaseChanged:

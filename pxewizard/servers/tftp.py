@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -54,6 +55,7 @@ import time
 from pathlib import Path
 
 from ..events import (
+    BlksizeGranted,
     EventBus,
     FailCause,
     LogLine,
@@ -121,6 +123,7 @@ SOCK_BUF = 1 << 20
 LISTEN_BUF = 8 << 20
 READ_ONLY_MESSAGE = "write requests are refused; this server is read-only"
 _SIOCGIFMTU = 0x8921
+_IP_MTU = getattr(socket, "IP_MTU", 14)  # linux/in.h: the route's path MTU of a connected socket
 _UDP_SEGMENT = 103  # linux/udp.h, since Linux 4.18
 GSO_MAX_BYTES = 65000
 """Bytes per segmented send (the UDP length limit is 65507)."""
@@ -337,7 +340,7 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed", "admitted", "pfd")
+                 "key", "gso", "worker", "closed", "admitted", "pfd", "retire", "mtu_flagged")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -367,6 +370,11 @@ class _Transfer:
         self.closed = False
         self.admitted = False
         """Counted in the engine's caps (released on close)."""
+        self.retire = ""
+        self.mtu_flagged = False
+        """Its lost big blocks already led to a BlksizeGranted."""
+        """Set (to the new request's peer) when the client asked for this file again: the
+        owning worker ends the transfer at its next scan."""
 
 
 class TftpEngine:
@@ -404,6 +412,12 @@ class TftpEngine:
         self.allow_write = allow_write
         self.write_root = Path(write_root).resolve() if write_root is not None else None
         self.active_keys: set[tuple[str, int, str]] = set()
+        self.granted: dict[str, int] = {}
+        """Client address -> block size that fits its path, learnt from lost big blocks
+        (read by every worker, written by the one that saw the loss)."""
+        self.by_file: dict[tuple[str, str], _Transfer] = {}
+        """The latest read transfer of each (client address, file): a new request for the
+        same file from the same client retires the older one (the client abandoned it)."""
         n = max(1, min(workers, os.cpu_count() or 1))
         if os.environ.get("PXW_TFTP_WORKERS"):  # benchmarks compare
             n = max(1, int(os.environ["PXW_TFTP_WORKERS"]))
@@ -471,6 +485,7 @@ class _Worker:
         self.allow_write = engine.allow_write
         self.write_root = engine.write_root
         self.active_keys = engine.active_keys
+        self.by_file = engine.by_file
         self.transfers: dict[int, _Transfer] = {}
         self.ep = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
@@ -759,6 +774,9 @@ class _Worker:
         if t.admitted:
             t.admitted = False
             self.engine.release(t.client)
+        fk = (t.client, t.path)
+        if self.by_file.get(fk) is t:
+            del self.by_file[fk]
         if t.worker is not None:
             with contextlib.suppress(OSError, ValueError):
                 w.ep.unregister(t.fd)
@@ -779,12 +797,47 @@ class _Worker:
                 os.close(t.pfd)
             t.pfd = -1
 
+    def _grant_smaller(self, t: _Transfer) -> None:
+        """Block 1 of the negotiated size lost again and again while the OACK got through:
+        the path MTU is smaller than our blocks. That client's next requests get a block
+        size that fits (no other TFTP server does this; the client would loop)."""
+        t.mtu_flagged = True
+        asked = t.core.blksize
+        path_mtu = None
+        with contextlib.suppress(OSError):
+            path_mtu = t.sock.getsockopt(socket.IPPROTO_IP, _IP_MTU)
+        grant = proto.fitting_blksize(asked, path_mtu)
+        self.engine.granted[t.client] = grant
+        known = path_mtu if path_mtu and path_mtu < asked + proto.IP_UDP_TFTP_OVERHEAD else 0
+        self._emit(BlksizeGranted(path=t.path, asked=asked, granted=grant,
+                                  packet=asked + proto.IP_UDP_TFTP_OVERHEAD, path_mtu=known,
+                                  peer=t.peer, client=t.client))
+
+    def _retire(self, t: _Transfer) -> None:
+        """End a transfer its client abandoned for a new request of the same file.
+
+        Without this, a loader that asks again (iPXE, syslinux after a timeout of its
+        own) leaves each old transfer retrying for a minute, and ~50 of them clutter the
+        timeline. The client ignores the old port, so no ERROR is sent to it.
+        """
+        if t.closed:
+            return
+        sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
+        self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
+                                  client=t.client, cause=FailCause.superseded,
+                                  reason=f"the client asked for {t.path} again from {t.retire}; "
+                                         "this older transfer is retired"))
+        self._close(t)
+
     # --- the timer scan ---------------------------------------------------------------
 
     def _scan(self, now: float) -> None:
         self._drop_summary(now)
         eng = self.engine
         for t in list(self.transfers.values()):
+            if t.retire:
+                self._retire(t)
+                continue
             core = t.core
             too_long = now - t.started > eng.max_lifetime
             stalled = now - core.last_progress > eng.max_stall
@@ -803,6 +856,8 @@ class _Worker:
             deadline = core.get_timer()
             if deadline is not None and now >= deadline:
                 core.handle_timer(now)
+                if not t.writer and not t.mtu_flagged and core.big_blocks_lost:  # type: ignore[union-attr]
+                    self._grant_smaller(t)
                 self._flush(t, now)
                 self._settle(t, now)
                 if t.closed:
@@ -962,7 +1017,11 @@ class _Worker:
         if req.mode == "netascii":
             assert not isinstance(data, ChunkedFile)  # netascii files are read whole
             data = proto.to_netascii(bytes(data))
-        core = ReadTransfer(req, data, self.limits, now)
+        limits = self.limits
+        grant = self.engine.granted.get(addr[0])
+        if grant is not None and grant < limits.max_blksize:
+            limits = dataclasses.replace(limits, max_blksize=grant)
+        core = ReadTransfer(req, data, limits, now)
         try:
             sock = self._transfer_socket(addr)
         except Exception as exc:
@@ -979,6 +1038,17 @@ class _Worker:
         t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 else 0
         t.key = key
         self.active_keys.add(key)
+        old = self.by_file.get((addr[0], req.filename))
+        # Abandoned: its client has let at least one timeout pass unanswered. Busy parallel
+        # transfers of one file from one address (benchmarks, NAT) are left alone.
+        if old is not None and not old.closed and getattr(old.core, "retry", 0) >= 1:
+            old.retire = peer
+            if old.worker is self or old.worker is None:
+                self._retire(old)
+            else:
+                with contextlib.suppress(OSError):
+                    os.write(old.worker._wake_w, b"x")
+        self.by_file[(addr[0], req.filename)] = t
         opts = dict(core.negotiated.oack)
         if req.mode != "octet":
             opts["mode"] = req.mode

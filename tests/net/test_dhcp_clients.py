@@ -78,11 +78,11 @@ def test_busybox_udhcpc(server: tuple[NetPair, Served, Path]) -> None:
     assert env["dns"].split() == [DNS]
     assert env["domain"] == DOMAIN
     assert env["subnet"] == "255.255.255.0"
-    assert env["siaddr"] == "10.99.0.1"
-    assert env["boot_file"] == "pxelinux.0"  # no option 93: the BIOS default
-    assert env.get("bootfile") == "pxelinux.0" and env.get("tftp") == "10.99.0.1"
+    # no option 60/93: not a PXE ROM (an initramfs's udhcpc): an address, no boot loader
+    assert not env.get("boot_file") and not env.get("bootfile")
     ev = _acked(served, mac)
-    assert ev["yiaddr"] == env["ip"] and "no option 93" in ev["reason"]
+    assert ev["yiaddr"] == env["ip"] and "not a PXE client" in ev["reason"]
+    assert ev["boot_file"] == ""
 
 
 def test_isc_dhclient(server: tuple[NetPair, Served, Path]) -> None:
@@ -106,12 +106,12 @@ def test_isc_dhclient(server: tuple[NetPair, Served, Path]) -> None:
     assert env["new_routers"] == ROUTER
     assert env["new_domain_name_servers"] == DNS
     assert env["new_domain_name"] == DOMAIN
-    assert env["new_next_server"] == "10.99.0.1"  # siaddr
-    assert env["new_filename"] == "pxelinux.0"  # file field
+    # no option 60/93: not a PXE ROM, so an address and no boot loader (issue 21)
+    assert not env.get("new_filename")
     text = lease.read_text()
-    assert 'option bootfile-name "pxelinux.0";' in text
-    assert 'option tftp-server-name "10.99.0.1";' in text
-    assert _acked(served, mac)["yiaddr"] == env["new_ip_address"]
+    assert "bootfile-name" not in text and "tftp-server-name" not in text
+    ack = _acked(served, mac)
+    assert ack["yiaddr"] == env["new_ip_address"] and "not a PXE client" in ack["reason"]
     pair.client.kill_all()
 
 
@@ -134,7 +134,8 @@ def test_dhcpcd(server: tuple[NetPair, Served, Path]) -> None:
     assert env["new_routers"] == ROUTER
     assert env["new_domain_name_servers"] == DNS
     assert env["new_domain_name"] == DOMAIN
-    assert env.get("new_filename") == "pxelinux.0" or env.get("new_bootfile_name") == "pxelinux.0"
+    # not a PXE ROM: no boot loader for it (issue 21)
+    assert not env.get("new_filename") and not env.get("new_bootfile_name")
     assert _acked(served, mac)["yiaddr"] == env["new_ip_address"]
     pair.client.run("dhcpcd", "-f", str(conf), "-x", "eth0", check=False)
 
@@ -153,8 +154,8 @@ def test_nmap_broadcast_dhcp_discover(server: tuple[NetPair, Served, Path]) -> N
     assert re.search(r"Server Identifier: 10\.99\.0\.1\b", out), out
     assert re.search(r"Router: 10\.99\.0\.1\b", out), out
     assert re.search(r"Domain Name Server: 10\.99\.0\.53\b", out), out
-    assert re.search(r"Bootfile Name: pxelinux\.0", out), out
-    assert re.search(r"TFTP Server Name: 10\.99\.0\.1\b", out), out
+    # nmap's DISCOVER carries no option 60/93: not a PXE client, no boot file (issue 21)
+    assert "Bootfile Name" not in out and "TFTP Server Name" not in out, out
     assert exchanges(served, msg_in="DISCOVER", msg_out="OFFER", yiaddr=m.group(1))
 
 

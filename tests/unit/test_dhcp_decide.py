@@ -82,10 +82,12 @@ def test_ovmf_native_full_dora_and_syslinux_efi_second_dhcp() -> None:
     d, ack = run(vector("pxe-uefi-ovmfnative-syslinux-f2-request"), pol, t)
     assert d.msg_out == "ACK" and ack is not None and ip_str(ack.yiaddr) == "10.99.0.115"
     assert t.by_mac("52:54:00:99:00:10").state is LeaseState.BOUND  # type: ignore[union-attr]
-    # syslinux.efi's own DHCP: no option 93, no vendor class -> still the EFI file
+    # syslinux.efi's own DHCP: no option 93, no vendor class -> its address, no boot file
+    # (answered by what this request says, not by what the MAC sent before)
     d, offer = run(vector("pxe-uefi-ovmfnative-syslinux-f6-discover"), pol, t)
-    assert offer is not None and offer.options[67] == b"syslinux.efi"
-    assert ip_str(offer.yiaddr) == "10.99.0.115" and "this MAC sent option 93" in d.reason
+    assert offer is not None and 67 not in offer.options and offer.file.strip(b"\0") == b""
+    assert ip_str(offer.yiaddr) == "10.99.0.115" and "not a PXE client" in d.reason
+    assert d.boot_file == "" and offer.siaddr == 0
     assert 60 not in offer.options  # not a PXE ROM: no PXEClient echo
 
 
@@ -465,3 +467,21 @@ def test_only_known_macs_are_answered(mode: Mode) -> None:
 def test_no_list_answers_everyone() -> None:
     d, reply = run(req(OTHER, 1, arch=0), policy(), LeaseTable())
     assert reply is not None and d.cause == ""
+
+
+def test_non_pxe_request_gets_no_loader_whatever_the_mac_sent_before() -> None:
+    """An EFI PXE ROM, then the initramfs's udhcpc from the same MAC (no option 60/93): the
+    second gets its address and no boot file, not efi64/syslinux.efi nor pxelinux.0."""
+    pol, t = policy(), LeaseTable()
+    mac = "02:00:00:00:00:21"
+    d, offer = run(req(mac, 1, arch=7), pol, t)
+    assert offer is not None and offer.options[67] == b"syslinux.efi"
+    d, offer = run(req(mac, 1, vendor="udhcp 1.36.1"), pol, t)
+    assert offer is not None and offer.yiaddr and 67 not in offer.options
+    assert d.boot_file == "" and "not a PXE client" in d.reason
+    d, ack = run(req(mac, 3, vendor="udhcp 1.36.1", o50=offer.yiaddr.to_bytes(4, "big"),
+                     o54=b"\x0a\x63\x00\x01"), pol, t)
+    assert ack is not None and ack.msg_type == MsgType.ACK and 67 not in ack.options
+    # a PXE ROM that leaves out option 93 still gets the BIOS default
+    d, offer = run(req("02:00:00:00:00:22", 1, vendor="PXEClient"), pol, t)
+    assert offer is not None and offer.options[67] == b"pxelinux.0"

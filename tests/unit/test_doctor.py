@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from pxewizard.insight.diagnose import Severity, diagnose
-from pxewizard.commands.doctor import (check_checksums, check_ports, check_readable, check_rp_filter,
-                              cli_doctor, firewall_from_iptables, firewall_from_nft, host_facts,
-                              run_doctor, served_paths, wanted_ports)
+from pxewizard.commands.doctor import (check_checksums, check_ports, check_readable,
+                                       check_rp_filter, cli_doctor, host_facts, run_doctor,
+                                       served_paths, wanted_ports)
+from pxewizard.detect.firewall import firewall_from_iptables, firewall_from_nft
 from pxewizard.plan import plan_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -274,10 +275,30 @@ def test_doctor_names_media_it_skipped(tmp_path) -> None:
     (folder / "old.iso").write_bytes(b"truncated download")
     plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
                            "boot": {"media": str(folder)}})
-    findings, _files, media = check_boot(plan)
+    findings, _files, media, _problems = check_boot(plan)
     skipped = [f for f in findings if f.rule == "media-skipped"]
     assert [f.title for f in skipped] == [f"boot.media: skipped {folder / 'old.iso'}"]
     assert "not a readable ISO 9660 image" in skipped[0].cause
     assert media.profile == "memtest"  # a folder's media come in name order
     ok = [f for f in findings if f.rule == "boot-tree" and "menu entries" in f.title]
     assert ok and "Memtest86+ (memtest), SystemRescue 11.01 (sysrescue-archiso)" in ok[0].title
+
+
+@pytest.mark.parametrize("name, title", [
+    ("fault-competing-dhcp-stopped", "another DHCP server answers here: 10.99.0.2"),
+    ("fault-no-dhcp-stopped", "no DHCP request seen")])
+def test_replay_and_doctor_log_say_the_same_after_a_clean_stop(
+        name: str, title: str, capsys: pytest.CaptureFixture) -> None:
+    """The Plan's DHCP mode comes from the log's PlanLoaded event, so replay
+    (no Plan) and doctor --log find what the live view found, in the same words."""
+    from pxewizard.commands.doctor import cli_replay
+
+    rc = cli_replay(argparse.Namespace(log=str(DATA / f"{name}.jsonl"), json=False,
+                                       verbose=False))
+    out = capsys.readouterr().out
+    assert title in out, out
+    rc2 = cli_doctor(args(log=str(DATA / f"{name}.jsonl")))
+    out2 = capsys.readouterr().out
+    assert title in out2
+    assert rc == 1 or "warning" in out
+    assert rc2 == rc or rc2 == 1

@@ -147,3 +147,31 @@ async def test_udp_garbage_is_dropped_silently(tmp_path, payload):
         t.close()
     finally:
         await ep.close()
+
+
+async def test_nfsv4_call_gets_prog_mismatch_and_one_event(tmp_path):
+    """An NFSv4 client's NULL call: PROG_MISMATCH 3..3 and an RpcVersionRefused event, once
+    for its retries (rate-limited per client, program and version)."""
+    from pxewizard.events import RpcVersionRefused
+
+    ep, port, e, events = await start(tmp_path)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        rr = RecordReader()
+        for xid in (1, 2, 3):
+            w.write(frame(encode_call(xid, n3.NFS_PROG, 4, 0, b"", cred=ROOT)))
+            await w.drain()
+            recs: list = []
+            while not recs:
+                recs = rr.feed(await asyncio.wait_for(r.read(1 << 20), 5))
+            rep = parse_reply(recs[0])
+            assert rep.accepted and rep.stat == 2            # PROG_MISMATCH
+            assert (rep.body.pull_u32(), rep.body.pull_u32()) == (3, 3)
+        w.close()
+    finally:
+        await ep.close()
+    refused = [ev for ev in events if isinstance(ev, RpcVersionRefused)]
+    assert len(refused) == 1
+    assert (refused[0].program, refused[0].version, refused[0].low, refused[0].high) == (
+        100003, 4, 3, 3)
+    assert refused[0].client == "127.0.0.1" and refused[0].service == "nfs"

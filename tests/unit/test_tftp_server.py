@@ -422,3 +422,59 @@ def test_spin_never_without_a_window_and_reset_measures_afresh() -> None:
     assert c.spin
     c.reset()
     assert not c.spin and c.keep == SpinChooser.KEEP
+
+
+async def test_new_request_for_the_same_file_retires_the_abandoned_transfer(root: Path) -> None:
+    """A loader that asks again from a new port abandoned the old transfer: it is retired at
+    once (cause superseded) instead of retrying for its whole timeout; the new one runs."""
+    from pxewizard.events import FailCause
+    svc, events = await _start(root, timeout=0.3, retries=8)
+    old, new = Client(svc.port), Client(svc.port)
+    try:
+        pkt, _ = await asyncio.to_thread(old.request, "sub/k.bin")
+        assert isinstance(pkt, Data)   # block 1 sent, never ACKed: abandoned
+        await asyncio.sleep(0.6)       # one timeout passed unanswered
+        got = await asyncio.to_thread(new.get, "sub/k.bin")
+        (failed,) = await wait_for(events, TransferFailed)
+        (done,) = await wait_for(events, TransferDone)
+    finally:
+        old.close()
+        new.close()
+        await svc.close()
+    assert isinstance(got, bytes) and got == (root / "sub" / "k.bin").read_bytes()
+    assert failed.cause == FailCause.superseded and failed.path == "sub/k.bin"
+    assert "again" in failed.reason and failed.ts <= done.ts
+    assert len([e for e in events if isinstance(e, TransferFailed)]) == 1
+
+
+async def test_lost_big_blocks_grant_that_client_a_blksize_that_fits(root: Path) -> None:
+    """OACK acknowledged, block 1 of 1468 bytes never ACKed (a path with a small MTU): the
+    server says so in an event and the client's next request gets a block size that fits."""
+    from pxewizard.events import BlksizeGranted
+    (root / "big.bin").write_bytes(os.urandom(20_000))
+    os.chmod(root / "big.bin", 0o644)
+    svc, events = await _start(root, timeout=0.2, retries=3)
+    c = Client(svc.port)
+
+    def lossy() -> None:
+        pkt, tid = c.request("big.bin", blksize=1468)
+        assert isinstance(pkt, OAck)
+        c.sock.sendto(encode(Ack(0)), tid)   # small packets get through; DATA is "lost"
+
+    try:
+        await asyncio.to_thread(lossy)
+        (granted,) = await wait_for(events, BlksizeGranted)
+        await wait_for(events, TransferFailed)
+        again = Client(svc.port)
+        try:
+            got = await asyncio.to_thread(again.get, "big.bin", blksize=512)
+            pkt, _ = await asyncio.to_thread(again.request, "big.bin", blksize=1468)
+        finally:
+            again.close()
+    finally:
+        c.close()
+        await svc.close()
+    assert granted.asked == 1468 and granted.granted == 512 and granted.packet == 1500
+    assert granted.path == "big.bin"
+    assert got == (root / "big.bin").read_bytes()
+    assert isinstance(pkt, OAck) and pkt.options["blksize"] == "512"

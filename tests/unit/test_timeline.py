@@ -240,3 +240,28 @@ def test_switching_firmware_starts_a_new_attempt() -> None:
     (tl,) = b.snapshot(t).clients
     assert tl.attempt == 2 and tl.arch == 0 and tl.firmware == "bios"
     assert not tl.transfers()
+
+
+def test_retired_transfers_are_no_failure() -> None:
+    """A loader that asks for the same file again: the TFTP server retires the abandoned
+    transfer (cause superseded); the timeline shows it as ignored and nothing is found."""
+    from pxewizard.events import TransferDone, TransferFailed, TransferStarted
+    from pxewizard.insight.session import diagnose_events
+    from pxewizard.insight.timeline import Status
+
+    ip, evs = "10.99.0.115", []
+    for i in range(50):
+        peer = f"{ip}:{2000 + i}"
+        evs.append(TransferStarted(ts=100 + i, client=ip, service="tftp", path="vmlinuz",
+                                   size=8_000_000, options={"blksize": "1468"}, peer=peer))
+        evs.append(TransferFailed(ts=100.9 + i, client=ip, service="tftp", path="vmlinuz",
+                                  reason="the client asked for vmlinuz again", peer=peer,
+                                  cause="superseded"))
+    evs.append(TransferStarted(ts=151, client=ip, service="tftp", path="vmlinuz",
+                               size=8_000_000, options={}, peer=f"{ip}:3000"))
+    evs.append(TransferDone(ts=154, client=ip, service="tftp", path="vmlinuz", sent=8_000_000,
+                            seconds=3, peer=f"{ip}:3000"))
+    snap, findings = diagnose_events(evs, now=156)
+    (tl,) = snap.clients
+    assert [s.status for s in tl.steps].count(Status.ignored) == 50
+    assert not tl.failed and findings == []

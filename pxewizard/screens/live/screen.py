@@ -30,6 +30,7 @@ from ...boot.media import Media
 from ...boot.ram import RamEstimate
 from ...commands import lab
 from ...detect.bridge import bridge_facts
+from ...detect.firewall import firewall_check, plan_ports
 from ...detect.ports import PortStatus
 from ...errors import PxeError
 from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, NfsActivity,
@@ -191,7 +192,8 @@ class LiveScreen(Screen[Any]):
             except Exception:
                 ram_needed = None
         return host_facts(plan, files=files, bridge=bridge, ram_needed=ram_needed,
-                          ports_held=held)
+                          ports_held=held, plan_problems=getattr(self.running, "problems", ()),
+                          firewall=firewall_check(plan_ports(plan)))
 
     async def stop_servers(self) -> None:
         running, self.running = self.running, None

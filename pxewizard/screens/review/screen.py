@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Static
 
+from ...boot.checks import plan_problems
 from ...boot.secureboot import summary as secure_boot_summary
 from ...boot.tree import build_boot
 from ...commands.export import export as export_plan
@@ -126,6 +127,7 @@ class ReviewScreen(WizardScreen):
             tree = boot.tree
             secure = secure_boot_summary(boot.secure_boot, plan.boot.secure_boot,
                                          plan.dhcp.boot_files.efi_x64)
+            problems = plan_problems(plan, boot)
             entries = tree.entries()
             sources = tree.sources()
             menu = ""
@@ -142,6 +144,12 @@ class ReviewScreen(WizardScreen):
                                            style="yellow"))
             return
         t = Text(secure + "\n", style="bold" if boot.secure_boot else "yellow")
+        if problems:   # the same checks serve and doctor --plan run (boot.checks)
+            t.append("Before a client boots\n", style="bold")
+            for p in problems:
+                t.append(f"  {p.severity.upper()}: {p.title}\n",
+                         style="red" if p.severity == "error" else "yellow")
+                t.append(f"    {p.cause}\n    fix: {p.fix}\n")
         t.append("Served files\n", style="bold")
         for vpath, size, origin in entries[:200]:
             t.append(f"  {vpath}  {size_text(size)}  {'' if origin == 'generated' else origin}"

@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ...events import EventBus, LogLine, PacketDropped, SessionClosed, SessionOpened
+from ...events import (EventBus, LogLine, PacketDropped, RpcVersionRefused, SessionClosed,
+                       SessionOpened)
 from ...proto.rpc import (
     AcceptStat,
     Call,
@@ -73,6 +75,8 @@ NFS clients reconnect by themselves when they next need the server)."""
 """Largest RPC record accepted over TCP (a 1 MiB WRITE plus headers fits many times)."""
 UDP_MAX_REPLY = 65000
 DRC_SIZE = 1024
+VERSION_EVENT_EVERY = 10.0
+"""Seconds between two RpcVersionRefused events for one client, program and version."""
 """Replies of non-idempotent calls remembered for retransmissions."""
 
 
@@ -140,6 +144,7 @@ class RpcEndpoint:
         self.udp_inflight = 0
         self.drc: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
         self.refused = RefusalLog(bus, service)
+        self.refused_at: dict[tuple[str, int, int], float] = {}
 
     def refresh(self) -> None:
         """Re-read every connection's unsent bytes (they only shrink unseen), let waiting
@@ -197,6 +202,21 @@ class RpcEndpoint:
         self.bus.publish(PacketDropped(service=self.service, peer=f"{peer[0]}:{peer[1]}",
                                        reason=reason, size=size, client=peer[0]))
 
+    def _version_refused(self, peer: tuple[str, int], prog: int, vers: int, low: int,
+                         high: int) -> None:
+        """Publish the PROG_MISMATCH (an NFSv4 client says so here), once per client,
+        program and version every VERSION_EVENT_EVERY seconds (a client retries fast)."""
+        now = time.monotonic()
+        key = (peer[0], prog, vers)
+        if now - self.refused_at.get(key, -VERSION_EVENT_EVERY) < VERSION_EVENT_EVERY:
+            return
+        if len(self.refused_at) > 4096:
+            self.refused_at.clear()
+        self.refused_at[key] = now
+        self.bus.publish(RpcVersionRefused(service=self.service, peer=f"{peer[0]}:{peer[1]}",
+                                           client=peer[0], program=prog, version=vers,
+                                           low=low, high=high))
+
     async def handle(self, record: Buffer, ctx: CallContext) -> list[Buffer] | None:
         """Reply parts for one record, or None when it must be dropped (not a call)."""
         try:
@@ -219,6 +239,7 @@ class RpcEndpoint:
         if prog is None:
             return [error_reply(call.xid, AcceptStat.PROG_UNAVAIL)]
         if not prog.low <= call.vers <= prog.high:
+            self._version_refused(ctx.peer, call.prog, call.vers, prog.low, prog.high)
             return [prog_mismatch_reply(call.xid, prog.low, prog.high)]
         try:
             results = await prog.dispatch(call, ctx)

@@ -390,6 +390,126 @@ def main() -> None:
     s.get(t + 25, "sysresccd/x86_64/airootfs.sfs", 734_003_200, 9.0, service="http",
           options={}, client="10.99.0.77", peer="10.99.0.77:40004", status=200)
     s.write("proxy-bios-ok")
+    stalls()
+
+
+def plan(s: Seq, t: float, mode: str = "full", **kw) -> None:
+    """The PlanLoaded event serve logs at start."""
+    s.ev(t, "plan_loaded", dhcp_mode=mode, server_ip=SRV, interface="pxe0", transport="http",
+         menu_timeout=10, **kw)
+
+
+def stalls() -> None:
+    """Issue 21: each stall, timed like the captures, with the fault injected."""
+    # a client-side bridge runs STP (forward delay 15 s): BPDUs reach us every 2 s and the
+    # ROM's first DISCOVER gets through 30 s after it began (secs = 30)
+    s = Seq()
+    s.started(-5)
+    s.ev(-3.2, "bpdu_seen", interface="pxe0", bridge_id="8000.52:54:00:99:00:fe",
+         root_id="8000.52:54:00:99:00:fe", protocol="stp", forward_delay=15.0, hello=2.0)
+    s.ev(30.0, "dhcp_exchange", client=MAC, service="dhcp", mac=MAC, xid=0xD917A959,
+         msg_in="DISCOVER", msg_out="OFFER", arch=0, arch_name="BIOS",
+         vendor_class="PXEClient:Arch:00000:UNDI:002001", user_class="", yiaddr=IP,
+         requested_ip="", boot_file="pxelinux.0", next_server=SRV, secs=30, reason="")
+    s.write("fault-stp-forward-delay")
+
+    # stage 3 on a wrong host: extra_cmdline names 10.99.0.77; kernel and initrd come, the
+    # kernel's udhcpc gets its lease, then nothing reaches us
+    s = Seq()
+    s.started(-5)
+    plan(s, -5, cmdlines=["archisobasedir=sysresccd archiso_http_srv=http://10.99.0.77/"],
+         stage3_elsewhere=["http://10.99.0.77/"])
+    s.bios_dhcp()
+    t = s.pxelinux()
+    s.dhcp(t + 0.7, "DISCOVER", "OFFER", xid=0xF80BC932, arch=None, arch_name="",
+           vc="udhcp 1.36.1", boot_file="")
+    s.dhcp(t + 0.73, "REQUEST", "ACK", xid=0xF80BC932, arch=None, arch_name="",
+           vc="udhcp 1.36.1", boot_file="")
+    s.write("fault-stage3-other-host")
+
+    # stage 3 file deleted: the command line names sysrcd.dat, only its .md5 is left
+    s = Seq()
+    s.started(-5)
+    plan(s, -5)
+    s.bios_dhcp()
+    t = s.pxelinux(kernel="sysresccd/boot/x86_64/vmlinuz",
+                   initrd="sysresccd/boot/x86_64/sysresccd.img")
+    s.dhcp(t + 0.7, "DISCOVER", "OFFER", xid=0xF80BC932, arch=None, arch_name="",
+           vc="udhcp 1.36.1", boot_file="")
+    s.dhcp(t + 0.73, "REQUEST", "ACK", xid=0xF80BC932, arch=None, arch_name="",
+           vc="udhcp 1.36.1", boot_file="")
+    s.ev(t + 2, "transfer_failed", client=IP, service="http", path="sysresccd/x86_64/sysrcd.dat",
+         code=404, reason="file not found: sysresccd/x86_64/sysrcd.dat", cause="not_found",
+         peer=f"{IP}:40000")
+    s.write("fault-stage3-deleted")
+
+    # a firewall on the server drops UDP 69: ACK with a boot file, no request reaches us;
+    # the ROM gives up and asks DHCP again 62 s later (a new xid), still nothing
+    s = Seq()
+    s.started(-5)
+    plan(s, -5)
+    s.bios_dhcp()
+    s.bios_dhcp(65.0, xid=0xD917A960)
+    s.write("fault-firewall-tftp")
+
+    # blksize above the path MTU (links at MTU 1000, the ROM asks 1468): OACK acknowledged,
+    # block 1 sent again without an ACK; the server grants 512 and the retry goes through
+    s = Seq()
+    s.started(-5)
+    plan(s, -5)
+    s.bios_dhcp()
+    s.ev(16.14, "transfer_started", client=IP, service="tftp", path="pxelinux.0", size=46_468,
+         options={"tsize": "46468", "blksize": "1468"}, peer=PEER)
+    s.ev(19.15, "blksize_granted", client=IP, service="tftp", peer=PEER, path="pxelinux.0",
+         asked=1468, granted=512, packet=1500, path_mtu=0)
+    s.ev(79.2, "transfer_failed", client=IP, service="tftp", path="pxelinux.0", sent=0, code=0,
+         reason="timed out after 5 retries waiting for the ACK of block 1 of 32 (63 s without "
+                "an answer)", cause="timeout", peer=PEER)
+    s.write("fault-blksize-mtu")
+
+    # our generated menu (LINUX) with a kernel named vmlinuz.bin: boots fine, no finding
+    s = Seq()
+    s.started(-5)
+    plan(s, -5, bin_kernels=[])
+    s.bios_dhcp()
+    s.pxelinux(kernel="vmlinuz.bin")
+    s.write("ok-linux-bin-kernel")
+    # a hand-written pxelinux.cfg/default in tftp.root with `KERNEL rescue64.bin`
+    s = Seq()
+    s.started(-5)
+    plan(s, -5, bin_kernels=["pxelinux.cfg/default:rescue64.bin"])
+    s.bios_dhcp()
+    t = s.pxelinux(kernel="rescue64.bin", initrd="initram.igz")
+    s.write("fault-kernel-bin-line")
+
+    # NFSv4: the RPC layer answers PROG_MISMATCH and says so in an event
+    s = Seq()
+    s.started(-5)
+    plan(s, -5)
+    s.ev(-5, "service_started", service="nfs", address=SRV, port=2049, proto="tcp")
+    s.bios_dhcp()
+    t = s.pxelinux()
+    s.dhcp(t + 0.7, "DISCOVER", "OFFER", xid=0x77, arch=None, arch_name="", vc="", boot_file="")
+    s.dhcp(t + 0.73, "REQUEST", "ACK", xid=0x77, arch=None, arch_name="", vc="", boot_file="")
+    s.ev(t + 1.5, "rpc_version_refused", client=IP, service="nfs", peer=f"{IP}:740",
+         program=100003, version=4, low=3, high=3)
+    s.write("fault-nfs-v4-rpc")
+
+    # a competing DHCP server, and the log ends with a clean stop (replay keeps the mode)
+    s = Seq()
+    s.started(-5)
+    plan(s, -5)
+    s.ev(2.0, "dhcp_server_seen", server_id="10.99.0.2", server_mac="52:54:00:99:00:02",
+         offered_ip="10.99.0.50", router="10.99.0.2", boot_file="")
+    for svc in ("tftp", "http", "dhcp"):
+        s.ev(70.0, "service_stopped", service=svc)
+    s.write("fault-competing-dhcp-stopped")
+    s = Seq()
+    s.started(0)
+    plan(s, 0)
+    for svc in ("tftp", "http", "dhcp"):
+        s.ev(70.0, "service_stopped", service=svc)
+    s.write("fault-no-dhcp-stopped")
 
 
 if __name__ == "__main__":
