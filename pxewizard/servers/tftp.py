@@ -91,6 +91,9 @@ SOLO = os.environ.get("PXW_TFTP_SOLO", "1") != "0"
 """While a worker has a single transfer, wait in that socket's recv() instead of epoll."""
 SOLO_CHECK = 0.01
 """How long a single transfer's recv() may keep new requests waiting (seconds)."""
+GSO = os.environ.get("PXW_TFTP_GSO", "1") != "0"
+"""Send a window in one segmented send() (UDP GSO); PXW_TFTP_GSO=0: one send() per block
+(benchmarks compare the two)."""
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 DROP_EVENTS_PER_SECOND = 2000
 """PacketDropped events per second and worker before drops are only counted (a flood)."""
@@ -967,7 +970,7 @@ class _Worker:
         t.admitted = True
         self._last = t
         t.mm = mm
-        t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 else 0
+        t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 and GSO else 0
         t.key = key
         self.active_keys.add(key)
         opts = dict(core.negotiated.oack)
