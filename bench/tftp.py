@@ -324,7 +324,8 @@ def main() -> int:
                 servers[vname] = (lambda vn=vname, va=vaddr, ve=venv, vp=vplan: Server(
                     vn, ns, va, [sys.executable, "-m", "pxewizard", "serve", "--quiet",
                                  "--plan", str(vp)], ve))
-            names = (args.only or list(servers)[:4]) + [f"ours.v{i + 1}" for i in range(len(args.variant))]
+            names = (args.only or list(servers)[:4]) + [
+                f"ours.v{i + 1}" for i in range(len(args.variant))]
             # All servers run at once (port 69 of their own loopback address) and each test
             # runs on every server back to back, in an order that rotates: a busy machine
             # then disturbs all of them alike.
