@@ -41,8 +41,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,11 @@ POOL = ("10.99.1.0", "10.99.40.255")
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min), printed with every result."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # --- load generator (runs inside the client namespace) ---------------------------------------
@@ -99,16 +105,17 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int,
     base = seed << 24
     total = macs * rounds
     mac_of = [bytes((0x02, seed & 0xFF)) + (i % macs).to_bytes(4, "big") for i in range(total)]
-    # per transaction: [state, sent_at, tries, last_packet]; xid = base + index
+    # per transaction: [state, sent_at, tries, last_packet, started]; xid = base + index
     state: dict[int, list] = {}
     acked: dict[bytes, str] = {}  # address -> MAC
     dup = naks = failed = done = retrans = 0
+    latency: list[float] = []  # DISCOVER sent (first try) to ACK received, seconds
     nxt = 0
     t0 = time.perf_counter()
 
     def start(i: int, now: float) -> None:
         pkt = _packet(mac_of[i], base + i, 1, gi)
-        state[i] = [1, now, 1, pkt]
+        state[i] = [1, now, 1, pkt, now]
         sock.sendto(pkt, dest)
 
     now = time.perf_counter()
@@ -146,6 +153,7 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int,
                         dup += 1
                     acked[yi] = mac_of[i]
                     done += 1
+                    latency.append(now - st[4])
                     del state[i]
                     if nxt < total:
                         start(nxt, now)
@@ -171,10 +179,13 @@ def loadgen(macs: int, window: int, server: str, relay: str, seed: int,
                         retrans += 1
                         sock.sendto(st[3], dest)
     elapsed = time.perf_counter() - t0
+    latency.sort()
+    pct = {f"p{q}": latency[min(len(latency) - 1, len(latency) * q // 100)] if latency else 0.0
+           for q in (50, 99)}
     return {"macs": macs, "rounds": rounds, "done": done, "naks": naks, "failed": failed,
             "dup": dup,
             "retransmits": retrans, "distinct_ips": len(acked), "seconds": elapsed,
-            "rate": done / elapsed if elapsed else 0.0}
+            "rate": done / elapsed if elapsed else 0.0, **pct}
 
 
 # --- our server, quiet (runs inside the server namespace) ------------------------------------
@@ -188,7 +199,7 @@ async def _run_ours(lease_file: str, interface: str) -> None:
     bus.bind_loop(asyncio.get_running_loop())
     policy = Policy(server_ip=SERVER, network=f"{SERVER}/{PREFIX}", range_start=POOL[0],
                     range_end=POOL[1], router=SERVER, dns=(SERVER,), lease_time=3600,
-                    boot=BootFiles())
+                    boot=BootFiles(), relay_agents=(CLIENT,))
     svc = await start_dhcp(bus=bus, policy=policy, interface=interface, lease_file=lease_file)
     print("ready", flush=True)
     stop = asyncio.Event()
@@ -262,7 +273,8 @@ def start_server(name: str, ns: str, tmp: Path) -> subprocess.Popen:
                 "http": {"enabled": False}, "boot": {"external_http": f"http://{SERVER}/"},
                 "dhcp": {"mode": "full", "range_start": POOL[0], "range_end": POOL[1],
                          "router": SERVER, "dns": [SERVER],
-                         "lease_file": str(tmp / "serve.sqlite")}}
+                         "lease_file": str(tmp / "serve.sqlite"),
+                         "relay_agents": [CLIENT]}}
         (tmp / "plan.toml").write_text(tomli_w.dumps(plan))
         cmd = ex + [sys.executable, "-m", "pxewizard", "serve", "--quiet", "--plan",
                     str(tmp / "plan.toml")]
@@ -365,24 +377,33 @@ def main() -> int:
     print(f"DORA/s, {a.macs} distinct MACs x {a.rounds} DORAs each per server, "
           f"{a.window} in flight, "
           f"pool 10,240 addresses, {os.cpu_count()} CPUs (shared machine: compare ratios)")
+    print(f"load at start: {load()}", flush=True)
     results: dict[str, list[dict]] = {n: [] for n in names}
     with topology() as (srv, cli):
         for run in range(a.runs):
-            for n in names:
+            k = run % len(names)  # rotate the order: a busy machine disturbs every server alike
+            for n in names[k:] + names[:k]:
                 res = run_one(n, srv, cli, a.macs, a.window, a.seed + run, a.rounds)
                 results[n].append(res)
                 print(f"  run {run + 1} {n:11s} {res['rate']:9.0f} DORA/s  done={res['done']} "
                       f"naks={res['naks']} failed={res['failed']} dup={res['dup']} "
                       f"retransmits={res['retransmits']} distinct_ips={res['distinct_ips']} "
+                      f"p50 {res['p50'] * 1e3:.2f} ms p99 {res['p99'] * 1e3:.2f} ms "
                       f"({res['seconds']:.2f} s, server CPU "
-                      f"{res['server_cpu'] / max(res['done'], 1) * 1e6:.0f} us/DORA)", flush=True)
-    med = {n: sorted(r["rate"] for r in rs)[len(rs) // 2] for n, rs in results.items()}
-    cpu = {n: sorted(r["server_cpu"] / max(r["done"], 1) for r in rs)[len(rs) // 2]
-           for n, rs in results.items()}
-    print("\nmedian DORA/s at", a.macs, "MACs:",
-          ", ".join(f"{n} {v:.0f}" for n, v in med.items()))
-    print("median server CPU per DORA:",
-          ", ".join(f"{n} {v * 1e6:.0f} us" for n, v in cpu.items()))
+                      f"{res['server_cpu'] / max(res['done'], 1) * 1e3:.3f} s/1000 DORA)",
+                      flush=True)
+
+    def median(n: str, f: Callable[[dict], float]) -> float:
+        return statistics.median(f(r) for r in results[n])
+
+    print(f"\nmedians of {a.runs} runs at {a.macs} MACs (load at end: {load()})")
+    print(f"{'server':<12}{'DORA/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU s/1000 DORA':>17}")
+    med, cpu = {}, {}
+    for n in names:
+        med[n] = median(n, lambda r: r["rate"])
+        cpu[n] = median(n, lambda r: r["server_cpu"] / max(r["done"], 1) * 1e3)
+        print(f"{n:<12}{med[n]:>10.0f}{median(n, lambda r: r['p50']) * 1e3:>9.2f}"
+              f"{median(n, lambda r: r['p99']) * 1e3:>9.2f}{cpu[n]:>17.3f}")
     for ours in ("ours", "ours-serve"):
         if ours not in med:
             continue

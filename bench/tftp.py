@@ -1,28 +1,34 @@
 #!/usr/bin/env python3
-"""TFTP throughput: pxewizard's server against tftpd-hpa and dnsmasq, in one run.
+"""TFTP throughput: pxewizard's server against tftpd-hpa, dnsmasq and atftpd, in one run.
 
     python3 bench/tftp.py [--runs 5] [--big-mib 64] [--small-mib 16] [--clients 20]
+                          [--many 100] [--many-mib 4] [--load 2] [--tests 1468 20 ...]
+                          [--only ours atftpd] [--variant PXW_TFTP_WORKERS=4]
 
 Run as root. dnsmasq cannot move its TFTP port, so the servers run at once
 on port 69 of their own loopback address (ours 127.0.0.1, tftpd-hpa
-127.0.0.2, dnsmasq 127.0.0.3) inside a private network namespace
+127.0.0.2, dnsmasq 127.0.0.3, atftpd 127.0.0.4) inside a private network namespace
 (``pxwt-bench-*``, removed at the end); a veth pair is kept inside it because
 in.tftpd ``-a`` exits when the namespace only has loopback. Peers come from Debian: dnsmasq
-(dnsmasq-base, installed with apt-get when missing) and tftpd-hpa (fetched with
-``apt-get download`` and unpacked with ``dpkg-deb -x``: it conflicts with
-atftpd and its package would start a system service). Clients: curl
-(``--tftp-blksize``, lockstep) and atftp (``--option windowsize``), both C.
+(dnsmasq-base, installed with apt-get when missing), tftpd-hpa and atftpd (fetched with
+``apt-get download`` and unpacked with ``dpkg-deb -x``: the two conflict and their
+packages would start a system service). Clients: curl (``--tftp-blksize``, lockstep)
+and atftp (``--option windowsize``), both C.
 
 Workloads (each test runs on every server back to back, in a rotating order, so
 noise from a shared machine hits all of them alike):
 
 - one 64 MiB download at blksize 1468 (curl), and at 8192 (curl);
-- one 64 MiB download at blksize 1468 + windowsize 8 (atftp; neither peer
-  implements RFC 7440, so they run it lockstep and the ratio is against that);
-- 20 concurrent curl downloads of a 16 MiB file at blksize 1468 (aggregate MB/s).
+- one 64 MiB download at blksize 1468 and 8192 + windowsize 8 (atftp; atftpd
+  implements RFC 7440, tftpd-hpa and dnsmasq run it lockstep);
+- 20 concurrent curl downloads of a 16 MiB file at blksize 1468 (aggregate MB/s and
+  the slowest client's seconds), and 100 concurrent downloads of a 4 MiB file.
 
-Prints MB/s per run, medians and our/peer ratios. The machine may be shared:
-ratios from the same run matter, not absolutes.
+``--load N`` keeps N CPU-bound processes running for the whole bench (the
+"busy machine" case). Every download of every run is checked by sha256.
+Prints MB/s per run, medians, worst-client seconds, our/peer ratios, server CPU
+seconds per GB and the load average. The machine may be shared: ratios from the
+same run matter, not absolutes.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,25 +58,30 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
 
-def ensure_peers(cache: Path) -> tuple[str, str]:
-    """(dnsmasq binary, in.tftpd binary), installing from Debian packages when missing."""
+def _unpacked(cache: Path, pkg: str, binary: str) -> str:
+    """A Debian package's binary, fetched with ``apt-get download`` and unpacked with
+    ``dpkg-deb -x`` (installing tftpd-hpa or atftpd would start a system service on port 69,
+    and the two packages conflict)."""
+    unpacked = cache / pkg / "usr" / "sbin" / binary
+    if not unpacked.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        sh("bash", "-c", f"cd {cache} && rm -f {pkg}_*.deb && apt-get download {pkg}")
+        deb = next(cache.glob(f"{pkg}_*.deb"))
+        sh("dpkg-deb", "-x", str(deb), str(cache / pkg))
+    return str(unpacked)
+
+
+def ensure_peers(cache: Path) -> tuple[str, str, str]:
+    """(dnsmasq, in.tftpd, atftpd binaries), installing from Debian packages when missing."""
     dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
     if not os.path.exists(dnsmasq):
         sh("apt-get", "install", "-y", "--no-install-recommends", "dnsmasq-base")
-    intftpd = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
-    if not os.path.exists(intftpd):
-        unpacked = cache / "tftpd-hpa" / "usr" / "sbin" / "in.tftpd"
-        if not unpacked.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            sh("bash", "-c", f"cd {cache} && rm -f tftpd-hpa_*.deb && "
-                             "apt-get download tftpd-hpa")
-            deb = next(cache.glob("tftpd-hpa_*.deb"))
-            sh("dpkg-deb", "-x", str(deb), str(cache / "tftpd-hpa"))
-        intftpd = str(unpacked)
+    intftpd = shutil.which("in.tftpd") or _unpacked(cache, "tftpd-hpa", "in.tftpd")
+    atftpd = shutil.which("atftpd") or _unpacked(cache, "atftpd", "atftpd")
     for tool, pkg in (("curl", "curl"), ("atftp", "atftp")):
         if not shutil.which(tool):
             sh("apt-get", "install", "-y", "--no-install-recommends", pkg)
-    return dnsmasq, intftpd
+    return dnsmasq, intftpd, atftpd
 
 
 @contextlib.contextmanager
@@ -122,27 +134,93 @@ class Server:
             self.proc.stdout.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its reaped children (tftpd-hpa forks per client)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+def _ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads), in clock ticks; 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(stat[11]) + int(stat[12])
 
 
-def timed(ns: str, cmds: list[list[str]]) -> float:
-    """Run commands concurrently in the namespace; seconds until all ended (all must succeed)."""
+class CpuMeter:
+    """CPU seconds a server spends during one test: its own threads, plus its children,
+    sampled every 20 ms while they run (tftpd-hpa forks one per client and ignores
+    SIGCHLD, so its children's time never reaches its own counters)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: dict[int, int] = {}
+        self.base = {c: _ticks(c) for c in self._children()}
+        self.own = _ticks(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _children(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(x) for x in text.split()]
+
+    def _sample(self) -> None:
+        while True:
+            for c in self._children():
+                t = _ticks(c)
+                if t > self.seen.get(c, 0):
+                    self.seen[c] = t
+            if self._stop.wait(0.02):
+                return
+
+    def seconds(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._sample()  # one last look
+        ticks = _ticks(self.pid) - self.own
+        ticks += sum(t - self.base.get(c, 0) for c, t in self.seen.items())
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed(ns: str, cmds: list[list[str]]) -> list[float]:
+    """Run commands concurrently in the namespace; each one's seconds (all must succeed)."""
     t0 = time.perf_counter()
     procs = [subprocess.Popen(["ip", "netns", "exec", ns, *c], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for c in cmds]
-    errs = []
-    for p in procs:
-        _, err = p.communicate(timeout=300)
+    ends = [0.0] * len(procs)
+    errs: list[str] = []
+
+    def wait(i: int, p: subprocess.Popen) -> None:
+        _, err = p.communicate(timeout=600)
+        ends[i] = time.perf_counter() - t0
         if p.returncode != 0:
             errs.append(err.decode(errors="replace")[-300:])
-    dt = time.perf_counter() - t0
+
+    threads = [threading.Thread(target=wait, args=(i, p)) for i, p in enumerate(procs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
     if errs:
         raise RuntimeError(f"{len(errs)} client(s) failed: {errs[0]}")
-    return dt
+    return ends
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min), printed with every result."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int) -> Iterator[None]:
+    """``n`` CPU-bound background processes (``--load``) for the whole run, stopped by PID."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
 
 
 def curl(addr: str, name: str, blksize: int, out: str) -> list[str]:
@@ -169,12 +247,20 @@ def main() -> int:
     ap.add_argument("--big-mib", type=int, default=64)
     ap.add_argument("--small-mib", type=int, default=16)
     ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--only", nargs="*", help="servers to run (ours, tftpd-hpa, dnsmasq)")
+    ap.add_argument("--many", type=int, default=100, help="clients of the second concurrent test")
+    ap.add_argument("--many-mib", type=int, default=4, help="file size of that test")
+    ap.add_argument("--load", type=int, default=0,
+                    help="CPU-bound background processes running during the whole bench")
+    ap.add_argument("--only", nargs="*", help="servers to run (ours, tftpd-hpa, dnsmasq, atftpd)")
+    ap.add_argument("--tests", nargs="*", help="tests to run (default: all)")
+    ap.add_argument("--variant", action="append", default=[], metavar="VAR=VALUE[,VAR=VALUE]",
+                    help="also run our server with these environment variables (a column "
+                         "of its own, e.g. PXW_TFTP_WORKERS=2), to compare engine settings")
     ap.add_argument("--cache", default="/var/tmp/pxw-bench-peers")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (network namespace, port 69)")
-    dnsmasq, intftpd = ensure_peers(Path(args.cache))
+    dnsmasq, intftpd, atftpd = ensure_peers(Path(args.cache))
 
     work = Path(tempfile.mkdtemp(prefix="pxw-bench-tftp-"))
     os.chmod(work, 0o755)
@@ -182,20 +268,23 @@ def main() -> int:
     root.mkdir(mode=0o755)
     out_dir = Path(tempfile.mkdtemp(prefix="pxw-bench-out-", dir="/dev/shm"))
     try:
-        big, small = root / "big.bin", root / "small.bin"
-        big.write_bytes(os.urandom(args.big_mib * MiB))
-        small.write_bytes(os.urandom(args.small_mib * MiB))
-        for f in (big, small):
-            os.chmod(f, 0o644)
-        big_sha = sha(big)
+        files = {"big.bin": args.big_mib, "small.bin": args.small_mib, "many.bin": args.many_mib}
+        digest = {}
+        for name, mib in files.items():
+            (root / name).write_bytes(os.urandom(mib * MiB))
+            os.chmod(root / name, 0o644)
+            digest[name] = sha(root / name)
         state = work / "state"
         plan = work / "plan.toml"
+        cap = max(args.clients, args.many) * 2  # every client is 127.0.0.1 here
         plan.write_text(
             f'interface = "lo"\nserver_ip = "127.0.0.1"\nprefix = 8\nstate_dir = "{state}"\n'
             f'[dhcp]\nmode = "none"\n[http]\nenabled = false\n[boot]\ntransport = "tftp"\n'
-            f'[tftp]\nroot = "{root}"\nwindowsize = 16\n')
+            f'[tftp]\nroot = "{root}"\nwindowsize = 16\nmax_transfers = {cap}\n'
+            f'max_per_client = {cap}\n')
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        addrs = {"ours": "127.0.0.1", "tftpd-hpa": "127.0.0.2", "dnsmasq": "127.0.0.3"}
+        addrs = {"ours": "127.0.0.1", "tftpd-hpa": "127.0.0.2", "dnsmasq": "127.0.0.3",
+                 "atftpd": "127.0.0.4"}
         with bench_namespace() as ns, contextlib.ExitStack() as stack:
             servers = {
                 "ours": lambda: Server("ours", ns, addrs["ours"], [
@@ -208,66 +297,115 @@ def main() -> int:
                     dnsmasq, "-k", "-C", "/dev/null", "--port=0", "--enable-tftp",
                     f"--tftp-root={root}", f"--listen-address={addrs['dnsmasq']}",
                     "--bind-interfaces", "--user=nobody", f"--pid-file={work}/dnsmasq.pid",
-                    "--log-facility=-"]),
+                    f"--tftp-max={cap}", "--log-facility=-"]),
+                # threads, one per client; RFC 7440 windowsize since 0.7.2
+                "atftpd": lambda: Server("atftpd", ns, addrs["atftpd"], [
+                    atftpd, "--daemon", "--no-fork", "--bind-address", addrs["atftpd"],
+                    "--port", "69", "--user", "nobody", "--group", "nogroup",
+                    "--maxthread", str(cap), "--logfile", "/dev/null", "-v0", str(root)]),
             }
-            names = args.only or list(servers)
+            for i, v in enumerate(args.variant):
+                # an interface of its own (one pxewizard per interface; a veth pair, as
+                # dummy may be missing), with loopback's MTU; traffic to it stays local
+                vname, vaddr, dev = f"ours.v{i + 1}", f"10.97.{i + 1}.1", f"pxv{i + 1}"
+                print(f"{vname}: our server with {v}")
+                ex = ("ip", "netns", "exec", ns, "ip")
+                sh(*ex, "link", "add", dev, "mtu", "65535", "type", "veth", "peer", "name",
+                   f"{dev}p", "mtu", "65535")
+                sh(*ex, "link", "set", f"{dev}p", "up")
+                sh(*ex, "link", "set", dev, "up")
+                sh(*ex, "addr", "add", f"{vaddr}/24", "dev", dev)
+                addrs[vname] = vaddr
+                venv = dict(env, **dict(kv.split("=", 1) for kv in v.split(",")))
+                vplan = work / f"plan{i}.toml"
+                vplan.write_text(plan.read_text().replace('"127.0.0.1"', f'"{vaddr}"').replace(
+                    'interface = "lo"', f'interface = "{dev}"').replace(
+                    "prefix = 8", "prefix = 24").replace(str(state), f"{state}{i}"))
+                servers[vname] = (lambda vn=vname, va=vaddr, ve=venv, vp=vplan: Server(
+                    vn, ns, va, [sys.executable, "-m", "pxewizard", "serve", "--quiet",
+                                 "--plan", str(vp)], ve))
+            names = (args.only or list(servers)[:4]) + [
+                f"ours.v{i + 1}" for i in range(len(args.variant))]
             # All servers run at once (port 69 of their own loopback address) and each test
             # runs on every server back to back, in an order that rotates: a busy machine
             # then disturbs all of them alike.
             running = {n: stack.enter_context(servers[n]()) for n in names}
-            tests = {
-                "1468": lambda a, o: [curl(a, "big.bin", 1468, o + "/a")],
-                "8192": lambda a, o: [curl(a, "big.bin", 8192, o + "/a")],
-                "1468 w8": lambda a, o: [atftp(a, "big.bin", 1468, 8, o + "/a")],
-                f"{args.clients}x{args.small_mib}MiB": lambda a, o: [
-                    curl(a, "small.bin", 1468, f"{o}/c{i}") for i in range(args.clients)],
+            stack.enter_context(cpu_hogs(args.load))
+            conc, many = f"{args.clients}x{args.small_mib}MiB", f"{args.many}x{args.many_mib}MiB"
+            # test -> (file, clients, command per client)
+            all_tests: dict[str, tuple[str, int, Callable[[str, str], list[str]]]] = {
+                "1468": ("big.bin", 1, lambda a, o: curl(a, "big.bin", 1468, o)),
+                "8192": ("big.bin", 1, lambda a, o: curl(a, "big.bin", 8192, o)),
+                "1468 w8": ("big.bin", 1, lambda a, o: atftp(a, "big.bin", 1468, 8, o)),
+                "8192 w8": ("big.bin", 1, lambda a, o: atftp(a, "big.bin", 8192, 8, o)),
+                conc: ("small.bin", args.clients, lambda a, o: curl(a, "small.bin", 1468, o)),
+                many: ("many.bin", args.many, lambda a, o: curl(a, "many.bin", 1468, o)),
             }
-            volume = {"1468": args.big_mib, "8192": args.big_mib, "1468 w8": args.big_mib,
-                      f"{args.clients}x{args.small_mib}MiB": args.small_mib * args.clients}
+            tests = {t: v for t, v in all_tests.items()
+                     if not args.tests or t in args.tests or t.split("x")[0] in args.tests}
             res: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            worst: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             cpu: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            print(f"load at start: {load()} (--load {args.load}: {args.load} CPU-bound "
+                  "processes of ours run beside)", flush=True)
             for run in range(args.runs):
-                for t, make in tests.items():
+                for t, (fname, nclients, make) in tests.items():
                     k = run % len(names)
+                    volume = files[fname] * MiB * nclients
                     for n in names[k:] + names[:k]:
                         pid = running[n].proc.pid  # type: ignore[union-attr]
-                        c0 = cpu_seconds(pid)
-                        dt = timed(ns, make(addrs[n], str(out_dir)))
+                        meter = CpuMeter(pid)
+                        outs = [str(out_dir / f"c{i}") for i in range(nclients)]
+                        times = timed(ns, [make(addrs[n], o) for o in outs])
                         time.sleep(0.2)  # let tftpd-hpa reap its children
-                        cpu[n][t].append((cpu_seconds(pid) - c0) / (volume[t] * MiB / 1e9))
-                        res[n][t].append(volume[t] * MiB / dt / 1e6)
-                        if run == 0 and t in ("1468", "1468 w8"):
-                            if sha(out_dir / "a") != big_sha:
-                                raise RuntimeError(f"{n} {t}: download differs")
+                        cpu[n][t].append(meter.seconds() / (volume / 1e9))
+                        res[n][t].append(volume / max(times) / 1e6)
+                        worst[n][t].append(max(times))
+                        for o in outs:  # every download, every run: byte-identical
+                            if sha(Path(o)) != digest[fname]:
+                                raise RuntimeError(f"{n} {t}: download {o} differs")
                         for f in out_dir.iterdir():
                             f.unlink()
-                print(f"run {run + 1}: " + "  ".join(
+                print(f"run {run + 1} (load {load()}): " + "  ".join(
                     f"{n}[" + " ".join(f"{t}={res[n][t][-1]:.0f}" for t in tests) + "]"
                     for n in names), flush=True)
-        print(f"\nmedians of {args.runs} runs, MB/s (1 MB = 10^6 bytes); clients: curl "
-              "(lockstep), atftp (windowsize)")
+        peers = [n for n in names if not n.startswith("ours")]
+        ratios = "ours" in names and bool(peers)
+        print(f"\nmedians of {args.runs} runs, MB/s (1 MB = 10^6 bytes); --load {args.load}; "
+              f"load at end: {load()}; every download checked by sha256")
         header = f"{'test':<14}" + "".join(f"{n:>11}" for n in names)
-        peers = [n for n in names if n != "ours"]
-        if "ours" in names and peers:
+        if ratios:
             header += "".join(f"{'ours/' + p:>16}" for p in peers) + f"{'ours/best':>11}"
         print(header)
         for t in tests:
             med = {n: statistics.median(res[n][t]) for n in names}
             line = f"{t:<14}" + "".join(f"{med[n]:>11.1f}" for n in names)
-            if "ours" in names and peers:
+            if ratios:
                 line += "".join(f"{med['ours'] / med[p]:>16.2f}" for p in peers)
                 line += f"{med['ours'] / max(med[p] for p in peers):>11.2f}"
+            print(line)
+        print("\nworst client's seconds, concurrent tests (medians; ratio: best peer's / ours, "
+              ">= 1 is ours faster)")
+        for t, (_, nclients, _) in tests.items():
+            if nclients == 1:
+                continue
+            med = {n: statistics.median(worst[n][t]) for n in names}
+            line = f"{t:<14}" + "".join(f"{med[n]:>11.2f}" for n in names)
+            if ratios:
+                line += "".join(f"{med[p] / med['ours']:>16.2f}" for p in peers)
+                line += f"{min(med[p] for p in peers) / med['ours']:>11.2f}"
             print(line)
         print("\nbest of the runs, MB/s (what each server does when the machine lets it)")
         print(header)
         for t in tests:
             best = {n: max(res[n][t]) for n in names}
             line = f"{t:<14}" + "".join(f"{best[n]:>11.1f}" for n in names)
-            if "ours" in names and peers:
+            if ratios:
                 line += "".join(f"{best['ours'] / best[p]:>16.2f}" for p in peers)
                 line += f"{best['ours'] / max(best[p] for p in peers):>11.2f}"
             print(line)
-        print("\nserver CPU seconds per GB sent (medians; lower is better; user + system)")
+        print("\nserver CPU seconds per GB sent (medians; lower is better; user + system, "
+              "threads and forked children included, children sampled every 20 ms)")
         print(f"{'test':<14}" + "".join(f"{n:>11}" for n in names))
         for t in tests:
             print(f"{t:<14}" + "".join(f"{statistics.median(cpu[n][t]):>11.2f}" for n in names))

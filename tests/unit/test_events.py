@@ -88,11 +88,38 @@ def test_jsonl_log_round_trip_and_full_disk(tmp_path: Path) -> None:
     log.close()
     if Path("/dev/full").exists():
         full = JsonlLog(Path("/dev/full"), bus)
-        full._fh = open("/dev/full", "w", buffering=1)  # noqa: SIM115
+        full._fh = open("/dev/full", "wb")  # noqa: SIM115
         full(ev)
         full(ev)
         assert full.lost == 2
         assert any("cannot write the event log" in w.message for w in warnings)  # type: ignore
+
+
+def test_jsonl_line_is_json_dumps_of_to_dict_byte_for_byte() -> None:
+    """The fast encoder (msgspec, straight from the dataclass) writes what json.dumps of
+    to_dict wrote, for every event class, and text outside printable ASCII (controls, DEL,
+    C1, a lone surrogate from a file name) is escaped the same way."""
+    import json
+
+    from pxewizard.events import TransferStarted, jsonl_line
+
+    def old(ev: Event) -> bytes:
+        return json.dumps(ev.to_dict(), separators=(",", ":")).encode()
+
+    for cls in event_types().values():
+        ev = _sample(cls)
+        assert jsonl_line(ev) == old(ev), cls
+    for text in ("plain", 'quote" back\\slash', "tab\tnl\n\x1b[2J", "del\x7f", "c1\x9b",
+                 "é ünï", "\u202e", "\udcff", ""):
+        for ev in (LogLine(service="x", level="info", message=text, client=text,
+                           ts=1733461234.123456),
+                   TransferStarted(service="tftp", path=text, size=2**40,
+                                   options={"blksize": "1468", text: text}),
+                   DhcpExchange(service="dhcp", mac=text, xid=2**32 - 1, msg_in="DISCOVER",
+                                msg_out="-", arch=None, reason=text, ts=0.1)):
+            line = jsonl_line(ev)
+            assert line == old(ev), (text, line)
+            assert all(0x20 <= b < 0x7f for b in line)
 
 
 def test_refusals_of_every_kind_are_rate_limited_with_a_summary() -> None:

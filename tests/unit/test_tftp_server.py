@@ -411,6 +411,19 @@ def test_spin_chosen_only_where_it_measures_faster() -> None:
     assert sum(modes) < 0.3 * len(modes)
 
 
+def test_spin_not_even_probed_while_the_machine_is_busy() -> None:
+    from pxewizard.servers.tftp import SpinChooser
+
+    load = [True]
+    c = SpinChooser(True, lambda: load[0])  # spinning would measure faster, but no probe
+    modes = _drive(c, {False: 60e-6, True: 23e-6}, 40000)
+    assert not any(modes)
+    assert c.keep == SpinChooser.KEEP_MAX  # looks again less and less often
+    load[0] = False  # the machine went quiet: the next look probes, and spinning wins
+    modes = _drive(c, {False: 60e-6, True: 23e-6}, SpinChooser.KEEP_MAX + 5 * SpinChooser.PROBE)
+    assert c.chosen is True and sum(modes) > SpinChooser.KEEP
+
+
 def test_spin_never_without_a_window_and_reset_measures_afresh() -> None:
     from pxewizard.servers.tftp import SpinChooser
 
