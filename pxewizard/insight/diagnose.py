@@ -324,23 +324,23 @@ def dhcp_no_offer(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
         if any(e.msg_out.upper() in ("OFFER", "ACK") for e in dh) and tl.stage >= Stage.loader:
             continue   # a later DHCP (the kernel's) in proxy mode: not ours to answer
         why = last.reason
-        low = why.lower()
+        cause = last.cause  # set by proto/dhcp_decide.py; the words of `why` are for people
         ev = silent[-3:]
-        if getattr(last, "cause", "") == "not_allowed":
+        if cause == "not_allowed":
             yield _finding(Severity.info, "dhcp-not-allowed", tl,
                            f"{_who(tl)} is not in dhcp.allowed_macs; we ignore it",
                            "dhcp.allowed_macs lists the only clients we answer (a shared LAN's "
                            "other PCs must not get our menu); this MAC is not in it",
                            "nothing to do if this machine is not meant to boot from us; "
                            f"otherwise add {tl.mac or tl.client} to dhcp.allowed_macs", ev)
-        elif "pool" in low and ("exhaust" in low or "full" in low or "no free" in low):
+        elif cause == "pool_full":
             yield _finding(Severity.error, "dhcp-pool-full", tl,
                            f"no address left for {_who(tl)}: the DHCP pool is full",
                            f"every address of the pool is leased or offered ({why})",
                            "enlarge dhcp.range_start..range_end, shorten dhcp.lease_time, "
                            "or delete stale leases", ev)
-        elif "not a pxe client" in low or (mode == "proxy" and
-                                           not tl.vendor_class.startswith("PXEClient")):
+        elif cause == "not_pxe" or (mode == "proxy" and
+                                    not tl.vendor_class.startswith(("PXEClient", "HTTPClient"))):
             if tl.stage <= Stage.dhcp:
                 yield _finding(Severity.info, "dhcp-not-pxe", tl,
                                f"{_who(tl)} is not a PXE client; proxyDHCP ignores it",
@@ -348,7 +348,7 @@ def dhcp_no_offer(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[
                                f"this one sent {tl.vendor_class or 'none'!r} ({why})",
                                "nothing to do if this machine is not meant to PXE boot; "
                                "otherwise enable network boot in its firmware", ev)
-        elif "boot file" in low or "boot_files" in low or "architecture" in low:
+        elif cause == "no_boot_file":
             yield _finding(Severity.error, "dhcp-no-boot-file", tl,
                            f"{_who(tl)} ({tl.arch_name or 'arch ' + str(tl.arch)}): "
                            "no boot file configured for its architecture",

@@ -350,8 +350,11 @@ class Decision:
     request: Packet | None = None
     """The request, for the words computed on demand below (only events need them)."""
     cause: str = ""
-    """Why we stayed silent, as a key rules and rate limits match on: ``not_allowed``
-    (outside known_macs), ``not_pxe`` (proxy mode, an ordinary DHCP client)."""
+    """Why we stayed silent, as a key rules and rate limits match on (never the words of
+    ``reason``): ``not_allowed`` (outside known_macs), ``not_pxe`` (proxy mode, an ordinary
+    DHCP client), ``no_boot_file`` (proxy mode, no loader for its architecture),
+    ``pool_full`` (every address leased or offered), ``address_held`` (its reserved address
+    is held by another MAC), ``no_pool`` (no pool for where it asked from)."""
 
     @property
     def arch_name(self) -> str:
@@ -410,8 +413,11 @@ def _client(req: Packet) -> _Client:
                    ipxe=175 in req.options or b"iPXE" in ucs)
 
 
-def _silent(c: _Client, reason: str, ops: tuple[LeaseOp, ...] = (), **kw: object) -> Decision:
-    return _decision(c, "-", None, None, reason, ops, **kw)
+def _silent(c: _Client, reason: str, ops: tuple[LeaseOp, ...] = (), *, cause: str = "",
+            **kw: object) -> Decision:
+    d = _decision(c, "-", None, None, reason, ops, **kw)
+    d.cause = cause
+    return d
 
 
 def _decision(c: _Client, out: str, reply: bytes | None, dest: Destination | None, reason: str,
@@ -570,10 +576,9 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
         return _silent(c, f"relayed by {ip_str(req.giaddr)}, which is not a relay agent of "
                           "the plan: not answered (list it in dhcp.relay_agents)")
     if policy.known_macs is not None and c.mac not in policy.known_macs:
-        d = _silent(c, f"{c.mac} is not in dhcp.allowed_macs (nor a reservation): ignored, "
-                       "as another PC of this LAN; add it there to boot it")
-        d.cause = "not_allowed"
-        return d
+        return _silent(c, f"{c.mac} is not in dhcp.allowed_macs (nor a reservation): ignored, "
+                          "as another PC of this LAN; add it there to boot it",
+                       cause="not_allowed")
     if policy.mode is Mode.PROXY:
         return _proxy(c, policy, leases, port, peer)
     if port != SERVER_PORT:
@@ -587,10 +592,8 @@ def decide(req: Packet, policy: Policy, leases: LeaseView, now: float, *,
 def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
            peer: tuple[int, int] | None) -> Decision:
     if not (c.pxe or c.http):
-        d = _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
-                       "proxyDHCP leaves it to the real DHCP server")
-        d.cause = "not_pxe"
-        return d
+        return _silent(c, f"not a PXE client (vendor class {c.vc or 'none'!r}): "
+                          "proxyDHCP leaves it to the real DHCP server", cause="not_pxe")
     mt = c.mt
     sid = c.req.server_id
     if port == SERVER_PORT:
@@ -612,7 +615,7 @@ def _proxy(c: _Client, policy: Policy, leases: LeaseView, port: int,
         out = MsgType.ACK
     f, why = choose_boot_file(c, policy)
     if f is None:
-        return _silent(c, why)
+        return _silent(c, why, cause="no_boot_file")
     # proxy: no address and no network options, the real DHCP server gives those
     data = _build(c, policy, out, pool=None, boot_file=f, lease=False,
                   pxe_reply=port != SERVER_PORT)
@@ -644,34 +647,36 @@ def _available(ip: int, mac: str, leases: LeaseView, now: float) -> LeaseInfo | 
 
 
 def _choose(c: _Client, policy: Policy, pool: Pool, leases: LeaseView,
-            now: float) -> tuple[int | None, str]:
+            now: float) -> tuple[int | None, str, str]:
+    """(address, why, cause of no address) for a DISCOVER."""
     res = policy.reservation(c.mac)
     if res is not None and res.ip is not None:
         ip = int(res.ip)
         if pool.in_subnet(ip):
             held = _available(ip, c.mac, leases, now)
             if held is None:
-                return ip, "address reserved for this MAC"
+                return ip, "address reserved for this MAC", ""
             return None, (f"address {res.ip} is reserved for this MAC but {held.mac} holds "
-                          f"it ({held.state})")
+                          f"it ({held.state})"), "address_held"
     cur = leases.by_mac(c.mac)
     if cur is not None and cur.state is not LeaseState.DECLINED and pool.in_range(cur.ip) \
             and cur.ip not in policy._excluded and _available(cur.ip, c.mac, leases, now) is None:
-        return cur.ip, f"same address as before ({cur.state})"
+        return cur.ip, f"same address as before ({cur.state})", ""
     rip = c.req.requested_ip
     if rip and pool.in_range(rip) and rip not in policy._excluded \
             and _available(rip, c.mac, leases, now) is None:
-        return rip, "the address the client asked for (option 50)"
+        return rip, "the address the client asked for (option 50)", ""
     ip = leases.find_free(pool.start, pool.end, now, policy._excluded,
                           now + policy.offer_hold - policy.offer_reclaim_after)
     if ip is None:
         return None, (f"pool exhausted: all {pool.size} addresses of {pool.describe()} are "
-                      "leased or offered; no offer (enlarge the pool or shorten lease_time)")
+                      "leased or offered; no offer (enlarge the pool or shorten lease_time)"), \
+            "pool_full"
     held = leases.by_ip(ip)
     if held is not None and held.active(now):
         return ip, (f"pool exhausted: the unanswered offer of {ip_str(ip)} to {held.mac} "
-                    f"(older than {policy.offer_reclaim_after:g} s) is taken back")
-    return ip, "next free address in the pool"
+                    f"(older than {policy.offer_reclaim_after:g} s) is taken back"), ""
+    return ip, "next free address in the pool", ""
 
 
 def _pool_or_reason(c: _Client, policy: Policy) -> tuple[Pool | None, str]:
@@ -687,10 +692,10 @@ def _pool_or_reason(c: _Client, policy: Policy) -> tuple[Pool | None, str]:
 def _full_discover(c: _Client, policy: Policy, leases: LeaseView, now: float) -> Decision:
     pool, why = _pool_or_reason(c, policy)
     if pool is None:
-        return _silent(c, why)
-    ip, why = _choose(c, policy, pool, leases, now)
+        return _silent(c, why, cause="no_pool")
+    ip, why, cause = _choose(c, policy, pool, leases, now)
     if ip is None:
-        return _silent(c, why)
+        return _silent(c, why, cause=cause)
     f, fwhy = choose_boot_file(c, policy)
     res = policy.reservation(c.mac)
     cur = leases.by_mac(c.mac)

@@ -37,12 +37,14 @@ class Seq:
 
     def dhcp(self, t: float, msg_in: str, msg_out: str, *, xid: int = 0xD917A959, arch=0,
              arch_name="BIOS", vc="PXEClient:Arch:00000:UNDI:002001", uc="", yiaddr=IP,
-             boot_file="pxelinux.0", reason="", service="dhcp", mac=MAC, requested_ip="") -> None:
+             boot_file="pxelinux.0", reason="", service="dhcp", mac=MAC, requested_ip="",
+             cause="") -> None:
         self.ev(t, "dhcp_exchange", client=mac, service=service, mac=mac, xid=xid, msg_in=msg_in,
                 msg_out=msg_out, arch=arch, arch_name=arch_name, vendor_class=vc, user_class=uc,
                 yiaddr=yiaddr if msg_out in ("OFFER", "ACK") else "", requested_ip=requested_ip,
                 boot_file=boot_file if msg_out in ("OFFER", "ACK") else "",
-                next_server=SRV if msg_out in ("OFFER", "ACK") else "", reason=reason)
+                next_server=SRV if msg_out in ("OFFER", "ACK") else "", reason=reason,
+                **({"cause": cause} if cause else {}))
 
     def bios_dhcp(self, t: float = 0.0, **kw) -> None:
         self.dhcp(t, "DISCOVER", "OFFER", **kw)
@@ -316,7 +318,7 @@ def main() -> None:
     for i in range(3):
         s.dhcp(i * 1.0, "DISCOVER", "-", reason="pool exhausted: all 2 addresses of "
                "10.99.0.100-10.99.0.101 are leased or offered; no offer (enlarge the pool or "
-               "shorten lease_time)")
+               "shorten lease_time)", cause="pool_full")
     s.write("fault-pool-full")
 
     # an arch-11 client (ARM64 UEFI) and no efi_arm64 boot file
@@ -326,7 +328,7 @@ def main() -> None:
         s.dhcp(i * 2.0, "DISCOVER", "-", arch=11, arch_name="EFI ARM64",
                vc="PXEClient:Arch:00011:UNDI:003000",
                reason="option 93 = 11 (EFI ARM64) but dhcp.boot_files.efi_arm64 is not set; "
-                      "set it to boot such clients")
+                      "set it to boot such clients", cause="no_boot_file")
     s.write("fault-no-boot-file-arch")
 
     # proxy mode: a laptop's DHCP is not ours to answer (normal, info only)
