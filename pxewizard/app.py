@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.app import App
 from textual.binding import Binding
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
+class Stoppable(Protocol):
+    """What starting a Plan gives back: the running servers, stopped by Live."""
+
+    async def close(self) -> None: ...
+
+
 def _default_start_plan(plan: Plan, bus: EventBus) -> Awaitable[Running]:
     # the servers (aiohttp...) load when Live starts them, not before the first screen
     from .serve import start_plan
@@ -62,7 +68,7 @@ class WizardConfig:
 
     detector: "Detector | None" = None
     """Source of every fact about the machine (None: :class:`SystemDetector`)."""
-    start_plan: Callable[["Plan", "EventBus"], Awaitable[Any]] = _default_start_plan
+    start_plan: Callable[["Plan", "EventBus"], Awaitable[Stoppable]] = _default_start_plan
     """Starts the servers of a Plan; returns an object with ``async close()``."""
     ram_estimate: Callable[..., Any] | None | str = "auto"
     """``ram_estimate(media, entry, transport, copytoram)``; "auto": pxewizard.boot.ram."""
@@ -129,6 +135,11 @@ class PxeWizardApp(App[int]):
                 if cfg.plan_path:
                     self.wizard_draft.plan_path = cfg.plan_path
         return self.wizard_draft
+
+    def load_draft(self, draft: "Draft") -> None:
+        """Replace the operator's answers (Review's Load plan), then show Review again."""
+        self.wizard_draft = draft
+        self.go("review")
 
     def on_mount(self) -> None:
         self.theme = "ansi-dark" if self.linux_console else "textual-dark"

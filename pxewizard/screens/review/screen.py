@@ -193,8 +193,7 @@ class ReviewScreen(WizardScreen):
         except PxeError as exc:
             self.query_one("#save-status", Static).update(Text(str(exc), style="red"))
             return
-        self.wizard.wizard_draft = Draft.from_plan(plan, path)
-        self.wizard.go("review")
+        self.wizard.load_draft(Draft.from_plan(plan, path))
 
     @on(Button.Pressed, "#export")
     def _export(self) -> None:
