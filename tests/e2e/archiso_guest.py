@@ -33,9 +33,7 @@ from .guest import (
     CACHE,
     _find,
     busybox_cpio,
-    module_index,
-    resolve_modules,
-    unpack_kernel,
+    kernel_modules,
 )
 
 NFSMOUNT = "/usr/lib/klibc/bin/nfsmount"
@@ -130,15 +128,7 @@ def klibc_files() -> list[tuple[str, Path]]:
 
 def build_medium(root: Path, image_size: int, cache: Path = CACHE) -> ArchisoMedium:
     """sysresccd/boot/x86_64/{vmlinuz,sysresccd.img} + sysresccd/x86_64/airootfs.sfs."""
-    kroot = unpack_kernel(cache)
-    vmlinuz = max((kroot / "boot").glob("vmlinuz-*"))
-    version = vmlinuz.name[len("vmlinuz-"):]
-    moddir = kroot / "lib" / "modules" / version
-    builtin: set[str] = set()
-    if (moddir / "modules.builtin").exists():
-        for line in (moddir / "modules.builtin").read_text().splitlines():
-            builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
-    modules = resolve_modules(module_index(moddir / "kernel"), MODULES, builtin)
+    vmlinuz, version, modules = kernel_modules(MODULES, cache)
     busybox = _find(BUSYBOX_CANDIDATES, "busybox", "busybox-static")
     cpio = busybox_cpio(busybox, INIT, modules, ("lib", "run/archiso/bootmnt"))
     for inside, here in klibc_files():

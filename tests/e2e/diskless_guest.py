@@ -32,9 +32,7 @@ from .guest import (
     CACHE,
     _find,
     busybox_cpio,
-    module_index,
-    resolve_modules,
-    unpack_kernel,
+    kernel_modules,
 )
 
 MODULES = ("virtio_pci", "virtio_net", "nfs", "nfsv3")
@@ -112,15 +110,7 @@ class DisklessImages:
 
 def build_initrd(dest: Path, cache: Path = CACHE) -> DisklessImages:
     """Debian's kernel + a stage-1 initramfs (busybox, NIC and NFS modules) in ``dest``."""
-    root = unpack_kernel(cache)
-    vmlinuz = max((root / "boot").glob("vmlinuz-*"))
-    version = vmlinuz.name[len("vmlinuz-"):]
-    moddir = root / "lib" / "modules" / version
-    builtin: set[str] = set()
-    if (moddir / "modules.builtin").exists():
-        for line in (moddir / "modules.builtin").read_text().splitlines():
-            builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
-    modules = resolve_modules(module_index(moddir / "kernel"), MODULES, builtin)
+    vmlinuz, version, modules = kernel_modules(MODULES, cache)
     busybox = _find(BUSYBOX_CANDIDATES, "busybox", "busybox-static")
 
     cpio = busybox_cpio(busybox, STAGE1, modules, ("newroot",))

@@ -309,6 +309,21 @@ def _find(candidates: Iterable[str], what: str, package: str) -> str:
     raise RuntimeError(f"{what} not found; install the Debian package {package}")
 
 
+def kernel_modules(wanted: Iterable[str], cache: Path = CACHE
+                   ) -> tuple[Path, str, list[tuple[str, bytes]]]:
+    """Debian's kernel image, its version, and the ``wanted`` modules with their
+    dependencies (built-in ones left out), for a guest's initramfs."""
+    root = unpack_kernel(cache)
+    vmlinuz = max((root / "boot").glob("vmlinuz-*"))
+    version = vmlinuz.name[len("vmlinuz-"):]
+    moddir = root / "lib" / "modules" / version
+    builtin: set[str] = set()
+    if (moddir / "modules.builtin").exists():
+        for line in (moddir / "modules.builtin").read_text().splitlines():
+            builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
+    return vmlinuz, version, resolve_modules(module_index(moddir / "kernel"), wanted, builtin)
+
+
 def busybox_cpio(busybox: str | Path, init: str, modules: list[tuple[str, bytes]],
                  extra_dirs: tuple[str, ...] = ()) -> "Cpio":
     """The base of every guest initramfs: busybox as /bin/sh, console nodes, /init, the
@@ -333,7 +348,6 @@ def build_guest(cache: Path = CACHE) -> GuestImages:
     root = unpack_kernel(cache)
     vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))[-1]
     version = vmlinuz.name[len("vmlinuz-"):]
-    moddir = root / "lib" / "modules" / version
     busybox = _find(BUSYBOX_CANDIDATES, "busybox", "busybox-static")
     nbd_client = _find(NBD_CLIENT_CANDIDATES, "nbd-client", "nbd-client")
 
@@ -347,12 +361,7 @@ def build_guest(cache: Path = CACHE) -> GuestImages:
     if kernel.exists() and initrd.exists():
         return GuestImages(kernel=kernel, initrd=initrd, kernel_version=version)
 
-    builtin_file = moddir / "modules.builtin"
-    builtin = set()
-    if builtin_file.exists():
-        for line in builtin_file.read_text().splitlines():
-            builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
-    modules = resolve_modules(module_index(moddir / "kernel"), ROOT_MODULES, builtin)
+    vmlinuz, version, modules = kernel_modules(ROOT_MODULES, cache)
 
     cpio = busybox_cpio(busybox, INIT, modules,
                         ("usr/bin", "usr/sbin", "mnt", "etc", "run"))

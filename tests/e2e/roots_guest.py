@@ -37,9 +37,7 @@ from .guest import (
     CACHE,
     _find,
     busybox_cpio,
-    module_index,
-    resolve_modules,
-    unpack_kernel,
+    kernel_modules,
 )
 
 MODULES = ("virtio_pci", "virtio_net", "nfs", "nfsv3", "overlay")
@@ -143,15 +141,7 @@ $bb sleep 5
 def build_tree(dest: Path, cache: Path = CACHE) -> tuple[Path, str]:
     """The root tree (busybox, stage 2, /data, Debian's kernel and our initramfs in boot/);
     returns the tree and the kernel version."""
-    root = unpack_kernel(cache)
-    vmlinuz = max((root / "boot").glob("vmlinuz-*"))
-    version = vmlinuz.name[len("vmlinuz-"):]
-    moddir = root / "lib" / "modules" / version
-    builtin: set[str] = set()
-    if (moddir / "modules.builtin").exists():
-        for line in (moddir / "modules.builtin").read_text().splitlines():
-            builtin.add(Path(line).name.split(".ko")[0].replace("-", "_"))
-    modules = resolve_modules(module_index(moddir / "kernel"), MODULES, builtin)
+    vmlinuz, version, modules = kernel_modules(MODULES, cache)
     busybox = _find(BUSYBOX_CANDIDATES, "busybox", "busybox-static")
 
     cpio = busybox_cpio(busybox, INIT, modules, ("root", "media"))
