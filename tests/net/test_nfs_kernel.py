@@ -1,4 +1,4 @@
-"""The Linux kernel's NFSv3 client against our server: read-write, read-only and squashed.
+"""The Linux kernel's NFS client against our server: rw, ro, squashed, and NFSv4 refused.
 
 This machine's own kernel has no NFS client, so a QEMU guest runs Debian's
 kernel (unpacked, with its nfs modules) and a busybox initramfs whose /init
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from pxewizard.events import RpcVersionRefused, from_dict
+from pxewizard.insight.session import diagnose_events
 from tests.net.test_nfs import serve_nfs
 from tests.support.netns import namespace
 from tests.support.serving import write_plan
@@ -53,6 +55,9 @@ udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 || say dh
 echo "u1000:x:1000:1000::/tmp:/bin/sh" >> /etc/passwd
 H=10.0.2.2
 O="vers=3,proto=tcp,nolock,port=2049,mountport=20048,mountproto=tcp,addr=$H"
+# the classic mistake first: an NFSv4 mount (issue 21: named by an event and a finding)
+if mount -t nfs -o "vers=4,proto=tcp,port=2049,addr=$H" "$H:$(arg pxwk.ro)" /mnt2 2>/tmp/v4err
+then say v4=mounted; umount /mnt2; else say v4=refused; fi
 if mount -t nfs -o "rw,$O" "$H:$(arg pxwk.rw)" /mnt; then say mount=ok; else say mount=fail; fi
 dd if=/dev/urandom of=/mnt/big.bin bs=1M count=6 2>/dev/null && sync
 say big=$(sha256sum /mnt/big.bin | cut -d' ' -f1)
@@ -110,12 +115,13 @@ def guest_images():
     require("qemu-system-x86_64", "busybox", "nbd-client")
     from tests.e2e import guest
 
-    saved = guest.INIT
+    saved = guest.INIT, guest.ROOT_MODULES
     guest.INIT = GUEST_INIT  # the e2e builder, with our /init (cached under its own key)
+    guest.ROOT_MODULES = (*guest.ROOT_MODULES, "nfsv4")  # for the NFSv4 attempt
     try:
         return guest.build_guest()
     finally:
-        guest.INIT = saved
+        guest.INIT, guest.ROOT_MODULES = saved
 
 
 def test_kernel_client_read_write(guest_images, tmp_path: Path):
@@ -167,10 +173,18 @@ def test_kernel_client_read_write(guest_images, tmp_path: Path):
         assert not errors, errors
         kinds = {e["kind"] for e in served.events()}
         assert {"session_opened", "transfer_started"} <= kinds  # (busybox umount sends no UMNT)
+        events = [from_dict(e) for e in served.events()]
     stdout = output.decode(errors="replace")
     out = dict(re.findall(r"^PXWK (\w+)=?(.*?)\r?$", stdout, re.M))
     print("\n".join(f"{k}={v}" for k, v in out.items()))
     assert "done" in out, stdout[-3000:]
+    # the kernel's NFSv4 attempt: refused with PROG_MISMATCH, said as an event and a finding
+    assert out["v4"] == "refused", stdout[-3000:]
+    v4 = [e for e in events if isinstance(e, RpcVersionRefused) and e.version == 4]
+    assert v4 and v4[0].program == 100003 and (v4[0].low, v4[0].high) == (3, 3)
+    _snap, findings = diagnose_events(events)
+    (f,) = [f for f in findings if f.rule == "nfs-v4"]
+    assert "vers=3" in f.fix
     want_ok = ("mount", "create_after", "mkdir", "rename", "link", "mknod", "chmod", "chown",
                "user_create",
                "unlink", "rmdir", "umount", "squash_create")
