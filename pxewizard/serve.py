@@ -525,9 +525,6 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         session.facts = host_facts(plan, files=files, plan_problems=running.problems,
                                    firewall=firewall)
     try:
-        if not quiet:
-            files = await asyncio.to_thread(served_paths, running.tree)
-            session.facts = host_facts(plan, files=files)
         while not quiet:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
