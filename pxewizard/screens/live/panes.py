@@ -121,7 +121,16 @@ class LogPane(Vertical):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(RichLog).focus()
+        self.release_keys()
+
+    def release_keys(self) -> None:
+        """The filter (or any widget of this pane) gives the keys back to the screen's bindings.
+
+        Called on Enter and when the pane is hidden: a focused hidden Input would take every
+        key (digits, ``p``) for itself (issue 18)."""
+        focused = self.screen.focused
+        if focused is not None and (focused is self or self in focused.ancestors):
+            self.screen.set_focus(None)
 
 
 class ClientsPane(Vertical):

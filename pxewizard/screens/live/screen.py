@@ -326,6 +326,8 @@ class LiveScreen(Screen[Any]):
         return True
 
     def action_pane(self, pane: str) -> None:
+        if pane != "log":
+            self.query_one(LogPane).release_keys()
         self.pane = pane
         self.query_one("#panes", ContentSwitcher).current = pane
         self.show_tabbar()

@@ -1,0 +1,41 @@
+"""Issue 18, the operator's path on screen: keys that cannot be trapped, a status line that
+fits 80 columns, config-file lookups that are misses, not failures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import ContentSwitcher, Input
+
+from .helpers import screen_lines, wait_for, wait_text
+from .test_live import SIZE, plan_for, to_live
+
+
+async def test_log_filter_lets_go_of_the_keys(wizard: Any, servers: Any,
+                                              tmp_path: Path) -> None:
+    """3, /, type, Enter, 1: the digits switch panes again and p pauses."""
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        switcher = live.query_one("#panes", ContentSwitcher)
+        await pilot.press("3", "slash", *"tftp", "enter", "1")
+        await pilot.pause()
+        assert switcher.current == "requests"
+        await pilot.press("2")
+        await pilot.pause()
+        assert switcher.current == "clients"
+        assert not isinstance(app.focused, Input)
+        await pilot.press("p")
+        await pilot.pause()
+        assert live.paused
+        # the filter lets go of the keys also when its pane is hidden without Enter
+        await pilot.press("p", "slash", *"dhcp")
+        assert isinstance(app.focused, Input)
+        live.action_pane("requests")
+        await pilot.pause()
+        assert not isinstance(app.focused, Input)
+        await pilot.press("2")
+        await pilot.pause()
+        assert switcher.current == "clients"
