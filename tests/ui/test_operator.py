@@ -39,3 +39,17 @@ async def test_log_filter_lets_go_of_the_keys(wizard: Any, servers: Any,
         await pilot.press("2")
         await pilot.pause()
         assert switcher.current == "clients"
+
+
+async def test_status_line_fits_80_columns_with_paused_and_failures(
+        wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        live.counts.update(requests=123_456, bytes=987_654_321_000, failed=4321)
+        live.active.update({("tftp", f"10.99.0.{i}:2070", "x"): 0.0 for i in range(100, 199)})
+        await pilot.press("p")
+        text = await wait_text(pilot, "PAUSED", "failed 4321", "req 123456")
+        status = next(ln for ln in screen_lines(app) if "PAUSED" in ln)
+        assert status.strip().startswith("serving  PAUSED  failed 4321"), status
+        assert len(status.rstrip()) <= 80, text

@@ -64,11 +64,19 @@ class StatusLine(Static):
     paused: reactive[bool] = reactive(False)
 
     def render(self) -> str:
-        return (f"{self.state}  req {self.requests}  clients {self.clients}  "
-                f"active {self.active}  sent {size_text(self.sent)} "
-                f"({self.mbps:.1f} MB/s)  {self.rate:.0f} ev/s"
-                + (f"  failed {self.failed}" if self.failed else "")
-                + ("  PAUSED" if self.paused else ""))
+        return self.line(self.size.width or 80)
+
+    def line(self, width: int) -> str:
+        """The totals in ``width`` columns. The state, PAUSED and the failures always show;
+        the rates, then the other totals are dropped first when the line is too long."""
+        must = [self.state] + (["PAUSED"] if self.paused else []) + (
+            [f"failed {self.failed}"] if self.failed else [])
+        rest = [f"req {self.requests}", f"clients {self.clients}", f"active {self.active}",
+                f"sent {size_text(self.sent)}", f"{self.mbps:.1f} MB/s",
+                f"{self.rate:.0f} ev/s"]
+        while rest and len("  ".join(must + rest)) > width:
+            rest.pop()
+        return "  ".join(must + rest)
 
 
 class RequestsPane(Vertical):
