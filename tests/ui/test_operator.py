@@ -53,3 +53,33 @@ async def test_status_line_fits_80_columns_with_paused_and_failures(
         status = next(ln for ln in screen_lines(app) if "PAUSED" in ln)
         assert status.strip().startswith("serving  PAUSED  failed 4321"), status
         assert len(status.rstrip()) <= 80, text
+
+
+async def test_pxelinux_config_lookups_are_misses_not_failures(
+        wizard: Any, servers: Any, tmp_path: Path) -> None:
+    """A healthy pxelinux boot asks for 01-<mac>, 0A63..., ... then default: no FAIL, 0 failed."""
+    from pxewizard.events import FailCause, TransferFailed
+    from textual.widgets import RichLog
+
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        t = time.time()
+        names = ["01-52-54-00-99-00-10", "0A630064", "0A63006", "0A6300", "0A630"]
+        servers.bus.publish_many([
+            TransferFailed(ts=t, service="tftp", path=f"pxelinux.cfg/{n}", reason="file not found",
+                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")
+            for n in names])
+        requests = live.query_one("#requests-view", RichLog)
+        await wait_for(pilot, lambda: len(requests.lines) >= 5, what="requests")
+        text = await wait_text(pilot, "miss pxelinux.cfg/0A630064")
+        assert "FAIL" not in text and live.counts["failed"] == 0
+        from pxewizard.insight.eventfmt import describe  # serve's stdout and the evidence
+        ev = TransferFailed(ts=t, service="tftp", path="pxelinux.cfg/0A63", reason="file not found",
+                            code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")
+        assert "miss pxelinux.cfg/0A63" in describe(ev) and "FAIL" not in describe(ev)
+        # a real missing file still is a failure
+        servers.bus.publish(TransferFailed(ts=t, service="tftp", path="pxelinux.0",
+                                           reason="file not found", code=1,
+                                           cause=FailCause.not_found, peer="10.99.0.100:2072"))
+        await wait_text(pilot, "FAIL pxelinux.0", "failed 1")

@@ -37,7 +37,7 @@ from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, NfsActiv
                        TransferDone, TransferFailed, TransferProgress, TransferStarted)
 from ...insight.diagnose import Finding, HostFacts
 from ...insight.session import InsightSession, host_facts, served_paths
-from ...insight.timeline import Snapshot
+from ...insight.timeline import Snapshot, is_normal_miss
 from ...plan import Plan
 from ...safetext import escape_controls
 from ...units import size_text
@@ -271,7 +271,7 @@ class LiveScreen(Screen[Any]):
             self.active.pop(key, None)
             if isinstance(ev, TransferDone):
                 self.counts["bytes"] += ev.sent
-            elif not ev.probe:
+            elif not ev.probe and not is_normal_miss(ev):  # a config lookup is no failure
                 self.counts["failed"] += 1
 
     # --- periodic views ------------------------------------------------------------------
