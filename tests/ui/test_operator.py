@@ -83,3 +83,68 @@ async def test_pxelinux_config_lookups_are_misses_not_failures(
                                            reason="file not found", code=1,
                                            cause=FailCause.not_found, peer="10.99.0.100:2072"))
         await wait_text(pilot, "FAIL pxelinux.0", "failed 1")
+
+
+async def test_long_lines_wrap_and_the_diagnosis_keeps_every_character(
+        wizard: Any, servers: Any, tmp_path: Path) -> None:
+    from pxewizard.events import FailCause, LogLine, TransferFailed
+    from pxewizard.insight.diagnose import format_finding
+
+    from .test_live import boot_events
+
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        t = time.time()
+        reason = "access denied: the path leaves the served tree, fix: serve its folder END1"
+        servers.bus.publish_many(boot_events(t)[:3] + [
+            TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason=reason, code=2,
+                           cause=FailCause.not_found, peer="10.99.0.100:2071"),
+            LogLine(service="serve", level="warning",
+                    message="the firewall drops UDP 69 from 10.99.0.0/24: fix: nft insert rule "
+                            "inet filter input udp dport 69 accept END2")])
+        await wait_text(pilot, "END1")
+        await pilot.press("3")
+        await wait_text(pilot, "accept END2")
+        await pilot.press("4")
+        await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
+        from pxewizard.insight.diagnose import Finding, Severity
+        from pxewizard.screens.live.panes import DiagnosisPane
+
+        words = " ".join(f"{'abcdefghij'[:i % 9 + 1]}{i}" for i in range(90))  # wraps
+        pane = live.query_one(DiagnosisPane)
+        pane.show([Finding(severity=Severity.error, rule="x", client="", title="long",
+                           cause=words, fix=words)])
+        await pilot.pause(0.1)
+        shown = " ".join(" ".join(screen_lines(app)).split())
+        for f in pane.findings:
+            for line in format_finding(f, with_evidence=False):
+                for word in line.split():
+                    assert word in shown, (word, shown)
+
+
+async def test_media_path_shows_everything_that_was_looked_for(wizard: Any) -> None:
+    from pxewizard.boot.media import LOOKED_FOR, _nothing_found
+
+    from .fakes import FakeDetector
+    from .helpers import screen_text
+    from .test_wizard import next_to, to_dhcp_mode, type_text
+
+    detector = FakeDetector()
+    real_media = detector.media
+
+    async def media(path: str | None = None) -> list[Any]:
+        if path == "/srv/empty":
+            raise _nothing_found(Path(path), "folder")
+        return await real_media(path)
+
+    detector.media = media  # type: ignore[method-assign]
+    app = wizard(detector)
+    async with app.run_test(size=(80, 40)) as pilot:
+        await to_dhcp_mode(pilot)
+        await next_to(pilot, "media")
+        await wait_for(pilot, lambda: app.state.media_found is not None, what="media")
+        await pilot.press("tab")
+        await type_text(pilot, "/srv/empty")
+        await wait_for(pilot, lambda: "looked for" in screen_text(app), what="error")
+        await wait_text(pilot, LOOKED_FOR[0], LOOKED_FOR[-1], "fix: point boot.media")

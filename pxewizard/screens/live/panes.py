@@ -10,6 +10,7 @@ show a finding count in a tab's title.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from rich.text import Text
 from textual import on
@@ -26,6 +27,28 @@ from ...units import size_text
 PANES = (("requests", "Requests"), ("clients", "Clients"), ("log", "Log"),
          ("diagnosis", "Diagnosis"), ("console", "VM console"))
 MAX_LINES = 5000
+
+
+class WrapLog(RichLog):
+    """A RichLog whose long lines wrap at the pane's width, nothing cut at column 80.
+
+    RichLog renders at least ``min_width`` (78) columns, wider than the pane on an 80-column
+    console with padding and a scrollbar: the ends of lines were cut off. The gutter is
+    kept so a scrollbar appearing later does not cover the last column either."""
+
+    DEFAULT_CSS = "WrapLog { scrollbar-gutter: stable; }"
+
+    def __init__(self, *, id: str | None = None, max_lines: int = MAX_LINES) -> None:
+        super().__init__(id=id, max_lines=max_lines, wrap=True, markup=False, min_width=1)
+
+    def write(self, content: Any, width: int | None = None, expand: bool = False,
+              shrink: bool = True, scroll_end: bool | None = None,
+              animate: bool = False) -> "WrapLog":
+        if width is None and self._size_known:
+            # a hidden pane has no region: wrap at the screen's width less padding and bar
+            width = self.scrollable_content_region.width or max(20, self.app.size.width - 4)
+        super().write(content, width, expand, shrink, scroll_end, animate)
+        return self
 
 
 class TabBar(Static):
@@ -84,7 +107,7 @@ class RequestsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(f"{'time':<8} {'client':<17} {'svc':<5} what", classes="colhead")
-        yield RichLog(id="requests-view", max_lines=MAX_LINES, wrap=False, markup=False)
+        yield WrapLog(id="requests-view")
 
     def write(self, rows: list[Text]) -> None:
         if rows:
@@ -103,7 +126,7 @@ class LogPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: text to match (service, client, path)", id="filter",
                     compact=True)
-        yield RichLog(id="log-view", max_lines=MAX_LINES, wrap=False, markup=False)
+        yield WrapLog(id="log-view")
 
     def matches(self, line: Text) -> bool:
         return not self.filter_text or self.filter_text in line.plain.lower()
@@ -177,11 +200,11 @@ class ClientsPane(Vertical):
         self.query_one("#clients-detail", Static).update(detail)
 
 
-class DiagnosisPane(RichLog):
+class DiagnosisPane(WrapLog):
     """The findings, worst first, redrawn only when they change."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=2000, wrap=True, markup=False)
+        super().__init__(id=id, max_lines=2000)
         self.findings: list[Finding] = []
 
     def show(self, findings: list[Finding]) -> bool:
