@@ -148,3 +148,30 @@ async def test_media_path_shows_everything_that_was_looked_for(wizard: Any) -> N
         await type_text(pilot, "/srv/empty")
         await wait_for(pilot, lambda: "looked for" in screen_text(app), what="error")
         await wait_text(pilot, LOOKED_FOR[0], LOOKED_FOR[-1], "fix: point boot.media")
+
+
+async def test_restart_forgets_the_findings_of_the_last_run(
+        wizard: Any, servers: Any, tmp_path: Path) -> None:
+    from pxewizard.events import FailCause, TransferFailed
+
+    from .test_live import boot_events
+
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        t = time.time()
+        servers.bus.publish_many(boot_events(t)[:3] + [
+            TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
+                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")])
+        await pilot.press("4")
+        await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
+        await pilot.press("s")  # the operator fixed the file and starts again
+        await wait_for(pilot, lambda: live.state == "serving" and len(servers.plans) == 2,
+                       what="serving again")
+        live.refresh_diagnosis()
+        await pilot.pause()
+        assert live.findings == []
+        await wait_text(pilot, "No problem found so far.")
+        assert "Diagnosis(" not in " ".join(screen_lines(app))

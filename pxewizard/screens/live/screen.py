@@ -145,6 +145,11 @@ class LiveScreen(Screen[Any]):
             self.state = "no plan"
             return
         self.state = "starting"
+        if self.jsonl is not None:  # a restart (s): the last run's findings are history
+            self.insight.restart()
+            self.counts["failed"] = 0
+            if self.query_one(DiagnosisPane).show([]):
+                self.show_tabbar()
         if self.jsonl is None:
             self.jsonl = JsonlLog(plan.jsonl_path, self.bus)
             self.bus.subscribe(self.jsonl)
