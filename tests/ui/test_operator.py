@@ -175,3 +175,25 @@ async def test_restart_forgets_the_findings_of_the_last_run(
         assert live.findings == []
         await wait_text(pilot, "No problem found so far.")
         assert "Diagnosis(" not in " ".join(screen_lines(app))
+
+
+async def test_dhcp_mode_highlight_follows_the_selected_mode(wizard: Any) -> None:
+    """proxyDHCP is preselected: the highlighted row is proxyDHCP, Space keeps it."""
+    from textual.widgets import RadioSet
+
+    from pxewizard.plan import DhcpMode
+
+    from .fakes import FakeDetector, seen_server
+    from .test_wizard import next_to, to_interface
+
+    app = wizard(FakeDetector(servers=[seen_server()]))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_interface(pilot)
+        await next_to(pilot, "dhcp_scan")
+        await wait_for(pilot, lambda: app.draft.servers_seen is not None, what="scan")
+        await next_to(pilot, "dhcp_mode")
+        rs = app.screen.query_one("#mode", RadioSet)
+        assert rs.pressed_index == 1 and rs._selected == 1
+        await pilot.press("space")
+        await pilot.pause()
+        assert app.screen.mode() is DhcpMode.proxy
