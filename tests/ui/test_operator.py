@@ -197,3 +197,53 @@ async def test_dhcp_mode_highlight_follows_the_selected_mode(wizard: Any) -> Non
         await pilot.press("space")
         await pilot.pause()
         assert app.screen.mode() is DhcpMode.proxy
+
+
+async def test_enter_is_next_help_key_and_footer_says_how_to_quit(wizard: Any) -> None:
+    from .helpers import screen_text
+    from .test_wizard import on_step
+
+    app = wizard()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: on_step(app, "preflight"), what="preflight")
+        await pilot.pause(0.3)
+        footer = screen_lines(app)[-1]
+        assert "^q Quit" in footer and "f1 Help" in footer, footer
+        await pilot.press("f1")
+        await wait_text(pilot, "Keys on Preflight", "^n Next", "esc Back", "^q Quit")
+        await pilot.press("x")  # any key closes it
+        await wait_for(pilot, lambda: "Keys on" not in screen_text(app), what="help closed")
+        assert on_step(app, "preflight")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: on_step(app, "interface"), what="enter = next")
+        await pilot.press("question_mark")
+        await wait_text(pilot, "Keys on Interface")
+
+
+async def test_q_asks_while_servers_run_and_says_where_log_and_plan_are(
+        wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        await pilot.press("q")  # no transfer runs, but the servers do
+        await wait_text(pilot, "servers are running", "Quit anyway?")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and not servers.running[0].closed
+        await pilot.press("q")
+        await wait_text(pilot, "Quit anyway?")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: servers.running[0].closed, what="servers closed")
+        plan = live.setup.plan
+    notes = "\n".join(app.exit_notes)
+    assert str(plan.jsonl_path) in notes and "Plan" in notes, notes
+
+
+async def test_q_after_stop_quits_at_once(wizard: Any, servers: Any, tmp_path: Path) -> None:
+    app = wizard(plan=plan_for(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        live = await to_live(pilot)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, what="quit")

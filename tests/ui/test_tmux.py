@@ -94,7 +94,9 @@ def test_wizard_on_a_linux_console_to_live(netpair: NetPair, tmp_path: Path) -> 
         tm.wait_for(netpair.client_mac)
         tm.send("3")
         tm.wait_for("ready: serving")
-        tm.send("q")  # no transfer is running: quits at once, servers stopped
+        tm.send("q")  # the servers run: q asks first (issue 18)
+        tm.wait_for("servers are running", "Quit anyway?")
+        tm.send("y")
         try:
             status = tm.wait_dead(timeout=30)
         except AssertionError:
