@@ -247,3 +247,19 @@ async def test_q_after_stop_quits_at_once(wizard: Any, servers: Any, tmp_path: P
         await wait_for(pilot, lambda: live.state == "stopped", what="stopped")
         await pilot.press("q")
         await wait_for(pilot, lambda: not app.is_running, what="quit")
+
+
+async def test_ctrl_s_saves_in_the_state_dir_and_says_so_on_screen(
+        wizard: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from textual.widgets import Input as TInput
+
+    monkeypatch.chdir(tmp_path)
+    app = wizard(plan=plan_for(tmp_path), plan_path="")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review", what="review")
+        want = tmp_path / "state" / "plan.toml"
+        assert app.screen.query_one("#plan-path", TInput).value == str(want)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, want.exists, what="saved")
+        await wait_text(pilot, "saved to", "state/plan.tom")  # in full, in view
+        assert not (tmp_path / "pxewizard-plan.toml").exists()
