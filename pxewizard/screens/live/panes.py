@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
@@ -114,6 +114,23 @@ class RequestsPane(Vertical):
             self.query_one(RichLog).write(Text("\n").join(rows[-MAX_LINES:]))
 
 
+class FilterInput(Input):
+    """The Log filter. Enter gives the keys back at once: on a terminal the keys typed after
+    Enter are already queued here before a Submitted message could move the focus, so a key
+    that reaches the filter after it let go is handed back to the screen's bindings."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.screen.focused is not self:
+            event.stop()
+            event.prevent_default()
+            self.app.simulate_key(event.key)
+        elif event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.screen.set_focus(None)
+            self.post_message(self.Submitted(self, self.value))
+
+
 class LogPane(Vertical):
     """Every other event and log line, with a filter."""
 
@@ -124,8 +141,8 @@ class LogPane(Vertical):
         self.filter_text = ""
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: text to match (service, client, path)", id="filter",
-                    compact=True)
+        yield FilterInput(placeholder="filter: text to match (service, client, path)",
+                          id="filter", compact=True)
         yield WrapLog(id="log-view")
 
     def matches(self, line: Text) -> bool:
