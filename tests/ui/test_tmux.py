@@ -124,7 +124,7 @@ def test_live_keys_status_help_and_quit_on_a_linux_console(netpair: NetPair,
     servers run, and after quitting the terminal says where the event log and the Plan are."""
     from pxewizard.plan import plan_from_dict, save_plan
 
-    require("tmux")
+    require("tmux", "tftp")
     medium = make_medium(tmp_path / "medium")
     state = tmp_path / "state"
     plan_file = tmp_path / "plan.toml"
@@ -147,9 +147,18 @@ def test_live_keys_status_help_and_quit_on_a_linux_console(netpair: NetPair,
             time.sleep(0.05)
         tm.send("C-n")
         tm.wait_for("1 Requests", "serving", timeout=40)
+        # a long Requests line wraps: the reason at its end stays on screen
+        netpair.client.run("ip", "addr", "add", "10.99.0.50/24", "dev", "eth0")
+        long_name = "boot/" + "x" * 48 + "-END.bin"
+        netpair.client.run("tftp", "10.99.0.1", "-c", "get", long_name, str(tmp_path / "nope"),
+                           check=False, timeout=30)
+        tm.send("1")
+        tm.wait_for("-END.bin: file not found", timeout=15)
         tm.send("3")
         tm.wait_for("ready: serving")
         tm.send("/")
+        tm.wait_for("filter: text to match")
+        time.sleep(0.5)  # as a person: types once the filter is there
         tm.type("tftp")
         tm.send("Enter")
         tm.send("2")  # the keys belong to the view again, not to the hidden filter
