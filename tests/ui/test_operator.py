@@ -75,7 +75,8 @@ async def test_pxelinux_config_lookups_are_misses_not_failures(
         text = await wait_text(pilot, "miss pxelinux.cfg/0A630064")
         assert "FAIL" not in text and live.counts["failed"] == 0
         from pxewizard.insight.eventfmt import describe  # serve's stdout and the evidence
-        ev = TransferFailed(ts=t, service="tftp", path="pxelinux.cfg/0A63", reason="file not found",
+        ev = TransferFailed(ts=t, service="tftp", path="pxelinux.cfg/0A63",
+                            reason="file not found",
                             code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")
         assert "miss pxelinux.cfg/0A63" in describe(ev) and "FAIL" not in describe(ev)
         # a real missing file still is a failure
