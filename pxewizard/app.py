@@ -96,7 +96,9 @@ class PxeWizardApp(App[int]):
     TITLE = "pxewizard: PXE boot server"
     SUB_TITLE = ""
     ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, show=False)]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True, key_display="^q"),
+                Binding("f1", "help", "Help"),
+                Binding("question_mark", "help", "Help", key_display="?", show=False)]
 
     def __init__(self, config: WizardConfig) -> None:
         self.config = config
@@ -120,6 +122,8 @@ class PxeWizardApp(App[int]):
         self.state = WizardState(plan=config.plan)
         """What the steps found, and the Plan Review built (the draft holds the answers)."""
         self.step = "review" if config.plan is not None else "preflight"
+        self.exit_notes: list[str] = []
+        """Lines ``cli_wizard`` prints on stdout after the app is gone (Live fills them)."""
 
     @property
     def draft(self) -> "Draft":
@@ -180,8 +184,13 @@ class PxeWizardApp(App[int]):
             return screens.make(name, setup=LiveSetup(
                 plan=self.state.plan, start_plan=cfg.start_plan, media=self.draft.media,
                 ram_estimate=ram, ports=tuple(self.state.ports or ()), lab=self.lab_available,
-                log_path=cfg.log_path))
+                log_path=cfg.log_path, plan_path=self.saved_plan_path()))
         return screens.make(name)
+
+    def saved_plan_path(self) -> str:
+        """The Plan file as saved by Review (empty when there is none on disk)."""
+        path = self.draft.plan_path
+        return str(Path(path).resolve()) if path and Path(path).is_file() else ""
 
     def go(self, name: str) -> None:
         self.step = name
@@ -201,6 +210,16 @@ class PxeWizardApp(App[int]):
         """Keys in the footer; on the Linux console without glyphs its font lacks."""
         text = super().get_key_display(binding)
         return console_key_display(text) if self.linux_console else text
+
+    def action_help(self) -> None:
+        """F1 or ``?``: the keys of the current screen (an Input takes ``?`` as text)."""
+        from .screens.help import HelpScreen, screen_keys
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        step = getattr(self.screen, "STEP", "")
+        title = STEPS[step_index(step)].title if step else "this screen"
+        self.push_screen(HelpScreen(screen_keys(self.screen), title))
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""
@@ -235,4 +254,6 @@ def cli_wizard(args: Any) -> int:
         faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)  # kill -USR1 PID
     app = make_app(plan=plan, plan_path=plan_path, base=base)
     result = app.run()
+    for line in app.exit_notes:  # the screen is restored: this stays in the terminal
+        print(line)
     return int(result or 0)

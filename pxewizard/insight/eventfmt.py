@@ -12,6 +12,7 @@ from ..events import (BlksizeGranted, BpduSeen, ConsoleLine, DhcpExchange, DhcpS
                       SessionOpened, TransferDone, TransferFailed, TransferProgress,
                       TransferStarted)
 from ..safetext import escape_controls
+from .timeline import is_normal_miss
 from ..units import size_text
 
 
@@ -79,7 +80,7 @@ def _describe(ev: Event) -> str:
             return (f"{ev.service} {who}:{st} done {ev.path} {size_text(ev.sent)} in "
                     f"{ev.seconds:.2f} s ({rate:.1f} MB/s)")
         case TransferFailed():
-            tag = "probe" if ev.probe else "FAILED"
+            tag = "probe" if ev.probe else "miss" if is_normal_miss(ev) else "FAILED"
             return f"{ev.service} {who}: {tag} {ev.path}: {ev.reason}"
         case SessionOpened():
             return f"{ev.service} {ev.peer}: open {ev.target} {ev.detail}".rstrip()

@@ -106,6 +106,17 @@ class InsightSession:
         for ev in events:
             self.feed(ev)
 
+    def restart(self) -> None:
+        """Forget the timelines and findings of the servers' previous run (Live's stop and
+        start): a problem fixed in between must not stay on screen. Which IP is which MAC
+        is kept; the clients still hold their leases (issue 18)."""
+        known = dict(self.builder._ip_to_mac)
+        self.builder = TimelineBuilder()
+        for ip, mac in known.items():
+            self.builder.learn(ip, mac)
+        self._snap, self._snap_at = None, 0.0
+        self._reported.clear()
+
     def saw_dhcp_servers(self, seen: Iterable[DhcpServerSeen]) -> None:
         """DHCP servers a probe saw before the log began (host-level, not a client's)."""
         for s in seen:

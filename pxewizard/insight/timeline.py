@@ -186,6 +186,13 @@ def is_config_search_miss(path: str) -> bool:
     return name.lower() in _OPTIONAL
 
 
+def is_normal_miss(ev: TransferFailed) -> bool:
+    """A file that is not there where pxelinux (or GRUB) only looks for it: ``01-<mac>``,
+    the hex IP prefixes before ``default``... A miss, not a failure: Live and ``serve`` show it
+    dim and do not count it (issue 18); the timeline marks the step ``normal_miss``."""
+    return _is_not_found(ev) and is_config_search_miss(ev.path)
+
+
 def _ip_of(peer: str) -> str:
     host = peer.rsplit(":", 1)[0] if peer.count(":") == 1 else peer
     return host if _is_ip(host) else ""
@@ -844,7 +851,7 @@ class TimelineBuilder:
                     step.status = Status.probe
                 elif ev.cause == FailCause.superseded:
                     step.status = Status.ignored   # the client asked again: not a failure
-                elif _is_not_found(ev) and is_config_search_miss(ev.path):
+                elif is_normal_miss(ev):
                     step.status = Status.normal_miss
                 else:
                     step.status = Status.failed

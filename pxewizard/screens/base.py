@@ -27,6 +27,8 @@ class WizardScreen(Screen[Any]):
     BINDINGS = [
         Binding("ctrl+n", "next", "Next", key_display="^n"),
         Binding("escape", "back", "Back", key_display="esc"),
+        # Enter is Next unless the focused widget takes it (Input, Button, a list, a radio)
+        Binding("enter", "next", "Next", show=False),
     ]
 
     @property

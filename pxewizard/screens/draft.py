@@ -46,6 +46,10 @@ def suggest_pool(network: IPv4Network, avoid: list[IPv4Address],
     return IPv4Address(first), IPv4Address(min(z, first + want - 1))
 
 
+DEFAULT_PLAN_NAME = "pxewizard-plan.toml"
+"""Save-as name before Review knows the state dir (Review replaces it with state_dir/plan.toml)."""
+
+
 @dataclass
 class Draft:
     """Everything the operator chose; a Plan once complete."""
@@ -84,7 +88,7 @@ class Draft:
     """NFS root tree: nfs.root_mode chosen in the wizard ('' keeps the Plan's)."""
     nfs_clients: str = ""
     """nfs.root_mode per-client: the MACs with a root of their own, comma-separated."""
-    plan_path: str = "pxewizard-plan.toml"
+    plan_path: str = DEFAULT_PLAN_NAME
 
     # --- derived -----------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ class Draft:
             default=b.default, timeout=b.timeout, transport=b.transport, copytoram=b.copytoram,
             external_http=b.external_http or "", root_mode=plan.nfs.root_mode.value,
             nfs_clients=", ".join(plan.nfs.clients),
-            plan_path=plan_path or "pxewizard-plan.toml")
+            plan_path=plan_path or DEFAULT_PLAN_NAME)
 
     # --- the Plan ----------------------------------------------------------------------
 

@@ -375,9 +375,13 @@ async def test_export_for_a_permanent_server(wizard: Any, tmp_path: Path) -> Non
         await wait_for(pilot, lambda: "exported" in screen_text(app)
                        or "export failed" in screen_text(app), timeout=20, what="export")
         assert "exported" in screen_text(app), screen_text(app)
-        out = tmp_path / "pxewizard-export"
+        out = tmp_path / "s" / "export"  # its own folder in the state dir (issue 18)
         assert (out / "dnsmasq.conf").exists() or any(out.iterdir())
-        assert (tmp_path / "plan.toml").exists()
+        assert (out / "plan.toml").exists()
+        assert not (tmp_path / "plan.toml").exists()  # the save-as path is left alone
+        assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+        unit = (out / "pxewizard.service").read_text()
+        assert "--plan /etc/pxewizard/plan.toml" in unit and ".tmp" not in unit
 
 
 async def test_review_loads_a_plan_file(wizard: Any, tmp_path: Path) -> None:

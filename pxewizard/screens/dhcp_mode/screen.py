@@ -13,7 +13,7 @@ from ...plan import DhcpMode
 from ..base import WizardScreen
 from ..console import ConsoleRadioButton
 from ..draft import I_OWN
-from ..widgets import FieldRow
+from ..widgets import ChoiceSet, FieldRow
 from .snippets import snippets
 
 _MODES = {
@@ -31,7 +31,7 @@ class DhcpModeScreen(WizardScreen):
     def body(self) -> ComposeResult:
         d = self.draft
         mode = d.dhcp_mode or d.default_mode()
-        with RadioSet(id="mode"):
+        with ChoiceSet(id="mode"):
             for m, text in _MODES.items():
                 yield ConsoleRadioButton(text, value=m is mode, id=f"mode-{m.value}")
         with Vertical(id="full"):

@@ -10,6 +10,7 @@ from rich.text import Text
 from ...events import (ConsoleLine, DhcpExchange, Event, LeaseChanged, LogLine, SessionClosed,
                        SessionOpened, TransferDone, TransferFailed, TransferStarted)
 from ...insight.eventfmt import describe, exchange_words
+from ...insight.timeline import is_normal_miss
 from ...safetext import escape_controls
 from ...units import size_text
 
@@ -56,6 +57,8 @@ def _what(ev: Event) -> tuple[str, str]:
         case TransferFailed():
             if ev.probe:
                 return f"probe {ev.path}: {ev.reason}", "dim"
+            if is_normal_miss(ev):  # pxelinux's 01-<mac>, 0A4D0064 ... before default
+                return f"miss {ev.path}: {ev.reason}", "dim"
             code = f" ({ev.code})" if ev.code else ""
             return f"FAIL {ev.path}: {ev.reason}{code}", "bold red"
         case SessionOpened():
@@ -81,4 +84,6 @@ def log_row(ev: Event) -> Text:
         style = {"error": "bold red", "warning": "yellow", "debug": "dim"}.get(ev.level, "")
     elif isinstance(ev, ConsoleLine):
         style = "cyan"
+    elif isinstance(ev, TransferFailed) and (ev.probe or is_normal_miss(ev)):
+        style = "dim"
     return Text(f"{hms(ev.ts)} {describe(ev)}", style=style)

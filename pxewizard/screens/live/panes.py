@@ -10,9 +10,10 @@ show a finding count in a tab's title.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
@@ -26,6 +27,28 @@ from ...units import size_text
 PANES = (("requests", "Requests"), ("clients", "Clients"), ("log", "Log"),
          ("diagnosis", "Diagnosis"), ("console", "VM console"))
 MAX_LINES = 5000
+
+
+class WrapLog(RichLog):
+    """A RichLog whose long lines wrap at the pane's width, nothing cut at column 80.
+
+    RichLog renders at least ``min_width`` (78) columns, wider than the pane on an 80-column
+    console with padding and a scrollbar: the ends of lines were cut off. The gutter is
+    kept so a scrollbar appearing later does not cover the last column either."""
+
+    DEFAULT_CSS = "WrapLog { scrollbar-gutter: stable; }"
+
+    def __init__(self, *, id: str | None = None, max_lines: int = MAX_LINES) -> None:
+        super().__init__(id=id, max_lines=max_lines, wrap=True, markup=False, min_width=1)
+
+    def write(self, content: Any, width: int | None = None, expand: bool = False,
+              shrink: bool = True, scroll_end: bool | None = None,
+              animate: bool = False) -> "WrapLog":
+        if width is None and self._size_known:
+            # a hidden pane has no region: wrap at the screen's width less padding and bar
+            width = self.scrollable_content_region.width or max(20, self.app.size.width - 4)
+        super().write(content, width, expand, shrink, scroll_end, animate)
+        return self
 
 
 class TabBar(Static):
@@ -64,11 +87,19 @@ class StatusLine(Static):
     paused: reactive[bool] = reactive(False)
 
     def render(self) -> str:
-        return (f"{self.state}  req {self.requests}  clients {self.clients}  "
-                f"active {self.active}  sent {size_text(self.sent)} "
-                f"({self.mbps:.1f} MB/s)  {self.rate:.0f} ev/s"
-                + (f"  failed {self.failed}" if self.failed else "")
-                + ("  PAUSED" if self.paused else ""))
+        return self.line(self.size.width or 80)
+
+    def line(self, width: int) -> str:
+        """The totals in ``width`` columns. The state, PAUSED and the failures always show;
+        the rates, then the other totals are dropped first when the line is too long."""
+        must = [self.state] + (["PAUSED"] if self.paused else []) + (
+            [f"failed {self.failed}"] if self.failed else [])
+        rest = [f"req {self.requests}", f"clients {self.clients}", f"active {self.active}",
+                f"sent {size_text(self.sent)}", f"{self.mbps:.1f} MB/s",
+                f"{self.rate:.0f} ev/s"]
+        while rest and len("  ".join(must + rest)) > width:
+            rest.pop()
+        return "  ".join(must + rest)
 
 
 class RequestsPane(Vertical):
@@ -76,11 +107,28 @@ class RequestsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(f"{'time':<8} {'client':<17} {'svc':<5} what", classes="colhead")
-        yield RichLog(id="requests-view", max_lines=MAX_LINES, wrap=False, markup=False)
+        yield WrapLog(id="requests-view")
 
     def write(self, rows: list[Text]) -> None:
         if rows:
             self.query_one(RichLog).write(Text("\n").join(rows[-MAX_LINES:]))
+
+
+class FilterInput(Input):
+    """The Log filter. Enter gives the keys back at once: on a terminal the keys typed after
+    Enter are already queued here before a Submitted message could move the focus, so a key
+    that reaches the filter after it let go is handed back to the screen's bindings."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if self.screen.focused is not self:
+            event.stop()
+            event.prevent_default()
+            self.app.simulate_key(event.key)
+        elif event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            self.screen.set_focus(None)
+            self.post_message(self.Submitted(self, self.value))
 
 
 class LogPane(Vertical):
@@ -93,9 +141,9 @@ class LogPane(Vertical):
         self.filter_text = ""
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: text to match (service, client, path)", id="filter",
-                    compact=True)
-        yield RichLog(id="log-view", max_lines=MAX_LINES, wrap=False, markup=False)
+        yield FilterInput(placeholder="filter: text to match (service, client, path)",
+                          id="filter", compact=True)
+        yield WrapLog(id="log-view")
 
     def matches(self, line: Text) -> bool:
         return not self.filter_text or self.filter_text in line.plain.lower()
@@ -121,7 +169,16 @@ class LogPane(Vertical):
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
-        self.query_one(RichLog).focus()
+        self.release_keys()
+
+    def release_keys(self) -> None:
+        """The filter (or any widget of this pane) gives the keys back to the screen's bindings.
+
+        Called on Enter and when the pane is hidden: a focused hidden Input would take every
+        key (digits, ``p``) for itself (issue 18)."""
+        focused = self.screen.focused
+        if focused is not None and (focused is self or self in focused.ancestors):
+            self.screen.set_focus(None)
 
 
 class ClientsPane(Vertical):
@@ -160,11 +217,11 @@ class ClientsPane(Vertical):
         self.query_one("#clients-detail", Static).update(detail)
 
 
-class DiagnosisPane(RichLog):
+class DiagnosisPane(WrapLog):
     """The findings, worst first, redrawn only when they change."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=2000, wrap=True, markup=False)
+        super().__init__(id=id, max_lines=2000)
         self.findings: list[Finding] = []
 
     def show(self, findings: list[Finding]) -> bool:

@@ -37,7 +37,7 @@ from ...events import (ConsoleLine, Event, EventBus, JsonlLog, LogLine, NfsActiv
                        TransferDone, TransferFailed, TransferProgress, TransferStarted)
 from ...insight.diagnose import Finding, HostFacts
 from ...insight.session import InsightSession, host_facts, served_paths
-from ...insight.timeline import Snapshot
+from ...insight.timeline import Snapshot, is_normal_miss
 from ...plan import Plan
 from ...safetext import escape_controls
 from ...units import size_text
@@ -72,6 +72,8 @@ class LiveSetup:
     """Offer the virtual test client (keys v/u, pane 5)."""
     log_path: str = ""
     """Where ``w`` saves the view (empty: the Plan's state_dir)."""
+    plan_path: str = ""
+    """The Plan file Review saved (empty: not saved), named on quit."""
 
 
 class LiveScreen(Screen[Any]):
@@ -145,6 +147,11 @@ class LiveScreen(Screen[Any]):
             self.state = "no plan"
             return
         self.state = "starting"
+        if self.jsonl is not None:  # a restart (s): the last run's findings are history
+            self.insight.restart()
+            self.counts["failed"] = 0
+            if self.query_one(DiagnosisPane).show([]):
+                self.show_tabbar()
         if self.jsonl is None:
             self.jsonl = JsonlLog(plan.jsonl_path, self.bus)
             self.bus.subscribe(self.jsonl)
@@ -203,8 +210,23 @@ class LiveScreen(Screen[Any]):
             self.bus.publish(LogLine(service="wizard", level="info", message="servers stopped"))
         self.state = "stopped"
 
+    def exit_notes(self) -> list[str]:
+        """What the operator needs after the app is gone: where the events and the Plan are
+        (the app prints these on stdout once the screen is restored)."""
+        plan = self.setup.plan
+        if plan is None:
+            return []
+        saved = self.setup.plan_path
+        return ["pxewizard: servers stopped",
+                f"  every event of this run: {plan.jsonl_path}",
+                f"  the Plan: {saved}; run it again with: pxewizard serve --plan {saved}"
+                if saved else "  the Plan was not saved (Review: ^s saves it)"]
+
     async def shutdown(self) -> None:
         """Stop the lab VM and the servers; close the log (quit or leave)."""
+        notes = getattr(self.app, "exit_notes", None)
+        if isinstance(notes, list) and not notes:
+            notes.extend(self.exit_notes())
         if self.lab_worker is not None:
             self.lab_worker.cancel()
             self.lab_worker = None
@@ -271,7 +293,7 @@ class LiveScreen(Screen[Any]):
             self.active.pop(key, None)
             if isinstance(ev, TransferDone):
                 self.counts["bytes"] += ev.sent
-            elif not ev.probe:
+            elif not ev.probe and not is_normal_miss(ev):  # a config lookup is no failure
                 self.counts["failed"] += 1
 
     # --- periodic views ------------------------------------------------------------------
@@ -326,6 +348,8 @@ class LiveScreen(Screen[Any]):
         return True
 
     def action_pane(self, pane: str) -> None:
+        if pane != "log":
+            self.query_one(LogPane).release_keys()
         self.pane = pane
         self.query_one("#panes", ContentSwitcher).current = pane
         self.show_tabbar()
@@ -418,6 +442,13 @@ class LiveScreen(Screen[Any]):
             self.app.push_screen(
                 Confirm(f"{n} transfer(s) are running: quitting stops them mid-way and the "
                         "clients fail to boot. Quit anyway?"), self._quit_answer)
+            return
+        if self.running is not None:  # clients may hold leases and boot from us any moment
+            clients = self.client_count()
+            self.app.push_screen(
+                Confirm(f"The servers are running ({clients} client(s) seen): quitting stops "
+                        "them and clients that boot later get no answer. Quit anyway?"),
+                self._quit_answer)
             return
         self.run_worker(self.quit_now(), exclusive=True, group="quit")
 

@@ -254,7 +254,7 @@ class MediaScreen(WizardScreen):
         try:
             found = list(await self.wizard.detector.media(path))
         except (PxeError, OSError) as exc:
-            status.update(Text(str(exc).splitlines()[0], style="yellow"))
+            status.update(Text(str(exc), style="yellow"))  # every line: what was looked for
             return
         if not found:
             status.update(Text(f"{path}: nothing bootable found", style="yellow"))

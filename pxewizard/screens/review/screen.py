@@ -19,7 +19,7 @@ from ...errors import PlanError, PxeError
 from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
 from ...units import size_text
 from ..base import WizardScreen
-from ..draft import Draft
+from ..draft import DEFAULT_PLAN_NAME, Draft
 from ..widgets import FieldRow
 
 
@@ -73,6 +73,9 @@ class ReviewScreen(WizardScreen):
             self.show_problem(str(exc))
             return
         self.state.plan = plan
+        if self.draft.plan_path == DEFAULT_PLAN_NAME:
+            # not the current directory (RAM on a live CD): the state dir, shown in full
+            path.value = self.draft.plan_path = str(plan.state_dir / "plan.toml")
         self.query_one("#summary", Static).update(self.summary(plan))
         self.query_one("#plan-toml", Static).update(
             Text("Plan file (TOML) with what each setting means:\n", style="bold")
@@ -175,14 +178,19 @@ class ReviewScreen(WizardScreen):
             status.update(Text("nothing to save: fix the problems above first"
                                if plan is None else "type a file name first", style="yellow"))
             return
+        path = str(Path(path).expanduser().resolve())  # say exactly where it went
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             save_plan(plan, path)
         except OSError as exc:
             status.update(Text(f"cannot write {path}: {exc.strerror}", style="red"))
+            self.notify(f"cannot write {path}: {exc.strerror}", severity="error")
             return
         self.draft.plan_path = path
         status.update(Text(f"saved to {path}; run it headless with: pxewizard serve --plan "
                            f"{path}", style="green"))
+        status.scroll_visible()
+        self.notify(f"Plan saved to {path}")  # on screen even when the status line is not
 
     @on(Button.Pressed, "#load")
     def _load(self) -> None:
@@ -200,21 +208,24 @@ class ReviewScreen(WizardScreen):
         plan = self.state.plan
         if plan is None:
             return
-        # what the worker needs is read here, on the UI thread, before it starts
-        path = Path(self.query_one("#plan-path", Input).value.strip() or "pxewizard-plan.toml")
-        self.export(plan, path, self.query_one("#save-status", Static))
+        # the export has its own folder and its own copy of the Plan: the save-as file is
+        # left alone, and the unit names where a permanent server keeps its Plan
+        self.export(plan, Path(plan.state_dir) / "export", self.query_one("#save-status", Static))
 
     @work(exclusive=True, group="export", thread=True)
-    def export(self, plan: Plan, path: Path, status: Static) -> None:
-        out_dir = path.resolve().parent / "pxewizard-export"
+    def export(self, plan: Plan, out_dir: Path, status: Static) -> None:
+        installed = Path("/etc/pxewizard/plan.toml")
         try:
-            save_plan(plan, path)
-            written = export_plan(plan, out_dir, None, path.resolve())
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_plan(plan, out_dir / "plan.toml")
+            written = export_plan(plan, out_dir, None, installed)
         except Exception as exc:
             self.app.call_from_thread(status.update, Text(f"export failed: {exc}", style="red"))
             return
-        self.app.call_from_thread(status.update, Text(
-            f"exported {len(written)} files to {out_dir}", style="green"))
+        msg = (f"exported {len(written) + 1} files to {out_dir}; the service reads "
+               f"{installed}: copy {out_dir / 'plan.toml'} there")
+        self.app.call_from_thread(status.update, Text(msg, style="green"))
+        self.app.call_from_thread(self.notify, msg)
 
     def save(self) -> None:
         self.draft.plan_path = self.query_one("#plan-path", Input).value.strip() \

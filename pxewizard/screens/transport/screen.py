@@ -15,7 +15,7 @@ from ...plan import Transport
 from ...units import size_text
 from ..base import WizardScreen
 from ..console import ConsoleCheckbox, ConsoleRadioButton
-from ..widgets import FieldRow
+from ..widgets import ChoiceSet, FieldRow
 
 MEANING = {
     Transport.http: "HTTP: the image is downloaded into client RAM; fast, any network",
@@ -50,13 +50,13 @@ class TransportScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         d = self.draft
-        with RadioSet(id="transport"):
+        with ChoiceSet(id="transport"):
             for t, text in MEANING.items():
                 yield ConsoleRadioButton(text, value=t is d.transport, id=f"t-{t.value}")
         yield ConsoleCheckbox("copy the image to client RAM (NFS/NBD)", id="copytoram",
                        value=d.copytoram is not False, compact=True)
         with Vertical(id="roots"):  # shown for an NFS root tree only
-            with RadioSet(id="root-mode"):
+            with ChoiceSet(id="root-mode"):
                 for m, text in ROOT_MODES.items():
                     yield ConsoleRadioButton(text, value=m == (d.root_mode or "shared-rw"),
                                              id=f"r-{m}")
