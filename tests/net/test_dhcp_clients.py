@@ -126,8 +126,12 @@ def test_dhcpcd(server: tuple[NetPair, Served, Path]) -> None:
     conf = tmp / "dhcpcd.conf"
     conf.write_text("option domain_name_servers, domain_name, routers, tftp_server_name, "
                     "bootfile_name\nnohook resolv.conf\n")
-    r = pair.client.run("dhcpcd", "-f", str(conf), "-c", str(script), "-4", "-B", "-1",
-                        "-t", "20", "--nobackground", "eth0", check=False, timeout=40)
+    # dhcpcd keeps leases in /var/lib/dhcpcd (fixed at build time), on the host's disk: an
+    # earlier run's lease would make it REBIND, which a server with no record of it must not
+    # answer (RFC 2131 4.3.2), and it falls back to IPv4LL. Its own empty tmpfs there instead.
+    run = (f"mkdir -p /var/lib/dhcpcd && mount -t tmpfs tmpfs /var/lib/dhcpcd && exec dhcpcd "
+           f"-f {conf} -c {script} -4 -B -1 -t 20 --nobackground eth0")
+    r = pair.client.run("unshare", "-m", "sh", "-c", run, check=False, timeout=40)
     assert (tmp / "dhcpcd.BOUND").exists(), r.stdout + r.stderr
     env = _env(tmp / "dhcpcd.BOUND")
     assert env["new_ip_address"] in POOL
