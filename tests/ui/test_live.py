@@ -10,8 +10,8 @@ from typing import Any
 from textual.widgets import ContentSwitcher, DataTable, RichLog
 
 from pxewizard.errors import PxeError
-from pxewizard.events import (DhcpExchange, LeaseChanged, TransferDone, TransferProgress,
-                              TransferStarted)
+from pxewizard.events import (DhcpExchange, FailCause, LeaseChanged, TransferDone,
+                              TransferFailed, TransferProgress, TransferStarted)
 from pxewizard.plan import Plan, plan_from_dict
 
 from .helpers import screen_text, wait_for, wait_text
@@ -52,6 +52,13 @@ def boot_events(ts: float, n: int = 0) -> list[Any]:
         TransferDone(ts=ts, service="tftp", path="pxelinux.0", sent=42_000, seconds=0.05,
                      peer=peer),
     ]
+
+
+def missing_loader_events(ts: float) -> list[Any]:
+    """A client's DHCP, then pxelinux.0 not found: one diagnosis finding."""
+    return boot_events(ts)[:3] + [
+        TransferFailed(ts=ts + 1, service="tftp", path="pxelinux.0", reason="file not found",
+                       code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")]
 
 
 async def test_live_panes_show_what_happens(wizard: Any, servers: Any, tmp_path: Path) -> None:
@@ -238,15 +245,10 @@ def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
 
 async def test_diagnosis_pane_explains_a_missing_file(wizard: Any, servers: Any,
                                                       tmp_path: Path) -> None:
-    from pxewizard.events import FailCause, TransferFailed
-
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         live = await to_live(pilot)
-        t = time.time()
-        servers.bus.publish_many(boot_events(t)[:3] + [
-            TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
-                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")])
+        servers.bus.publish_many(missing_loader_events(time.time()))
         await pilot.press("4")
         await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
         await wait_text(pilot, "pxelinux.0")

@@ -10,7 +10,7 @@ from typing import Any
 from textual.widgets import ContentSwitcher, Input
 
 from .helpers import screen_lines, wait_for, wait_text
-from .test_live import SIZE, plan_for, to_live
+from .test_live import SIZE, missing_loader_events, plan_for, to_live
 
 
 async def test_log_filter_lets_go_of_the_keys(wizard: Any, servers: Any,
@@ -153,17 +153,10 @@ async def test_media_path_shows_everything_that_was_looked_for(wizard: Any) -> N
 
 async def test_restart_forgets_the_findings_of_the_last_run(
         wizard: Any, servers: Any, tmp_path: Path) -> None:
-    from pxewizard.events import FailCause, TransferFailed
-
-    from .test_live import boot_events
-
     app = wizard(plan=plan_for(tmp_path))
     async with app.run_test(size=SIZE) as pilot:
         live = await to_live(pilot)
-        t = time.time()
-        servers.bus.publish_many(boot_events(t)[:3] + [
-            TransferFailed(ts=t + 1, service="tftp", path="pxelinux.0", reason="file not found",
-                           code=1, cause=FailCause.not_found, peer="10.99.0.100:2071")])
+        servers.bus.publish_many(missing_loader_events(time.time()))
         await pilot.press("4")
         await wait_for(pilot, lambda: live.findings, timeout=10, what="a finding")
         await pilot.press("s")
