@@ -30,6 +30,7 @@ from pathlib import Path
 from .guest import (
     BUSYBOX_CANDIDATES,
     CACHE,
+    FIND_NIC,
     _find,
     busybox_cpio,
     kernel_modules,
@@ -52,14 +53,7 @@ arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; 
 ROOT=$(arg pxwtest.nfsroot)
 OPTS=$(arg pxwtest.nfsopts)
 [ -n "$ROOT" ] && [ -n "$OPTS" ] || fail "no pxwtest.nfsroot= / pxwtest.nfsopts= on the command line"
-ip link set lo up
-IF=""
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] || { IF=$n; break; }; done
-  [ -n "$IF" ] && break
-  sleep 0.5
-done
-[ -n "$IF" ] || fail "no network interface appeared"
+""" + FIND_NIC + r"""[ -n "$IF" ] || fail "no network interface appeared"
 ip link set "$IF" up
 udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 || { cat /tmp/udhcpc.log; fail "udhcpc got no lease on $IF"; }
 echo "pxwtest: $(ip -4 -o addr show dev $IF | awk '{print $4}') nfsroot=$ROOT"

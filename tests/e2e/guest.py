@@ -45,6 +45,16 @@ ROOT_MODULES = ("virtio_pci", "virtio_net", "e1000", "nbd", "nfs", "nfsv3")
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 NBD_CLIENT_CANDIDATES = ("/usr/sbin/nbd-client", "/sbin/nbd-client")
 
+FIND_NIC = r"""ip link set lo up
+IF=""
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] || { IF=$n; break; }; done
+  [ -n "$IF" ] && break
+  sleep 0.5
+done
+"""
+"""Guest shell: lo up, and the first other NIC in $IF (it may take a moment to appear)."""
+
 INIT = r"""#!/bin/busybox sh
 # pxwtest guest init: network up, fetch/mount stage 3, print its sha256, power off.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /mnt /run /var/run
@@ -60,14 +70,7 @@ done
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
 STAGE3=$(arg pxwtest.stage3)
 [ -n "$STAGE3" ] || fail "no pxwtest.stage3= on the kernel command line"
-ip link set lo up
-IF=""
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] || { IF=$n; break; }; done
-  [ -n "$IF" ] && break
-  sleep 0.5
-done
-[ -n "$IF" ] || fail "no network interface appeared"
+""" + FIND_NIC + r"""[ -n "$IF" ] || fail "no network interface appeared"
 ip link set "$IF" up
 echo "pxwtest: dhcp on $IF"
 udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 \

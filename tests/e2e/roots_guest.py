@@ -35,6 +35,7 @@ from pathlib import Path
 from .guest import (
     BUSYBOX_CANDIDATES,
     CACHE,
+    FIND_NIC,
     _find,
     busybox_cpio,
     kernel_modules,
@@ -62,14 +63,7 @@ for w in $(cat /proc/cmdline); do
   esac
 done
 [ -n "$NFSROOT" ] || panic "no nfsroot= on the command line"
-ip link set lo up
-IF=""
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] || { IF=$n; break; }; done
-  [ -n "$IF" ] && break
-  sleep 0.5
-done
-[ -n "$IF" ] || panic "no network interface appeared"
+""" + FIND_NIC + r"""[ -n "$IF" ] || panic "no network interface appeared"
 ip link set "$IF" up
 udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 || { cat /tmp/udhcpc.log; panic "udhcpc got no lease on $IF"; }
 . /scripts/nfs

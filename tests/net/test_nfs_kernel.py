@@ -28,6 +28,7 @@ import pytest
 
 from pxewizard.events import RpcVersionRefused, from_dict
 from pxewizard.insight.session import diagnose_events
+from tests.e2e.guest import FIND_NIC
 from tests.net.test_nfs import serve_nfs
 from tests.support.netns import namespace
 from tests.support.serving import write_plan
@@ -43,14 +44,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 say() { echo "PXWK $*"; }
 for m in $(cat /modules.list); do insmod /lib/modules/$m.ko 2>/dev/null; done
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
-ip link set lo up
-IF=""
-for i in 1 2 3 4 5 6 7 8 9 10; do
-  for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] || { IF=$n; break; }; done
-  [ -n "$IF" ] && break
-  sleep 0.5
-done
-ip link set "$IF" up
+""" + FIND_NIC + r"""ip link set "$IF" up
 udhcpc -i "$IF" -s /udhcpc.sh -q -f -n -t 8 -T 2 >/tmp/udhcpc.log 2>&1 || say dhcp=fail
 echo "u1000:x:1000:1000::/tmp:/bin/sh" >> /etc/passwd
 H=10.0.2.2
