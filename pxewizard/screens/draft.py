@@ -164,13 +164,18 @@ class Draft:
             default=b.default, timeout=b.timeout, transport=b.transport, copytoram=b.copytoram,
             external_http=b.external_http or "", root_mode=plan.nfs.root_mode.value,
             nfs_clients=", ".join(plan.nfs.clients),
-            plan_path=plan_path or DEFAULT_PLAN_NAME,
-            http_port=str(plan.http.port), extra_cmdline=b.extra_cmdline,
-            allowed_macs=list(d.allowed_macs),
-            reservations=[r.model_dump(mode="json", exclude_none=True) for r in d.reservations],
-            loader=b.loader,
-            remote_entries=[e.model_dump(mode="json", exclude_none=True)
-                            for e in b.remote_entries])
+            plan_path=plan_path or DEFAULT_PLAN_NAME, **cls.advanced_of(plan))
+
+    @staticmethod
+    def advanced_of(plan: Plan) -> dict[str, Any]:
+        """The Advanced step's fields as ``plan`` holds them (normalised by it)."""
+        return {
+            "http_port": str(plan.http.port), "extra_cmdline": plan.boot.extra_cmdline,
+            "allowed_macs": list(plan.dhcp.allowed_macs), "loader": plan.boot.loader,
+            "reservations": [r.model_dump(mode="json", exclude_none=True)
+                             for r in plan.dhcp.reservations],
+            "remote_entries": [e.model_dump(mode="json", exclude_none=True)
+                               for e in plan.boot.remote_entries]}
 
     # --- the Plan ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ...errors import PlanError
 from ...plan import LOADERS
 from ..base import WizardScreen
 from ..console import ConsoleRadioButton
+from ..draft import Draft
 from ..widgets import ChoiceSet, FieldRow
 from .fields import (REMOTE_SYNTAX, RESERVATION_SYNTAX, assign, format_remote_entries,
                      format_reservations, parse_remote_entries, parse_reservations,
@@ -96,29 +97,16 @@ class AdvancedScreen(WizardScreen):
     # --- the draft's values <-> the fields ------------------------------------------------
 
     def current(self) -> dict[str, Any]:
-        """The Advanced fields of the draft, with the base's (or the Plan's defaults) where
-        the draft has none yet."""
+        """The Advanced fields of the draft (before the step ever ran: as the Plan built from
+        the draft has them, else the Plan's defaults)."""
         d = self.draft
         try:
-            plan = d.to_plan()
+            planned = Draft.advanced_of(d.to_plan())
         except PlanError:
-            plan = None
-        def pick(mine: Any, planned: Any, default: Any) -> Any:
-            return mine if mine is not None else planned if plan is not None else default
-        return {
-            "http_port": pick(d.http_port, str(plan.http.port) if plan else "", ""),
-            "extra_cmdline": pick(d.extra_cmdline, plan.boot.extra_cmdline if plan else "",
-                                  ""),
-            "allowed_macs": pick(d.allowed_macs, list(plan.dhcp.allowed_macs) if plan else [],
-                                 []),
-            "loader": d.loader or (plan.boot.loader if plan else "pxelinux"),
-            "reservations": pick(d.reservations, [r.model_dump(mode="json", exclude_none=True)
-                                                  for r in plan.dhcp.reservations]
-                                 if plan else [], []),
-            "remote_entries": pick(d.remote_entries,
-                                   [e.model_dump(mode="json", exclude_none=True)
-                                    for e in plan.boot.remote_entries] if plan else [], []),
-        }
+            planned = {"http_port": "", "extra_cmdline": "", "allowed_macs": [],
+                       "loader": "pxelinux", "reservations": [], "remote_entries": []}
+        mine = {k: getattr(d, k) for k in planned}
+        return {k: v if v not in (None, "") else planned[k] for k, v in mine.items()}
 
     def fill(self) -> None:
         v = self.current()
@@ -152,13 +140,16 @@ class AdvancedScreen(WizardScreen):
         return values, {"reservations": res_lines, "remote_entries": rem_lines}, syntax
 
     def problems(self) -> tuple[dict[str, Any], dict[str, list[str]]]:
-        """The typed values and, per field, what the Plan (or the line syntax) refuses."""
+        """The typed values (as the Plan normalised them, when it takes them all) and, per
+        field, what the Plan (or the line syntax) refuses."""
         values, lines, found = self.typed()
         if not found:
             try:
-                dataclasses.replace(self.draft, **values).to_plan()
+                plan = dataclasses.replace(self.draft, **values).to_plan()
             except PlanError as exc:
                 found, _others = assign(exc.problems, lines)  # others: Review's to show
+            else:
+                values = Draft.advanced_of(plan)
         return values, found
 
     def show_errors(self, found: dict[str, list[str]]) -> None:
