@@ -55,9 +55,10 @@ class ReviewScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield Static("", id="summary")
+        with Horizontal(classes="row"):  # its own row: the one below is full at 80 columns
+            yield Button("Advanced settings", id="advanced", compact=True)
         yield FieldRow("save plan as", Input(id="plan-path", compact=True))
         with Horizontal(classes="row", id="buttons"):
-            yield Button("Advanced", id="advanced", compact=True)
             yield Button("Save plan", id="save", compact=True)
             yield Button("Load plan", id="load", compact=True)
             yield Button("Export for a permanent server", id="export", compact=True)
