@@ -783,6 +783,23 @@ def _format_validation(exc: ValidationError) -> list[str]:
     return problems
 
 
+_PROBLEM_AT = re.compile(r"^([a-z_0-9]+(?:\.[a-z_]+)*)(?:\.(\d+)\.|, entry (\d+), )?")
+
+
+def problem_at(problem: str) -> tuple[str, int | None, str]:
+    """Where a problem line of :class:`PlanError` is: (dotted field, entry index or None, the
+    text after the entry), e.g. ``dhcp.reservations, entry 2, ip: ...`` and
+    ``dhcp.reservations.1.ip: ...`` -> ("dhcp.reservations", 1, "ip: ..."). Every line
+    starts with its field (the module's rule), so the wizard can put it next to that field."""
+    m = _PROBLEM_AT.match(problem)
+    if m is None:
+        return "", None, problem
+    index = m.group(2) if m.group(2) is not None else m.group(3)
+    if index is None:
+        return m.group(1), None, problem[m.end(1):].lstrip(": ")
+    return m.group(1), int(index) - (m.group(3) is not None), problem[m.end():]
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make relative path fields absolute against the Plan file's directory."""
 

@@ -50,7 +50,7 @@ class WizardScreen(Screen[Any]):
         yield Static(f"Step {i + 1}/{len(STEPS)}: {step_title(self.STEP)}", id="step")
         with VerticalScroll(id="body"):
             yield from self.body()
-        yield Static("", id="problem")
+        yield Static("", id="problem", markup=False)  # errors quote what was typed: no markup
         with Horizontal(id="nav"):
             yield Button("< Back", id="back", compact=True)
             yield Button(self.next_label(), id="next", compact=True, variant="primary")

@@ -239,3 +239,20 @@ async def test_a_plan_file_round_trips_through_the_advanced_step(
         await wait_for(pilot, out.exists, what="saved")
     assert load_plan(out) == original
     assert out.read_text() == src.read_text()
+
+
+def test_plan_problems_land_on_their_field() -> None:
+    from pxewizard.screens.advanced.fields import assign
+
+    found, rest = assign([
+        "nfs.port: tcp port 8080 is also used by http; give each service its own port",
+        "dhcp.reservations.1.mac: 'zz' is not a MAC address; write it as aa:bb:cc:dd:ee:ff",
+        "dhcp.reservations: 10.99.0.20 is reserved for two MACs; an address goes to one "
+        "client only",
+        "dhcp.boot_files.bios: 'pxelinux.0' is a syslinux loader but boot.loader = \"ipxe\"",
+        "dhcp.range_start: 10.0.0.5 is outside 10.99.0.0/24"],
+        {"reservations": [1, 4]})
+    assert list(found) == ["http_port", "reservations", "loader"]
+    assert found["reservations"][0].startswith("dhcp.reservations, line 4, mac: 'zz'")
+    assert found["reservations"][1].startswith("dhcp.reservations: 10.99.0.20 is reserved")
+    assert rest == ["dhcp.range_start: 10.0.0.5 is outside 10.99.0.0/24"]

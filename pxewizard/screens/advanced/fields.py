@@ -11,7 +11,7 @@ import re
 import shlex
 from typing import Any
 
-from ...plan import Plan
+from ...plan import Plan, problem_at
 
 FIELDS = ("http_port", "extra_cmdline", "allowed_macs", "loader", "reservations",
           "remote_entries")
@@ -142,15 +142,12 @@ def parse_remote_entries(text: str) -> tuple[list[dict[str, Any]], list[int], li
 
 # --- the Plan's problems, next to their field -------------------------------------------
 
-_WHERE = (
-    ("http_port", re.compile(r"^http\.port\b|used by http\b")),
-    ("extra_cmdline", re.compile(r"^boot\.extra_cmdline\b")),
-    ("allowed_macs", re.compile(r"^dhcp\.allowed_macs\b")),
-    ("loader", re.compile(r"^(boot\.loader|dhcp\.boot_files)\b")),
-    ("reservations", re.compile(r"^dhcp\.reservations\b")),
-    ("remote_entries", re.compile(r"^boot\.remote_entries\b")),
-)
-_ENTRY = re.compile(r"^(dhcp\.reservations|boot\.remote_entries)(?:\.(\d+)\.|, entry (\d+), )")
+_FIELD_OF = {
+    "http.port": "http_port", "boot.extra_cmdline": "extra_cmdline",
+    "dhcp.allowed_macs": "allowed_macs", "boot.loader": "loader", "dhcp.boot_files": "loader",
+    "dhcp.reservations": "reservations", "boot.remote_entries": "remote_entries",
+}
+"""Plan field (or its first two names) -> the Advanced field it is typed in."""
 
 
 def assign(problems: list[str], lines: dict[str, list[int]]
@@ -159,16 +156,17 @@ def assign(problems: list[str], lines: dict[str, list[int]]
     out: dict[str, list[str]] = {}
     rest: list[str] = []
     for p in problems:
-        field = next((f for f, rx in _WHERE if rx.search(p)), None)
+        where, index, after = problem_at(p)
+        field = _FIELD_OF.get(where) or _FIELD_OF.get(".".join(where.split(".")[:2]))
+        if field is None and where.endswith(".port") and "used by http;" in p:
+            field = "http_port"  # another service's port is the one http already holds
         if field is None:
             rest.append(p)
             continue
-        m = _ENTRY.match(p)
-        if m:
-            index = int(m.group(2) if m.group(2) is not None else int(m.group(3)) - 1)
+        if index is not None:
             nos = lines.get(field, [])
-            where = f"line {nos[index]}" if index < len(nos) else f"entry {index + 1}"
-            p = f"{m.group(1)}, {where}, {p[m.end():]}"
+            line = f"line {nos[index]}" if index < len(nos) else f"entry {index + 1}"
+            p = f"{where}, {line}, {after}"
         out.setdefault(field, []).append(p)
     return out, rest
 

@@ -55,33 +55,35 @@ class AdvancedScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         yield FieldRow("HTTP port", Input(placeholder="80", id="http-port", compact=True))
-        yield Static("", id="err-http_port", classes="field-error")
+        yield Static("", id="err-http_port", classes="field-error", markup=False)
         yield FieldRow("kernel cmdline", Input(placeholder="e.g. setkmap=de rootpass=...",
                                                id="extra-cmdline", compact=True))
         yield Static("added to every kernel line; SystemRescue: setkmap=de (keymap), "
                      "rootpass= (root password: the saved Plan then holds it, mode 0600)",
                      classes="hint", markup=False)
-        yield Static("", id="err-extra_cmdline", classes="field-error")
+        yield Static("", id="err-extra_cmdline", classes="field-error", markup=False)
         yield FieldRow("allowed MACs", Input(placeholder="empty: every client; or "
                                              "aa:bb:cc:dd:ee:ff, ...", id="allowed-macs",
                                              compact=True))
         yield Static("only these PCs (and reserved ones) get an answer, in every DHCP mode",
                      classes="hint", markup=False)
-        yield Static("", id="err-allowed_macs", classes="field-error")
+        yield Static("", id="err-allowed_macs", classes="field-error", markup=False)
         with Horizontal(classes="choice-row"):
             yield Static("loader", classes="label")
             with ChoiceSet(id="loader"):
                 for name in LOADERS:
                     yield ConsoleRadioButton(_LOADER_WORDS[name], id=f"loader-{name}",
                                              value=name == (self.draft.loader or "pxelinux"))
-        yield Static("", id="err-loader", classes="field-error")
-        yield Static(f"reservations, one client a line: {RESERVATION_SYNTAX}", classes="hint", markup=False)
+        yield Static("", id="err-loader", classes="field-error", markup=False)
+        yield Static(f"reservations, one client a line: {RESERVATION_SYNTAX}",
+                     classes="hint", markup=False)
         yield TextArea(id="reservations", soft_wrap=True, tab_behavior="focus")
         yield Static("", id="entry-ids", classes="hint", markup=False)
-        yield Static("", id="err-reservations", classes="field-error")
-        yield Static(f"remote menu entries, one a line: {REMOTE_SYNTAX}", classes="hint", markup=False)
+        yield Static("", id="err-reservations", classes="field-error", markup=False)
+        yield Static(f"remote menu entries, one a line: {REMOTE_SYNTAX}",
+                     classes="hint", markup=False)
         yield TextArea(id="remote-entries", soft_wrap=True, tab_behavior="focus")
-        yield Static("", id="err-remote_entries", classes="field-error")
+        yield Static("", id="err-remote_entries", classes="field-error", markup=False)
 
     def on_mount(self) -> None:
         self.fill()
