@@ -209,18 +209,26 @@ def test_advanced_settings_on_a_linux_console(tmp_path: Path) -> None:
             assert whole in " ".join(screen.split()), (whole, screen)
         edge = [ln for ln in screen.splitlines() if len(ln.rstrip()) >= 80]
         assert not edge, "lines that reach the right edge:\n" + "\n".join(edge)
+        # as a person: each key once the screen shows the one before it took effect
+        time.sleep(0.5)
         tm.send("Tab")
+        time.sleep(0.5)
         tm.type("setkmap=de rootpass=s3cret")
-        tm.wait_for("kernel cmdline setkmap=de rootpass=s3cret")  # as a person: sees it, tabs
+        tm.wait_for("kernel cmdline setkmap=de rootpass=s3cret")
         tm.send("Tab")
+        time.sleep(0.5)
         tm.type("52:54:00:12:34:zz")
         tm.wait_for("allowed MACs 52:54:00:12:34:zz")
         tm.send("C-n")
         screen = tm.wait_for("'52:54:00:12:34:zz' is not a MAC address; write it as "
                              "aa:bb:cc:dd:ee:ff", "setting(s) refused")
         assert "Review > Advanced settings" in screen
+        time.sleep(0.5)
         tm.send("BSpace", "BSpace")
+        tm.wait_for("allowed MACs 52:54:00:12:34: ")
         tm.type("56")
+        tm.wait_for("allowed MACs 52:54:00:12:34:56")
+        time.sleep(0.5)
         tm.send("C-n")
         screen = tm.wait_for("Step 7/8: Review", "Advanced settings (^o), not the defaults",
                              "Kernel command line + setkmap=de rootpass=s3cret",
