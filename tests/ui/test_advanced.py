@@ -256,3 +256,21 @@ def test_plan_problems_land_on_their_field() -> None:
     assert found["reservations"][0].startswith("dhcp.reservations, line 4, mac: 'zz'")
     assert found["reservations"][1].startswith("dhcp.reservations: 10.99.0.20 is reserved")
     assert rest == ["dhcp.range_start: 10.0.0.5 is outside 10.99.0.0/24"]
+
+
+async def test_f1_explains_the_advanced_fields(wizard: Any, tmp_path: Path) -> None:
+    app = wizard(plan=everything(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await to_advanced(pilot)
+        await pilot.press("enter")  # in a field, Enter goes to the next one, not away
+        await pilot.pause()
+        assert on_step(app, "advanced") and app.focused.id == "extra-cmdline"
+        await pilot.press("f1")
+        text = await wait_text(pilot, "Keys on Review > Advanced settings", "^r Undo changes",
+                               "rootpass=... (the Plan file then holds it: mode 0600)",
+                               "a line a client: MAC [IP] [entry-id] [host=] [file=]")
+        assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
+        assert_console_safe(app)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: "Keys on" not in screen_text(app), what="help closed")
+        assert on_step(app, "advanced")
