@@ -642,9 +642,11 @@ class Plan(_Model):
             for r in d.reservations:
                 if r.ip is not None and r.ip not in net and not any(
                         r.ip in p.subnet for p in d.relay_pools):
-                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}")
+                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}; "
+                                    "reserve an address of that subnet (or of a relay pool)")
                 if r.ip == self.server_ip:
-                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip")
+                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip, this "
+                                    "machine's own address; reserve another one")
             if d.relay_pools and not d.relay_agents:
                 hint = ", ".join(f'"{p.router}"' for p in d.relay_pools if p.router) or \
                     '"<the relay\'s address on the client subnet>"'
