@@ -274,3 +274,7 @@ async def test_f1_explains_the_advanced_fields(wizard: Any, tmp_path: Path) -> N
         await pilot.press("x")
         await wait_for(pilot, lambda: "Keys on" not in screen_text(app), what="help closed")
         assert on_step(app, "advanced")
+        app.screen.query_one("#reservations").focus()
+        await pilot.pause()
+        await pilot.press("escape")  # the text boxes let go of esc: Back to Review
+        await wait_for(pilot, lambda: on_step(app, "review"), what="review")
