@@ -112,7 +112,6 @@ class AdvancedScreen(WizardScreen):
 
     def fill(self) -> None:
         v = self.current()
-        self.opened_with = v
         self.query_one("#http-port", Input).value = v["http_port"]
         self.query_one("#extra-cmdline", Input).value = v["extra_cmdline"]
         self.query_one("#allowed-macs", Input).value = ", ".join(v["allowed_macs"])
