@@ -209,23 +209,22 @@ def test_advanced_settings_on_a_linux_console(tmp_path: Path) -> None:
             assert whole in " ".join(screen.split()), (whole, screen)
         edge = [ln for ln in screen.splitlines() if len(ln.rstrip()) >= 80]
         assert not edge, "lines that reach the right edge:\n" + "\n".join(edge)
-        # as a person: each key once the screen shows the one before it took effect
-        time.sleep(0.5)
+        time.sleep(0.5)  # as a person: reads the screen first
+        # Tab and the text after it in one burst: the focus moves first (a priority binding)
         tm.send("Tab")
-        time.sleep(0.5)
         tm.type("setkmap=de rootpass=s3cret")
         tm.wait_for("kernel cmdline setkmap=de rootpass=s3cret")
         tm.send("Tab")
-        time.sleep(0.5)
         tm.type("52:54:00:12:34:zz")
         tm.wait_for("allowed MACs 52:54:00:12:34:zz")
         tm.send("C-n")
         screen = tm.wait_for("'52:54:00:12:34:zz' is not a MAC address; write it as "
                              "aa:bb:cc:dd:ee:ff", "setting(s) refused")
         assert "Review > Advanced settings" in screen
-        time.sleep(0.5)
+        # Textual runs Backspace (a binding) after the letters typed right behind it: as a
+        # person, wait for each to show
         tm.send("BSpace", "BSpace")
-        tm.wait_for("allowed MACs 52:54:00:12:34: ")
+        tm.wait_for("allowed MACs 52:54:00:12:34: only these PCs")
         tm.type("56")
         tm.wait_for("allowed MACs 52:54:00:12:34:56")
         time.sleep(0.5)

@@ -48,7 +48,12 @@ class AdvancedScreen(WizardScreen):
     STEP = "advanced"
     HELP = HELP
     """What each field means, under the keys in the F1 help."""
-    BINDINGS = [Binding("ctrl+r", "revert", "Undo changes", key_display="^r")]
+    BINDINGS = [Binding("ctrl+r", "revert", "Undo changes", key_display="^r"),
+                # priority: the focus moves before the keys typed after Tab are handed out
+                # (a plain binding runs once Tab has bubbled up, and text typed right after
+                # it went into the field just left)
+                Binding("tab", "app.focus_next", show=False, priority=True),
+                Binding("shift+tab", "app.focus_previous", show=False, priority=True)]
 
     def next_label(self) -> str:
         return "Done >"
@@ -160,7 +165,7 @@ class AdvancedScreen(WizardScreen):
             w.update(text)
             w.set_class(bool(text), "-shown")
         for field in found:
-            self.query_one(f"#err-{field}").scroll_visible()
+            self.query_one(f"#err-{field}").scroll_visible(animate=False)
             break
 
     # --- navigation: Done and Back both return to Review, once the Plan takes the values --
