@@ -13,10 +13,6 @@ from typing import Any
 
 from ...plan import Plan, problem_at
 
-FIELDS = ("http_port", "extra_cmdline", "allowed_macs", "loader", "reservations",
-          "remote_entries")
-"""The Advanced step's fields, as the Draft names them."""
-
 RESERVATION_SYNTAX = "MAC [IP] [entry-id] [host=NAME] [file=PATH]"
 REMOTE_SYNTAX = 'ID LABEL kernel=URL [initrd=URL]... [cmdline="..."]'
 
