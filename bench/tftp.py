@@ -158,11 +158,18 @@ class CpuMeter:
         self._thread.start()
 
     def _children(self) -> list[int]:
+        """Children of every thread (ours starts its transfer processes from the engine's
+        thread, and /proc lists a child under the thread that forked it)."""
+        out: list[int] = []
         try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+            tasks = os.listdir(f"/proc/{self.pid}/task")
         except OSError:
-            return []
-        return [int(x) for x in text.split()]
+            return out
+        for tid in tasks:
+            with contextlib.suppress(OSError):
+                out += [int(x) for x in
+                        Path(f"/proc/{self.pid}/task/{tid}/children").read_text().split()]
+        return out
 
     def _sample(self) -> None:
         while True:

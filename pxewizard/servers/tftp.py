@@ -144,6 +144,9 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python names i
 PROCS = int(os.environ.get("PXW_TFTP_PROCS", "1"))
 """Transfer processes beside the engine (PXW_TFTP_PROCS=0: every transfer in-process;
 benchmarks compare). See :class:`_Helper`."""
+SHARE_LOCAL = os.environ.get("PXW_TFTP_LOCAL", "1") != "0"
+"""Whether the engine's own process also runs transfers while a transfer process is up
+(PXW_TFTP_LOCAL=0: every handed-over kind goes to the transfer processes)."""
 HANDOFF_MIN = int(os.environ.get("PXW_TFTP_HANDOFF_MIN", str(128 << 10)))
 """Files smaller than this are served in-process (a config file or a menu is gone in a few
 round trips; handing it over would cost more than serving it)."""
@@ -526,7 +529,7 @@ class TftpEngine:
         for h in self.helpers:
             if h.ready and (best is None or len(h.transfers) < len(best.transfers)):
                 best = h
-        if best is None or len(best.transfers) > self.running():
+        if best is None or (SHARE_LOCAL and len(best.transfers) > self.running()):
             return None
         return best
 
