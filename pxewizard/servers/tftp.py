@@ -1490,7 +1490,7 @@ class _Helper:
                 [sys.executable, "-c", _HELPER_CODE, str(b.fileno()), config],
                 pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=None if os.environ.get("PXW_TFTP_PROC_STDERR") else subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=False)  # see _Helper: one scheduling group with the engine
         except BaseException:
             a.close()
             raise
@@ -1593,9 +1593,9 @@ class _ProcWorker(_Worker):
                 return
             try:
                 msg = json.loads(data)
-                if msg["op"] == "adopt" and len(fds) == 2:
-                    self._adopt_handed(msg, fds, now)
-                    fds = []
+                if msg["op"] == "adopt":
+                    got, fds = fds, []
+                    self._adopt_handed(msg, got, now)
                 elif msg["op"] == "retire":
                     for t in self.transfers.values():
                         if t.peer == msg["peer"] and t.path == msg["path"] and \
@@ -1609,22 +1609,42 @@ class _ProcWorker(_Worker):
                     os.close(fd)
 
     def _adopt_handed(self, msg: dict, fds: list[int], now: float) -> None:
-        sfd, ffd = fds
+        """Take a transfer the engine handed over; if it cannot run here, say so (a
+        TransferFailed, then ``closed``, so the engine releases its admission)."""
+        sock: socket.socket | None = None
+        mm: ChunkedFile | None = None
         try:
-            sock = socket.socket(fileno=sfd)
-        except OSError:
-            os.close(sfd)
-            os.close(ffd)
-            raise
-        mm = ChunkedFile(ffd, int(msg["size"]), msg["path"], base=int(msg["base"]))
-        req = proto.Request(opcode=Opcode.RRQ, filename=msg["path"], mode="octet",
-                            options=dict(msg["options"]))
-        neg = Negotiated(blksize=int(msg["blksize"]), windowsize=int(msg["windowsize"]),
-                         timeout=float(msg["timeout"]), oack=dict(msg["oack"]))
-        started = float(msg["started"])  # CLOCK_MONOTONIC: one clock for every process
-        core = ReadTransfer(req, mm, Limits(retries=int(msg["retries"])), started,
-                            negotiated=neg)
-        t = _Transfer(sock, core, msg["peer"], msg["client"], msg["path"], core.size, started)
+            if len(fds) != 2:  # MSG_CTRUNC: out of descriptors here
+                raise OSError(errno.EMFILE, f"{len(fds)} of 2 descriptors received "
+                              "(too many open files)")
+            sock = socket.socket(fileno=fds[0])
+            mm = ChunkedFile(fds[1], int(msg["size"]), msg["path"], base=int(msg["base"]))
+            fds = []
+            req = proto.Request(opcode=Opcode.RRQ, filename=msg["path"], mode="octet",
+                                options=dict(msg["options"]))
+            neg = Negotiated(blksize=int(msg["blksize"]), windowsize=int(msg["windowsize"]),
+                             timeout=float(msg["timeout"]), oack=dict(msg["oack"]))
+            started = float(msg["started"])  # CLOCK_MONOTONIC: one clock for every process
+            core = ReadTransfer(req, mm, Limits(retries=int(msg["retries"])), started,
+                                negotiated=neg)
+            t = _Transfer(sock, core, msg["peer"], msg["client"], msg["path"], core.size,
+                          started)
+        except Exception as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if sock is not None:
+                sock.close()
+            if mm is not None:
+                mm.close()
+            peer, path = str(msg.get("peer", "")), str(msg.get("path", ""))
+            self._emit(TransferFailed(service=SERVICE, path=path, peer=peer,
+                                      client=str(msg.get("client", "")),
+                                      cause=FailCause.server_error,
+                                      reason=f"the transfer process could not take the "
+                                             f"transfer: {exc}"))
+            self._send({"op": "closed", "peer": peer, "path": path})
+            return
         t.mm = mm
         t.gso = int(msg["gso"])
         self._flush(t, now)  # the first packet: OACK or block 1
@@ -1651,7 +1671,11 @@ def _drop_to_nobody() -> None:
 
 def transfer_process(fd: int, config: str) -> None:
     """Main of a transfer process (started by :class:`_Helper` with ``sys.executable``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when it ends
+    # The engine decides when it ends (EOF on ctl, or PR_SET_PDEATHSIG): not a Ctrl-C or
+    # a SIGTERM sent to the process group, which would end it before the engine had
+    # stopped and turn a clean stop into "the transfer process ended" failures.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     cfg = json.loads(config)
     ctl = socket.socket(fileno=fd)
     _raise_priority()  # while still allowed to

@@ -174,3 +174,25 @@ async def test_caps_hold_across_processes(root: Path) -> None:
                and e.cause is FailCause.stopped]
     assert len(stopped) == 2
     assert svc.engine.per_client == {}
+
+
+def test_a_hand_over_that_cannot_run_is_reported_and_released() -> None:
+    """Descriptors lost on the way (the process is out of them): TransferFailed, then
+    closed, so the engine's admission is released."""
+    import json
+
+    from pxewizard.servers.tftp import _ProcEngine, _ProcWorker
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    w = _ProcWorker(_ProcEngine(60.0, 60.0), b)
+    try:
+        w._adopt_handed({"peer": "10.0.0.9:2000", "path": "k", "client": "10.0.0.9"}, [], 0.0)
+        first, second = json.loads(a.recv(65536)), json.loads(a.recv(65536))
+        assert first["ev"]["kind"] == "transfer_failed"
+        assert first["ev"]["cause"] == "server_error" and "descriptors" in first["ev"]["reason"]
+        assert second == {"op": "closed", "peer": "10.0.0.9:2000", "path": "k"}
+        assert not w.transfers
+    finally:
+        a.close()
+        b.close()
+        w.ep.close()
