@@ -7,7 +7,8 @@ dnsmasq). Here instead:
 
 - an ``epoll`` loop over the listening socket and the transfer sockets, in a
   thread of its own (more workers are possible, but measured slower: see
-  :class:`TftpEngine`);
+  :class:`TftpEngine`), plus a transfer process that runs the same loop for
+  its share of the reads, so both cores work (:class:`_Helper`);
   events reach the asyncio bus in batches through
   :meth:`EventBus.publish_threadsafe`;
 - each transfer has its own connected UDP socket on a new ephemeral port (the
@@ -437,7 +438,8 @@ class TftpEngine:
     tftpd-hpa 65-95: the GIL hand-offs between workers (each a futex wake-up
     and a context switch) cost more than the parallel system calls gain, so
     the default is one worker. Worker 0 reads the listening socket and places
-    each new transfer on the least busy worker.
+    each new transfer on the least busy worker, or hands it to a transfer
+    process (:class:`_Helper`: a second process has a GIL of its own).
     """
 
     def __init__(self, *, listen: socket.socket, tree: FileTree, bus: EventBus, address: str,
@@ -1490,7 +1492,7 @@ class _Helper:
                 [sys.executable, "-c", _HELPER_CODE, str(b.fileno()), config],
                 pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=None if os.environ.get("PXW_TFTP_PROC_STDERR") else subprocess.DEVNULL,
-                start_new_session=False)  # see _Helper: one scheduling group with the engine
+                start_new_session=False)  # one scheduling group with the engine
         except BaseException:
             a.close()
             raise
