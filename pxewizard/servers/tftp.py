@@ -8,7 +8,8 @@ dnsmasq). Here instead:
 - an ``epoll`` loop over the listening socket and the transfer sockets, in a
   thread of its own (more workers are possible, but measured slower: see
   :class:`TftpEngine`), plus a transfer process that runs the same loop for
-  its share of the reads, so both cores work (:class:`_Helper`);
+  its share of the reads, so both cores can work (:class:`_Helper`: the engine
+  keeps every decision and hands over the socket and the open file);
   events reach the asyncio bus in batches through
   :meth:`EventBus.publish_threadsafe`;
 - each transfer has its own connected UDP socket on a new ephemeral port (the
@@ -144,7 +145,7 @@ GSO_MAX_SEGMENTS = 64
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python names it from 3.12
 PROCS = int(os.environ.get("PXW_TFTP_PROCS", "1"))
 """Transfer processes beside the engine (PXW_TFTP_PROCS=0: every transfer in-process;
-benchmarks compare). See :class:`_Helper`."""
+benchmarks compare with ``--variant``). See :class:`_Helper` for the measurements."""
 SHARE_LOCAL = os.environ.get("PXW_TFTP_LOCAL", "1") != "0"
 """Whether the engine's own process also runs transfers while a transfer process is up
 (PXW_TFTP_LOCAL=0: every handed-over kind goes to the transfer processes)."""
@@ -1352,12 +1353,15 @@ class _Worker:
             return  # not one of its transfers (any more)
         kw.update(path=t.path, peer=t.peer, client=t.client)
         if cls is BlksizeGranted:
-            self.engine.granted[t.client] = int(kw.get("granted", proto.DEFAULT_BLKSIZE))  # type: ignore[call-overload]
+            granted = kw.get("granted")
+            if isinstance(granted, int):
+                self.engine.granted[t.client] = granted
         else:
             kw["service"] = SERVICE
             if cls is TransferProgress:
                 kw["size"] = t.size
-                t.reported_bytes = int(kw.get("sent", 0))  # type: ignore[call-overload]
+                sent = kw.get("sent")
+                t.reported_bytes = sent if isinstance(sent, int) else t.reported_bytes
         try:
             self._emit(cls(**kw))
         except TypeError:
@@ -1375,9 +1379,14 @@ class _Worker:
         with contextlib.suppress(OSError):
             h.sock.close()
         h.sock = None
-        h.ready = False
+        was_ready, h.ready = h.ready, False
         status = h.reap(0.5)
         how = f" (exit status {status})" if status is not None else ""
+        if not was_ready:
+            self._emit(LogLine(service=SERVICE, level="warning",
+                               message=f"TFTP transfer process {h.index} could not start"
+                                       f"{how}; transfers are served in-process"))
+            return
         for t in list(h.transfers.values()):
             self._emit(TransferFailed(
                 service=SERVICE, path=t.path, sent=t.reported_bytes, peer=t.peer,
@@ -1406,6 +1415,9 @@ class _Worker:
             with contextlib.suppress(OSError):
                 h.sock.close()
             h.sock = None
+        if not h.ready and h.proc is not None:  # still starting: it holds nothing
+            with contextlib.suppress(OSError):
+                h.proc.kill()
         h.reap(3.0, kill=True)
 
     # --- shutdown -------------------------------------------------------------------------
@@ -1464,7 +1476,22 @@ class _Helper:
     (PR_SET_PDEATHSIG follows that thread: it dies with the engine), and keeps no
     privileges: uid and gid nobody, no capabilities, no_new_privs (it only gets
     descriptors). If it dies, its transfers end with TransferFailed and new ones are
-    served in-process.
+    served in-process. It ignores SIGINT/SIGTERM/SIGHUP (a Ctrl-C or a SIGTERM to the
+    process group would end it before the engine stopped) and stays in the engine's
+    session: the kernel's autogroup schedules by session, and a session of its own
+    measured no better (20 x 16 MiB: 76 MB/s against 73 in one session, same run).
+
+    Placement (:meth:`TftpEngine.pick_helper`): small files (< HANDOFF_MIN), generated
+    files, netascii and writes stay here; a tie goes to the process. Measured with
+    ``bench/tftp.py`` against PXW_TFTP_PROCS=0 in the same runs (medians of 3, the
+    2-core VM shared with other engineers): 20 x 16 MiB 69 / 75 / 73 / 64 MB/s against
+    64 / 63 / 78 / 62 in-process, 100 x 4 MiB 72 / 68 / 65 / 58 against 62 / 80 / 61 / 65;
+    one client 1468: 67 against 64, 8192: 271 against 255, windowsize 8 at 8192: 423
+    against 384, at 1468: 126 against 137. All the transfers in processes
+    (PXW_TFTP_LOCAL=0, 1 or 2 processes) measured worse (61-72 MB/s). So one process
+    and a split is the default, but the gain is small: the bench's 20 curl clients run
+    on the same 2 cores, so the cores are already busy and what decides is the CPU
+    per packet (ours 9-10 s/GB, mostly system time in send(); the C peers 7-9).
     """
 
     def __init__(self, index: int) -> None:

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -55,8 +56,6 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         "boot": {"transport": "tftp"},
         "tftp": {"root": str(root), "max_transfers": 40, "max_per_client": 40},
     })
-    import threading
-
     with net_pair() as pair:
         client_ip = pair.client_address()
         with serve(UnbufferedNs(pair.server.name, pair.server.procs), plan,
@@ -64,7 +63,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             threading.Thread(target=_drain, args=(srv,), daemon=True).start()
             ready = srv.wait_event(lambda e: e["kind"] == "log_line"
                                    and "transfer process 1 ready" in e["message"], 20)
-            pid = int(re.search(r"pid (\d+)", ready["message"]).group(1))  # type: ignore[union-attr]
+            found = re.search(r"pid (\d+)", ready["message"])
+            assert found, ready
+            pid = int(found.group(1))
             yield pair, srv, files, tmp, pid, client_ip
 
 
