@@ -29,6 +29,11 @@ noise from a shared machine hits all of them alike):
 Prints MB/s per run, medians, worst-client seconds, our/peer ratios, server CPU
 seconds per GB and the load average. The machine may be shared: ratios from the
 same run matter, not absolutes.
+
+Engine settings are compared with ``--variant``, each a column of its own: e.g.
+``--variant PXW_TFTP_PROCS=1`` (a transfer process beside the engine, off by default),
+``--variant PXW_TFTP_RR=1`` (the loop threads SCHED_RR instead of nice -10).
+Our server's CPU includes its transfer processes (children of any of its threads).
 """
 
 from __future__ import annotations

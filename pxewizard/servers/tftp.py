@@ -7,9 +7,10 @@ dnsmasq). Here instead:
 
 - an ``epoll`` loop over the listening socket and the transfer sockets, in a
   thread of its own (more workers are possible, but measured slower: see
-  :class:`TftpEngine`), plus a transfer process that runs the same loop for
-  its share of the reads, so both cores can work (:class:`_Helper`: the engine
-  keeps every decision and hands over the socket and the open file);
+  :class:`TftpEngine`); optionally (PXW_TFTP_PROCS) transfer processes run the
+  same loop for a share of the reads, so a second core can work
+  (:class:`_Helper`: the engine keeps every decision and hands over the socket
+  and the open file; off by default, it measured no better here);
   events reach the asyncio bus in batches through
   :meth:`EventBus.publish_threadsafe`;
 - each transfer has its own connected UDP socket on a new ephemeral port (the
@@ -143,9 +144,10 @@ GSO_MAX_BYTES = 65000
 GSO_MAX_SEGMENTS = 64
 """UDP_MAX_SEGMENTS of older kernels."""
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python names it from 3.12
-PROCS = int(os.environ.get("PXW_TFTP_PROCS", "1"))
-"""Transfer processes beside the engine (PXW_TFTP_PROCS=0: every transfer in-process;
-benchmarks compare with ``--variant``). See :class:`_Helper` for the measurements."""
+PROCS = int(os.environ.get("PXW_TFTP_PROCS", "0"))
+"""Transfer processes beside the engine (PXW_TFTP_PROCS=1: one; benchmarks compare with
+``--variant``). 0 by default: on the 2-core VM, where the bench's clients share the two
+cores, it measured no better (see :class:`_Helper`)."""
 SHARE_LOCAL = os.environ.get("PXW_TFTP_LOCAL", "1") != "0"
 """Whether the engine's own process also runs transfers while a transfer process is up
 (PXW_TFTP_LOCAL=0: every handed-over kind goes to the transfer processes)."""
@@ -180,6 +182,9 @@ def _big_rcvbuf(sock: socket.socket, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+ENGINE_RR = int(os.environ.get("PXW_TFTP_RR", "0"))
+"""SCHED_RR priority of the loop threads (0: none, the nice value below); see
+:func:`_raise_priority`."""
 ENGINE_NICE = int(os.environ.get("PXW_TFTP_NICE", "-10"))
 """Nice value of the engine thread (PXW_TFTP_NICE overrides it; 0 leaves it alone)."""
 
@@ -192,7 +197,21 @@ def _raise_priority() -> None:
     server one. A lower nice value (root only; silently skipped otherwise)
     evens that out and keeps a woken client from preempting the loop between
     its send and its next poll.
+
+    Where the kernel groups tasks by session (autogroup, Debian's default), a nice
+    value weighs only against the threads of the same session, so a client in
+    another session (the bench's curl clients) still preempts the loop. PXW_TFTP_RR=N
+    runs the loop threads SCHED_RR at priority N instead: measured in the same runs
+    (20 x 16 MiB / 100 x 4 MiB, medians of 3, one loop): 71 / 62 and 77 / 64 MB/s
+    against 56 / 45 and 71 / 46 with nice -10 (best peer 83 / 64 and 89 / 76). Not
+    the default: a real-time thread on the operator's machine is a decision for the
+    operator (the kernel keeps 5% of each core for the others).
     """
+    if ENGINE_RR:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_RR,
+                                  os.sched_param(ENGINE_RR))
+            return
     if ENGINE_NICE == 0:
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -1482,16 +1501,21 @@ class _Helper:
     measured no better (20 x 16 MiB: 76 MB/s against 73 in one session, same run).
 
     Placement (:meth:`TftpEngine.pick_helper`): small files (< HANDOFF_MIN), generated
-    files, netascii and writes stay here; a tie goes to the process. Measured with
-    ``bench/tftp.py`` against PXW_TFTP_PROCS=0 in the same runs (medians of 3, the
-    2-core VM shared with other engineers): 20 x 16 MiB 69 / 75 / 73 / 64 MB/s against
-    64 / 63 / 78 / 62 in-process, 100 x 4 MiB 72 / 68 / 65 / 58 against 62 / 80 / 61 / 65;
-    one client 1468: 67 against 64, 8192: 271 against 255, windowsize 8 at 8192: 423
-    against 384, at 1468: 126 against 137. All the transfers in processes
-    (PXW_TFTP_LOCAL=0, 1 or 2 processes) measured worse (61-72 MB/s). So one process
-    and a split is the default, but the gain is small: the bench's 20 curl clients run
-    on the same 2 cores, so the cores are already busy and what decides is the CPU
-    per packet (ours 9-10 s/GB, mostly system time in send(); the C peers 7-9).
+    files, netascii and writes stay here; a tie goes to the process.
+
+    Measured with ``bench/tftp.py --runs 3 --tests 20 100 --variant ...``, one process
+    (PXW_TFTP_PROCS=1) against none in the same runs (medians of 3, the 2-core VM
+    shared with other engineers, load 20-60 during the concurrent tests), MB/s:
+    20 x 16 MiB 69 / 75 / 73 / 64 / 47 / 62 against 64 / 63 / 78 / 62 / 56 / 71;
+    100 x 4 MiB 72 / 68 / 65 / 58 / 41 / 42 against 62 / 80 / 61 / 65 / 45 / 46; one
+    client (one run of 3) 1468: 67 against 64, 8192: 271 / 255, windowsize 8 at 8192:
+    423 / 384, at 1468: 126 / 137. Every transfer in processes (PXW_TFTP_LOCAL=0, with
+    1 or 2 processes) measured worse (61-72 against 64-75). No gain, so it is off by
+    default: the bench's 20-100 curl clients run on the same 2 cores, so no core is
+    free for a second loop, and what decides is the CPU per packet (ours 9-10 s/GB,
+    70% of it system time in send(); the C peers 7-9). With the clients on other
+    machines (a real classroom) the second core would be free; measure there before
+    turning it on.
     """
 
     def __init__(self, index: int) -> None:
