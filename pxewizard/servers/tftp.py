@@ -201,11 +201,12 @@ def _raise_priority() -> None:
     Where the kernel groups tasks by session (autogroup, Debian's default), a nice
     value weighs only against the threads of the same session, so a client in
     another session (the bench's curl clients) still preempts the loop. PXW_TFTP_RR=N
-    runs the loop threads SCHED_RR at priority N instead: measured in the same runs
-    (20 x 16 MiB / 100 x 4 MiB, medians of 3, one loop): 71 / 62 and 77 / 64 MB/s
-    against 56 / 45 and 71 / 46 with nice -10 (best peer 83 / 64 and 89 / 76). Not
-    the default: a real-time thread on the operator's machine is a decision for the
-    operator (the kernel keeps 5% of each core for the others).
+    runs the loop threads SCHED_RR at priority N instead, an experiment for the bench:
+    measured in the same runs (20 x 16 MiB / 100 x 4 MiB, MB/s), medians of 3:
+    71 / 62, 77 / 64, 78 / 65 against 56 / 45, 71 / 46, 75 / 71 with nice -10; medians
+    of 5: 73 / 65 against 79 / 63, at 11-12 CPU s/GB against 8.5-9. Not a clear gain,
+    and a real-time thread on the operator's machine is the operator's decision: not
+    the default.
     """
     if ENGINE_RR:
         with contextlib.suppress(OSError, AttributeError):
@@ -1503,19 +1504,20 @@ class _Helper:
     Placement (:meth:`TftpEngine.pick_helper`): small files (< HANDOFF_MIN), generated
     files, netascii and writes stay here; a tie goes to the process.
 
-    Measured with ``bench/tftp.py --runs 3 --tests 20 100 --variant ...``, one process
-    (PXW_TFTP_PROCS=1) against none in the same runs (medians of 3, the 2-core VM
-    shared with other engineers, load 20-60 during the concurrent tests), MB/s:
-    20 x 16 MiB 69 / 75 / 73 / 64 / 47 / 62 against 64 / 63 / 78 / 62 / 56 / 71;
-    100 x 4 MiB 72 / 68 / 65 / 58 / 41 / 42 against 62 / 80 / 61 / 65 / 45 / 46; one
-    client (one run of 3) 1468: 67 against 64, 8192: 271 / 255, windowsize 8 at 8192:
-    423 / 384, at 1468: 126 / 137. Every transfer in processes (PXW_TFTP_LOCAL=0, with
-    1 or 2 processes) measured worse (61-72 against 64-75). No gain, so it is off by
-    default: the bench's 20-100 curl clients run on the same 2 cores, so no core is
-    free for a second loop, and what decides is the CPU per packet (ours 9-10 s/GB,
-    70% of it system time in send(); the C peers 7-9). With the clients on other
-    machines (a real classroom) the second core would be free; measure there before
-    turning it on.
+    Measured with ``bench/tftp.py --tests 20 100 --variant ...``, one process
+    (PXW_TFTP_PROCS=1) against none in the same runs (the 2-core VM shared with other
+    engineers, load 20-60 during the concurrent tests), MB/s, medians of 3:
+    20 x 16 MiB 69 / 75 / 73 / 64 / 47 / 62 / 85 against 64 / 63 / 78 / 62 / 56 / 71 / 75;
+    100 x 4 MiB 72 / 68 / 65 / 58 / 41 / 42 / 75 against 62 / 80 / 61 / 65 / 45 / 46 / 71;
+    medians of 5: 74 / 59 against 79 / 63, at 10-11 CPU s/GB against 8.5-9 (a loop
+    with half the transfers batches fewer ACKs per wake-up). One client (medians of
+    3): 1468: 67 against 64, 8192: 271 / 255, windowsize 8 at 8192: 423 / 384, at
+    1468: 126 / 137. Every transfer in processes (PXW_TFTP_LOCAL=0, 1 or 2 processes)
+    measured worse (61-72 against 64-75). No gain, so it is off by default: the
+    bench's 20-100 curl clients run on the same 2 cores, so no core is free for a
+    second loop, and what decides is the CPU per packet (ours 8.5-10 s/GB, 70% of it
+    system time in send(); the C peers 7-9). With the clients on other machines (a
+    real classroom) the second core would be free: measure there before turning it on.
     """
 
     def __init__(self, index: int) -> None:
