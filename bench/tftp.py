@@ -29,6 +29,11 @@ noise from a shared machine hits all of them alike):
 Prints MB/s per run, medians, worst-client seconds, our/peer ratios, server CPU
 seconds per GB and the load average. The machine may be shared: ratios from the
 same run matter, not absolutes.
+
+Engine settings are compared with ``--variant``, each a column of its own: e.g.
+``--variant PXW_TFTP_PROCS=1`` (a transfer process beside the engine, off by default),
+``--variant PXW_TFTP_RR=1`` (the loop threads SCHED_RR instead of nice -10).
+Our server's CPU includes its transfer processes (children of any of its threads).
 """
 
 from __future__ import annotations
@@ -158,11 +163,18 @@ class CpuMeter:
         self._thread.start()
 
     def _children(self) -> list[int]:
+        """Children of every thread (ours starts its transfer processes from the engine's
+        thread, and /proc lists a child under the thread that forked it)."""
+        out: list[int] = []
         try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+            tasks = os.listdir(f"/proc/{self.pid}/task")
         except OSError:
-            return []
-        return [int(x) for x in text.split()]
+            return out
+        for tid in tasks:
+            with contextlib.suppress(OSError):
+                out += [int(x) for x in
+                        Path(f"/proc/{self.pid}/task/{tid}/children").read_text().split()]
+        return out
 
     def _sample(self) -> None:
         while True:

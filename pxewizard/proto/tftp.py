@@ -423,15 +423,18 @@ class ReadTransfer:
                  "acked", "sent_hi", "retry", "last_progress", "_data", "_oack_bytes",
                  "_tx_lo", "_tx_hi", "_events", "_tsize_asked", "negotiated")
 
-    def __init__(self, request: Request, data: BlockSource, limits: Limits, now: float) -> None:
+    def __init__(self, request: Request, data: BlockSource, limits: Limits, now: float,
+                 negotiated: Negotiated | None = None) -> None:
         """``data`` is the file's bytes (bytes, a memoryview, or any sized object whose
         slices are bytes-like, such as the adapter's chunked reader), already converted
-        to netascii when the request's mode says so."""
+        to netascii when the request's mode says so. ``negotiated``: the outcome of a
+        negotiation already made for this request (a transfer continued by another
+        process), else :func:`negotiate` runs here."""
         # Anything sized and sliceable: bytes (viewed, never copied) or the adapter's
         # chunked file reader. Slices are consumed at once by build().
         self._data = memoryview(data) if isinstance(data, (bytes, bytearray)) else data
         self.size = len(self._data)
-        neg = negotiate(request, limits, self.size)
+        neg = negotiated if negotiated is not None else negotiate(request, limits, self.size)
         self.negotiated = neg
         self.blksize = neg.blksize
         self.windowsize = neg.windowsize

@@ -7,7 +7,10 @@ dnsmasq). Here instead:
 
 - an ``epoll`` loop over the listening socket and the transfer sockets, in a
   thread of its own (more workers are possible, but measured slower: see
-  :class:`TftpEngine`);
+  :class:`TftpEngine`); optionally (PXW_TFTP_PROCS) transfer processes run the
+  same loop for a share of the reads, so a second core can work
+  (:class:`_Helper`: the engine keeps every decision and hands over the socket
+  and the open file; off by default, it measured no better here);
   events reach the asyncio bus in batches through
   :meth:`EventBus.publish_threadsafe`;
 - each transfer has its own connected UDP socket on a new ephemeral port (the
@@ -44,12 +47,17 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import json
 import os
+import pwd
 import secrets
 import select
+import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +81,7 @@ from ..proto import tftp as proto
 from ..proto.tftp import (
     ErrorCode,
     Limits,
+    Negotiated,
     Opcode,
     ReadState,
     ReadTransfer,
@@ -80,6 +89,7 @@ from ..proto.tftp import (
     TransferComplete,
     WriteTransfer,
 )
+from .. import privileges
 from ..privileges import follow as follow_privileges
 from .base import udp_socket
 
@@ -134,6 +144,17 @@ GSO_MAX_BYTES = 65000
 GSO_MAX_SEGMENTS = 64
 """UDP_MAX_SEGMENTS of older kernels."""
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python names it from 3.12
+PROCS = int(os.environ.get("PXW_TFTP_PROCS", "0"))
+"""Transfer processes beside the engine (PXW_TFTP_PROCS=1: one; benchmarks compare with
+``--variant``). 0 by default: on the 2-core VM, where the bench's clients share the two
+cores, it measured no better (see :class:`_Helper`)."""
+SHARE_LOCAL = os.environ.get("PXW_TFTP_LOCAL", "1") != "0"
+"""Whether the engine's own process also runs transfers while a transfer process is up
+(PXW_TFTP_LOCAL=0: every handed-over kind goes to the transfer processes)."""
+HANDOFF_MIN = int(os.environ.get("PXW_TFTP_HANDOFF_MIN", str(128 << 10)))
+"""Files smaller than this are served in-process (a config file or a menu is gone in a few
+round trips; handing it over would cost more than serving it)."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def interface_mtu(interface: str | None) -> int | None:
@@ -161,6 +182,9 @@ def _big_rcvbuf(sock: socket.socket, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+ENGINE_RR = int(os.environ.get("PXW_TFTP_RR", "0"))
+"""SCHED_RR priority of the loop threads (0: none, the nice value below); see
+:func:`_raise_priority`."""
 ENGINE_NICE = int(os.environ.get("PXW_TFTP_NICE", "-10"))
 """Nice value of the engine thread (PXW_TFTP_NICE overrides it; 0 leaves it alone)."""
 
@@ -173,7 +197,22 @@ def _raise_priority() -> None:
     server one. A lower nice value (root only; silently skipped otherwise)
     evens that out and keeps a woken client from preempting the loop between
     its send and its next poll.
+
+    Where the kernel groups tasks by session (autogroup, Debian's default), a nice
+    value weighs only against the threads of the same session, so a client in
+    another session (the bench's curl clients) still preempts the loop. PXW_TFTP_RR=N
+    runs the loop threads SCHED_RR at priority N instead, an experiment for the bench:
+    measured in the same runs (20 x 16 MiB / 100 x 4 MiB, MB/s), medians of 3:
+    71 / 62, 77 / 64, 78 / 65 against 56 / 45, 71 / 46, 75 / 71 with nice -10; medians
+    of 5: 73 / 65 against 79 / 63, at 11-12 CPU s/GB against 8.5-9. Not a clear gain,
+    and a real-time thread on the operator's machine is the operator's decision: not
+    the default.
     """
+    if ENGINE_RR:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_RR,
+                                  os.sched_param(ENGINE_RR))
+            return
     if ENGINE_NICE == 0:
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -368,7 +407,8 @@ class _Transfer:
 
     __slots__ = ("sock", "fd", "send", "core", "peer", "client", "path", "size", "started",
                  "mm", "reported_at", "reported_bytes", "writer", "wfd", "tmp", "final",
-                 "key", "gso", "worker", "closed", "admitted", "pfd", "retire", "mtu_flagged")
+                 "key", "gso", "worker", "closed", "admitted", "pfd", "retire", "mtu_flagged",
+                 "remote")
 
     def __init__(self, sock: socket.socket, core: ReadTransfer | WriteTransfer, peer: str,
                  client: str, path: str, size: int | None, now: float) -> None:
@@ -399,10 +439,13 @@ class _Transfer:
         self.admitted = False
         """Counted in the engine's caps (released on close)."""
         self.retire = ""
-        self.mtu_flagged = False
-        """Its lost big blocks already led to a BlksizeGranted."""
         """Set (to the new request's peer) when the client asked for this file again: the
         owning worker ends the transfer at its next scan."""
+        self.mtu_flagged = False
+        """Its lost big blocks already led to a BlksizeGranted."""
+        self.remote: _Helper | None = None
+        """The transfer process that runs it (its socket and file were handed over; this
+        record keeps the admission, the key and the names until that process says closed)."""
 
 
 class TftpEngine:
@@ -416,14 +459,15 @@ class TftpEngine:
     tftpd-hpa 65-95: the GIL hand-offs between workers (each a futex wake-up
     and a context switch) cost more than the parallel system calls gain, so
     the default is one worker. Worker 0 reads the listening socket and places
-    each new transfer on the least busy worker.
+    each new transfer on the least busy worker, or hands it to a transfer
+    process (:class:`_Helper`: a second process has a GIL of its own).
     """
 
     def __init__(self, *, listen: socket.socket, tree: FileTree, bus: EventBus, address: str,
                  interface: str | None, limits: Limits, allow_write: bool,
                  write_root: Path | None, workers: int = 1, max_transfers: int = MAX_TRANSFERS,
                  max_per_client: int = MAX_PER_CLIENT, max_lifetime: float = MAX_LIFETIME,
-                 max_stall: float = MAX_STALL) -> None:
+                 max_stall: float = MAX_STALL, procs: int | None = None) -> None:
         self.max_transfers = max_transfers
         self.max_per_client = max_per_client
         self.max_lifetime = max_lifetime
@@ -450,6 +494,9 @@ class TftpEngine:
         if os.environ.get("PXW_TFTP_WORKERS"):  # benchmarks compare
             n = max(1, int(os.environ["PXW_TFTP_WORKERS"]))
         self.workers = [_Worker(self, i) for i in range(n)]
+        self.helpers = [_Helper(i + 1) for i in range(max(0, procs if procs is not None
+                                                               else PROCS))]
+        """Transfer processes (started and read by worker 0)."""
 
     def start(self) -> None:
         for w in self.workers:
@@ -497,6 +544,18 @@ class TftpEngine:
         """The worker with the fewest transfers (worker 0 on a tie)."""
         return min(self.workers, key=lambda w: len(w.transfers))
 
+    def pick_helper(self) -> _Helper | None:
+        """The ready transfer process with the fewest transfers, when it has no more than
+        this process (a tie goes to the helper: this process also reads requests and
+        publishes the events); None: serve it here."""
+        best: _Helper | None = None
+        for h in self.helpers:
+            if h.ready and (best is None or len(h.transfers) < len(best.transfers)):
+                best = h
+        if best is None or (SHARE_LOCAL and len(best.transfers) > self.running()):
+            return None
+        return best
+
 
 class _Worker:
     """One readiness loop in its own thread; talks to the world only by events."""
@@ -532,6 +591,8 @@ class _Worker:
         self._drop_last = ""
         self._last: _Transfer | None = None
         """The transfer the request being handled created (it owns the admission)."""
+        self._extra: dict[int, Callable[[float], None]] = {}
+        """Other descriptors of the loop (the transfer processes' sockets) and their readers."""
 
     def adopt(self, t: _Transfer) -> None:
         """Take a transfer set up by worker 0 (any thread may call this)."""
@@ -590,6 +651,8 @@ class _Worker:
         if self.listen is not None:
             lfd = self.listen.fileno()
             ep.register(lfd, select.EPOLLIN)
+            for h in self.engine.helpers:
+                self._spawn(h)
         ep.register(self._wake_r, select.EPOLLIN)
         transfers = self.transfers
         rbuf = self.rbuf
@@ -664,6 +727,10 @@ class _Worker:
                 elif fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         os.read(self._wake_r, 64)
+                else:
+                    reader = self._extra.get(fd)
+                    if reader is not None:
+                        reader(now)
             if now >= next_scan:
                 self._scan(now)
                 next_scan = now + SCAN_INTERVAL
@@ -797,7 +864,10 @@ class _Worker:
             return
         t.closed = True
         w = t.worker or self
-        w.transfers.pop(t.fd, None)
+        if t.remote is not None:
+            t.remote.transfers.pop((t.peer, t.path), None)
+        else:
+            w.transfers.pop(t.fd, None)
         self.active_keys.discard(t.key)
         if t.admitted:
             t.admitted = False
@@ -1069,7 +1139,9 @@ class _Worker:
         old = self.by_file.get((addr[0], req.filename))
         # Abandoned: its client has let at least one timeout pass unanswered. Busy parallel
         # transfers of one file from one address (benchmarks, NAT) are left alone.
-        if old is not None and not old.closed and getattr(old.core, "retry", 0) >= 1:
+        if old is not None and not old.closed and old.remote is not None:
+            old.remote.retire(old, peer)  # that process knows whether it was abandoned
+        elif old is not None and not old.closed and getattr(old.core, "retry", 0) >= 1:
             old.retire = peer
             if old.worker is self or old.worker is None:
                 self._retire(old)
@@ -1084,6 +1156,10 @@ class _Worker:
             opts["ignored"] = "; ".join(core.negotiated.ignored)
         self._emit(TransferStarted(service=SERVICE, path=req.filename, size=core.size,
                                    options=opts, peer=peer, client=addr[0]))
+        if mm is not None and core.size >= HANDOFF_MIN:
+            h = self.engine.pick_helper()
+            if h is not None and self._hand_off(h, t, req, limits, now):
+                return
         # First packet from here, then hand over: an early ACK waits in the socket and the
         # level-triggered epoll of the adopting worker reports it at once.
         self._flush(t, now)
@@ -1181,9 +1257,194 @@ class _Worker:
                                   client=t.client))
         self._close(t)
 
+    # --- transfer processes (worker 0's side) ------------------------------------------------
+
+    def _spawn(self, h: _Helper) -> None:
+        """Start a transfer process; its transfers begin once it said ready."""
+        try:
+            h.start(self.engine)
+        except Exception as exc:
+            self._emit(LogLine(service=SERVICE, level="warning",
+                               message=f"TFTP transfer process {h.index} could not start "
+                                       f"({exc}); its share of the transfers is served "
+                                       "in-process"))
+            return
+        assert h.sock is not None
+        fd = h.sock.fileno()
+        self._extra[fd] = lambda now: self._from_helper(h, now)
+        self.ep.register(fd, select.EPOLLIN)
+
+    def _hand_off(self, h: _Helper, t: _Transfer, req: proto.Request, limits: Limits,
+                  now: float) -> bool:
+        """Give a read transfer's socket and file to a transfer process (nothing sent yet:
+        that process sends the first packet). False: it stays here."""
+        core = t.core
+        mm = t.mm
+        assert isinstance(core, ReadTransfer) and mm is not None and h.sock is not None
+        neg = core.negotiated
+        msg = {"op": "adopt", "path": t.path, "options": req.options,
+               "size": mm.size, "base": mm.base, "started": now, "peer": t.peer,
+               "client": t.client, "blksize": neg.blksize, "windowsize": neg.windowsize,
+               "timeout": neg.timeout, "oack": neg.oack, "retries": limits.retries,
+               "gso": t.gso}
+        try:
+            h.sock.sendmsg([json.dumps(msg).encode()],
+                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", t.fd, mm.fd))],
+                           MSG_DONTWAIT)
+        except OSError:
+            return False  # its queue is full or it is gone (the reader sees EOF)
+        t.remote = h
+        h.transfers[(t.peer, t.path)] = t
+        h.handed += 1
+        with contextlib.suppress(OSError):
+            t.sock.close()  # that process holds its own copies now
+        mm.close()
+        t.mm = None
+        return True
+
+    def _from_helper(self, h: _Helper, now: float) -> None:
+        """Read what a transfer process said: events of its transfers, closed, ready."""
+        sock = h.sock
+        for _ in range(1024):
+            if sock is None:
+                return
+            try:
+                data = sock.recv(65536, MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._helper_lost(h, now)
+                return
+            try:
+                msg = json.loads(data)
+                op = msg["op"]
+                if op == "ev":
+                    self._helper_event(h, msg["ev"])
+                elif op == "closed":
+                    t = h.transfers.get((msg["peer"], msg["path"]))
+                    if t is not None:
+                        self._close(t)
+                elif op == "ready":
+                    h.ready = True
+                    self._emit(LogLine(service=SERVICE, level="debug",
+                                       message=f"TFTP transfer process {h.index} ready "
+                                               f"(pid {h.pid}, uid {msg.get('uid')})"))
+            except Exception as exc:  # never trust it blindly, never stop for it
+                self._emit(LogLine(service=SERVICE, level="error",
+                                   message=f"TFTP transfer process {h.index} sent a message "
+                                           f"that was not understood: {exc!r}"))
+
+    def _helper_event(self, h: _Helper, d: dict[str, object]) -> None:
+        """An event of a transfer process, rebuilt here from its allowed fields; names
+        (path, peer, client) come from this process's own record of the transfer."""
+        kind = d.get("kind")
+        spec = _FORWARDED.get(kind)  # type: ignore[arg-type]
+        if spec is None:
+            return
+        cls, fields = spec
+        kw: dict[str, object] = {}
+        for name, typ in fields.items():
+            v = d.get(name)
+            if v is None:
+                continue
+            if typ is FailCause:
+                try:
+                    kw[name] = FailCause(str(v))
+                except ValueError:
+                    kw[name] = FailCause.unknown
+            elif typ is float and type(v) in (int, float):
+                kw[name] = float(v)  # type: ignore[arg-type]
+            elif type(v) is typ:
+                kw[name] = v
+        t = h.transfers.get((str(d.get("peer")), str(d.get("path"))))
+        if cls in (PacketDropped, LogLine):
+            kw["service"] = SERVICE
+            if cls is PacketDropped:
+                kw.setdefault("peer", "")
+                kw.setdefault("reason", "")
+            else:
+                kw.setdefault("level", "error")
+                kw.setdefault("message", "")
+            self._emit(cls(**kw))
+            return
+        if t is None:
+            return  # not one of its transfers (any more)
+        kw.update(path=t.path, peer=t.peer, client=t.client)
+        if cls is BlksizeGranted:
+            granted = kw.get("granted")
+            if isinstance(granted, int):
+                self.engine.granted[t.client] = granted
+        else:
+            kw["service"] = SERVICE
+            if cls is TransferProgress:
+                kw["size"] = t.size
+                sent = kw.get("sent")
+                t.reported_bytes = sent if isinstance(sent, int) else t.reported_bytes
+        try:
+            self._emit(cls(**kw))
+        except TypeError:
+            pass  # a required field missing: nothing to say
+
+    def _helper_lost(self, h: _Helper, now: float) -> None:
+        """The transfer process ended (crashed, killed): its transfers fail with an event,
+        new ones are served here."""
+        if h.sock is None:
+            return
+        fd = h.sock.fileno()
+        self._extra.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.ep.unregister(fd)
+        with contextlib.suppress(OSError):
+            h.sock.close()
+        h.sock = None
+        was_ready, h.ready = h.ready, False
+        status = h.reap(0.5)
+        how = f" (exit status {status})" if status is not None else ""
+        if not was_ready:
+            self._emit(LogLine(service=SERVICE, level="warning",
+                               message=f"TFTP transfer process {h.index} could not start"
+                                       f"{how}; transfers are served in-process"))
+            return
+        for t in list(h.transfers.values()):
+            self._emit(TransferFailed(
+                service=SERVICE, path=t.path, sent=t.reported_bytes, peer=t.peer,
+                client=t.client, cause=FailCause.server_error,
+                reason=f"the TFTP transfer process (pid {h.pid}) that ran this transfer "
+                       f"ended{how}; the client may ask again"))
+            self._close(t)
+        if not self._stopping:
+            self._emit(LogLine(service=SERVICE, level="error",
+                               message=f"TFTP transfer process {h.index} (pid {h.pid}) "
+                                       f"ended{how}; new transfers are served in-process"))
+
+    def _stop_helper(self, h: _Helper) -> None:
+        """Serve stop: read its last words, end it (EOF on its socket), wait for it."""
+        if h.sock is not None:
+            self._from_helper(h, time.monotonic())
+        if h.sock is not None:
+            for t in list(h.transfers.values()):
+                self._emit(TransferFailed(service=SERVICE, path=t.path, sent=t.reported_bytes,
+                                          peer=t.peer, client=t.client,
+                                          reason="the server was stopped",
+                                          cause=FailCause.stopped))
+                self._close(t)
+            with contextlib.suppress(OSError, ValueError):
+                self.ep.unregister(h.sock.fileno())
+            with contextlib.suppress(OSError):
+                h.sock.close()
+            h.sock = None
+        if not h.ready and h.proc is not None:  # still starting: it holds nothing
+            with contextlib.suppress(OSError):
+                h.proc.kill()
+        h.reap(3.0, kill=True)
+
     # --- shutdown -------------------------------------------------------------------------
 
     def _cleanup(self) -> None:
+        for h in self.engine.helpers if self.listen is not None else ():
+            self._stop_helper(h)
         for t in list(self.transfers.values()):
             sent = t.core.bytes if t.writer else t.core.bytes_acked  # type: ignore[union-attr]
             self._emit(TransferFailed(service=SERVICE, path=t.path, sent=sent, peer=t.peer,
@@ -1198,6 +1459,290 @@ class _Worker:
         if self.listen is not None:
             with contextlib.suppress(OSError):
                 self.listen.close()
+
+
+_FORWARDED: dict[str, tuple[type, dict[str, type]]] = {
+    "transfer_progress": (TransferProgress, {"sent": int}),
+    "transfer_done": (TransferDone, {"sent": int, "seconds": float}),
+    "transfer_failed": (TransferFailed, {"reason": str, "cause": FailCause, "code": int,
+                                         "sent": int, "probe": bool}),
+    "blksize_granted": (BlksizeGranted, {"asked": int, "granted": int, "packet": int,
+                                         "path_mtu": int}),
+    "packet_dropped": (PacketDropped, {"peer": str, "client": str, "reason": str,
+                                       "size": int}),
+    "log_line": (LogLine, {"level": str, "message": str}),
+}
+"""Events a transfer process may report, and the fields taken from it (checked by type;
+a transfer's names come from the engine's own record)."""
+
+_FDS_SPACE = socket.CMSG_SPACE(4 * struct.calcsize("i"))
+_HELPER_CODE = ("import sys; from pxewizard.servers.tftp import transfer_process; "
+                "transfer_process(int(sys.argv[1]), sys.argv[2])")
+
+
+class _Helper:
+    """The engine's end of one transfer process.
+
+    Why a process: the engine is one Python thread (more threads measured slower, see
+    :class:`TftpEngine`), so it used one of the 2 cores while tftpd-hpa and atftpd fork
+    per client and use both. Worker 0 keeps every decision (request parsing, caps, the
+    jailed open, option negotiation, TransferStarted); for a read of a real file it hands
+    the connected transfer socket and the open file (SCM_RIGHTS over a SOCK_SEQPACKET
+    pair) with the negotiated options to the least busy process, which runs the same
+    :class:`_Worker` loop (:class:`_ProcWorker`) and reports back in JSON: the events of
+    its transfers (rebuilt here from allowed fields, names from our own record) and
+    ``closed``, which releases the admission. The process is started with
+    ``sys.executable`` (no fork of a threaded asyncio process), from worker 0's thread
+    (PR_SET_PDEATHSIG follows that thread: it dies with the engine), and keeps no
+    privileges: uid and gid nobody, no capabilities, no_new_privs (it only gets
+    descriptors). If it dies, its transfers end with TransferFailed and new ones are
+    served in-process. It ignores SIGINT/SIGTERM/SIGHUP (a Ctrl-C or a SIGTERM to the
+    process group would end it before the engine stopped) and stays in the engine's
+    session: the kernel's autogroup schedules by session, and a session of its own
+    measured no better (20 x 16 MiB: 76 MB/s against 73 in one session, same run).
+
+    Placement (:meth:`TftpEngine.pick_helper`): small files (< HANDOFF_MIN), generated
+    files, netascii and writes stay here; a tie goes to the process.
+
+    Measured with ``bench/tftp.py --tests 20 100 --variant ...``, one process
+    (PXW_TFTP_PROCS=1) against none in the same runs (the 2-core VM shared with other
+    engineers, load 20-60 during the concurrent tests), MB/s, medians of 3:
+    20 x 16 MiB 69 / 75 / 73 / 64 / 47 / 62 / 85 against 64 / 63 / 78 / 62 / 56 / 71 / 75;
+    100 x 4 MiB 72 / 68 / 65 / 58 / 41 / 42 / 75 against 62 / 80 / 61 / 65 / 45 / 46 / 71;
+    medians of 5: 74 / 59 against 79 / 63, at 10-11 CPU s/GB against 8.5-9 (a loop
+    with half the transfers batches fewer ACKs per wake-up). One client (medians of
+    3): 1468: 67 against 64, 8192: 271 / 255, windowsize 8 at 8192: 423 / 384, at
+    1468: 126 / 137. Every transfer in processes (PXW_TFTP_LOCAL=0, 1 or 2 processes)
+    measured worse (61-72 against 64-75). No gain, so it is off by default: the
+    bench's 20-100 curl clients run on the same 2 cores, so no core is free for a
+    second loop, and what decides is the CPU per packet (ours 8.5-10 s/GB, 70% of it
+    system time in send(); the C peers 7-9). With the clients on other machines (a
+    real classroom) the second core would be free: measure there before turning it on.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.pid = 0
+        self.ready = False
+        self.transfers: dict[tuple[str, str], _Transfer] = {}
+        """Its running transfers by (peer, path), the records of this process."""
+        self.handed = 0
+        """Transfers handed to it so far."""
+
+    def start(self, engine: TftpEngine) -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
+            config = json.dumps({"max_lifetime": engine.max_lifetime,
+                                 "max_stall": engine.max_stall, "parent": os.getpid(),
+                                 "index": self.index})
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _HELPER_CODE, str(b.fileno()), config],
+                pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=None if os.environ.get("PXW_TFTP_PROC_STDERR") else subprocess.DEVNULL,
+                start_new_session=False)  # one scheduling group with the engine
+        except BaseException:
+            a.close()
+            raise
+        finally:
+            b.close()
+        a.setblocking(False)
+        self.sock = a
+        self.pid = self.proc.pid
+
+    def retire(self, t: _Transfer, peer: str) -> None:
+        """A new request for the file: that process retires ``t`` if its client let a
+        timeout pass (it knows the retry count)."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.send(json.dumps({"op": "retire", "peer": t.peer, "path": t.path,
+                                           "by": peer}).encode(), MSG_DONTWAIT)
+
+    def reap(self, timeout: float, kill: bool = False) -> int | None:
+        """Its exit status, waiting up to ``timeout`` (then SIGKILL when ``kill``)."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if not kill:
+                return None
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return self.proc.wait(3.0)
+            return None
+
+
+class _ProcEngine:
+    """What a :class:`_Worker` reads of its engine, inside a transfer process (caps,
+    requests and policy stay with the real engine)."""
+
+    listen = None
+    tree = None
+    bus = None
+    address = ""
+    interface = None
+    limits = Limits()
+    allow_write = False
+    write_root = None
+
+    def __init__(self, max_lifetime: float, max_stall: float) -> None:
+        self.max_lifetime = max_lifetime
+        self.max_stall = max_stall
+        self.active_keys: set[tuple[str, int, str]] = set()
+        self.by_file: dict[tuple[str, str], _Transfer] = {}
+        self.granted: dict[str, int] = {}
+
+    def release(self, client: str) -> None:
+        """Admissions are counted by the engine (it hears ``closed``)."""
+
+
+class _ProcWorker(_Worker):
+    """The loop of a transfer process: :class:`_Worker` with transfers coming from the
+    engine over ``ctl`` and events going back to it."""
+
+    def __init__(self, engine: _ProcEngine, ctl: socket.socket) -> None:
+        super().__init__(engine, 1)  # type: ignore[arg-type]
+        self.ctl = ctl
+        self._extra[ctl.fileno()] = self._from_engine
+        self.ep.register(ctl.fileno(), select.EPOLLIN)
+
+    def _send(self, msg: dict[str, object]) -> None:
+        try:
+            self.ctl.send(json.dumps(msg).encode())
+        except OSError:
+            self._stopping = True  # the engine is gone
+
+    def _emit(self, ev: object) -> None:
+        self._send({"op": "ev", "ev": ev.to_dict()})  # type: ignore[attr-defined]
+
+    def _close(self, t: _Transfer) -> None:
+        was = t.closed
+        super()._close(t)
+        if not was:
+            self._send({"op": "closed", "peer": t.peer, "path": t.path})
+
+    def _from_engine(self, now: float) -> None:
+        for _ in range(256):
+            try:
+                # (not socket.recv_fds: before Python 3.12 it drops the flags)
+                data, anc, _flags, _addr = self.ctl.recvmsg(65536, _FDS_SPACE, MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, anc = b"", []
+            fds: list[int] = []
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += struct.unpack(f"{len(raw) // 4}i", raw[:len(raw) // 4 * 4])
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                self._stopping = True
+                return
+            try:
+                msg = json.loads(data)
+                if msg["op"] == "adopt":
+                    got, fds = fds, []
+                    self._adopt_handed(msg, got, now)
+                elif msg["op"] == "retire":
+                    for t in self.transfers.values():
+                        if t.peer == msg["peer"] and t.path == msg["path"] and \
+                                getattr(t.core, "retry", 0) >= 1:
+                            t.retire = str(msg["by"])
+            except Exception as exc:
+                self._emit(LogLine(service=SERVICE, level="error",
+                                   message=f"transfer process: a hand-over failed: {exc!r}"))
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _adopt_handed(self, msg: dict, fds: list[int], now: float) -> None:
+        """Take a transfer the engine handed over; if it cannot run here, say so (a
+        TransferFailed, then ``closed``, so the engine releases its admission)."""
+        sock: socket.socket | None = None
+        mm: ChunkedFile | None = None
+        try:
+            if len(fds) != 2:  # MSG_CTRUNC: out of descriptors here
+                raise OSError(errno.EMFILE, f"{len(fds)} of 2 descriptors received "
+                              "(too many open files)")
+            sock = socket.socket(fileno=fds[0])
+            mm = ChunkedFile(fds[1], int(msg["size"]), msg["path"], base=int(msg["base"]))
+            fds = []
+            req = proto.Request(opcode=Opcode.RRQ, filename=msg["path"], mode="octet",
+                                options=dict(msg["options"]))
+            neg = Negotiated(blksize=int(msg["blksize"]), windowsize=int(msg["windowsize"]),
+                             timeout=float(msg["timeout"]), oack=dict(msg["oack"]))
+            started = float(msg["started"])  # CLOCK_MONOTONIC: one clock for every process
+            core = ReadTransfer(req, mm, Limits(retries=int(msg["retries"])), started,
+                                negotiated=neg)
+            t = _Transfer(sock, core, msg["peer"], msg["client"], msg["path"], core.size,
+                          started)
+        except Exception as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if sock is not None:
+                sock.close()
+            if mm is not None:
+                mm.close()
+            peer, path = str(msg.get("peer", "")), str(msg.get("path", ""))
+            self._emit(TransferFailed(service=SERVICE, path=path, peer=peer,
+                                      client=str(msg.get("client", "")),
+                                      cause=FailCause.server_error,
+                                      reason=f"the transfer process could not take the "
+                                             f"transfer: {exc}"))
+            self._send({"op": "closed", "peer": peer, "path": path})
+            return
+        t.mm = mm
+        t.gso = int(msg["gso"])
+        self._flush(t, now)  # the first packet: OACK or block 1
+        if not t.closed:
+            self.adopt(t)
+
+
+def _drop_to_nobody() -> None:
+    """Keep no privileges: uid/gid nobody (when root), no capabilities, no_new_privs."""
+    if os.geteuid() == 0:
+        try:
+            nobody = pwd.getpwnam("nobody")
+            uid, gid = nobody.pw_uid, nobody.pw_gid
+        except KeyError:
+            uid = gid = 65534
+        with contextlib.suppress(OSError):
+            os.setgroups([])
+        with contextlib.suppress(OSError):
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+    with contextlib.suppress(OSError, AttributeError):
+        privileges._apply(0)
+
+
+def transfer_process(fd: int, config: str) -> None:
+    """Main of a transfer process (started by :class:`_Helper` with ``sys.executable``)."""
+    # The engine decides when it ends (EOF on ctl, or PR_SET_PDEATHSIG): not a Ctrl-C or
+    # a SIGTERM sent to the process group, which would end it before the engine had
+    # stopped and turn a clean stop into "the transfer process ended" failures.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    cfg = json.loads(config)
+    ctl = socket.socket(fileno=fd)
+    _raise_priority()  # while still allowed to
+    _drop_to_nobody()
+    # After the credential change (which clears it): die with the engine's thread.
+    with contextlib.suppress(OSError, AttributeError):
+        privileges.libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != cfg["parent"]:
+        return  # the engine is already gone
+    worker = _ProcWorker(_ProcEngine(float(cfg["max_lifetime"]), float(cfg["max_stall"])), ctl)
+    worker._send({"op": "ready", "uid": os.getuid()})
+    worker._run()
 
 
 class TftpService:
@@ -1228,11 +1773,12 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
                      windowsize: int = 16, timeout: float = 1.0, retries: int = 5,
                      workers: int = 1, max_transfers: int = MAX_TRANSFERS,
                      max_per_client: int = MAX_PER_CLIENT, max_lifetime: float = MAX_LIFETIME,
-                     max_stall: float = MAX_STALL) -> TftpService:
+                     max_stall: float = MAX_STALL, procs: int | None = None) -> TftpService:
     """Bind (address, port) on ``interface`` and serve ``tree`` until ``close()``.
 
     ``max_blksize`` is further clamped to the interface MTU minus 32 (IPv4 +
-    UDP + TFTP headers), so a granted blksize never fragments.
+    UDP + TFTP headers), so a granted blksize never fragments. ``procs``: transfer
+    processes beside the engine (None: PXW_TFTP_PROCS, default :data:`PROCS`).
     """
     bus.bind_loop(asyncio.get_running_loop())
     mtu = interface_mtu(interface)
@@ -1248,7 +1794,7 @@ async def start_tftp(*, tree: FileTree, bus: EventBus, address: str, port: int =
                         limits=limits, allow_write=allow_write, write_root=write_root,
                         workers=workers, max_transfers=max_transfers,
                         max_per_client=max_per_client, max_lifetime=max_lifetime,
-                        max_stall=max_stall)
+                        max_stall=max_stall, procs=procs)
     engine.start()
     bus.publish(ServiceStarted(service=SERVICE, address=address, port=actual_port))
     if mtu is not None:
