@@ -483,16 +483,16 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
     printer = _StdoutPrinter()
-    session = InsightSession(host_facts(plan))
     if not quiet:
         bus.subscribe(printer)
-        session.attach(bus)  # from the first event: the timelines need the servers' starts
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    # attached before the start, so it sees the PlanLoaded event
+    # one session, attached before the start: the timelines need the PlanLoaded event and
+    # the servers' starts; its findings are printed even with --quiet (a systemd unit's
+    # journal then holds the diagnosis in words, not every packet)
     session = InsightSession(host_facts(plan)).attach(bus)
     try:
         # the files first: a refused state dir or log path gets nothing written into it
@@ -520,12 +520,11 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
                                 "Ctrl-C stops"))
     firewall = firewall_check(plan_ports(plan))
     session.facts = host_facts(plan, plan_problems=running.problems, firewall=firewall)
-    if not quiet:
-        files = await asyncio.to_thread(served_paths, running.tree)
-        session.facts = host_facts(plan, files=files, plan_problems=running.problems,
-                                   firewall=firewall)
+    files = await asyncio.to_thread(served_paths, running.tree)
+    session.facts = host_facts(plan, files=files, plan_problems=running.problems,
+                               firewall=firewall)
     try:
-        while not quiet:
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
             # what the diagnosis rules see, once per finding, as it appears
@@ -533,7 +532,6 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
                            for line in format_finding(f, with_evidence=False)])
             if stop.is_set():
                 break
-        await stop.wait()
     finally:
         session.detach()
         bus.publish(LogLine(service="serve", level="info", message="stopping"))
