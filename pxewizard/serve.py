@@ -478,13 +478,23 @@ class _StdoutPrinter:
             sys.stdout.flush()
 
 
+def _quiet_filter(printer: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``serve --quiet`` (the exported systemd unit): no line per packet, but what an
+    operator reading the journal needs: serve's own lines (ready, stopping) and every
+    warning and error; the findings are printed beside them."""
+    def maybe(ev: Event) -> None:
+        if isinstance(ev, LogLine) and (ev.service == "serve"
+                                        or ev.level in ("warning", "error")):
+            printer(ev)
+    return maybe
+
+
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
     bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
     printer = _StdoutPrinter()
-    if not quiet:
-        bus.subscribe(printer)
+    bus.subscribe(printer if not quiet else _quiet_filter(printer))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,6 +20,7 @@ for clients whose address came from another DHCP server, the neighbour table
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 import socket
@@ -479,9 +480,16 @@ class _StepState:
 
 
 MAX_EVENTS_PER_CLIENT = 2000
+"""Events kept per client for evidence; beyond it the oldest go (steps stay)."""
 MAX_EARLIER = 5
 """Earlier boot attempts kept per client (replay and doctor show how each ended)."""
-"""Events kept per client for evidence; beyond it the oldest go (steps stay)."""
+MAX_STEPS_PER_CLIENT = 256
+"""Steps kept per client attempt: a PC that renews its lease every few minutes for days
+adds a DHCP step each time; beyond this the oldest steps go."""
+MAX_CLIENTS = 4096
+"""Clients with a timeline. Anyone on the segment can send DHCP from a new MAC per packet;
+past this the least recently active eighth is forgotten (counted in ``evicted``), so
+memory and the cost of a snapshot stay bounded whatever the LAN sends."""
 
 
 @dataclass
@@ -515,6 +523,11 @@ class _Client:
     def reach(self, stage: Stage) -> None:
         if stage > self.stage:
             self.stage = stage
+
+    def add_step(self, step: _StepState) -> None:
+        self.steps.append(step)
+        if len(self.steps) > MAX_STEPS_PER_CLIENT:
+            del self.steps[:len(self.steps) - MAX_STEPS_PER_CLIENT]
 
     def _ordered_steps(self) -> list[_StepState]:
         # Steps arrive in time order except after a merge (learn): sort only then.
@@ -564,6 +577,8 @@ class TimelineBuilder:
         self._dhcp_requests = 0
         self._plan: PlanLoaded | None = None
         self._bpdus: dict[str, BpduSeen] = {}
+        self.evicted = 0
+        """Clients forgotten to keep within MAX_CLIENTS."""
 
     # -- public --------------------------------------------------------------------
 
@@ -639,7 +654,7 @@ class TimelineBuilder:
                 level = getattr(event, "level", "warning")
                 if level in ("warning", "error"):
                     text = event.message if isinstance(event, LogLine) else event.reason
-                    c.steps.append(_StepState(kind="note", stage=c.stage, title=text,
+                    c.add_step(_StepState(kind="note", stage=c.stage, title=text,
                                               started=ts, ended=ts, status=Status.ignored,
                                               service=event.service, last_activity=ts,
                                               events=[event]))
@@ -711,12 +726,26 @@ class TimelineBuilder:
     def _client(self, key: str) -> _Client:
         c = self._clients.get(key)
         if c is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._evict()
             c = self._clients[key] = _Client(key=key)
             if _is_ip(key):
                 c.ips.append(key)
             elif re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", key):
                 c.mac = key
         return c
+
+    def _evict(self) -> None:
+        """Forget the least recently active eighth of the clients (see MAX_CLIENTS)."""
+        # a client created a moment ago has no activity yet: it is the newest, not the oldest
+        by_age = sorted(self._clients.values(), key=lambda c: c.last_activity or math.inf)
+        gone = by_age[:max(1, len(by_age) // 8)]
+        for c in gone:
+            del self._clients[c.key]
+        self.evicted += len(gone)
+        if len(self._ip_to_mac) > 2 * MAX_CLIENTS:
+            keep = {c.mac for c in self._clients.values() if c.mac}
+            self._ip_to_mac = {ip: m for ip, m in self._ip_to_mac.items() if m in keep}
 
     @staticmethod
     def _add_ip(c: _Client, ip: str) -> None:
@@ -779,7 +808,7 @@ class TimelineBuilder:
         if step is None:
             step = _StepState(kind="dhcp", stage=Stage.dhcp, title="", started=ts,
                               service=ev.service, key=(ev.service, ev.xid))
-            c.steps.append(step)
+            c.add_step(step)
         step.events.append(ev)
         step.last_activity = ts
         step.ended = ts
@@ -823,7 +852,7 @@ class TimelineBuilder:
             step = _StepState(kind="transfer", stage=stage, title=f"{ev.service} {ev.path}",
                               started=ts, service=ev.service, path=ev.path, role=role,
                               peer=ev.peer)
-            c.steps.append(step)
+            c.add_step(step)
         step.last_activity = ts
         match ev:
             case TransferStarted():
@@ -893,7 +922,7 @@ class TimelineBuilder:
         c.touch(ev.ts)
         if isinstance(ev, SessionOpened):
             title = f"{ev.service} {ev.target}".strip()
-            c.steps.append(_StepState(kind="session", stage=Stage.stage3, title=title,
+            c.add_step(_StepState(kind="session", stage=Stage.stage3, title=title,
                                       started=ev.ts, service=ev.service, path=ev.target,
                                       role=Role.rootfs, peer=ev.peer, detail=ev.detail,
                                       last_activity=ev.ts, events=[ev]))

@@ -41,3 +41,32 @@ def test_a_broken_event_is_counted_not_raised() -> None:
     session = InsightSession()
     session.feed(object())  # type: ignore[arg-type]
     assert session.damaged == 1
+
+
+def test_diagnosis_passes_take_a_bounded_share_of_the_time() -> None:
+    """new_findings() after a pass that took d seconds waits FINDINGS_COST_RATIO * d: with
+    thousands of clients, diagnosis must not starve the servers it shares a thread with."""
+    from pxewizard.insight import session as session_mod
+    t = [100.0]
+    session = InsightSession(clock=lambda: t[0])
+    session.feed_all(_events("fault-stage3-404"))
+    cost = [0.0]
+    real = session.findings
+
+    def slow_findings(snap=None):  # a pass that "took" 50 ms
+        cost[0] += 1
+        import time as _t
+        start = _t.perf_counter()
+        out = real(snap)
+        while _t.perf_counter() - start < 0.05:
+            pass
+        return out
+    session.findings = slow_findings  # type: ignore[method-assign]
+    assert session.new_findings()
+    assert cost[0] == 1
+    t[0] += 0.5      # < 20 x 50 ms: no pass, however often serve asks
+    assert session.new_findings() == [] and cost[0] == 1
+    t[0] += 0.6      # past 1 s: the next pass runs
+    session.new_findings()
+    assert cost[0] == 2
+    assert session_mod.FINDINGS_COST_RATIO == 20
