@@ -490,6 +490,9 @@ MAX_CLIENTS = 4096
 """Clients with a timeline. Anyone on the segment can send DHCP from a new MAC per packet;
 past this the least recently active eighth is forgotten (counted in ``evicted``), so
 memory and the cost of a snapshot stay bounded whatever the LAN sends."""
+MAX_EVENTS_TOTAL = 400_000
+"""Events held by all timelines together (about 200 MB): many clients with long histories
+are evicted the same way, least recently active first."""
 
 
 @dataclass
@@ -578,7 +581,8 @@ class TimelineBuilder:
         self._plan: PlanLoaded | None = None
         self._bpdus: dict[str, BpduSeen] = {}
         self.evicted = 0
-        """Clients forgotten to keep within MAX_CLIENTS."""
+        """Clients forgotten to keep within MAX_CLIENTS and MAX_EVENTS_TOTAL."""
+        self._created = 0
 
     # -- public --------------------------------------------------------------------
 
@@ -726,7 +730,9 @@ class TimelineBuilder:
     def _client(self, key: str) -> _Client:
         c = self._clients.get(key)
         if c is None:
-            if len(self._clients) >= MAX_CLIENTS:
+            self._created += 1
+            if len(self._clients) >= MAX_CLIENTS or (
+                    self._created % 64 == 0 and self._held() > MAX_EVENTS_TOTAL):
                 self._evict()
             c = self._clients[key] = _Client(key=key)
             if _is_ip(key):
@@ -735,11 +741,20 @@ class TimelineBuilder:
                 c.mac = key
         return c
 
+    def _held(self) -> int:
+        return sum(len(c.events) for c in self._clients.values())
+
     def _evict(self) -> None:
-        """Forget the least recently active eighth of the clients (see MAX_CLIENTS)."""
+        """Forget the least recently active eighth of the clients (MAX_CLIENTS), and more
+        while their events together exceed MAX_EVENTS_TOTAL."""
         # a client created a moment ago has no activity yet: it is the newest, not the oldest
         by_age = sorted(self._clients.values(), key=lambda c: c.last_activity or math.inf)
-        gone = by_age[:max(1, len(by_age) // 8)]
+        n = max(1, len(by_age) // 8)
+        held = sum(len(c.events) for c in by_age[n:])
+        while held > MAX_EVENTS_TOTAL and n < len(by_age) - 1:
+            held -= len(by_age[n].events)
+            n += 1
+        gone = by_age[:n]
         for c in gone:
             del self._clients[c.key]
         self.evicted += len(gone)

@@ -302,3 +302,16 @@ def test_a_client_renewing_for_days_keeps_a_bounded_number_of_steps() -> None:
     (tl,) = b.snapshot(5000.0).clients
     assert len(tl.steps) == timeline.MAX_STEPS_PER_CLIENT
     assert tl.steps[-1].status is Status.ok
+
+
+def test_many_long_histories_keep_the_events_held_bounded(monkeypatch) -> None:
+    from pxewizard.insight import timeline
+    monkeypatch.setattr(timeline, "MAX_EVENTS_TOTAL", 5000)
+    b = TimelineBuilder()
+    for i in range(400):                     # 400 clients x 40 events = 16,000 events
+        for xid in range(20):
+            for ev in _dora(i, xid, 1000.0 + i * 20 + xid):
+                b.feed(ev)
+    assert b._held() <= 5000 + 64 * 40
+    assert b.evicted > 0
+    assert any(tl.mac == _dora(399, 0, 0)[0].mac for tl in b.snapshot(9999.0).clients)
