@@ -458,10 +458,31 @@ class _StepState:
     key: Any = None
     events: list[Event] = field(default_factory=list)
     progress: Event | None = None
+    stale: bool = False
+    """A DHCP step took events since its title, status and detail were worked out."""
     _frozen: tuple[Any, Step] | None = field(default=None, repr=False, compare=False)
+
+    def _summarise_dhcp(self) -> None:
+        """Title, status and detail of a DHCP transaction from its events (once per
+        snapshot, not once per packet: a DHCP flood feeds thousands a second)."""
+        self.stale = False
+        self.title = _dhcp_title(self.events)
+        answered = [e for e in self.events
+                    if isinstance(e, DhcpExchange) and e.msg_out.upper() != "-"]
+        if answered and answered[-1].msg_out.upper() == "NAK":
+            self.status = Status.failed
+        elif answered:
+            self.status = Status.ok
+        else:
+            self.status = Status.ignored
+        reasons = [e.reason for e in self.events
+                   if isinstance(e, DhcpExchange) and e.msg_out == "-" and e.reason]
+        self.detail = reasons[-1] if reasons else getattr(self.events[-1], "reason", "")
 
     def freeze(self) -> Step:
         """The frozen Step, rebuilt only when something shown changed."""
+        if self.stale:
+            self._summarise_dhcp()
         evs = tuple(self.events) + ((self.progress,) if self.progress is not None else ())
         key = (self.status, self.sent, self.last_activity, self.ended, self.title, self.detail,
                self.size, len(evs), id(self.progress))
@@ -582,7 +603,6 @@ class TimelineBuilder:
         self._bpdus: dict[str, BpduSeen] = {}
         self.evicted = 0
         """Clients forgotten to keep within MAX_CLIENTS and MAX_EVENTS_TOTAL."""
-        self._created = 0
 
     # -- public --------------------------------------------------------------------
 
@@ -730,9 +750,8 @@ class TimelineBuilder:
     def _client(self, key: str) -> _Client:
         c = self._clients.get(key)
         if c is None:
-            self._created += 1
-            if len(self._clients) >= MAX_CLIENTS or (
-                    self._created % 64 == 0 and self._held() > MAX_EVENTS_TOTAL):
+            n = len(self._clients)
+            if n >= MAX_CLIENTS or (n % 256 == 0 and n and self._held() > MAX_EVENTS_TOTAL):
                 self._evict()
             c = self._clients[key] = _Client(key=key)
             if _is_ip(key):
@@ -827,18 +846,7 @@ class TimelineBuilder:
         step.events.append(ev)
         step.last_activity = ts
         step.ended = ts
-        step.title = _dhcp_title(step.events)
-        answered = [e for e in step.events
-                    if isinstance(e, DhcpExchange) and e.msg_out.upper() != "-"]
-        if answered and answered[-1].msg_out.upper() == "NAK":
-            step.status = Status.failed
-        elif answered:
-            step.status = Status.ok
-        else:
-            step.status = Status.ignored
-        reasons = [e.reason for e in step.events
-                   if isinstance(e, DhcpExchange) and e.msg_out == "-" and e.reason]
-        step.detail = reasons[-1] if reasons else ev.reason
+        step.stale = True  # title, status and detail: worked out when the step is shown
         return c.key
 
     def _transfer(self, ev: TransferStarted | TransferProgress | TransferDone | TransferFailed
