@@ -493,55 +493,64 @@ def _quiet_filter(printer: Callable[[Event], None]) -> Callable[[Event], None]:
     return maybe
 
 
-class _Insight:
-    """Headless serve's timelines and findings, fed from the JSONL log
-    (:mod:`pxewizard.insight.follow`): in a forked process of their own, so the servers'
-    thread only writes log lines; in this process (polled with the findings) when the
-    fork is refused."""
+INSIGHT_PROCESS = os.environ.get("PXW_INSIGHT_PROCESS", "1") != "0"
+"""Move the timelines and findings to a forked process once the servers run (benchmarks
+compare; PXW_INSIGHT_PROCESS=0 keeps them in the servers' process)."""
 
-    def __init__(self, plan: Plan, log: JsonlLog, facts: HostFacts,
+
+class _Insight:
+    """Headless serve's timelines and findings. Fed from the bus while the servers start;
+    once they run, the session is forked into a process of its own that goes on from the
+    JSONL log (:mod:`pxewizard.insight.follow`), so the servers' thread only writes log
+    lines. Where fork is refused it stays here, on the bus."""
+
+    def __init__(self, bus: EventBus, facts: HostFacts,
                  say: Callable[[list[str]], None]) -> None:
+        self.session = InsightSession(facts).attach(bus)
         self.pid: int | None = None
-        self.follower: LogFollower | None = None
         self._say = say
+
+    def fork(self, plan: Plan, log: JsonlLog, facts: HostFacts) -> None:
+        """Hand the session over to a process that follows the log from here on."""
+        self.session.facts = facts
+        if not INSIGHT_PROCESS:
+            return
         try:
             fd = os.open(plan.jsonl_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return  # no log to follow: the servers' warnings say why
-        follower = LogFollower(fd, log.start or 0, InsightSession(facts))
-        log.flush()
+            return  # no log to follow (the servers' warnings say why): stay on the bus
+        log.flush()  # everything published so far is in the session and in the file
         sys.stdout.flush()
         try:
+            offset = os.fstat(fd).st_size
             pid = os.fork()
         except OSError:
-            self.follower = follower  # in this process, then
+            os.close(fd)
             return
         if pid == 0:
-            _insight_process(follower, parent=os.getppid())
+            _insight_process(LogFollower(fd, offset, self.session), parent=os.getppid())
         os.close(fd)
+        self.session.detach()
         self.pid = pid
 
     def tick(self) -> None:
-        """Every FINDINGS_EVERY seconds (only in-process)."""
-        if self.follower is not None:
-            self.follower.poll()
-            lines = new_finding_lines(self.follower.session)
+        """Every FINDINGS_EVERY seconds: print new findings (when still in this process)."""
+        if self.pid is None:
+            lines = new_finding_lines(self.session)
             if lines:
                 self._say(lines)
 
     async def close(self) -> None:
         """After the log's last write: the process reads it once more, prints, exits."""
-        self.tick()
-        if self.follower is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.follower.fd)
-            self.follower = None
+        self.session.detach()
         if self.pid is None:
+            self.tick()
             return
         pid, self.pid = self.pid, None
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5.0
+        done = 0
         while True:
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
@@ -593,6 +602,8 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # attached before the start: the timelines need the PlanLoaded event and the starts
+    insight = _Insight(bus, host_facts(plan), printer.lines)
     try:
         # the files first: a refused state dir or log path gets nothing written into it
         check_files(plan)
@@ -600,6 +611,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
+        insight.session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         log.close()
         printer.flush()
@@ -607,6 +619,7 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     try:
         drop_privileges(plan, bus)
     except PxeError as exc:
+        insight.session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         await running.close()
         log.close()
@@ -616,10 +629,8 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
     files = await asyncio.to_thread(served_paths, running.tree)
-    # the timelines read the log from this run's first line (PlanLoaded, the starts)
-    insight = _Insight(plan, log, host_facts(plan, files=files, plan_problems=running.problems,
-                                             firewall=firewall_check(plan_ports(plan))),
-                       printer.lines)
+    insight.fork(plan, log, host_facts(plan, files=files, plan_problems=running.problems,
+                                       firewall=firewall_check(plan_ports(plan))))
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

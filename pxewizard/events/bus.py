@@ -288,8 +288,6 @@ class JsonlLog:
         self._batch = LineBatch(self._write, flush_every=flush_every, delay=flush_delay)
         self.lost = 0
         """Events that could not be written."""
-        self.start: int | None = None
-        """Size of the file when this run first opened it: this run's events follow."""
 
     def open(self) -> None:
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -297,8 +295,6 @@ class JsonlLog:
         # never through a link planted in its directory
         fd = open_private(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640,
                           field="log.jsonl")
-        if self.start is None:
-            self.start = os.fstat(fd).st_size
         self._fh = open(fd, "ab")
 
     def __call__(self, event: Event) -> None:
