@@ -28,7 +28,7 @@ from textual.binding import Binding
 
 from . import screens
 from .detect.dhcp_probe import PROBE_TIMEOUT
-from .screens import STEPS, step_index
+from .screens import STEPS, step_index, step_title
 from .screens.console import console_key_display, is_linux_console, use_console_scrollbars
 from .screens.state import WizardState
 
@@ -218,8 +218,9 @@ class PxeWizardApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             return
         step = getattr(self.screen, "STEP", "")
-        title = STEPS[step_index(step)].title if step else "this screen"
-        self.push_screen(HelpScreen(screen_keys(self.screen), title))
+        title = step_title(step) if step else "this screen"
+        self.push_screen(HelpScreen(screen_keys(self.screen), title,
+                                    getattr(self.screen, "HELP", "")))
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""

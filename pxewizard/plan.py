@@ -28,8 +28,26 @@ from .errors import PlanError
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 IPXE_LOADERS = {"ipxe": {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}}
 """boot.loader -> the dhcp.boot_files it implies (pxelinux: BootFiles' own defaults)."""
+LOADERS = ("pxelinux", "ipxe")
+"""The values of boot.loader."""
 LOCAL_ENTRY_ID = "local"
 """Id of the "Boot from local disk" menu entry (boot/media.py's LOCAL_ENTRY)."""
+
+
+def boot_files_for_loader(files: dict[str, Any], loader: str) -> dict[str, Any]:
+    """``dhcp.boot_files`` (as Plan data) for a switch to ``loader``: the entries that are
+    only the other family's defaults are dropped (the Plan fills in ``loader``'s own), the
+    files a Plan named itself are kept."""
+    pxelinux = {name: BootFiles.model_fields[name].default for name in ("bios", "efi_x64")}
+    family_defaults = {"pxelinux": pxelinux, **IPXE_LOADERS}
+    out = dict(files)
+    for family, defaults in family_defaults.items():
+        if family == loader:
+            continue
+        for name, default in defaults.items():
+            if out.get(name) == default:
+                del out[name]
+    return out
 
 
 def normalize_mac(value: str) -> str:
@@ -451,6 +469,16 @@ class BootSettings(_Model):
             v += "/"
         return v
 
+    @field_validator("extra_cmdline")
+    @classmethod
+    def _cmdline(cls, v: str) -> str:
+        bad = sorted({c for c in v if ord(c) < 32 or ord(c) == 127})
+        if bad:
+            raise ValueError(f"{v!r} holds the control character(s) "
+                             f"{', '.join(repr(c) for c in bad)}, which would cut the menu's "
+                             "kernel line; write the options on one line, separated by spaces")
+        return v.strip()
+
 
 class LogSettings(_Model):
     """Where events are written."""
@@ -614,9 +642,11 @@ class Plan(_Model):
             for r in d.reservations:
                 if r.ip is not None and r.ip not in net and not any(
                         r.ip in p.subnet for p in d.relay_pools):
-                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}")
+                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is outside {net}; "
+                                    "reserve an address of that subnet (or of a relay pool)")
                 if r.ip == self.server_ip:
-                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip")
+                    problems.append(f"dhcp.reservations: {r.mac} -> {r.ip} is server_ip, this "
+                                    "machine's own address; reserve another one")
             if d.relay_pools and not d.relay_agents:
                 hint = ", ".join(f'"{p.router}"' for p in d.relay_pools if p.router) or \
                     '"<the relay\'s address on the client subnet>"'
@@ -661,7 +691,7 @@ class Plan(_Model):
             problems.append("nfs.root_mode: per-client needs the MACs that get a root of "
                             "their own; list them in nfs.clients = [\"aa:bb:cc:dd:ee:ff\"] "
                             "(or in dhcp.reservations)")
-        if self.boot.loader not in ("pxelinux", "ipxe"):
+        if self.boot.loader not in LOADERS:
             problems.append(f"boot.loader: {self.boot.loader!r} is not known; "
                             "use 'pxelinux' or 'ipxe'")
         elif self.boot.loader == "ipxe":
@@ -696,6 +726,13 @@ _TYPE_FIX = {
 }
 """pydantic error type -> what is wrong and the fix, after the value."""
 
+_PATTERN_FIX = {
+    r"^[a-z0-9_-]+$": "is not an id; use lower-case letters, digits, - and _ only, e.g. debian-12",
+    r"^https?://": "is not a URL; write it with http:// or https://, e.g. "
+                   "http://deb.debian.org/debian/.../linux",
+}
+"""pattern of a string field -> what is wrong and the fix, after the value."""
+
 
 def _loc_words(loc: tuple[Any, ...]) -> tuple[str, str]:
     """(``dhcp.dns, entry 1``, the field's docstring in a few words) for an error location."""
@@ -726,6 +763,13 @@ def _format_validation(exc: ValidationError) -> list[str]:
             fix = _TYPE_FIX.get(err["type"]) or f"is not accepted: {msg[0].lower()}{msg[1:]}"
             problems.append(f"{where}{words}: {val!r} {fix}")
             continue
+        if err["type"] == "string_pattern_mismatch":
+            where, doc = _loc_words(err["loc"])
+            words = f" ({doc})" if doc else ""
+            pattern = str((err.get("ctx") or {}).get("pattern", ""))
+            fix = _PATTERN_FIX.get(pattern, f"does not match {pattern}")
+            problems.append(f"{where}{words}: {val!r} {fix}")
+            continue
         for line in msg.split("\n"):
             if err["type"] == "extra_forbidden":
                 problems.append(f"{loc}: unknown setting; check its spelling against "
@@ -733,11 +777,29 @@ def _format_validation(exc: ValidationError) -> list[str]:
             elif err["type"] == "missing":
                 problems.append(f"{loc}: required; add it to the plan")
             elif loc and not line.startswith(loc.split(".")[0]):
-                shown = "" if isinstance(val, (dict, list)) else f" (got {val!r})"
+                shown = "" if isinstance(val, (dict, list)) or repr(val) in line \
+                    else f" (got {val!r})"
                 problems.append(f"{loc}: {line}{shown}")
             else:
                 problems.append(line)
     return problems
+
+
+_PROBLEM_AT = re.compile(r"^([a-z_0-9]+(?:\.[a-z_]+)*)(?:\.(\d+)\.|, entry (\d+), )?")
+
+
+def problem_at(problem: str) -> tuple[str, int | None, str]:
+    """Where a problem line of :class:`PlanError` is: (dotted field, entry index or None, the
+    text after the entry), e.g. ``dhcp.reservations, entry 2, ip: ...`` and
+    ``dhcp.reservations.1.ip: ...`` -> ("dhcp.reservations", 1, "ip: ..."). Every line
+    starts with its field (the module's rule), so the wizard can put it next to that field."""
+    m = _PROBLEM_AT.match(problem)
+    if m is None:
+        return "", None, problem
+    index = m.group(2) if m.group(2) is not None else m.group(3)
+    if index is None:
+        return m.group(1), None, problem[m.end(1):].lstrip(": ")
+    return m.group(1), int(index) - (m.group(3) is not None), problem[m.end():]
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

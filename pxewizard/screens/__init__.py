@@ -33,12 +33,30 @@ STEPS: tuple[Step, ...] = (
 )
 """The steps in order."""
 
+SIDE_STEPS: dict[str, tuple[Step, str]] = {
+    "advanced": (Step("advanced", "Advanced settings", "advanced.screen:AdvancedScreen"),
+                 "review"),
+}
+"""Screens off the flow: name -> (the step, the step it is opened from and returns to)."""
+
 
 def step_index(name: str) -> int:
+    """Position of ``name`` in the flow (a side step: the position of its parent)."""
+    if name in SIDE_STEPS:
+        name = SIDE_STEPS[name][1]
     return [s.name for s in STEPS].index(name)
+
+
+def step_title(name: str) -> str:
+    """"Review", or "Review > Advanced settings" for a side step."""
+    if name in SIDE_STEPS:
+        step, parent = SIDE_STEPS[name]
+        return f"{STEPS[step_index(parent)].title} > {step.title}"
+    return STEPS[step_index(name)].title
 
 
 def make(name: str, **inputs: object) -> Screen[object]:
     """A new screen instance for step ``name``, given its ``inputs`` (Live: ``setup``)."""
-    module, cls = STEPS[step_index(name)].screen.split(":")
+    step = SIDE_STEPS[name][0] if name in SIDE_STEPS else STEPS[step_index(name)]
+    module, cls = step.screen.split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**inputs)  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from . import STEPS, step_index
+from . import STEPS, step_index, step_title
 from .state import WizardState
 
 if TYPE_CHECKING:
@@ -47,10 +47,10 @@ class WizardScreen(Screen[Any]):
     def compose(self) -> ComposeResult:
         i = step_index(self.STEP)
         yield Header(icon="*")
-        yield Static(f"Step {i + 1}/{len(STEPS)}: {STEPS[i].title}", id="step")
+        yield Static(f"Step {i + 1}/{len(STEPS)}: {step_title(self.STEP)}", id="step")
         with VerticalScroll(id="body"):
             yield from self.body()
-        yield Static("", id="problem")
+        yield Static("", id="problem", markup=False)  # errors quote what was typed: no markup
         with Horizontal(id="nav"):
             yield Button("< Back", id="back", compact=True)
             yield Button(self.next_label(), id="next", compact=True, variant="primary")

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..boot.media import Media
 from ..events import DhcpServerSeen
-from ..plan import DhcpMode, Plan, Transport, plan_from_dict, plan_to_dict
+from ..plan import (DhcpMode, Plan, Transport, boot_files_for_loader, plan_from_dict,
+                    plan_to_dict)
 
 I_OWN = "I own this network"
 """The phrase that confirms full DHCP where another DHCP server answered (or the interface name)."""
@@ -89,6 +90,19 @@ class Draft:
     nfs_clients: str = ""
     """nfs.root_mode per-client: the MACs with a root of their own, comma-separated."""
     plan_path: str = DEFAULT_PLAN_NAME
+    # the Advanced step (None / '': the base's value, or the Plan's default)
+    http_port: str | None = None
+    """http.port as typed (the Plan checks it)."""
+    extra_cmdline: str | None = None
+    """boot.extra_cmdline."""
+    allowed_macs: list[str] | None = None
+    """dhcp.allowed_macs as typed (the Plan normalises and checks each)."""
+    reservations: list[dict[str, Any]] | None = None
+    """dhcp.reservations as Plan data (mac, ip, hostname, boot_file, boot_entry)."""
+    loader: str = ""
+    """boot.loader: pxelinux or ipxe."""
+    remote_entries: list[dict[str, Any]] | None = None
+    """boot.remote_entries as Plan data."""
 
     # --- derived -----------------------------------------------------------------------
 
@@ -150,7 +164,18 @@ class Draft:
             default=b.default, timeout=b.timeout, transport=b.transport, copytoram=b.copytoram,
             external_http=b.external_http or "", root_mode=plan.nfs.root_mode.value,
             nfs_clients=", ".join(plan.nfs.clients),
-            plan_path=plan_path or DEFAULT_PLAN_NAME)
+            plan_path=plan_path or DEFAULT_PLAN_NAME, **cls.advanced_of(plan))
+
+    @staticmethod
+    def advanced_of(plan: Plan) -> dict[str, Any]:
+        """The Advanced step's fields as ``plan`` holds them (normalised by it)."""
+        return {
+            "http_port": str(plan.http.port), "extra_cmdline": plan.boot.extra_cmdline,
+            "allowed_macs": list(plan.dhcp.allowed_macs), "loader": plan.boot.loader,
+            "reservations": [r.model_dump(mode="json", exclude_none=True)
+                             for r in plan.dhcp.reservations],
+            "remote_entries": [e.model_dump(mode="json", exclude_none=True)
+                               for e in plan.boot.remote_entries]}
 
     # --- the Plan ----------------------------------------------------------------------
 
@@ -176,6 +201,13 @@ class Draft:
             dhcp["override_existing_server"] = self.other_server and self.confirmed()
         else:
             dhcp["override_existing_server"] = False
+        if self.allowed_macs is not None:
+            dhcp["allowed_macs"] = list(self.allowed_macs)
+        if self.reservations is not None:
+            dhcp["reservations"] = [dict(r) for r in self.reservations]
+        if self.loader:
+            dhcp["boot_files"] = boot_files_for_loader(dict(dhcp.get("boot_files", {})),
+                                                       self.loader)
         data["dhcp"] = {k: v for k, v in dhcp.items() if v is not None}
         boot = dict(data.get("boot", {}))
         media_path = getattr(self.media, "path", None) or self.media_path or None
@@ -189,6 +221,12 @@ class Draft:
         t = self.transport
         boot["copytoram"] = self.copytoram if t in (Transport.nfs, Transport.nbd) else None
         boot["external_http"] = self.external_http.strip() or None
+        if self.extra_cmdline is not None:
+            boot["extra_cmdline"] = self.extra_cmdline
+        if self.loader:
+            boot["loader"] = self.loader
+        if self.remote_entries is not None:
+            boot["remote_entries"] = [dict(e) for e in self.remote_entries]
         data["boot"] = {k: v for k, v in boot.items() if v is not None}
         for svc in ("nbd", "nfs"):
             sec = dict(data.get(svc, {}))
@@ -201,6 +239,8 @@ class Draft:
             data[svc] = sec
         http = dict(data.get("http", {}))
         http.setdefault("enabled", True)
+        if self.http_port is not None and self.http_port.strip():
+            http["port"] = self.http_port.strip()
         data["http"] = http
         return data
 

@@ -1,11 +1,12 @@
-"""F1 (or ``?``): the keys of the screen underneath, in words; any key closes it."""
+"""F1 (or ``?``): the keys of the screen underneath, in words (and what its fields mean,
+when the screen says: its ``HELP``); any key closes it."""
 
 from __future__ import annotations
 
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
@@ -21,7 +22,8 @@ def screen_keys(screen: Screen[object]) -> list[tuple[str, str]]:
         b: Binding = active.binding
         if not isinstance(active.node, (Screen, App)):  # scrolling keys of a widget
             continue
-        if not b.description or b.description in seen or not active.enabled:
+        if not b.description or b.description in seen or not active.enabled \
+                or b.key in ("tab", "shift+tab"):  # said by _ALWAYS
             continue
         seen.add(b.description)
         out.append((screen.app.get_key_display(b), b.description))
@@ -33,22 +35,25 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 70; height: auto; max-height: 22; border: double $accent;
+    HelpScreen > VerticalScroll { width: 78; height: auto; max-height: 23; border: double $accent;
                             background: $panel; padding: 0 1; }
     """
 
-    def __init__(self, keys: list[tuple[str, str]], title: str) -> None:
+    def __init__(self, keys: list[tuple[str, str]], title: str, about: str = "") -> None:
         super().__init__()
         self.keys = keys
         self.title_text = title
+        self.about = about
 
     def compose(self) -> ComposeResult:
         lines = [f"Keys on {self.title_text}:", ""]
         lines += [f"  {k:<16} {what}" for k, what in self.keys]
         lines += [f"  {k:<16} {what}" for k, what in _ALWAYS]
+        if self.about:
+            lines += ["", *self.about.strip("\n").splitlines()]
         lines += ["", "any key closes this help"]
-        with Vertical():
-            yield Static("\n".join(lines), id="help-text")
+        with VerticalScroll():
+            yield Static("\n".join(lines), id="help-text", markup=False)
 
     def on_key(self, event: events.Key) -> None:
         event.stop()

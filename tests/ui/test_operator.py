@@ -249,7 +249,7 @@ async def test_ctrl_s_saves_in_the_state_dir_and_says_so_on_screen(
 
     monkeypatch.chdir(tmp_path)
     app = wizard(plan=plan_for(tmp_path), plan_path="")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:  # toasts on
         await wait_for(pilot, lambda: getattr(app.screen, "STEP", "") == "review", what="review")
         want = tmp_path / "state" / "plan.toml"
         assert app.screen.query_one("#plan-path", TInput).value == str(want)
@@ -257,3 +257,10 @@ async def test_ctrl_s_saves_in_the_state_dir_and_says_so_on_screen(
         await wait_for(pilot, want.exists, what="saved")
         await wait_text(pilot, "saved to", "state/plan.tom")  # in full, in view
         assert not (tmp_path / "pxewizard-plan.toml").exists()
+        # and the toast, seen wherever the Review is scrolled, names the file
+        from textual.widgets._toast import Toast
+
+        assert [n.message for n in app._notifications] == [f"Plan saved to {want}"]
+        await wait_for(pilot, lambda: any(f"Plan saved to {want}" in str(t.render())
+                                          for t in app.screen.query(Toast)), what="toast")
+        await wait_text(pilot, "Plan saved to")  # drawn over the Review

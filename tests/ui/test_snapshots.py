@@ -88,3 +88,22 @@ def test_review_of_a_fixed_plan(snap_compare: Any) -> None:
                                     "copytoram": False},
                            "nbd": {"enabled": True}})
     assert snap_compare(app_for(plan=plan), terminal_size=SIZE, run_before=steps())
+
+
+def test_advanced_settings_of_a_plan(snap_compare: Any) -> None:
+    plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                           "state_dir": "/nonexistent/pxw-state",
+                           "dhcp": {"mode": "proxy", "allowed_macs": ["52:54:00:12:34:56"],
+                                    "reservations": [{"mac": "52:54:00:12:34:57",
+                                                      "boot_entry": "sysresccd"}]},
+                           "boot": {"media": "/nonexistent/pxw-media",
+                                    "extra_cmdline": "setkmap=de rootpass=s3cret"},
+                           "http": {"port": 8080}})
+
+    async def run(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "STEP", "") == "advanced")
+        await settle(pilot)
+
+    assert snap_compare(app_for(plan=plan), terminal_size=SIZE, run_before=run)

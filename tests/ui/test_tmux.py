@@ -176,3 +176,69 @@ def test_live_keys_status_help_and_quit_on_a_linux_console(netpair: NetPair,
         assert str(plan_file) in " ".join(after.split()) or "plan.toml" in after
     bad = {c for cap in tm.captures for c in foreign_chars(cap)}
     assert not bad, f"characters the Linux console font lacks: {sorted(bad)}"
+
+
+def test_advanced_settings_on_a_linux_console(tmp_path: Path) -> None:
+    """Issue 18: Review > Advanced (ctrl+o) on an 80x25 TERM=linux console: nothing reaches
+    the right edge, a bad MAC is refused in words, the extra kernel command line and the
+    allowed MAC show on the Review and land in the saved Plan."""
+    from pxewizard.plan import load_plan, plan_from_dict, save_plan
+
+    require("tmux")
+    medium = make_medium(tmp_path / "medium")
+    plan_file = tmp_path / "plan.toml"
+    save_plan(plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                              "state_dir": str(tmp_path / "state"),
+                              "dhcp": {"mode": "proxy"},
+                              "boot": {"media": str(medium), "transport": "http"}}), plan_file)
+    argv = ["env", "TERM=linux", f"PYTHONPATH={REPO}", sys.executable, "-m", "pxewizard",
+            "wizard", "--plan", str(plan_file)]  # Review only: nothing is served
+    with tmux_session(argv) as tm:
+        screen = tm.wait_for("Step 7/8: Review", "Advanced settings (^o)", "all defaults",
+                             "^o Advanced", "Export for a permanent server")
+        edge = [ln for ln in screen.splitlines() if len(ln.rstrip()) >= 80]
+        assert not edge, "lines that reach the right edge:\n" + "\n".join(edge)
+        tm.send("C-o")
+        screen = tm.wait_for("Step 7/8: Review > Advanced settings", "HTTP port", "80",
+                             "Done >", "^r Undo changes")
+        for whole in ("rootpass= (root password: the saved Plan then holds it, mode 0600)",
+                      "reservations, one client a line: MAC [IP] [entry-id] [host=NAME] "
+                      "[file=PATH]",
+                      'remote menu entries, one a line: ID LABEL kernel=URL [initrd=URL]... '
+                      '[cmdline="..."]'):
+            assert whole in " ".join(screen.split()), (whole, screen)
+        edge = [ln for ln in screen.splitlines() if len(ln.rstrip()) >= 80]
+        assert not edge, "lines that reach the right edge:\n" + "\n".join(edge)
+        time.sleep(0.5)  # as a person: reads the screen first
+        # Tab and the text after it in one burst: the focus moves first (a priority binding)
+        tm.send("Tab")
+        tm.type("setkmap=de rootpass=s3cret")
+        tm.wait_for("kernel cmdline setkmap=de rootpass=s3cret")
+        tm.send("Tab")
+        tm.type("52:54:00:12:34:zz")
+        tm.wait_for("allowed MACs 52:54:00:12:34:zz")
+        tm.send("C-n")
+        screen = tm.wait_for("'52:54:00:12:34:zz' is not a MAC address; write it as "
+                             "aa:bb:cc:dd:ee:ff", "setting(s) refused")
+        assert "Review > Advanced settings" in screen
+        # Textual runs Backspace (a binding) after the letters typed right behind it: as a
+        # person, wait for each to show
+        tm.send("BSpace", "BSpace")
+        tm.wait_for("allowed MACs 52:54:00:12:34: only these PCs")
+        tm.type("56")
+        tm.wait_for("allowed MACs 52:54:00:12:34:56")
+        time.sleep(0.5)
+        tm.send("C-n")
+        screen = tm.wait_for("Step 7/8: Review", "Advanced settings (^o), not the defaults",
+                             "Kernel command line + setkmap=de rootpass=s3cret",
+                             "Answers only 52:54:00:12:34:56")
+        assert "Review > Advanced" not in screen
+        tm.send("C-s")
+        tm.wait_for("Plan saved to")
+        tm.send("C-q")
+        tm.wait_dead(timeout=30)
+    plan = load_plan(plan_file)
+    assert plan.boot.extra_cmdline == "setkmap=de rootpass=s3cret"
+    assert plan.dhcp.allowed_macs == ["52:54:00:12:34:56"]
+    bad = {c for cap in tm.captures for c in foreign_chars(cap)}
+    assert not bad, f"characters the Linux console font lacks: {sorted(bad)}"

@@ -196,3 +196,22 @@ def test_media_takes_one_path_or_a_list(tmp_path: Path) -> None:
     assert loaded.boot.media_paths == [tmp_path / "sr", tmp_path / "isos"]
     save_plan(loaded, tmp_path / "again.toml")
     assert load_plan(tmp_path / "again.toml").boot.media_paths == loaded.boot.media_paths
+
+
+def test_extra_cmdline_on_one_line_and_remote_entry_words() -> None:
+    from pxewizard.errors import PlanError
+    from pxewizard.plan import plan_from_dict
+
+    base = {"interface": "eth0", "server_ip": "10.0.0.1"}
+    with pytest.raises(PlanError) as exc:
+        plan_from_dict({**base, "boot": {"extra_cmdline": "setkmap=de\nrootpass=x"}})
+    assert exc.value.problems[0].startswith("boot.extra_cmdline: 'setkmap=de\\nrootpass=x' "
+                                            "holds the control character(s) '\\n'")
+    with pytest.raises(PlanError) as exc:
+        plan_from_dict({**base, "boot": {"remote_entries": [
+            {"id": "Deb 12", "label": "Debian", "kernel": "deb.example/linux"}]}})
+    assert exc.value.problems == [
+        "boot.remote_entries, entry 1, id: 'Deb 12' is not an id; use lower-case letters, "
+        "digits, - and _ only, e.g. debian-12",
+        "boot.remote_entries, entry 1, kernel: 'deb.example/linux' is not a URL; write it "
+        "with http:// or https://, e.g. http://deb.debian.org/debian/.../linux"]

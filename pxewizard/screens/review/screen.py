@@ -18,6 +18,7 @@ from ...commands.export import export as export_plan
 from ...errors import PlanError, PxeError
 from ...plan import DhcpMode, Plan, dump_plan, field_docs, load_plan, save_plan
 from ...units import size_text
+from ..advanced.fields import summary_lines as advanced_lines
 from ..base import WizardScreen
 from ..draft import DEFAULT_PLAN_NAME, Draft
 from ..widgets import FieldRow
@@ -46,13 +47,16 @@ class ReviewScreen(WizardScreen):
     """Everything that will happen, before it happens."""
 
     STEP = "review"
-    BINDINGS = [Binding("ctrl+s", "save_plan", "Save plan", key_display="^s")]
+    BINDINGS = [Binding("ctrl+s", "save_plan", "Save plan", key_display="^s"),
+                Binding("ctrl+o", "advanced", "Advanced", key_display="^o")]
 
     def next_label(self) -> str:
         return "Start >"
 
     def body(self) -> ComposeResult:
         yield Static("", id="summary")
+        with Horizontal(classes="row"):  # its own row: the one below is full at 80 columns
+            yield Button("Advanced settings", id="advanced", compact=True)
         yield FieldRow("save plan as", Input(id="plan-path", compact=True))
         with Horizontal(classes="row", id="buttons"):
             yield Button("Save plan", id="save", compact=True)
@@ -121,6 +125,12 @@ class ReviewScreen(WizardScreen):
             mark = f" HELD by {held.holder}" if held is not None and not held.free else ""
             line.append(f"{svc} {proto}/{port}{mark}")
         t.append("Ports: " + "; ".join(line) + "\n")
+        changed = advanced_lines(plan)
+        t.append("Advanced settings (^o)", style="bold")
+        t.append(": HTTP port, kernel cmdline, allowed MACs, loader, reservations, remote "
+                 "entries: all defaults\n" if not changed else ", not the defaults:\n")
+        for text in changed:
+            t.append(f"  {text}\n")
         return t
 
     @work(exclusive=True, group="served", thread=True)
@@ -191,6 +201,12 @@ class ReviewScreen(WizardScreen):
                            f"{path}", style="green"))
         status.scroll_visible()
         self.notify(f"Plan saved to {path}")  # on screen even when the status line is not
+
+    @on(Button.Pressed, "#advanced")
+    def action_advanced(self) -> None:
+        """ctrl+o or the Advanced button: HTTP port, kernel command line, allowed MACs ..."""
+        self.save()
+        self.wizard.go("advanced")
 
     @on(Button.Pressed, "#load")
     def _load(self) -> None:

@@ -1,0 +1,1 @@
+"""The Advanced settings step (off the flow, opened from Review)."""
