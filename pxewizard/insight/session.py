@@ -157,21 +157,28 @@ class InsightSession:
             return []
         return diagnose(snap, self.facts, self.thresholds)
 
-    def new_findings(self) -> list[Finding]:
-        """Findings not returned by an earlier call (headless ``serve`` prints these).
+    def findings_if_due(self, snap: Snapshot | None = None) -> list[Finding] | None:
+        """:meth:`findings`, or None when the last pass was too recent for its cost.
 
         A diagnosis looks at every client's timeline: with thousands of clients (a lab
         soaked by a DHCP flood, a long-running server on a big LAN) one pass costs tens of
-        milliseconds, all on the servers' thread. After a pass that took ``d`` seconds,
-        the next one waits at least ``FINDINGS_COST_RATIO * d`` (an empty list until then),
-        so the rules never take more than 1/FINDINGS_COST_RATIO of a core; a classroom's
-        pass takes well under a millisecond and is never held back."""
+        milliseconds, on the thread that also runs the servers (Live) or reads the log.
+        After a pass that took ``d`` seconds the next one waits at least
+        ``FINDINGS_COST_RATIO * d``, so the rules never take more than
+        1/FINDINGS_COST_RATIO of a core; a classroom's pass takes well under a
+        millisecond and is never held back."""
         now = self._clock()
         if now < self._findings_due:
-            return []
+            return None
         t0 = time.perf_counter()
-        out = [f for f in self.findings() if f.key not in self._reported]
+        out = self.findings(snap)
         self._findings_due = now + FINDINGS_COST_RATIO * (time.perf_counter() - t0)
+        return out
+
+    def new_findings(self) -> list[Finding]:
+        """Findings not returned by an earlier call (headless ``serve`` prints these);
+        an empty list while a pass is not due (:meth:`findings_if_due`)."""
+        out = [f for f in self.findings_if_due() or () if f.key not in self._reported]
         self._reported.update(f.key for f in out)
         return out
 
