@@ -15,13 +15,12 @@ from the log too, and ``doctor --log`` reads the same lines.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 from collections.abc import Callable
 
-from ..events import from_dict
+from ..events import decode_line
 from .diagnose import format_finding
 from .session import InsightSession
 
@@ -58,7 +57,7 @@ class LogFollower:
                 if not line.strip():
                     continue
                 try:
-                    ev = from_dict(json.loads(line))
+                    ev = decode_line(line)
                 except (ValueError, TypeError):
                     self.damaged += 1
                     continue
