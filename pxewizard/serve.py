@@ -573,6 +573,8 @@ def _insight_process(follower: LogFollower, *, parent: int) -> NoReturn:
     code = 0
     try:
         gc.freeze()
+        with contextlib.suppress(OSError):
+            os.nice(10)  # the servers first: insight may run a moment late, a reply may not
         with contextlib.suppress(ValueError, OSError):
             signal.set_wakeup_fd(-1)  # asyncio's wake-up socket belongs to the parent
         os.closerange(3, follower.fd)
