@@ -22,7 +22,9 @@ runs ``start_dhcp`` with no event subscriber (the equivalent of the peers'
 quiet logging) and, as a second line, the real ``pxewizard serve`` path with
 every event written to the JSONL log.
 
-Peers come from Debian (apt-get install dnsmasq-base kea-dhcp4-server when
+Server CPU is the process's and its descendants' (serve's insight process counts),
+from when the server has settled after start (its CPU time still for 0.5 s) to the
+last DORA. Peers come from Debian (apt-get install dnsmasq-base kea-dhcp4-server when
 missing). The machine may be shared: compare ratios from the same run.
 """
 
@@ -312,9 +314,37 @@ def start_server(name: str, ns: str, tmp: Path) -> subprocess.Popen:
 
 
 def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process used so far: robust on a shared machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) a process and its live descendants used so far (serve's
+    insight process is part of the server's cost): robust on a shared machine."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12]))
+                                  / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
+    return total
+
+
+def _settled(pid: int, timeout: float = 15.0) -> None:
+    """Wait until the server has finished starting (its CPU time stops moving for 0.5 s):
+    work it does after binding port 67 (serve scans the boot tree, forks its insight
+    process) must not count as the cost of the DORAs."""
+    deadline = time.monotonic() + timeout
+    last, still = _cpu(pid), 0
+    while time.monotonic() < deadline and still < 5:
+        time.sleep(0.1)
+        now = _cpu(pid)
+        still = still + 1 if now == last else 0
+        last = now
 
 
 def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int,
@@ -323,6 +353,7 @@ def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int,
         tmp = Path(d)
         proc = start_server(name, srv, tmp)
         try:
+            _settled(proc.pid)
             cpu0 = _cpu(proc.pid)
             r = sh("ip", "netns", "exec", cli, sys.executable, str(Path(__file__).resolve()),
                    "--loadgen", "--macs", str(macs), "--window", str(window),

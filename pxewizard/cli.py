@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run a Plan headless until Ctrl-C")
     s.add_argument("--plan", required=True, help="Plan file (TOML)")
-    s.add_argument("--quiet", action="store_true", help="do not print events to stdout")
+    s.add_argument("--quiet", action="store_true", help="print only findings (diagnoses), not every event, to stdout")
 
     pr = sub.add_parser("probe", help="list the DHCP servers answering on an interface")
     pr.add_argument("interface", help="interface to probe, e.g. eth0")

@@ -11,14 +11,17 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import resource
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from .boot.checks import PlanProblem, plan_problems, plan_summary
 from .boot.roots import prepare_client_roots
@@ -31,8 +34,9 @@ from .detect.interfaces import check_serving_address
 from .errors import PxeError, os_error_words
 from .events import Event, EventBus, JsonlLog, LineBatch, LogLine, PlanLoaded, RefusalLimit
 from .files import FileTree
-from .insight.diagnose import format_finding
+from .insight.diagnose import HostFacts
 from .insight.eventfmt import one_line
+from .insight.follow import LogFollower, follow_forever, new_finding_lines
 from .insight.session import InsightSession, host_facts, served_paths
 from .ondisk import check_dir
 from . import privileges
@@ -478,22 +482,130 @@ class _StdoutPrinter:
             sys.stdout.flush()
 
 
+def _quiet_filter(printer: Callable[[Event], None]) -> Callable[[Event], None]:
+    """``serve --quiet`` (the exported systemd unit): no line per packet, but what an
+    operator reading the journal needs: serve's own lines (ready, stopping) and every
+    warning and error; the findings are printed beside them."""
+    def maybe(ev: Event) -> None:
+        if isinstance(ev, LogLine) and (ev.service == "serve"
+                                        or ev.level in ("warning", "error")):
+            printer(ev)
+    return maybe
+
+
+INSIGHT_PROCESS = os.environ.get("PXW_INSIGHT_PROCESS", "1") != "0"
+"""Move the timelines and findings to a forked process once the servers run (benchmarks
+compare; PXW_INSIGHT_PROCESS=0 keeps them in the servers' process)."""
+
+
+class _Insight:
+    """Headless serve's timelines and findings. Fed from the bus while the servers start;
+    once they run, the session is forked into a process of its own that goes on from the
+    JSONL log (:mod:`pxewizard.insight.follow`), so the servers' thread only writes log
+    lines. Where fork is refused it stays here, on the bus."""
+
+    def __init__(self, bus: EventBus, facts: HostFacts,
+                 say: Callable[[list[str]], None]) -> None:
+        self.session = InsightSession(facts).attach(bus)
+        self.pid: int | None = None
+        self._say = say
+
+    def fork(self, plan: Plan, log: JsonlLog, facts: HostFacts) -> None:
+        """Hand the session over to a process that follows the log from here on."""
+        self.session.facts = facts
+        if not INSIGHT_PROCESS:
+            return
+        try:
+            fd = os.open(plan.jsonl_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return  # no log to follow (the servers' warnings say why): stay on the bus
+        log.flush()  # everything published so far is in the session and in the file
+        sys.stdout.flush()
+        try:
+            offset = os.fstat(fd).st_size
+            pid = os.fork()
+        except OSError:
+            os.close(fd)
+            return
+        if pid == 0:
+            _insight_process(LogFollower(fd, offset, self.session), parent=os.getppid())
+        os.close(fd)
+        self.session.detach()
+        self.pid = pid
+
+    def tick(self) -> None:
+        """Every FINDINGS_EVERY seconds: print new findings (when still in this process)."""
+        if self.pid is None:
+            lines = new_finding_lines(self.session)
+            if lines:
+                self._say(lines)
+
+    async def close(self) -> None:
+        """After the log's last write: the process reads it once more, prints, exits."""
+        self.session.detach()
+        if self.pid is None:
+            self.tick()
+            return
+        pid, self.pid = self.pid, None
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5.0
+        done = 0
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        if not done:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _insight_process(follower: LogFollower, *, parent: int) -> NoReturn:
+    """The forked insight process: it owns the log's read descriptor and stdout, nothing
+    else of the servers' (their sockets are closed here, and what it inherited is never
+    collected, so no object of theirs is finalised in it)."""
+    code = 0
+    try:
+        gc.freeze()
+        with contextlib.suppress(OSError):
+            os.nice(10)  # the servers first: insight may run a moment late, a reply may not
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)  # asyncio's wake-up socket belongs to the parent
+        os.closerange(3, follower.fd)
+        os.closerange(follower.fd + 1, 1 << 20)
+
+        def say(lines: list[str]) -> None:
+            with contextlib.suppress(OSError):
+                os.write(1, ("\n".join(lines) + "\n").encode("utf-8", "replace"))
+
+        follow_forever(follower, say, parent=parent, findings_every=FINDINGS_EVERY)
+    except BaseException:  # never a traceback, never back into the parent's code
+        code = 1
+    finally:
+        os._exit(code)
+
+
 async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
-    """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM."""
+    """Headless ``serve``: events to stdout and the JSONL log until SIGINT/SIGTERM; the
+    diagnosis in words as it appears (also with ``quiet``: a systemd unit's journal then
+    holds the findings, not every packet)."""
     bus = EventBus(RefusalLimit(plan.log.refusals_per_second, plan.log.refusal_burst))
     log = JsonlLog(plan.jsonl_path, bus)
     printer = _StdoutPrinter()
-    session = InsightSession(host_facts(plan))
-    if not quiet:
-        bus.subscribe(printer)
-        session.attach(bus)  # from the first event: the timelines need the servers' starts
+    bus.subscribe(printer if not quiet else _quiet_filter(printer))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    # attached before the start, so it sees the PlanLoaded event
-    session = InsightSession(host_facts(plan)).attach(bus)
+    # attached before the start: the timelines need the PlanLoaded event and the starts
+    insight = _Insight(bus, host_facts(plan), printer.lines)
     try:
         # the files first: a refused state dir or log path gets nothing written into it
         check_files(plan)
@@ -501,15 +613,15 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
         bus.subscribe(log)
         running = await start_plan(plan, bus)
     except PxeError as exc:
-        session.detach()
+        insight.session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
-        session.detach()
         log.close()
         printer.flush()
         raise
     try:
         drop_privileges(plan, bus)
     except PxeError as exc:
+        insight.session.detach()
         bus.publish(LogLine(service="serve", level="error", message=str(exc)))
         await running.close()
         log.close()
@@ -518,27 +630,20 @@ async def serve_forever(plan: Plan, *, quiet: bool = False) -> int:
     bus.publish(LogLine(service="serve", level="info",
                         message=f"ready: serving on {plan.interface} {plan.server_ip}; "
                                 "Ctrl-C stops"))
-    firewall = firewall_check(plan_ports(plan))
-    session.facts = host_facts(plan, plan_problems=running.problems, firewall=firewall)
-    if not quiet:
-        files = await asyncio.to_thread(served_paths, running.tree)
-        session.facts = host_facts(plan, files=files, plan_problems=running.problems,
-                                   firewall=firewall)
+    files = await asyncio.to_thread(served_paths, running.tree)
+    insight.fork(plan, log, host_facts(plan, files=files, plan_problems=running.problems,
+                                       firewall=firewall_check(plan_ports(plan))))
     try:
-        while not quiet:
+        while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FINDINGS_EVERY)
-            # what the diagnosis rules see, once per finding, as it appears
-            printer.lines([line for f in session.new_findings()
-                           for line in format_finding(f, with_evidence=False)])
-            if stop.is_set():
-                break
-        await stop.wait()
+            insight.tick()
     finally:
-        session.detach()
         bus.publish(LogLine(service="serve", level="info", message="stopping"))
         await running.close()
         log.close()
+        printer.flush()
+        await insight.close()
         printer.flush()
     return 0
 

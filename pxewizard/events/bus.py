@@ -23,7 +23,7 @@ import msgspec
 
 from ..errors import PxeError, os_error_words
 from ..ondisk import open_private
-from .types import Event, EventsSuppressed, LogLine
+from .types import Event, EventsSuppressed, LogLine, event_types, from_dict
 
 Subscriber = Callable[[Event], None]
 _Line = TypeVar("_Line", str, bytes)
@@ -267,6 +267,33 @@ def jsonl_line(event: Event) -> bytes:
     if len(body) > 2 and body.isascii() and b"\x7f" not in body:
         return _jsonl_head(type(event)) + body[1:]
     return json.dumps(event.to_dict(), separators=(",", ":")).encode()
+
+
+_HEAD = b'{"kind":"'
+
+
+@functools.cache
+def _decoder(kind: str) -> msgspec.json.Decoder | None:
+    cls = event_types().get(kind)
+    return msgspec.json.Decoder(cls) if cls is not None else None
+
+
+def decode_line(line: bytes) -> Event:
+    """One JSONL line back into its event: what ``from_dict(json.loads(line))`` gives.
+
+    A line of :func:`jsonl_line` names its kind first, so msgspec decodes it straight into
+    that class (2.5 us a DhcpExchange, against 8 us through a dict); anything else (an
+    older log, a line edited by hand, a value of another type) takes the dict path.
+    Raises ValueError or TypeError for a line that is no event."""
+    if line.startswith(_HEAD):
+        end = line.find(b'"', len(_HEAD))
+        dec = _decoder(line[len(_HEAD):end].decode("ascii", "replace")) if end > 0 else None
+        if dec is not None:
+            try:
+                return dec.decode(line)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass
+    return from_dict(json.loads(line))
 
 
 class JsonlLog:

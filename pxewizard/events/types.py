@@ -59,6 +59,11 @@ _PLAIN = frozenset({int, float, str, bool, type(None)})
 
 
 @functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -498,8 +503,15 @@ def event_types() -> dict[str, type[Event]]:
     return seen
 
 
+_KINDS: dict[str, type[Event]] = {}
+
+
 def from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from its JSONL form (unknown fields are ignored)."""
-    cls = event_types().get(d.get("kind", ""), Event)
-    names = {f.name for f in dataclasses.fields(cls)}
+    kind = d.get("kind", "")
+    cls = _KINDS.get(kind)
+    if cls is None:  # first of its kind: look at the classes defined by now
+        _KINDS.update(event_types())
+        cls = _KINDS.get(kind, Event)
+    names = _field_set(cls)
     return cls(**{k: v for k, v in d.items() if k in names})

@@ -61,6 +61,10 @@ def served_paths(tree: FileTree, limit: int = 20000) -> list[str]:
     return out
 
 
+FINDINGS_COST_RATIO = 20
+"""new_findings() spends at most 1/20 of the time on diagnosis passes."""
+
+
 class InsightSession:
     """Timelines and findings of one run, from live events or a saved log.
 
@@ -82,6 +86,7 @@ class InsightSession:
         self._snap_at = 0.0
         self._reported: set[tuple[str, str, str]] = set()
         self._unsubscribe: Callable[[], None] | None = None
+        self._findings_due = 0.0
 
     # --- input -------------------------------------------------------------------------
 
@@ -116,6 +121,7 @@ class InsightSession:
             self.builder.learn(ip, mac)
         self._snap, self._snap_at = None, 0.0
         self._reported.clear()
+        self._findings_due = 0.0
 
     def saw_dhcp_servers(self, seen: Iterable[DhcpServerSeen]) -> None:
         """DHCP servers a probe saw before the log began (host-level, not a client's)."""
@@ -151,9 +157,28 @@ class InsightSession:
             return []
         return diagnose(snap, self.facts, self.thresholds)
 
+    def findings_if_due(self, snap: Snapshot | None = None) -> list[Finding] | None:
+        """:meth:`findings`, or None when the last pass was too recent for its cost.
+
+        A diagnosis looks at every client's timeline: with thousands of clients (a lab
+        soaked by a DHCP flood, a long-running server on a big LAN) one pass costs tens of
+        milliseconds, on the thread that also runs the servers (Live) or reads the log.
+        After a pass that took ``d`` seconds the next one waits at least
+        ``FINDINGS_COST_RATIO * d``, so the rules never take more than
+        1/FINDINGS_COST_RATIO of a core; a classroom's pass takes well under a
+        millisecond and is never held back."""
+        now = self._clock()
+        if now < self._findings_due:
+            return None
+        t0 = time.perf_counter()
+        out = self.findings(snap)
+        self._findings_due = now + FINDINGS_COST_RATIO * (time.perf_counter() - t0)
+        return out
+
     def new_findings(self) -> list[Finding]:
-        """Findings not returned by an earlier call (headless ``serve`` prints these)."""
-        out = [f for f in self.findings() if f.key not in self._reported]
+        """Findings not returned by an earlier call (headless ``serve`` prints these);
+        an empty list while a pass is not due (:meth:`findings_if_due`)."""
+        out = [f for f in self.findings_if_due() or () if f.key not in self._reported]
         self._reported.update(f.key for f in out)
         return out
 

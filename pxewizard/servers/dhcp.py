@@ -104,6 +104,8 @@ class DhcpService:
         self.sockets = sockets
         self.stats = {"received": 0, "answered": 0, "dropped": 0, "limited": 0, "refused": 0}
         self.limit = MacRateLimit()
+        self._said: list[DhcpExchange] = []
+        """Exchange events of the batch being handled, delivered after its replies."""
         self._limited_said: dict[bytes, float] = {}  # mac -> when we last said so
         self._refused_said: dict[tuple[str, str, str], float] = {}  # see _say_refused
         self._loop = asyncio.get_running_loop()
@@ -162,6 +164,11 @@ class DhcpService:
                 self._reply(sock, port, d, listening)
         if waiting:
             self._flush(sock, port, waiting, listening)
+        # every reply of the batch is on the wire before the first event is delivered: the
+        # clients' next requests travel while the log and the timelines take these
+        said, self._said = self._said, []
+        for ev in said:
+            publish(ev)
         for ev in events:
             publish(ev)
 
@@ -206,7 +213,7 @@ class DhcpService:
             if not self._say_refused((d.mac, d.msg_in, d.requested_ip)):
                 return
         if listening:
-            self.bus.publish(self._exchange_event(d, port, err))
+            self._said.append(self._exchange_event(d, port, err))
 
     REFUSED_EVERY = 60.0
     """Seconds between two events for one MAC ignored for a QUIET_CAUSES reason: each PC of

@@ -59,15 +59,15 @@ class _Lines:
 
 @contextlib.contextmanager
 def serve_dhcp(ns: Netns, plan_path: Path, *, ready_timeout: float = 20.0,
-               expect_failure: bool = False) -> Iterator[Served]:
-    """Run `pxewizard serve --plan` in ``ns`` until "ready: serving" (or its exit when
-    ``expect_failure``); stop it by PID at the end."""
+               expect_failure: bool = False, quiet: bool = False) -> Iterator[Served]:
+    """Run `pxewizard serve --plan` (``--quiet`` too with ``quiet``) in ``ns`` until
+    "ready: serving" (or its exit when ``expect_failure``); stop it by PID at the end."""
     from pxewizard.plan import load_plan
 
     plan = load_plan(plan_path)
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = ns.popen(sys.executable, "-m", "pxewizard", "serve", "--plan", str(plan_path),
-                    env=env, cwd=str(REPO), bufsize=0)
+    proc = ns.popen(sys.executable, "-m", "pxewizard", "serve", *(["--quiet"] if quiet else []),
+                    "--plan", str(plan_path), env=env, cwd=str(REPO), bufsize=0)
     served = Served(proc=proc, plan_path=plan_path, jsonl=plan.jsonl_path, output=[])
     lines = _Lines(proc.stdout.fileno())
     try:

@@ -210,6 +210,25 @@ def test_missing_file_names_file_and_package(pair: NetPair, tmp_path: Path) -> N
         assert "case" in f.cause
 
 
+def test_quiet_serve_prints_findings_not_packets(pair: NetPair, tmp_path: Path) -> None:
+    """`serve --quiet` (the exported systemd unit): the journal gets the ready line and the
+    diagnosis in words, not a line per packet."""
+    plan = diag_plan(tmp_path)
+    pair.client_address("10.99.0.10")
+    with serve_dhcp(pair.server, plan, quiet=True) as served:
+        assert not tftp_get(pair.client, tmp_path, "PXELINUX.0")
+        wait_for(served, lambda e: e["kind"] == "transfer_failed")
+        deadline = time.monotonic() + 10
+        while not any("ERROR" in ln and "PXELINUX.0" in ln for ln in served.output) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out = list(served.output)
+    assert sum("ERROR" in ln and "PXELINUX.0" in ln for ln in out) == 1, out
+    assert any("fix:" in ln for ln in out), out
+    assert any(re.match(r"^[\d:.]+\s+serve: info: ready: serving", ln) for ln in out), out
+    assert not [ln for ln in out if re.match(r"^[\d:.]+\s+(tftp|dhcp|http)", ln)], out
+
+
 def test_mode_0600_file(pair: NetPair, tmp_path: Path) -> None:
     plan = diag_plan(tmp_path)
     secret = tmp_path / "tftp" / "vmlinuz-custom"

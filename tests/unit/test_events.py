@@ -122,6 +122,35 @@ def test_jsonl_line_is_json_dumps_of_to_dict_byte_for_byte() -> None:
             assert all(0x20 <= b < 0x7f for b in line)
 
 
+def test_decode_line_reads_back_what_from_dict_reads() -> None:
+    """The fast decoder (msgspec, straight into the class a line names) gives the event
+    written, for every event class, and what from_dict(json.loads(line)) gives for odd text, lines written by
+    json.dumps, older lines missing a field with a default, and a value of the wrong type."""
+    import json
+
+    import pytest
+
+    from pxewizard.events import DhcpExchange, decode_line, jsonl_line
+
+    for cls in event_types().values():
+        ev = _sample(cls)
+        line = jsonl_line(ev)
+        assert decode_line(line) == ev, cls  # tuples come back as tuples, not lists
+    for text in ("plain", "tab\tnl\n\x1b[2J", "c1\x9b", "é ünï", "\udcff"):
+        ev = DhcpExchange(service="dhcp", mac=text, xid=7, msg_in="DISCOVER", msg_out="-",
+                          reason=text, ts=0.5)
+        line = jsonl_line(ev)
+        assert decode_line(line) == from_dict(json.loads(line)), text
+    older = b'{"kind":"dhcp_exchange","ts":1.0,"service":"dhcp","mac":"m","xid":1,' \
+            b'"msg_in":"DISCOVER","msg_out":"-"}'
+    assert decode_line(older) == from_dict(json.loads(older))
+    odd = older.replace(b'"xid":1', b'"xid":"1"')  # a type from_dict lets through
+    assert decode_line(odd) == from_dict(json.loads(odd))
+    for bad in (b"not json", b'{"kind":"dhcp_exchange"}', b"[1]"):
+        with pytest.raises((ValueError, TypeError, AttributeError)):
+            decode_line(bad)
+
+
 def test_refusals_of_every_kind_are_rate_limited_with_a_summary() -> None:
     from pxewizard.events import DhcpExchange, EventBus, PacketDropped, RefusalLimit, TransferDone
 

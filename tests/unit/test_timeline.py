@@ -265,3 +265,53 @@ def test_retired_transfers_are_no_failure() -> None:
     (tl,) = snap.clients
     assert [s.status for s in tl.steps].count(Status.ignored) == 50
     assert not tl.failed and findings == []
+
+
+def _dora(i: int, xid: int, ts: float) -> list[DhcpExchange]:
+    mac = "02:00:%02x:%02x:%02x:%02x" % (i >> 24, (i >> 16) & 255, (i >> 8) & 255, i & 255)
+    ip = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+    return [DhcpExchange(client=mac, service="dhcp", mac=mac, xid=xid, msg_in=m_in,
+                         msg_out=m_out, yiaddr=ip, ts=ts) for m_in, m_out in
+            (("DISCOVER", "OFFER"), ("REQUEST", "ACK"))]
+
+
+def test_a_flood_of_new_macs_keeps_the_client_count_bounded() -> None:
+    """Anyone on the LAN can send DHCP from a new MAC per packet: the timelines forget the
+    least recently active clients instead of growing without end."""
+    from pxewizard.insight import timeline
+    b = TimelineBuilder()
+    n = timeline.MAX_CLIENTS * 2 + 100
+    for i in range(n):
+        for ev in _dora(i, i, 1000.0 + i):
+            b.feed(ev)
+    snap = b.snapshot(1000.0 + n)
+    assert len(snap.clients) <= timeline.MAX_CLIENTS
+    assert b.evicted >= n - timeline.MAX_CLIENTS
+    newest = _dora(n - 1, 0, 0)[0].mac
+    assert any(tl.mac == newest for tl in snap.clients)          # the latest stay
+    assert all(tl.mac != _dora(0, 0, 0)[0].mac for tl in snap.clients)
+    assert len(b._ip_to_mac) <= 2 * timeline.MAX_CLIENTS + timeline.MAX_CLIENTS // 8 + 1
+
+
+def test_a_client_renewing_for_days_keeps_a_bounded_number_of_steps() -> None:
+    from pxewizard.insight import timeline
+    b = TimelineBuilder()
+    for xid in range(timeline.MAX_STEPS_PER_CLIENT + 50):
+        for ev in _dora(7, xid, 1000.0 + xid):
+            b.feed(ev)
+    (tl,) = b.snapshot(5000.0).clients
+    assert len(tl.steps) == timeline.MAX_STEPS_PER_CLIENT
+    assert tl.steps[-1].status is Status.ok
+
+
+def test_many_long_histories_keep_the_events_held_bounded(monkeypatch) -> None:
+    from pxewizard.insight import timeline
+    monkeypatch.setattr(timeline, "MAX_EVENTS_TOTAL", 5000)
+    b = TimelineBuilder()
+    for i in range(400):                     # 400 clients x 40 events = 16,000 events
+        for xid in range(20):
+            for ev in _dora(i, xid, 1000.0 + i * 20 + xid):
+                b.feed(ev)
+    assert b._held() <= 5000 + 64 * 40
+    assert b.evicted > 0
+    assert any(tl.mac == _dora(399, 0, 0)[0].mac for tl in b.snapshot(9999.0).clients)

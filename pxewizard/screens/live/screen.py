@@ -330,8 +330,10 @@ class LiveScreen(Screen[Any]):
         if snap is None:
             return
         try:
-            findings = self.insight.findings(snap)
+            findings = self.insight.findings_if_due(snap)
         except Exception:  # the diagnosis is advice; the servers and the view go on
+            return
+        if findings is None:  # the last pass was costly (thousands of clients): later
             return
         if self.query_one(DiagnosisPane).show(findings):
             self.show_tabbar()
