@@ -15,13 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-from pxewizard.events import read_jsonl
 from tests.net.dhcp_support import dhcp_plan, serve_dhcp
 from tests.support.netns import net_pair
 from tests.support.serving import REPO, write_plan
 from tests.support.tools import require, require_root
 
 FLOOD = 20_000
+
+
+def _udp_rcvbuf_errors(ns) -> int:
+    """UDP datagrams the kernel of ``ns`` dropped for a full receive buffer."""
+    lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()
+             if ln.startswith("Udp:")]
+    return int(dict(zip(lines[0], lines[1]))["RcvbufErrors"])
 
 
 def test_malformed_dhcp_flood_leaves_the_log_small(tmp_path: Path) -> None:
@@ -37,15 +43,20 @@ for i in range({FLOOD}):
     if time.monotonic() > end:
         break
 """
+        before = _udp_rcvbuf_errors(pair.server)
         pair.client.run(sys.executable, "-c", code, timeout=60)
         time.sleep(2.5)  # the last summary comes within a second
+        # what the kernel dropped before the server could read it (a full socket buffer:
+        # the sender outruns any server on a busy machine) never reached us to be counted
+        lost = _udp_rcvbuf_errors(pair.server) - before
         events = served.events()
         size = served.jsonl.stat().st_size
         dropped = [e for e in events if e["kind"] == "packet_dropped"]
         sup = [e for e in events if e["kind"] == "events_suppressed"]
         assert sup and sup[0]["of_kind"] == "packet_dropped", events[-5:]
         logged = len(dropped) + sum(e["count"] for e in sup)
-        assert logged > FLOOD * 0.5, (len(dropped), [e["count"] for e in sup])
+        assert logged + lost >= FLOOD * 0.99 and logged > FLOOD * 0.1, \
+            (len(dropped), [e["count"] for e in sup], lost)
         assert len(dropped) < 300 and size < 100_000, (len(dropped), size)
         assert len(served.output) < 400
         assert any("more packet_dropped events not logged" in ln for ln in served.output)
@@ -80,8 +91,9 @@ def test_tftp_filename_with_newline_and_escapes_is_printed_escaped(tmp_path: Pat
         assert not any(ln.startswith("12:00:00.000") for ln in served.output)
         assert any("\\n12:00:00.000" in ln and "\\x1b[2J" in ln for ln in lines), lines
         jsonl = served.jsonl
-        raw = [e for e in read_jsonl(jsonl) if "forged" in str(e.get("path", ""))]
-        assert raw and "\x1b" in raw[0]["path"]  # the log keeps the evidence as sent
+        # stdout and the log are written in separate batches (0.1 s and 0.2 s late)
+        raw = served.wait_event(lambda e: "forged" in str(e.get("path", "")), timeout=5)
+        assert "\x1b" in raw["path"]  # the log keeps the evidence as sent
     env = dict(os.environ, PYTHONPATH=str(REPO))
     import subprocess
 
