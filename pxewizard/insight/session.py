@@ -62,7 +62,7 @@ def served_paths(tree: FileTree, limit: int = 20000) -> list[str]:
 
 
 FINDINGS_COST_RATIO = 20
-"""new_findings() spends at most 1/20 of the time on diagnosis passes."""
+"""findings_if_due() (serve, Live) spends at most 1/20 of the time on diagnosis passes."""
 
 
 class InsightSession:

@@ -679,9 +679,9 @@ class TimelineBuilder:
                 if level in ("warning", "error"):
                     text = event.message if isinstance(event, LogLine) else event.reason
                     c.add_step(_StepState(kind="note", stage=c.stage, title=text,
-                                              started=ts, ended=ts, status=Status.ignored,
-                                              service=event.service, last_activity=ts,
-                                              events=[event]))
+                                          started=ts, ended=ts, status=Status.ignored,
+                                          service=event.service, last_activity=ts,
+                                          events=[event]))
                 c.events.append(event)
                 c.touch(ts)
                 return c.key
@@ -946,9 +946,9 @@ class TimelineBuilder:
         if isinstance(ev, SessionOpened):
             title = f"{ev.service} {ev.target}".strip()
             c.add_step(_StepState(kind="session", stage=Stage.stage3, title=title,
-                                      started=ev.ts, service=ev.service, path=ev.target,
-                                      role=Role.rootfs, peer=ev.peer, detail=ev.detail,
-                                      last_activity=ev.ts, events=[ev]))
+                                  started=ev.ts, service=ev.service, path=ev.target,
+                                  role=Role.rootfs, peer=ev.peer, detail=ev.detail,
+                                  last_activity=ev.ts, events=[ev]))
             c.reach(Stage.stage3)
         else:
             for s in reversed(c.steps):
