@@ -29,9 +29,14 @@ Subscriber = Callable[[Event], None]
 _Line = TypeVar("_Line", str, bytes)
 
 
+_MAY_REFUSE = frozenset({"packet_dropped", "transfer_failed", "dhcp_exchange", "log_line"})
+
+
 def _refusal(ev: Event) -> str | None:
     """The rate-limit key of a refusal or drop event (None: not one, always delivered)."""
     kind = ev.kind
+    if kind not in _MAY_REFUSE:
+        return None
     if kind == "packet_dropped" and getattr(ev, "peer", "") == "(many)":
         return None  # already a summary (the TFTP engine counts its own floods)
     if kind in ("packet_dropped", "transfer_failed"):
@@ -108,6 +113,9 @@ class EventBus:
 
     def __init__(self, limit: RefusalLimit | None = None) -> None:
         self._subscribers: list[Subscriber] = []
+        self._fanout: tuple[Subscriber, ...] = ()
+        """The subscribers as of now, for delivery (a subscriber may unsubscribe while
+        an event is delivered)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[Event] = []
         self._lock = threading.Lock()
@@ -119,10 +127,12 @@ class EventBus:
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Add a subscriber; returns a function that removes it."""
         self._subscribers.append(fn)
+        self._fanout = tuple(self._subscribers)
 
         def unsubscribe() -> None:
             if fn in self._subscribers:
                 self._subscribers.remove(fn)
+                self._fanout = tuple(self._subscribers)
 
         return unsubscribe
 
@@ -147,16 +157,21 @@ class EventBus:
         """Deliver an event to every subscriber (call from the loop's thread); refusals and
         drops past the rate limit are counted and summarised once a second instead."""
         limit = self.limit
-        now = time.monotonic()
-        if not limit.admit(event, now):
-            self._summary_soon(now)
-            return
-        if limit.holding and self._summary_timer is None:
+        if event.kind in _MAY_REFUSE:
+            now = time.monotonic()
+            if not limit.admit(event, now):
+                self._summary_soon(now)
+                return
+        if limit._held and self._summary_timer is None:
             self._summarise()  # no loop to time it: say it before the next event
-        self._deliver(event)
+        for fn in self._fanout:
+            try:
+                fn(event)
+            except Exception:  # a broken view must not stop a server
+                pass
 
     def _deliver(self, event: Event) -> None:
-        for fn in list(self._subscribers):
+        for fn in self._fanout:
             try:
                 fn(event)
             except Exception:  # a broken view must not stop a server
