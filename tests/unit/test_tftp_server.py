@@ -424,6 +424,23 @@ def test_spin_not_even_probed_while_the_machine_is_busy() -> None:
     assert c.chosen is True and sum(modes) > SpinChooser.KEEP
 
 
+def test_busy_is_what_runs_now_not_the_load_average(monkeypatch) -> None:
+    from pxewizard.servers import tftp
+
+    monkeypatch.setattr(tftp.os, "cpu_count", lambda: 2)
+    # an idle machine minutes after a burst: load average 30, one thread runnable (ours)
+    assert not tftp.machine_busy(lambda: "30.55 15.29 8.03 1/109 30043\n")
+    # our loop and its client on a 2-core machine: not busy
+    assert not tftp.machine_busy(lambda: "1.50 1.20 0.90 2/110 30050\n")
+    # two CPU hogs beside them: busy
+    assert tftp.machine_busy(lambda: "0.40 0.30 0.20 4/112 30060\n")
+    # a moment of three runnable among quiet looks is not busy
+    looks = iter(["0 0 0 3/100 1", "0 0 0 1/100 1", "0 0 0 3/100 1"])
+    assert not tftp.machine_busy(lambda: next(looks))
+    # unreadable: not busy (the chooser then measures, as on any machine)
+    assert not tftp.machine_busy(lambda: "")
+
+
 def test_spin_never_without_a_window_and_reset_measures_afresh() -> None:
     from pxewizard.servers.tftp import SpinChooser
 
