@@ -162,13 +162,9 @@ class EventBus:
             if not limit.admit(event, now):
                 self._summary_soon(now)
                 return
-        if limit._held and self._summary_timer is None:
+        if limit.holding and self._summary_timer is None:
             self._summarise()  # no loop to time it: say it before the next event
-        for fn in self._fanout:
-            try:
-                fn(event)
-            except Exception:  # a broken view must not stop a server
-                pass
+        self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
         for fn in self._fanout:

@@ -204,6 +204,8 @@ def _is_ip(s: str) -> bool:
     octets, no leading zeros). ``inet_pton``: 0.2 us, against 6 us for ipaddress, and the
     timeline asks this several times per event (issue 22: DHCP through ``serve``); the
     answers are remembered (a dict lookup: 0.05 us), up to _MEMO_MAX strings."""
+    if not isinstance(s, str):
+        return False
     ok = _IP_MEMO.get(s)
     if ok is None:
         try:
@@ -230,9 +232,7 @@ _IP_MEMO: dict[str, bool] = {}
 _MAC_MEMO: dict[str, str] = {}
 
 
-def _remember(memo: dict, key: object, value: object) -> None:
-    if not isinstance(key, str):
-        return
+def _remember(memo: dict, key: str, value: object) -> None:
     if len(memo) >= _MEMO_MAX:
         memo.clear()
     memo[key] = value
@@ -720,7 +720,7 @@ class TimelineBuilder:
     def learn(self, ip: str, mac: str) -> _Client | None:
         """Join an IP to a MAC (from our leases or the neighbour table); merges timelines.
         The MAC's client, its IP added; None when nothing was seen from it yet."""
-        if not ip or not mac or (ip not in self._ip_to_mac and not _is_ip(ip)):
+        if not ip or not mac or not _is_ip(ip):
             return None
         mac = _norm_mac(mac)
         self._ip_to_mac[ip] = mac

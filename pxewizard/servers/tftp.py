@@ -598,7 +598,7 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name=f"tftp-{index}", daemon=True)
         self.rbuf = bytearray(65536 + 64)
         self.sbuf = bytearray(proto.MAX_BLKSIZE + 4)
-        self.gbuf = bytearray(GSO_MAX_BYTES)
+        self.gbuf = bytearray(GSO_BATCH_BYTES)
         self.smv = memoryview(self.sbuf)
         self.gmv = memoryview(self.gbuf)
         self.crashed: BaseException | None = None
