@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from typing import Any
 
 from ...plan import Plan, problem_at
@@ -49,15 +50,21 @@ def format_reservations(items: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _content_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Each line that holds something, with its number from 1 (blank lines and ``#``
+    comments skipped): what the one-item-a-line fields read."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield n, line
+
+
 def parse_reservations(text: str) -> tuple[list[dict[str, Any]], list[int], list[str]]:
     """(Plan data, the line number of each, syntax problems)."""
     items: list[dict[str, Any]] = []
     line_nos: list[int] = []
     problems: list[str] = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in _content_lines(text):
         words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
         item: dict[str, Any] = {"mac": words[0]}
         for w in words[1:]:
             key, eq, value = w.partition("=")
@@ -102,9 +109,7 @@ def parse_remote_entries(text: str) -> tuple[list[dict[str, Any]], list[int], li
     items: list[dict[str, Any]] = []
     line_nos: list[int] = []
     problems: list[str] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for n, line in _content_lines(text):
         try:
             words = shlex.split(line)
         except ValueError:
