@@ -235,7 +235,9 @@ class LeaseChanged(Event):
     ip: str
     """The address."""
     state: str
-    """``offered``, ``bound``, ``released``, ``declined``, ``expired``."""
+    """``bound``, ``released``, ``declined``, ``expired`` (``offered`` in older logs: an
+    offer is now said by the OFFER's :class:`DhcpExchange` alone; ``released`` also when a
+    client took another server's offer and ours was dropped)."""
     expires: float = 0.0
     """Expiry time (epoch seconds)."""
     hostname: str = ""

@@ -142,7 +142,9 @@ class DhcpService:
                            peer=(ip_int(peer[0]), peer[1]) if port != 67 else None)
                 for op in d.ops:
                     new = apply(op)
-                    if listening:
+                    # an offer is said by the OFFER's DhcpExchange (its yiaddr): no lease
+                    # event for it, a DORA writes three log lines, not four (issue 22)
+                    if listening and op.state is not LeaseState.OFFERED:
                         events.append(self._lease_event(op, new))
             except ValueError as exc:
                 self.stats["dropped"] += 1
