@@ -20,7 +20,7 @@ for clients whose address came from another DHCP server, the neighbour table
 
 from __future__ import annotations
 
-import math
+import operator
 import posixpath
 import re
 import socket
@@ -538,6 +538,8 @@ memory and the cost of a snapshot stay bounded whatever the LAN sends."""
 MAX_EVENTS_TOTAL = 400_000
 """Events held by all timelines together (about 200 MB): many clients with long histories
 are evicted the same way, least recently active first."""
+_EVENTS = operator.attrgetter("events")
+_ACTIVITY = operator.attrgetter("last_activity")
 
 
 @dataclass
@@ -720,6 +722,11 @@ class TimelineBuilder:
     def learn(self, ip: str, mac: str) -> _Client | None:
         """Join an IP to a MAC (from our leases or the neighbour table); merges timelines.
         The MAC's client, its IP added; None when nothing was seen from it yet."""
+        c = self._clients.get(mac)
+        if c is not None and c.ips and c.ips[-1] == ip and self._ip_to_mac.get(ip) == mac \
+                and ip not in self._clients:
+            c.version += 1  # known already (every ACK and lease event says it again)
+            return c
         if not ip or not mac or not _is_ip(ip):
             return None
         mac = _norm_mac(mac)
@@ -789,15 +796,18 @@ class TimelineBuilder:
         return c
 
     def _held(self) -> int:
-        return sum(len(c.events) for c in self._clients.values())
+        return sum(map(len, map(_EVENTS, self._clients.values())))
 
     def _evict(self) -> None:
         """Forget the least recently active eighth of the clients (MAX_CLIENTS), and more
         while their events together exceed MAX_EVENTS_TOTAL."""
+        by_age = sorted(self._clients.values(), key=_ACTIVITY)
         # a client created a moment ago has no activity yet: it is the newest, not the oldest
-        by_age = sorted(self._clients.values(), key=lambda c: c.last_activity or math.inf)
+        fresh = next((i for i, c in enumerate(by_age) if c.last_activity), len(by_age))
+        if fresh:
+            by_age = by_age[fresh:] + by_age[:fresh]
         n = max(1, len(by_age) // 8)
-        held = sum(len(c.events) for c in by_age[n:])
+        held = sum(map(len, map(_EVENTS, by_age[n:])))
         while held > MAX_EVENTS_TOTAL and n < len(by_age) - 1:
             held -= len(by_age[n].events)
             n += 1
