@@ -106,3 +106,48 @@ def test_a_follower_feeds_the_session_what_the_log_gets_from_its_offset(tmp_path
     finally:
         os.close(fd)
         log.close()
+
+
+def test_the_insight_process_lets_a_burst_pass_and_reads_after_it() -> None:
+    """serve's insight process reads the log at once while it grows at a classroom's pace,
+    holds back while it grows like a flood (at most MAX_DEFER seconds since the last read),
+    and reads as soon as the flood stops."""
+    from pxewizard.insight.follow import BurstPacer
+
+    p = BurstPacer(burst_rate=100_000, max_defer=5.0)
+    assert p.due(0.0, 0)            # the first look reads
+    p.read(0.0)
+    assert p.due(0.2, 2_000)        # 10 kB/s: a classroom, read now
+    p.read(0.2)
+    t, backlog = 0.2, 0
+    held = []
+    while t < 8.0:                  # a flood: 1 MB/s
+        t += 0.2
+        backlog += 200_000
+        if p.due(t, backlog):
+            held.append(t)
+            p.read(t)
+            backlog = 0
+    assert held and abs(held[0] - 5.2) < 1e-6 and p.deferred > 20  # read once in 5 s
+    t += 0.2
+    assert not p.due(t, backlog + 200_000)   # still flooding
+    t += 0.2
+    assert p.due(t, backlog + 200_000)       # nothing new since the last look: read now
+
+
+def test_a_follower_says_what_it_has_not_read_yet(tmp_path) -> None:
+    import os
+
+    from pxewizard.insight.follow import LogFollower
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        follower = LogFollower(fd, 0, InsightSession())
+        assert follower.backlog() == 0
+        path.write_bytes(b'{"kind":"log_line","service":"x","level":"info","message":"m"}\n')
+        assert follower.backlog() == path.stat().st_size
+        assert follower.poll() == 1 and follower.backlog() == 0
+    finally:
+        os.close(fd)
