@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import secrets
 import select
 import shutil
@@ -316,6 +317,11 @@ def start_server(name: str, ns: str, tmp: Path) -> subprocess.Popen:
 def _cpu(pid: int) -> float:
     """CPU seconds (user + system) a process and its live descendants used so far (serve's
     insight process is part of the server's cost): robust on a shared machine."""
+    return _cpu_split(pid)[1]
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """(the process's own CPU seconds, its and its live descendants')."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -331,16 +337,18 @@ def _cpu(pid: int) -> float:
         p = todo.pop()
         total += stats.get(p, (0, 0.0))[1]
         todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
-    return total
+    return stats.get(pid, (0, 0.0))[1], total
 
 
-def _settled(pid: int, timeout: float = 15.0) -> None:
-    """Wait until the server has finished starting (its CPU time stops moving for 0.5 s):
+def _settled(pid: int, timeout: float = 15.0, quiet: float = 0.5) -> None:
+    """Wait until the server's CPU time stops moving for ``quiet`` seconds. Before a run:
     work it does after binding port 67 (serve scans the boot tree, forks its insight
-    process) must not count as the cost of the DORAs."""
+    process) must not count as the cost of the DORAs. After one: work it still does for
+    them must (serve's insight process reads the log once a burst is over, and looks at
+    its findings every 2 s)."""
     deadline = time.monotonic() + timeout
     last, still = _cpu(pid), 0
-    while time.monotonic() < deadline and still < 5:
+    while time.monotonic() < deadline and still < quiet * 10:
         time.sleep(0.1)
         now = _cpu(pid)
         still = still + 1 if now == last else 0
@@ -354,12 +362,20 @@ def run_one(name: str, srv: str, cli: str, macs: int, window: int, seed: int,
         proc = start_server(name, srv, tmp)
         try:
             _settled(proc.pid)
-            cpu0 = _cpu(proc.pid)
+            own0, cpu0 = _cpu_split(proc.pid)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             r = sh("ip", "netns", "exec", cli, sys.executable, str(Path(__file__).resolve()),
                    "--loadgen", "--macs", str(macs), "--window", str(window),
                    "--seed", str(seed), "--rounds", str(rounds))
             res = json.loads(r.stdout)
-            res["server_cpu"] = _cpu(proc.pid) - cpu0
+            # what the server still does for these DORAs once they are answered counts too
+            # (serve's insight process reads the log after a burst): wait until it rests
+            _settled(proc.pid, quiet=2.5)
+            own1, cpu1 = _cpu_split(proc.pid)
+            res["server_cpu"] = cpu1 - cpu0
+            res["helper_cpu"] = (cpu1 - own1) - (cpu0 - own0)  # serve's insight process
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            res["loadgen_cpu"] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         finally:
             _stop(proc)
     res["server"] = name
@@ -421,8 +437,11 @@ def main() -> int:
                       f"retransmits={res['retransmits']} distinct_ips={res['distinct_ips']} "
                       f"p50 {res['p50'] * 1e3:.2f} ms p99 {res['p99'] * 1e3:.2f} ms "
                       f"({res['seconds']:.2f} s, server CPU "
-                      f"{res['server_cpu'] / max(res['done'], 1) * 1e3:.3f} s/1000 DORA)",
-                      flush=True)
+                      f"{res['server_cpu'] / max(res['done'], 1) * 1e3:.3f} s/1000 DORA"
+                      + (f" of which insight {res['helper_cpu'] / max(res['done'], 1) * 1e3:.3f}"
+                         if res["helper_cpu"] > 0 else "") + ", "
+                      f"load generator {res['loadgen_cpu'] / max(res['seconds'], 1e-9):.2f} "
+                      "CPUs)", flush=True)
 
     def median(n: str, f: Callable[[dict], float]) -> float:
         return statistics.median(f(r) for r in results[n])
