@@ -341,10 +341,31 @@ def check_path(case: Case, b: Boot) -> None:
             f"{case.name}: our proxyDHCP answered nothing"
 
 
+_SERVED_KINDS = ("transfer_started", "transfer_done", "transfer_failed", "packet_dropped",
+                 "blksize_granted")
+_SERVED_FIELDS = ("service", "path", "peer", "size", "options", "sent", "seconds", "status",
+                  "reason", "code", "asked", "granted")
+
+
+def served_files(b: Boot) -> str:
+    """What our servers say they sent, one line per transfer event (seconds from firmware
+    start, path, client port, options, bytes): with the console tail, enough to tell a
+    client that lost or mixed up blocks (a kernel that fails to decompress) from a server
+    that sent the wrong bytes."""
+    out = []
+    for e in getattr(b, "server_events", None) or ():
+        if e.get("kind") not in _SERVED_KINDS:
+            continue
+        t = float(e.get("ts", 0)) - b.started_wall
+        fields = " ".join(f"{k}={e[k]}" for k in _SERVED_FIELDS if e.get(k) not in (None, ""))
+        out.append(f"{t:7.2f} {e['kind']} {fields}")
+    return "--- what our servers sent ---\n" + ("\n".join(out[-60:]) or "(no transfer events)")
+
+
 def check(b: Boot) -> None:
     """The guest printed the marker with the stage-3 file's own checksum."""
-    assert b.printed_sha is not None, b.explain()
+    assert b.printed_sha is not None, b.explain() + "\n" + served_files(b)
     assert b.printed_sha == b.expected_sha, (
         f"{b.case}: guest read stage 3 with sha256={b.printed_sha}, the file has "
-        f"{b.expected_sha}\n" + b.explain())
+        f"{b.expected_sha}\n" + b.explain() + "\n" + served_files(b))
 
