@@ -154,12 +154,14 @@ def follow_forever(follower: LogFollower, say: Callable[[list[str]], None], *,
     pacer = BurstPacer()
     while True:
         now = time.monotonic()
-        if stopping or pacer.due(now, follower.backlog()):
+        holding = not stopping and not pacer.due(now, follower.backlog())
+        if not holding:
             follower.poll()
             settle_garbage()
             now = time.monotonic()
             pacer.read(now)
-        if stopping or now >= next_findings:
+        # a pass over timelines that a burst holds back finds nothing new: it waits too
+        if stopping or (now >= next_findings and not holding):
             lines = new_finding_lines(follower.session)
             if lines:
                 say(lines)

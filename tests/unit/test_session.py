@@ -151,3 +151,33 @@ def test_a_follower_says_what_it_has_not_read_yet(tmp_path) -> None:
         assert follower.poll() == 1 and follower.backlog() == 0
     finally:
         os.close(fd)
+
+
+def test_the_insight_process_loop_reads_and_says_the_findings(tmp_path) -> None:
+    """follow_forever (serve's insight process) reads what the log holds, says the
+    findings, and returns once its parent is gone."""
+    import gc
+    import os
+    import signal
+
+    from pxewizard.events import jsonl_line
+    from pxewizard.insight.follow import LogFollower, follow_forever
+
+    path = tmp_path / "events.jsonl"
+    evs = _events("fault-stage3-404")
+    path.write_bytes(b"\n".join(jsonl_line(e) for e in evs) + b"\n")
+    fd = os.open(path, os.O_RDONLY)
+    said: list[str] = []
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        follower = LogFollower(fd, 0, InsightSession())
+        follow_forever(follower, said.extend, parent=-1, findings_every=0.0)
+        _, replayed = diagnose_events(evs)
+        assert follower.backlog() == 0
+        assert replayed and all(any(f.title in ln for ln in said) for f in replayed)
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+        gc.unfreeze()
+        gc.enable()
