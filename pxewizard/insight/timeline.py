@@ -723,8 +723,8 @@ class TimelineBuilder:
         """Join an IP to a MAC (from our leases or the neighbour table); merges timelines.
         The MAC's client, its IP added; None when nothing was seen from it yet."""
         c = self._clients.get(mac)
-        if c is not None and c.ips and c.ips[-1] == ip and self._ip_to_mac.get(ip) == mac \
-                and ip not in self._clients:
+        if c is not None and c.mac == mac and c.ips and c.ips[-1] == ip \
+                and self._ip_to_mac.get(ip) == mac and ip not in self._clients:
             c.version += 1  # known already (every ACK and lease event says it again)
             return c
         if not ip or not mac or not _is_ip(ip):
