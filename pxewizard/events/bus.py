@@ -283,10 +283,19 @@ def jsonl_line(event: Event) -> bytes:
 _HEAD = b'{"kind":"'
 
 
-@functools.cache
-def _decoder(kind: str) -> msgspec.json.Decoder | None:
-    cls = event_types().get(kind)
-    return msgspec.json.Decoder(cls) if cls is not None else None
+_DECODERS: dict[bytes, msgspec.json.Decoder] = {}
+"""A decoder per event kind, by the kind's bytes as a line spells it (known kinds only: a
+damaged log's made-up kinds are not remembered)."""
+
+
+def _decoder(kind: bytes) -> msgspec.json.Decoder | None:
+    dec = _DECODERS.get(kind)
+    if dec is None:
+        cls = event_types().get(kind.decode("ascii", "replace"))
+        if cls is None:
+            return None
+        dec = _DECODERS[kind] = msgspec.json.Decoder(cls)
+    return dec
 
 
 def decode_line(line: bytes) -> Event:
@@ -298,7 +307,7 @@ def decode_line(line: bytes) -> Event:
     Raises ValueError or TypeError for a line that is no event."""
     if line.startswith(_HEAD):
         end = line.find(b'"', len(_HEAD))
-        dec = _decoder(line[len(_HEAD):end].decode("ascii", "replace")) if end > 0 else None
+        dec = _decoder(line[len(_HEAD):end]) if end > 0 else None
         if dec is not None:
             try:
                 return dec.decode(line)

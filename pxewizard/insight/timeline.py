@@ -639,7 +639,23 @@ class TimelineBuilder:
             self._first_event = ts
         if self._last_event is None or ts > self._last_event:
             self._last_event = ts
-        match event:
+        match event:  # the kinds a busy server sends most come first
+            case DhcpExchange():
+                return self._dhcp(event)
+            case LeaseChanged():
+                mac = _norm_mac(event.mac)
+                c = None
+                if event.state in ("bound", "offered") and event.ip:
+                    c = self.learn(event.ip, mac)
+                if c is None:
+                    c = self._client(mac)
+                    c.mac = mac
+                    self._add_ip(c, event.ip)
+                c.events.append(event)
+                c.touch(ts)
+                return c.key
+            case TransferStarted() | TransferProgress() | TransferDone() | TransferFailed():
+                return self._transfer(event)
             case ServiceStarted():
                 if self._started is None:
                     self._started = ts
@@ -668,22 +684,6 @@ class TimelineBuilder:
                 c.events.append(event)
                 c.touch(ts)
                 return c.key
-            case DhcpExchange():
-                return self._dhcp(event)
-            case LeaseChanged():
-                mac = _norm_mac(event.mac)
-                c = None
-                if event.state in ("bound", "offered") and event.ip:
-                    c = self.learn(event.ip, mac)
-                if c is None:
-                    c = self._client(mac)
-                    c.mac = mac
-                    self._add_ip(c, event.ip)
-                c.events.append(event)
-                c.touch(ts)
-                return c.key
-            case TransferStarted() | TransferProgress() | TransferDone() | TransferFailed():
-                return self._transfer(event)
             case SessionOpened() | SessionClosed():
                 return self._session(event)
             case ConsoleLine():
@@ -878,11 +878,14 @@ class TimelineBuilder:
         c.touch(ts)
         if c.stage < Stage.dhcp:
             c.stage = Stage.dhcp
-        step = next((s for s in reversed(c.steps)
-                     if s.kind == "dhcp" and s.key == (ev.service, ev.xid)), None)
+        key = (ev.service, ev.xid)
+        steps = c.steps
+        step = steps[-1] if steps else None  # a REQUEST follows its DISCOVER's step
+        if step is None or step.kind != "dhcp" or step.key != key:
+            step = next((s for s in reversed(steps) if s.kind == "dhcp" and s.key == key), None)
         if step is None:
             step = _StepState(kind="dhcp", stage=Stage.dhcp, title="", started=ts,
-                              service=ev.service, key=(ev.service, ev.xid))
+                              service=ev.service, key=key)
             c.add_step(step)
         step.events.append(ev)
         step.last_activity = ts
