@@ -23,7 +23,7 @@ import msgspec
 
 from ..errors import PxeError, os_error_words
 from ..ondisk import open_private
-from .types import Event, EventsSuppressed, LogLine, event_types, from_dict
+from .types import Event, EventsSuppressed, LogLine, event_class, from_dict
 
 Subscriber = Callable[[Event], None]
 _Line = TypeVar("_Line", str, bytes)
@@ -291,7 +291,7 @@ damaged log's made-up kinds are not remembered)."""
 def _decoder(kind: bytes) -> msgspec.json.Decoder | None:
     dec = _DECODERS.get(kind)
     if dec is None:
-        cls = event_types().get(kind.decode("ascii", "replace"))
+        cls = event_class(kind.decode("ascii", "replace"))
         if cls is None:
             return None
         dec = _DECODERS[kind] = msgspec.json.Decoder(cls)

@@ -554,12 +554,18 @@ _speed_up_inits()
 _KINDS: dict[str, type[Event]] = {}
 
 
+def event_class(kind: str) -> type[Event] | None:
+    """The class of an event kind (None: no such kind). A kind not seen yet looks at the
+    classes defined by now."""
+    cls = _KINDS.get(kind)
+    if cls is None:
+        _KINDS.update(event_types())
+        cls = _KINDS.get(kind)
+    return cls
+
+
 def from_dict(d: dict[str, Any]) -> Event:
     """Rebuild an event from its JSONL form (unknown fields are ignored)."""
-    kind = d.get("kind", "")
-    cls = _KINDS.get(kind)
-    if cls is None:  # first of its kind: look at the classes defined by now
-        _KINDS.update(event_types())
-        cls = _KINDS.get(kind, Event)
+    cls = event_class(d.get("kind", "")) or Event
     names = _field_set(cls)
     return cls(**{k: v for k, v in d.items() if k in names})
