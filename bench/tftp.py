@@ -27,7 +27,7 @@ noise from a shared machine hits all of them alike):
 ``--load N`` keeps N CPU-bound processes running for the whole bench (the
 "busy machine" case). Every download of every run is checked by sha256.
 Prints MB/s per run, medians, worst-client seconds, our/peer ratios, server CPU
-seconds per GB and the load average. The machine may be shared: ratios from the
+seconds per GB, the clients' CPU seconds per GB, the idle CPUs and the load average. The machine may be shared: ratios from the
 same run matter, not absolutes.
 
 Engine settings are compared with ``--variant``, each a column of its own: e.g.
@@ -43,6 +43,7 @@ import contextlib
 import hashlib
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -218,6 +219,19 @@ def timed(ns: str, cmds: list[list[str]]) -> list[float]:
     return ends
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this script's reaped children (the clients: ``ip netns exec`` execs
+    them; the servers are still running and not counted)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _idle_seconds() -> float:
+    """Seconds the machine's CPUs have been idle since boot, summed over CPUs."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def load() -> str:
     """The machine's load averages (1, 5, 15 min), printed with every result."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -358,6 +372,8 @@ def main() -> int:
             res: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             worst: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             cpu: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            ccpu: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
+            idle: dict[str, dict[str, list[float]]] = {n: {t: [] for t in tests} for n in names}
             print(f"load at start: {load()} (--load {args.load}: {args.load} CPU-bound "
                   "processes of ours run beside)", flush=True)
             for run in range(args.runs):
@@ -368,7 +384,10 @@ def main() -> int:
                         pid = running[n].proc.pid  # type: ignore[union-attr]
                         meter = CpuMeter(pid)
                         outs = [str(out_dir / f"c{i}") for i in range(nclients)]
+                        before, idle0 = _children_cpu(), _idle_seconds()
                         times = timed(ns, [make(addrs[n], o) for o in outs])
+                        ccpu[n][t].append((_children_cpu() - before) / (volume / 1e9))
+                        idle[n][t].append((_idle_seconds() - idle0) / max(times))
                         time.sleep(0.2)  # let tftpd-hpa reap its children
                         cpu[n][t].append(meter.seconds() / (volume / 1e9))
                         res[n][t].append(volume / max(times) / 1e6)
@@ -421,6 +440,15 @@ def main() -> int:
         print(f"{'test':<14}" + "".join(f"{n:>11}" for n in names))
         for t in tests:
             print(f"{t:<14}" + "".join(f"{statistics.median(cpu[n][t]):>11.2f}" for n in names))
+        print("\nclients' CPU seconds per GB received (medians; the C clients' own cost, which "
+              "a server's pacing changes: a client that finds its next block waiting does "
+              "not sleep)")
+        for t in tests:
+            print(f"{t:<14}" + "".join(f"{statistics.median(ccpu[n][t]):>11.2f}" for n in names))
+        print("\nidle CPUs during the test (medians, of the machine's "
+              f"{os.cpu_count()}; 0 = every CPU busy)")
+        for t in tests:
+            print(f"{t:<14}" + "".join(f"{statistics.median(idle[n][t]):>11.2f}" for n in names))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
