@@ -22,7 +22,9 @@ from typing import Any, TypeAlias
 
 Buffer: TypeAlias = "bytes | bytearray | memoryview"
 BlockSource: TypeAlias = "bytes | bytearray | memoryview | Any"
-"""What a read transfer serves: sized, sliceable, slices bytes-like."""
+"""What a read transfer serves: bytes-like, or a sized object with
+``framed(index, count, blksize) -> (view, blocks)`` (the adapter's file reader, which lays
+blocks out with room for their headers: see :meth:`ReadTransfer.frames`)."""
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
@@ -421,7 +423,7 @@ class ReadTransfer:
 
     __slots__ = ("state", "blksize", "windowsize", "timeout", "retries", "size", "nblocks",
                  "acked", "sent_hi", "retry", "last_progress", "_data", "_oack_bytes",
-                 "_tx_lo", "_tx_hi", "_events", "_tsize_asked", "negotiated")
+                 "_tx_lo", "_tx_hi", "_events", "_tsize_asked", "negotiated", "framed")
 
     def __init__(self, request: Request, data: BlockSource, limits: Limits, now: float,
                  negotiated: Negotiated | None = None) -> None:
@@ -430,9 +432,10 @@ class ReadTransfer:
         to netascii when the request's mode says so. ``negotiated``: the outcome of a
         negotiation already made for this request (a transfer continued by another
         process), else :func:`negotiate` runs here."""
-        # Anything sized and sliceable: bytes (viewed, never copied) or the adapter's
-        # chunked file reader. Slices are consumed at once by build().
+        # Bytes (viewed, never copied) or the adapter's file reader (framed()).
         self._data = memoryview(data) if isinstance(data, (bytes, bytearray)) else data
+        self.framed = not isinstance(self._data, memoryview)
+        """Whether :meth:`frames` builds packets in the data's own buffer."""
         self.size = len(self._data)
         neg = negotiated if negotiated is not None else negotiate(request, limits, self.size)
         self.negotiated = neg
@@ -521,6 +524,11 @@ class ReadTransfer:
             n = len(self._oack_bytes)
             buf[pos:pos + n] = self._oack_bytes
             return n
+        if self.framed:
+            view = self.frames(block, 1)[0]
+            n = len(view)
+            buf[pos:pos + n] = view
+            return n
         bs = self.blksize
         off = (block - 1) * bs
         end = off + bs
@@ -531,6 +539,20 @@ class ReadTransfer:
         pos += 4
         buf[pos:pos + n] = self._data[off:end]
         return n + 4
+
+    def frames(self, block: int, count: int) -> tuple[memoryview, int]:
+        """DATA packets for up to ``count`` blocks from ``block`` (>= 1), built in place in
+        the data's own buffer (``framed`` sources only): (view, packets in it). The
+        packets lie ``blksize + 4`` bytes apart (the last may be shorter); fewer than
+        ``count`` when the source's buffer ends first. Valid until the next call."""
+        view, got = self._data.framed(block - 1, count, self.blksize)
+        if got == 1:
+            _pack_hdr_into(view, 0, 3, block & 0xFFFF)
+        else:
+            step = self.blksize + 4
+            for i in range(got):
+                _pack_hdr_into(view, i * step, 3, (block + i) & 0xFFFF)
+        return view, got
 
     # -- the rest of the sans-I/O interface ----------------------------------------------
 

@@ -16,15 +16,17 @@ dnsmasq). Here instead:
 - each transfer has its own connected UDP socket on a new ephemeral port (the
   server's TID, RFC 1350 section 4), so the kernel filters foreign TIDs;
 - ACKs are read with ``recv_into`` into one preallocated buffer and recognised
-  from their 4 bytes; DATA packets are built with ``pack_into`` in one
-  preallocated buffer from the file read 1 MiB at a time with ``preadv`` into a
-  buffer kept per transfer (or a memoryview of a generated file). Not
+  from their 4 bytes; a file is read 1 MiB at a time with one ``preadv`` that
+  scatters its blocks into slots of ``blksize + 4`` bytes of a buffer kept per
+  transfer (:class:`ChunkedFile`), the core writes each header in front of its
+  block, and the slot is sent as it is: no copy in between (a generated file's
+  packets are built with ``pack_into`` in one preallocated buffer). Not
   ``mmap``: a file truncated or a medium failing under a mapping raises
   SIGBUS and kills the process (an operator who ``cp``s a new kernel over the
   old one mid-boot would stop the server); ``preadv`` returns short or EIO,
   and only that transfer ends, with a reason;
-- a window (RFC 7440) leaves in one ``send()``: the packets are laid out back
-  to back and the kernel cuts them apart (UDP GSO, ``UDP_SEGMENT``); this cut
+- a window (RFC 7440) leaves in few ``send()``s: the packets lie back to back
+  in the slots and the kernel cuts them apart (UDP GSO, ``UDP_SEGMENT``); this cut
   the system time of a windowsize-8 transfer by 2.5x;
 - no timer per packet: each transfer records when it last made progress and
   one scan every 100 ms retransmits, gives up and reports progress;
@@ -163,6 +165,9 @@ HANDOFF_MIN = int(os.environ.get("PXW_TFTP_HANDOFF_MIN", str(128 << 10)))
 """Files smaller than this are served in-process (a config file or a menu is gone in a few
 round trips; handing it over would cost more than serving it)."""
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+IOV_MAX = max(1, min(1024, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names
+                     else 1024))
+"""Slots filled by one preadv (its iovec limit): 1024 blocks of 512 bytes is 512 KiB."""
 
 
 def interface_mtu(interface: str | None) -> int | None:
@@ -349,13 +354,18 @@ class FileChanged(OSError):
 
 
 class ChunkedFile:
-    """A file as a sized, sliceable object, read in chunks with ``preadv``.
+    """A file read in chunks with ``preadv``, laid out as DATA packets.
 
-    A slice is a memoryview into the current chunk, valid until the next slice:
-    :meth:`ReadTransfer.build` copies it into the packet at once.
+    Each block of the file lands 4 bytes after the start of a slot of ``blksize + 4``
+    bytes (one ``preadv`` scatters a chunk of blocks into the slots), so a packet is a
+    slice of this buffer once the core has written its 4-byte header in front: nothing
+    is copied between the read and the ``send()``, and consecutive packets lie back to
+    back for one segmented (UDP GSO) send of a window. A view returned by
+    :meth:`framed` is valid until the next call.
     """
 
-    __slots__ = ("fd", "size", "buf", "mv", "start", "end", "name", "base", "chunk")
+    __slots__ = ("fd", "size", "buf", "mv", "name", "base", "chunk", "bs", "slot",
+                 "first", "end", "iov")
 
     def __init__(self, fd: int, size: int, name: str, chunk: int = CHUNK,
                  base: int = 0) -> None:
@@ -363,33 +373,56 @@ class ChunkedFile:
         self.base = base  # where the file starts in fd (a file inside an unmounted .iso)
         self.size = size
         self.name = name
+        self.chunk = max(1, chunk)
         self.buf = bytearray(0)  # allocated by the first read, FIRST_CHUNK then `chunk`
         self.mv = memoryview(self.buf)
-        self.start = self.end = 0
-        self.chunk = max(1, min(chunk, size))
+        self.bs = self.slot = 0
+        self.first = self.end = 0
+        """Blocks (0-based) in the buffer: ``first`` to ``end``, exclusive."""
+        self.iov: list[memoryview] = []
+        """The data part of each slot of the buffer (what ``preadv`` fills)."""
 
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, s: slice) -> memoryview:
-        a, b = s.start, s.stop
-        if a < self.start or b > self.end:
-            need = min(self.chunk, max(FIRST_CHUNK, b - a) if a == 0 else self.chunk)
-            if len(self.buf) < need:
-                self.buf = bytearray(need)
-                self.mv = memoryview(self.buf)
-            want = min(len(self.buf), self.size - a)
-            try:
-                n = os.preadv(self.fd, [self.mv[:want]], self.base + a) if want > 0 else 0
-            except OSError as exc:  # a failing medium: EIO
-                raise FileChanged(exc.errno or errno.EIO,
-                                  f"{self.name}: read error: {exc.strerror}") from None
-            if n < want:
-                raise FileChanged(errno.EIO, f"{self.name} became shorter while being sent "
-                                  f"(expected {self.size} bytes, it ends at {a + n})")
-            self.start, self.end = a, a + n
-        o = a - self.start
-        return self.mv[o:o + b - a]
+    def framed(self, index: int, count: int, bs: int) -> tuple[memoryview, int]:
+        """Up to ``count`` blocks of ``bs`` bytes from block ``index`` (0-based), each
+        after 4 bytes of room for its header, ``bs + 4`` bytes apart: (view, blocks in
+        it). Fewer than ``count`` when the chunk in memory ends first (at least one)."""
+        if index >= self.end or index < self.first or bs != self.bs:
+            self._load(index, bs)
+        got = self.end - index
+        if got > count:
+            got = count
+        slot = self.slot
+        start = (index - self.first) * slot
+        last = index + got - 1  # the final block of the file may be short, or empty
+        tail = self.size - last * bs
+        return self.mv[start:start + (got - 1) * slot + 4 + (bs if tail > bs else tail)], got
+
+    def _load(self, index: int, bs: int) -> None:
+        slot = bs + 4
+        # The first read is small: a client that never acknowledges costs FIRST_CHUNK.
+        per = max(1, min(IOV_MAX, (self.chunk if index else FIRST_CHUNK) // bs))
+        nblocks = self.size // bs + 1
+        per = min(per, nblocks - index)
+        if bs != self.bs or len(self.buf) < per * slot:
+            self.bs, self.slot = bs, slot
+            self.buf = bytearray(per * slot)
+            self.mv = mv = memoryview(self.buf)
+            self.iov = [mv[i * slot + 4:(i + 1) * slot] for i in range(per)]
+        self.first = self.end = index  # nothing valid while reading
+        off = index * bs
+        want = min(per * bs, self.size - off)
+        try:
+            n = os.preadv(self.fd, self.iov[:per], self.base + off) if want > 0 else 0
+        except OSError as exc:  # a failing medium: EIO
+            raise FileChanged(exc.errno or errno.EIO,
+                              f"{self.name}: read error: {exc.strerror}") from None
+        if n < want:
+            raise FileChanged(errno.EIO, f"{self.name} became shorter while being sent "
+                              f"(expected {self.size} bytes, it ends at {off + n})")
+        self.end = index + per
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -764,14 +797,31 @@ class _Worker:
         if n == 4 and rbuf[1] == 4 and rbuf[0] == 0 and not t.writer:
             lo, hi = core.on_ack((rbuf[2] << 8) | rbuf[3], now)  # type: ignore[union-attr]
             if hi:
-                build = core.build  # type: ignore[union-attr]
                 send = t.send
                 first = lo
                 try:
-                    if t.gso and hi - lo > 1:
+                    if core.framed:  # type: ignore[union-attr]
+                        # A file: each packet is a slice of the transfer's read buffer
+                        # (ChunkedFile), nothing copied; a window's blocks lie back to
+                        # back, so t.gso of them leave in one segmented send.
+                        frames = core.frames  # type: ignore[union-attr]
+                        if t.gso and hi - lo > 1:
+                            send(frames(lo, 1)[0], MSG_DONTWAIT)  # the client starts on it
+                            lo += 1
+                            per = t.gso
+                            while lo < hi:
+                                view, got = frames(lo, per if hi - lo > per else hi - lo)
+                                send(view, MSG_DONTWAIT)
+                                lo += got
+                        else:
+                            while lo < hi:
+                                send(frames(lo, 1)[0], MSG_DONTWAIT)
+                                lo += 1
+                    elif t.gso and hi - lo > 1:
                         # The first block alone (the client starts on it), then the
                         # rest back to back in buffers of GSO_BATCH_BYTES, one send each:
                         # the kernel cuts them into datagrams (UDP GSO).
+                        build = core.build  # type: ignore[union-attr]
                         send(self.smv[:build(self.sbuf, lo)], MSG_DONTWAIT)
                         lo += 1
                         gbuf, gmv, per = self.gbuf, self.gmv, t.gso
@@ -783,6 +833,7 @@ class _Worker:
                             send(gmv[:pos], MSG_DONTWAIT)
                             lo = end
                     else:
+                        build = core.build  # type: ignore[union-attr]
                         sbuf, smv = self.sbuf, self.smv
                         for b in range(lo, hi):
                             send(smv[:build(sbuf, b)], MSG_DONTWAIT)
@@ -794,7 +845,8 @@ class _Worker:
                         t.gso = 0  # no segmentation offload on this path after all
                         with contextlib.suppress(OSError):
                             for b in range(first, hi):
-                                send(self.smv[:build(self.sbuf, b)], MSG_DONTWAIT)
+                                send(self.smv[:core.build(self.sbuf, b)],  # type: ignore
+                                     MSG_DONTWAIT)
                         return
                     self._gone(t, exc, now)
                     return

@@ -508,3 +508,72 @@ async def test_lost_big_blocks_grant_that_client_a_blksize_that_fits(root: Path)
     assert granted.path == "big.bin"
     assert got == (root / "big.bin").read_bytes()
     assert isinstance(pkt, OAck) and pkt.options["blksize"] == "512"
+
+
+def _reader(tmp_path: Path, size: int, chunk: int = 1 << 20) -> tuple[bytes, "ChunkedFile"]:
+    from pxewizard.servers.tftp import ChunkedFile
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    return data, ChunkedFile(os.open(tmp_path / "f", os.O_RDONLY), size, "f", chunk=chunk)
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 5000, 3 * 512 * 7, 70001])
+@pytest.mark.parametrize("count", [1, 3, 64])
+def test_a_file_read_in_packet_slots_gives_every_block_with_room_for_its_header(
+        tmp_path: Path, size: int, count: int) -> None:
+    """ChunkedFile.framed: each block lands 4 bytes into a slot of blksize + 4, a window's
+    blocks back to back, the last one short (or empty), across chunk boundaries."""
+    bs = 512
+    data, f = _reader(tmp_path, size, chunk=3 * bs)  # small chunks: many boundaries
+    try:
+        nblocks = size // bs + 1
+        got_blocks, i = [], 0
+        while i < nblocks:
+            view, got = f.framed(i, count, bs)
+            assert 1 <= got <= count
+            for k in range(got):
+                piece = bytes(view[k * (bs + 4):(k + 1) * (bs + 4)])
+                assert len(piece) == 4 + len(data[(i + k) * bs:(i + k + 1) * bs])
+                got_blocks.append(piece[4:])
+            assert len(view) == (got - 1) * (bs + 4) + 4 + len(data[(i + got - 1) * bs:
+                                                                   (i + got) * bs])
+            i += got
+        assert b"".join(got_blocks) == data and len(got_blocks) == nblocks
+    finally:
+        f.close()
+
+
+def test_framed_packets_are_data_packets_a_client_decodes(tmp_path: Path) -> None:
+    """ReadTransfer.frames writes each header in place: the views are complete DATA packets,
+    and build() (timers, the first packet) copies the same bytes."""
+    from pxewizard.proto.tftp import Limits, ReadTransfer
+    data, f = _reader(tmp_path, 10 * 1468 + 17)
+    try:
+        req = Request(opcode=Opcode.RRQ, filename="f", mode="octet",
+                      options={"blksize": "1468", "windowsize": "4"})
+        core = ReadTransfer(req, f, Limits(), 0.0)
+        assert core.framed
+        view, got = core.frames(3, 4)
+        assert got == 4
+        for k in range(4):
+            pkt = decode(bytes(view[k * 1472:(k + 1) * 1472]))
+            assert pkt == Data(block=3 + k, payload=data[(2 + k) * 1468:(3 + k) * 1468])
+        last = core.nblocks
+        buf = bytearray(2000)
+        n = core.build(buf, last)
+        assert decode(bytes(buf[:n])) == Data(block=last, payload=data[(last - 1) * 1468:])
+        assert bytes(core.frames(last, 1)[0]) == bytes(buf[:n])
+    finally:
+        f.close()
+
+
+def test_a_file_that_shrinks_under_the_reader_says_so(tmp_path: Path) -> None:
+    from pxewizard.servers.tftp import FileChanged
+    data, f = _reader(tmp_path, 200_000, chunk=64 << 10)
+    try:
+        f.framed(0, 1, 1468)
+        (tmp_path / "f").write_bytes(data[:1000])  # truncated in place, as cp does
+        with pytest.raises(FileChanged, match="became shorter"):
+            f.framed(100, 1, 1468)
+    finally:
+        f.close()
