@@ -434,7 +434,7 @@ class ReadTransfer:
         process), else :func:`negotiate` runs here."""
         # Bytes (viewed, never copied) or the adapter's file reader (framed()).
         self._data = memoryview(data) if isinstance(data, (bytes, bytearray)) else data
-        self.framed = not isinstance(self._data, memoryview)
+        self.framed = hasattr(self._data, "framed")
         """Whether :meth:`frames` builds packets in the data's own buffer."""
         self.size = len(self._data)
         neg = negotiated if negotiated is not None else negotiate(request, limits, self.size)
