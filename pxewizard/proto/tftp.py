@@ -514,20 +514,18 @@ class ReadTransfer:
             return (1, hi + 1)
         return _EMPTY
 
-    def build(self, buf: bytearray, block: int, pos: int = 0) -> int:
-        """Write the packet for ``block`` (0 = OACK) into ``buf`` at ``pos``; return its length.
-
-        ``pos`` lets the adapter lay a whole window out back to back, for one
-        segmented (UDP GSO) send.
+    def build(self, buf: bytearray, block: int) -> int:
+        """Write the packet for ``block`` (0 = OACK) at the start of ``buf``; return its
+        length. (A framed source's packets are sent from its own buffer: :meth:`frames`.)
         """
         if block == 0:
             n = len(self._oack_bytes)
-            buf[pos:pos + n] = self._oack_bytes
+            buf[:n] = self._oack_bytes
             return n
         if self.framed:
             view = self.frames(block, 1)[0]
             n = len(view)
-            buf[pos:pos + n] = view
+            buf[:n] = view
             return n
         bs = self.blksize
         off = (block - 1) * bs
@@ -535,9 +533,8 @@ class ReadTransfer:
         if end > self.size:
             end = self.size
         n = end - off
-        _pack_hdr_into(buf, pos, 3, block & 0xFFFF)
-        pos += 4
-        buf[pos:pos + n] = self._data[off:end]
+        _pack_hdr_into(buf, 0, 3, block & 0xFFFF)
+        buf[4:4 + n] = self._data[off:end]
         return n + 4
 
     def frames(self, block: int, count: int) -> tuple[memoryview, int]:

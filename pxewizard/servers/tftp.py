@@ -633,9 +633,7 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name=f"tftp-{index}", daemon=True)
         self.rbuf = bytearray(65536 + 64)
         self.sbuf = bytearray(proto.MAX_BLKSIZE + 4)
-        self.gbuf = bytearray(GSO_BATCH_BYTES)
         self.smv = memoryview(self.sbuf)
-        self.gmv = memoryview(self.gbuf)
         self.crashed: BaseException | None = None
         self._drop_window = 0.0
         self._drops_logged = 0
@@ -805,7 +803,8 @@ class _Worker:
                     if core.framed:  # type: ignore[union-attr]
                         # A file: each packet is a slice of the transfer's read buffer
                         # (ChunkedFile), nothing copied; a window's blocks lie back to
-                        # back, so t.gso of them leave in one segmented send.
+                        # back, so after the first (the client starts on it) t.gso of
+                        # them leave in one send, cut into datagrams by the kernel.
                         frames = core.frames  # type: ignore[union-attr]
                         if t.gso and hi - lo > 1:
                             send(frames(lo, 1)[0], MSG_DONTWAIT)  # the client starts on it
@@ -819,22 +818,7 @@ class _Worker:
                             while lo < hi:
                                 send(frames(lo, 1)[0], MSG_DONTWAIT)
                                 lo += 1
-                    elif t.gso and hi - lo > 1:
-                        # The first block alone (the client starts on it), then the
-                        # rest back to back in buffers of GSO_BATCH_BYTES, one send each:
-                        # the kernel cuts them into datagrams (UDP GSO).
-                        build = core.build  # type: ignore[union-attr]
-                        send(self.smv[:build(self.sbuf, lo)], MSG_DONTWAIT)
-                        lo += 1
-                        gbuf, gmv, per = self.gbuf, self.gmv, t.gso
-                        while lo < hi:
-                            end = lo + per if lo + per < hi else hi
-                            pos = 0
-                            for b in range(lo, end):
-                                pos += build(gbuf, b, pos)
-                            send(gmv[:pos], MSG_DONTWAIT)
-                            lo = end
-                    else:
+                    else:  # generated data (t.gso is 0 for it)
                         build = core.build  # type: ignore[union-attr]
                         sbuf, smv = self.sbuf, self.smv
                         for b in range(lo, hi):
@@ -1207,7 +1191,10 @@ class _Worker:
         t.admitted = True
         self._last = t
         t.mm = mm
-        t.gso = _enable_gso(sock, core.blksize) if core.windowsize > 1 and GSO else 0
+        # Segmented sends for a file's windows (its packets already lie back to back in
+        # ChunkedFile's slots); a generated file (a menu, a few blocks) goes a block a send.
+        t.gso = (_enable_gso(sock, core.blksize)
+                 if core.windowsize > 1 and GSO and core.framed else 0)
         t.key = key
         self.active_keys.add(key)
         old = self.by_file.get((addr[0], req.filename))
