@@ -297,9 +297,15 @@ class SpinChooser:
         self.keep = self.KEEP
         self.chosen: bool | None = None
 
-    def tick(self, now: float) -> None:
-        """One packet arrived on the lone transfer."""
-        self.left -= 1
+    def tick(self, now: float, blocks: int = 1) -> None:
+        """One packet arrived on the lone transfer, acknowledging ``blocks`` blocks (a
+        window's ACK counts its windowsize): warm-up, probes and keeps are counted in
+        blocks, so a windowed transfer is not spent probing. Counted in ACKs, a 64 MiB
+        download at windowsize 8 and blksize 8192 (1,024 ACKs) spent 640 of them in the
+        warm-up and the probes, half of those in the slower mode; counted in blocks,
+        measured (bench/tftp.py --tests "1468 w8" "8192 w8" --variant ..., medians of 7):
+        1468 150.8 -> 166.1 MB/s, 8192 392.1 -> 483.6."""
+        self.left -= blocks
         if self.left > 0:
             return
         if not self.enabled:
@@ -715,6 +721,7 @@ class _Worker:
         spin = SPIN_WINDOW
         chooser = SpinChooser(spin > 0, machine_busy)
         lone: _Transfer | None = None
+        window = 1  # the lone transfer's windowsize
         solo = SOLO
         while not self._stopping:
             if solo and now < next_check and len(transfers) == 1:
@@ -726,6 +733,7 @@ class _Worker:
                 if only is not lone:
                     lone = only
                     chooser.reset()
+                    window = getattr(only.core, "windowsize", 1)
                 try:
                     n = -1
                     if chooser.spin:
@@ -747,7 +755,7 @@ class _Worker:
                     self._gone(only, exc, now)
                     continue
                 now = monotonic()
-                chooser.tick(now)
+                chooser.tick(now, window)
                 packet(only, n, now)
                 continue
             if lone is not None and len(transfers) != 1:

@@ -411,6 +411,19 @@ def test_spin_chosen_only_where_it_measures_faster() -> None:
     assert sum(modes) < 0.3 * len(modes)
 
 
+def test_spin_probes_count_blocks_so_a_windowed_transfer_is_not_spent_probing() -> None:
+    from pxewizard.servers.tftp import SpinChooser
+
+    c = SpinChooser(True)
+    now, acks = 0.0, 0
+    while c.chosen is None:  # windowsize 8: each ACK acknowledges 8 blocks
+        now += 160e-6 if c.spin else 400e-6
+        c.tick(now, 8)
+        acks += 1
+    assert c.chosen is True
+    assert acks == SpinChooser.PROBE * 5 // 8  # not PROBE * 5 ACKs (40,960 blocks)
+
+
 def test_spin_not_even_probed_while_the_machine_is_busy() -> None:
     from pxewizard.servers.tftp import SpinChooser
 
