@@ -24,7 +24,9 @@ Buffer: TypeAlias = "bytes | bytearray | memoryview"
 BlockSource: TypeAlias = "bytes | bytearray | memoryview | Any"
 """What a read transfer serves: bytes-like, or a sized object with
 ``framed(index, count, blksize) -> (view, blocks)`` (the adapter's file reader, which lays
-blocks out with room for their headers: see :meth:`ReadTransfer.frames`)."""
+blocks out with room for their headers: see :meth:`ReadTransfer.frames`) and
+``ahead(index, count, blksize)`` (read those blocks now if they are not in memory:
+:meth:`ReadTransfer.ahead`)."""
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
@@ -550,6 +552,15 @@ class ReadTransfer:
             for i in range(got):
                 _pack_hdr_into(view, i * step, 3, (block + i) & 0xFFFF)
         return view, got
+
+    def ahead(self, block: int) -> None:
+        """The next packets will start at ``block`` (the end of what was just sent): a
+        framed source reads that window now if its buffer does not hold it, so the read
+        happens while the client takes the packets already sent, not between its ACK and
+        the next packet. The caller asks only when ``block + windowsize - 1`` is past what
+        the source holds (a cheap test it makes itself on every ACK)."""
+        if block <= self.nblocks:
+            self._data.ahead(block - 1, self.windowsize, self.blksize)
 
     # -- the rest of the sans-I/O interface ----------------------------------------------
 

@@ -556,6 +556,48 @@ def test_a_file_read_in_packet_slots_gives_every_block_with_room_for_its_header(
         f.close()
 
 
+def test_the_next_window_is_read_ahead_once_and_then_served_without_a_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ChunkedFile.ahead (called after a window is sent): the next window is read whole
+    then, so its ACK finds it in memory; blocks already held, or past the file's end, cost
+    no read; a retransmission of blocks no longer held reads them again."""
+    from pxewizard.proto.tftp import Limits, ReadTransfer
+    from pxewizard.servers import tftp as tftp_mod
+    bs, w = 8192, 8
+    data, f = _reader(tmp_path, 40 * bs + 100, chunk=64 << 10)  # 8 blocks a chunk
+    reads: list[int] = []
+    real = os.preadv
+
+    def counting(fd: int, iov: list, off: int) -> int:  # type: ignore[type-arg]
+        reads.append(off // bs)
+        return real(fd, iov, off)
+
+    monkeypatch.setattr(tftp_mod.os, "preadv", counting)
+    try:
+        req = Request(opcode=Opcode.RRQ, filename="f", mode="octet",
+                      options={"blksize": str(bs), "windowsize": str(w)})
+        core = ReadTransfer(req, f, Limits(max_blksize=bs), 0.0)
+        assert core.nblocks == 41
+        view, got = core.frames(1, w)
+        assert got == w and reads == [0]
+        core.ahead(1 + w)  # sent blocks 1..8: the next window, 9..16, is read now
+        assert reads == [0, 8]
+        core.ahead(1 + w)  # held already: no read
+        assert reads == [0, 8]
+        view, got = core.frames(1 + w, w)  # its ACK: served from memory, one view
+        assert got == w and reads == [0, 8]
+        assert bytes(view[4:4 + bs]) == data[w * bs:(w + 1) * bs]
+        core.ahead(42)  # past the last block (41): nothing to read
+        assert reads == [0, 8]
+        view, got = core.frames(3, 1)  # a retransmission of an older block reads it again
+        assert reads == [0, 8, 2] and bytes(view[4:]) == data[2 * bs:3 * bs]
+        core.ahead(41)  # the last (short) block alone
+        view, got = core.frames(41, w)
+        assert got == 1 and bytes(view[4:]) == data[40 * bs:] and reads[-1] == 40
+    finally:
+        f.close()
+
+
 def test_framed_packets_are_data_packets_a_client_decodes(tmp_path: Path) -> None:
     """ReadTransfer.frames writes each header in place: the views are complete DATA packets,
     and build() (timers, the first packet) copies the same bytes."""
