@@ -417,9 +417,8 @@ class ChunkedFile:
 
     def ahead(self, index: int, count: int, bs: int) -> None:
         """Read blocks ``index`` to ``index + count`` (0-based, within the file) now unless
-        the buffer holds them all: called after a window is sent, for the next one, so a
-        chunk's read (about 200 us a MiB on the 2-core VM, as long as a window's round
-        trip at blksize 8192) overlaps the client's work instead of following its ACK."""
+        the buffer holds them all: called after a window is sent, for the next one, so the
+        read overlaps the client's work instead of following its ACK (see :data:`CHUNK`)."""
         last = min(index + count, self.size // bs + 1)
         if index < last and (last > self.end or index < self.first or bs != self.bs):
             self._load(index, bs, count)
@@ -845,7 +844,8 @@ class _Worker:
                         # the next window (from hi) not all in the read buffer: read it now,
                         # while the client takes this one (ChunkedFile.ahead)
                         mm = t.mm
-                        if mm is not None and hi + core.windowsize > mm.end + 1:  # type: ignore
+                        window = core.windowsize  # type: ignore[union-attr]
+                        if mm is not None and hi + window > mm.end + 1:
                             core.ahead(hi)  # type: ignore[union-attr]
                     else:  # generated data (t.gso is 0 for it)
                         build = core.build  # type: ignore[union-attr]
