@@ -558,9 +558,9 @@ class ReadTransfer:
         framed source reads that window now if its buffer does not hold it, so the read
         happens while the client takes the packets already sent, not between its ACK and
         the next packet. The caller asks only when ``block + windowsize - 1`` is past what
-        the source holds (a cheap test it makes itself on every ACK)."""
-        if block <= self.nblocks:
-            self._data.ahead(block - 1, self.windowsize, self.blksize)
+        the source holds (a cheap test it makes itself on every ACK); the source reads
+        nothing past the file's last block."""
+        self._data.ahead(block - 1, self.windowsize, self.blksize)
 
     # -- the rest of the sans-I/O interface ----------------------------------------------
 
