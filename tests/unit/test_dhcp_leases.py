@@ -74,11 +74,13 @@ def test_unwritable_lease_file_says_what_to_do(tmp_path: Path) -> None:
 
 
 def _corrupt_an_index_page(path: Path) -> None:
-    """Garble one leaf page of the MAC index: the start-up query (by expiry) never reads it."""
+    """Garble one leaf page of the MAC index earlier versions kept: the start-up query (by
+    expiry) never reads it (the integrity check runs before the index is dropped)."""
     from pxewizard.servers.leases import SCHEMA
 
     db = sqlite3.connect(path)
     db.executescript(SCHEMA)
+    db.execute("CREATE INDEX leases_mac ON leases(mac)")
     db.executemany("INSERT INTO leases VALUES (?, ?, 'bound', 1e10, '', NULL)",
                    [(i, f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}") for i in range(3000)])
     db.commit()
@@ -101,6 +103,30 @@ def test_corrupt_lease_file_is_refused_at_start_with_the_fix(tmp_path: Path) -> 
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(PxeError, match="is corrupt"):
         LeaseStore(path)
+
+
+def test_a_lease_file_of_an_earlier_version_loses_its_mac_index_and_keeps_its_leases(
+        tmp_path: Path) -> None:
+    from pxewizard.servers.leases import SCHEMA
+
+    path = tmp_path / "leases.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.execute("CREATE INDEX leases_mac ON leases(mac)")
+    db.execute("INSERT INTO leases VALUES (?, '02:00:00:00:00:01', 'bound', 1e10, 'pc1', 7)",
+               (IP1,))
+    db.commit()
+    db.close()
+    s = LeaseStore(path)
+    lease = s.by_mac("02:00:00:00:00:01")
+    assert lease is not None and lease.ip == IP1 and lease.hostname == "pc1" and lease.arch == 7
+    s.apply(LeaseOp(LeaseState.BOUND, "02:00:00:00:00:01", IP1, 2e10, "pc1b"))
+    s.commit()
+    s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall() == []
+    assert db.execute("SELECT ip, mac, state, expires, hostname FROM leases").fetchall() == [
+        (IP1, "02:00:00:00:00:01", "bound", 2e10, "pc1b")]
 
 
 def test_lease_file_symlink_is_not_followed(tmp_path: Path) -> None:
