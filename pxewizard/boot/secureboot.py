@@ -116,18 +116,24 @@ def choose_chain(setting: str, loaders: Loaders) -> tuple[Chain | None, list[str
     return Chain(shim=loaders.shim_x64, grub=loaders.grub_net_x64, mok=loaders.mok_x64), []
 
 
-def summary(chain: Chain | None, setting: str, efi_x64: str | None) -> str:
-    """One line for the review screen and the exports: are Secure Boot clients served?"""
+def summary(chain: Chain | None, setting: str, efi_x64: str | None, *,
+            wizard: bool = False) -> str:
+    """One line for the review screen and the exports: are Secure Boot clients served?
+    ``wizard``: the setting is named as the wizard shows it (Review > Advanced settings),
+    not as the Plan's field."""
     if chain is not None:
         return ("Secure Boot: UEFI x64 PXE clients get the signed chain shim -> GRUB -> "
                 f"{GRUB_CFG_VPATH} ({SHIM_VPATH}); entries with unsigned kernels say "
                 f"\"{UNSIGNED_NOTE}\"; UEFI HTTP boot clients get iPXE (not signed)")
-    why = {"off": "boot.secure_boot = \"off\"",
-           "auto": "boot.secure_boot = \"auto\" and shim-signed / grub-efi-amd64-signed "
+    name = "Secure Boot" if wizard else "boot.secure_boot ="
+    why = {"off": f"{name} \"off\"",
+           "auto": f"{name} \"auto\" and shim-signed / grub-efi-amd64-signed "
                    "are not both installed"}.get(setting, "the signed files are missing")
+    change = ("choose Secure Boot \"auto\" in Advanced settings (^o)" if wizard
+              else "set boot.secure_boot = \"auto\"")
     return (f"Secure Boot: not served ({why}); UEFI x64 clients get {efi_x64 or 'nothing'}, "
-            "which Secure Boot refuses: turn it off on those machines, or set "
-            "boot.secure_boot = \"auto\" with shim-signed and grub-efi-amd64-signed installed")
+            f"which Secure Boot refuses: turn it off on those machines, or {change} with "
+            "shim-signed and grub-efi-amd64-signed installed")
 
 
 def uefi_boot_files(efi_x64: str | None, uefi_http: str | None, *, chain_served: bool,

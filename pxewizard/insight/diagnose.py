@@ -835,8 +835,9 @@ def secure_boot_refused(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Ite
                            f"{how}, without running it: {ld.path} carries no Secure Boot "
                            "signature, and a UEFI machine with Secure Boot on refuses it, "
                            "usually with nothing on screen",
-                           "serve the signed chain: boot.secure_boot = \"auto\" (or \"on\") "
-                           "with Debian's shim-signed and grub-efi-amd64-signed installed; or "
+                           "serve the signed chain: boot.secure_boot = \"auto\" (or \"on\"; "
+                           "in the wizard: Review > Advanced settings, Secure Boot) with "
+                           "Debian's shim-signed and grub-efi-amd64-signed installed; or "
                            "turn Secure Boot off in that machine's firmware setup",
                            ev, stage=Stage.loader, subject=ld.path)
             break

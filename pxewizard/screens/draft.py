@@ -101,6 +101,8 @@ class Draft:
     """dhcp.reservations as Plan data (mac, ip, hostname, boot_file, boot_entry)."""
     loader: str = ""
     """boot.loader: pxelinux or ipxe."""
+    secure_boot: str = ""
+    """boot.secure_boot: off, auto or on."""
     remote_entries: list[dict[str, Any]] | None = None
     """boot.remote_entries as Plan data."""
 
@@ -172,6 +174,7 @@ class Draft:
         return {
             "http_port": str(plan.http.port), "extra_cmdline": plan.boot.extra_cmdline,
             "allowed_macs": list(plan.dhcp.allowed_macs), "loader": plan.boot.loader,
+            "secure_boot": plan.boot.secure_boot,
             "reservations": [r.model_dump(mode="json", exclude_none=True)
                              for r in plan.dhcp.reservations],
             "remote_entries": [e.model_dump(mode="json", exclude_none=True)
@@ -225,6 +228,8 @@ class Draft:
             boot["extra_cmdline"] = self.extra_cmdline
         if self.loader:
             boot["loader"] = self.loader
+        if self.secure_boot:
+            boot["secure_boot"] = self.secure_boot
         if self.remote_entries is not None:
             boot["remote_entries"] = [dict(e) for e in self.remote_entries]
         data["boot"] = {k: v for k, v in boot.items() if v is not None}

@@ -1,5 +1,5 @@
 """Issue 18: Review > Advanced settings: HTTP port, extra kernel command line, allowed MACs,
-loader, reservations and remote entries, each typed by keys, checked by the Plan (refused in
+loader, Secure Boot, reservations and remote entries, each typed by keys, checked by the Plan (refused in
 words next to the field), carried into the saved Plan, and round-tripped from a Plan file."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ EVERYTHING = {
     "http": {"port": 8080, "max_per_client": 9},
     "tftp": {"windowsize": 8},
     "boot": {"transport": "tftp", "extra_cmdline": "setkmap=de rootpass=s3cret",
-             "loader": "ipxe", "default": "local", "timeout": 30,
+             "loader": "ipxe", "secure_boot": "on", "default": "local", "timeout": 30,
              "remote_entries": [{"id": "deb", "label": "Debian 12 installer",
                                  "kernel": "http://deb.example/linux",
                                  "initrds": ["http://deb.example/initrd.gz"],
@@ -119,6 +119,11 @@ async def test_each_advanced_field_reaches_the_saved_plan(wizard: Any, tmp_path:
         await pilot.press("tab")
         await choose_radio(pilot, "loader", 1)
         await pilot.press("tab")
+        assert app.focused.id == "secure-boot"
+        # this machine has the signed files or not: the step says which, with the fix
+        assert "grub-efi-amd64-signed" in str(app.screen.query_one("#signed-files").render())
+        await choose_radio(pilot, "secure-boot", 1)  # auto
+        await pilot.press("tab")
         assert app.focused.id == "reservations"
         await type_text(pilot, "52:54:00:00:00:01 192.168.50.20 rescue host=pc1")
         await pilot.press("tab")
@@ -133,6 +138,7 @@ async def test_each_advanced_field_reaches_the_saved_plan(wizard: Any, tmp_path:
         assert plan.boot.extra_cmdline == "setkmap=de rootpass=s3cret"
         assert plan.dhcp.allowed_macs == ["52:54:00:00:00:09", "52:54:00:00:00:0a"]
         assert plan.boot.loader == "ipxe" and plan.dhcp.boot_files.bios == "undionly.kpxe"
+        assert plan.boot.secure_boot == "auto"
         r = plan.dhcp.reservations[0]
         assert (r.mac, str(r.ip), r.boot_entry, r.hostname) == \
             ("52:54:00:00:00:01", "192.168.50.20", "rescue", "pc1")
@@ -143,7 +149,9 @@ async def test_each_advanced_field_reaches_the_saved_plan(wizard: Any, tmp_path:
         await wait_text(pilot, "HTTP port 8080", "Kernel command line + setkmap=de",
                         "Answers only 52:54:00:00:00:09, 52:54:00:00:00:0a",
                         "Reserved 52:54:00:00:00:01: 192.168.50.20, entry rescue, host pc1",
-                        "Loader ipxe: BIOS undionly.kpxe", "Remote entry deb")
+                        "Loader ipxe: BIOS undionly.kpxe",
+                        "Secure Boot auto: UEFI x64 clients get shim -> GRUB where installed",
+                        "Remote entry deb")
         # the wrapped summary keeps every word: nothing runs off the right edge
         assert all(len(line.rstrip()) <= 80 for line in screen_lines(app))
         await pilot.press("ctrl+s")
@@ -159,6 +167,7 @@ async def test_each_advanced_field_reaches_the_saved_plan(wizard: Any, tmp_path:
             "52:54:00:00:00:09, 52:54:00:00:00:0a"
         assert s.query_one("#reservations", TextArea).text == \
             "52:54:00:00:00:01 192.168.50.20 rescue host=pc1"
+        assert s.query_one("#secure-boot-auto").value
 
 
 async def test_bad_values_are_refused_next_to_their_field(wizard: Any, tmp_path: Path) -> None:
@@ -229,6 +238,7 @@ async def test_a_plan_file_round_trips_through_the_advanced_step(
         s = await to_advanced(pilot)
         assert s.query_one("#extra-cmdline", Input).value == "setkmap=de rootpass=s3cret"
         assert s.query_one("#loader-ipxe").value
+        assert s.query_one("#secure-boot-on").value
         assert "cmdline='priority=low auto=true'" in s.query_one("#remote-entries",
                                                                   TextArea).text
         await pilot.press("ctrl+n")

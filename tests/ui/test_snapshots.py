@@ -90,7 +90,12 @@ def test_review_of_a_fixed_plan(snap_compare: Any) -> None:
     assert snap_compare(app_for(plan=plan), terminal_size=SIZE, run_before=steps())
 
 
-def test_advanced_settings_of_a_plan(snap_compare: Any) -> None:
+def test_advanced_settings_of_a_plan(snap_compare: Any, monkeypatch: Any) -> None:
+    from pxewizard.boot.loaders import Loaders
+    from pxewizard.screens.advanced import screen as advanced
+
+    # the same picture on a machine with or without the signed chain: here it is missing
+    monkeypatch.setattr(advanced, "find_loaders", lambda: Loaders())
     plan = plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
                            "state_dir": "/nonexistent/pxw-state",
                            "dhcp": {"mode": "proxy", "allowed_macs": ["52:54:00:12:34:56"],

@@ -93,6 +93,11 @@ def test_chain_choice(tmp_path: Path) -> None:
     chain, warn = choose_chain("on", replace(both, grub_net_x64=None))
     assert chain is None and "grub-efi-amd64-signed" in warn[0] and "boot.secure_boot" in warn[0]
     assert "not served" in summary(None, "off", "efi64/syslinux.efi")
+    # the Plan's field for serve and the exports, the wizard's words on its Review
+    assert 'set boot.secure_boot = "auto"' in summary(None, "off", "efi64/syslinux.efi")
+    wiz = summary(None, "off", "efi64/syslinux.efi", wizard=True)
+    assert "boot.secure_boot" not in wiz
+    assert 'choose Secure Boot "auto" in Advanced settings (^o)' in wiz
     assert "shim -> GRUB" in summary(both and choose_chain("on", both)[0], "on", None)
 
 

@@ -146,6 +146,7 @@ def parse_remote_entries(text: str) -> tuple[list[dict[str, Any]], list[int], li
 _FIELD_OF = {
     "http.port": "http_port", "boot.extra_cmdline": "extra_cmdline",
     "dhcp.allowed_macs": "allowed_macs", "boot.loader": "loader", "dhcp.boot_files": "loader",
+    "boot.secure_boot": "secure_boot",
     "dhcp.reservations": "reservations", "boot.remote_entries": "remote_entries",
 }
 """Plan field (or its first two names) -> the Advanced field it is typed in."""
@@ -194,6 +195,9 @@ def summary_lines(plan: Plan) -> list[str]:
     if b.loader != "pxelinux":
         f = d.boot_files
         out.append(f"Loader {b.loader}: BIOS {f.bios}, UEFI {f.efi_x64}")
+    if b.secure_boot != "off":
+        out.append(f"Secure Boot {b.secure_boot}: UEFI x64 clients get shim -> GRUB"
+                   + (" where installed" if b.secure_boot == "auto" else ""))
     for e in b.remote_entries:
         out.append(f"Remote entry {e.id} \"{e.label}\": {e.kernel}")
     return out

@@ -1,7 +1,7 @@
 """Review > Advanced settings: what a hand edit of the Plan reached before (issue 18).
 
-HTTP port, extra kernel command line, allowed MACs, the loader family, reservations and
-remote menu entries. Each field shows the draft's value (a loaded Plan's too); Done and
+HTTP port, extra kernel command line, allowed MACs, the loader family, Secure Boot,
+reservations and remote menu entries. Each field shows the draft's value (a loaded Plan's too); Done and
 Back build the Plan with the typed values and stay while it refuses one, the Plan's own
 words next to the field. ctrl+r puts back the values the step was opened with.
 """
@@ -17,8 +17,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, RadioSet, Static, TextArea
 
+from ...boot.loaders import find_loaders
 from ...errors import PlanError
-from ...plan import LOADERS
+from ...plan import LOADERS, SECURE_BOOT
 from ..base import WizardScreen
 from ..console import ConsoleRadioButton
 from ..draft import Draft
@@ -32,12 +33,33 @@ _LOADER_WORDS = {
     "ipxe": "iPXE (undionly.kpxe, ipxe.efi; menu over HTTP)",
 }
 
+_SECURE_WORDS = {
+    "off": "off: UEFI x64 PCs get the loader above",
+    "auto": "auto: the signed shim -> GRUB, where installed",
+    "on": "on: the signed shim -> GRUB; a warning if missing",
+}
+
+
+def signed_files_note() -> str:
+    """Whether this machine has the signed chain's files, and the fix when it has not."""
+    found = find_loaders()
+    missing = [pkg for pkg, path in (("shim-signed", found.shim_x64),
+                                     ("grub-efi-amd64-signed", found.grub_net_x64))
+               if path is None]
+    if not missing:
+        return ("a PC with Secure Boot on refuses the loader above; shim-signed and "
+                "grub-efi-amd64-signed are installed here")
+    return ("a PC with Secure Boot on refuses the loader above; the signed chain needs "
+            f"apt-get install {' '.join(missing)}")
+
+
 HELP = """\
  HTTP port      our HTTP server's TCP port (80 unless taken)
  kernel cmdline added to every kernel line; SystemRescue: setkmap=de,
                 rootpass=... (the Plan file then holds it: mode 0600)
  allowed MACs   answer only these PCs (and reserved ones); empty: all
  loader         pxelinux, or iPXE (kernels over HTTP, faster)
+ Secure Boot    off, or UEFI x64 PCs get Debian's signed shim -> GRUB
  reservations   a line a client: MAC [IP] [entry-id] [host=] [file=]
  remote entries a line each: ID LABEL kernel=URL [initrd=URL] ..."""
 
@@ -80,6 +102,14 @@ class AdvancedScreen(WizardScreen):
                     yield ConsoleRadioButton(_LOADER_WORDS[name], id=f"loader-{name}",
                                              value=name == (self.draft.loader or "pxelinux"))
         yield Static("", id="err-loader", classes="field-error", markup=False)
+        with Horizontal(classes="choice-row"):
+            yield Static("Secure Boot", classes="label")
+            with ChoiceSet(id="secure-boot"):
+                for name in SECURE_BOOT:
+                    yield ConsoleRadioButton(_SECURE_WORDS[name], id=f"secure-boot-{name}",
+                                             value=name == (self.draft.secure_boot or "off"))
+        yield Static(signed_files_note(), id="signed-files", classes="hint", markup=False)
+        yield Static("", id="err-secure_boot", classes="field-error", markup=False)
         yield Static(f"reservations, one client a line: {RESERVATION_SYNTAX}",
                      classes="hint", markup=False)
         yield TextArea(id="reservations", soft_wrap=True, tab_behavior="focus")
@@ -111,7 +141,8 @@ class AdvancedScreen(WizardScreen):
             planned = Draft.advanced_of(d.to_plan())
         except PlanError:
             planned = {"http_port": "", "extra_cmdline": "", "allowed_macs": [],
-                       "loader": "pxelinux", "reservations": [], "remote_entries": []}
+                       "loader": "pxelinux", "secure_boot": "off", "reservations": [],
+                       "remote_entries": []}
         mine = {k: getattr(d, k) for k in planned}
         return {k: v if v not in (None, "") else planned[k] for k, v in mine.items()}
 
@@ -121,6 +152,7 @@ class AdvancedScreen(WizardScreen):
         self.query_one("#extra-cmdline", Input).value = v["extra_cmdline"]
         self.query_one("#allowed-macs", Input).value = ", ".join(v["allowed_macs"])
         self.query_one(f"#loader-{v['loader']}", ConsoleRadioButton).value = True
+        self.query_one(f"#secure-boot-{v['secure_boot']}", ConsoleRadioButton).value = True
         self.query_one("#reservations", TextArea).text = format_reservations(v["reservations"])
         self.query_one("#remote-entries", TextArea).text = \
             format_remote_entries(v["remote_entries"])
@@ -133,11 +165,14 @@ class AdvancedScreen(WizardScreen):
                                                                       TextArea).text)
         pressed = self.query_one("#loader", RadioSet).pressed_button
         loader = pressed.id.removeprefix("loader-") if pressed and pressed.id else "pxelinux"
+        pressed = self.query_one("#secure-boot", RadioSet).pressed_button
+        secure = pressed.id.removeprefix("secure-boot-") if pressed and pressed.id else "off"
         values = {
             "http_port": self.query_one("#http-port", Input).value.strip(),
             "extra_cmdline": self.query_one("#extra-cmdline", Input).value.strip(),
             "allowed_macs": split_macs(self.query_one("#allowed-macs", Input).value),
             "loader": loader,
+            "secure_boot": secure,
             "reservations": res,
             "remote_entries": rem,
         }

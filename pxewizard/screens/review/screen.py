@@ -127,8 +127,9 @@ class ReviewScreen(WizardScreen):
         t.append("Ports: " + "; ".join(line) + "\n")
         changed = advanced_lines(plan)
         t.append("Advanced settings (^o)", style="bold")
-        t.append(": HTTP port, kernel cmdline, allowed MACs, loader, reservations, remote "
-                 "entries: all defaults\n" if not changed else ", not the defaults:\n")
+        t.append(": HTTP port, kernel cmdline, allowed MACs, loader, Secure Boot, "
+                 "reservations, remote entries: all defaults\n" if not changed
+                 else ", not the defaults:\n")
         for text in changed:
             t.append(f"  {text}\n")
         return t
@@ -139,7 +140,7 @@ class ReviewScreen(WizardScreen):
             boot = build_boot(plan)
             tree = boot.tree
             secure = secure_boot_summary(boot.secure_boot, plan.boot.secure_boot,
-                                         plan.dhcp.boot_files.efi_x64)
+                                         plan.dhcp.boot_files.efi_x64, wizard=True)
             problems = plan_problems(plan, boot)
             entries = tree.entries()
             sources = tree.sources()
