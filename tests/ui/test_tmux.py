@@ -119,7 +119,8 @@ def test_wizard_on_a_linux_console_to_live(netpair: NetPair, tmp_path: Path) -> 
 
 def test_live_keys_status_help_and_quit_on_a_linux_console(netpair: NetPair,
                                                            tmp_path: Path) -> None:
-    """Issue 18 on a real console (80x25, TERM=linux): F1 lists the keys; 3 / text Enter 1
+    """Issue 18 on a real console (80x25, TERM=linux): F1 lists the keys; Live's footer fits
+    the width (it once cut "f1 Help" to "f1 Hel"); 3 / text Enter 1
     leaves the keys to the panes; p shows PAUSED on a status line that fits; q asks while the
     servers run, and after quitting the terminal says where the event log and the Plan are."""
     from pxewizard.plan import plan_from_dict, save_plan
@@ -146,7 +147,17 @@ def test_live_keys_status_help_and_quit_on_a_linux_console(netpair: NetPair,
             assert time.monotonic() < deadline, "the help did not close"
             time.sleep(0.05)
         tm.send("C-n")
-        tm.wait_for("1 Requests", "serving", timeout=40)
+        screen = tm.wait_for("1 Requests", "serving", timeout=40)
+        # the whole footer fits: q (asks first) is its Quit, F1 says ^q quits at once
+        footer = screen.rstrip("\n").splitlines()[-1]
+        assert footer.rstrip().endswith("q Quit  f1 Help") and len(footer.rstrip()) < 80, footer
+        tm.send("F1")
+        tm.wait_for("Keys on Live", "Quit at once, without asking")
+        tm.send("x")
+        deadline = time.monotonic() + 10
+        while "Keys on Live" in tm.capture():
+            assert time.monotonic() < deadline, "the help did not close"
+            time.sleep(0.05)
         # a long Requests line wraps: the reason at its end stays on screen
         netpair.client.run("ip", "addr", "add", "10.99.0.50/24", "dev", "eth0")
         long_name = "boot/" + "x" * 48 + "-END.bin"

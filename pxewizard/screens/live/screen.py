@@ -98,6 +98,10 @@ class LiveScreen(Screen[Any]):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "back", "Back", key_display="esc", show=False),
         Binding("q", "quit_live", "Quit"),
+        # the app's ^q (quit at once, no question) still works here, off the footer: with
+        # it the footer ran past 80 columns and cut "f1 Help"; q (asks first) says Quit
+        Binding("ctrl+q", "app.quit", "Quit at once, without asking", key_display="^q",
+                show=False, priority=True),
     ]
 
     @property
