@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
+from urllib.parse import urlsplit
 
 from ..events import (BlksizeGranted, BpduSeen, DhcpExchange, DhcpServerSeen, Event, FailCause,
                       LogLine, RpcVersionRefused, SessionOpened, TransferFailed,
@@ -549,6 +550,20 @@ def bridge_forward_delay(snap: Snapshot, facts: HostFacts, th: Thresholds) -> It
                    details=[_bridge_words(b)], stage=Stage.dhcp)
 
 
+def _boot_file_transport(boot_file: str, next_server: str) -> tuple[str, int, str]:
+    """(protocol, port, host in words) a client fetches its DHCP boot file with: an
+    http(s):// URL (iPXE, UEFI HTTP boot) over TCP, anything else over TFTP (UDP 69)."""
+    scheme = boot_file.split("://", 1)[0].lower() if "://" in boot_file else ""
+    if scheme not in ("http", "https"):
+        return "UDP", 69, next_server or "us"
+    url = urlsplit(boot_file)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return "TCP", port or (443 if scheme == "https" else 80), url.netloc or "the server"
+
+
 @rule
 def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Finding]:
     """DHCP done with a boot file, but no file was ever asked for."""
@@ -573,23 +588,35 @@ def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fi
         if snap.now - first.ts < wait or (tl.idle < th.ack_wait / 2 and not retried):
             continue
         rules = list(facts.firewall()) if facts.firewall is not None else []
-        tftp_rules = [r for r in rules if re.search(r"\b69\b", r)] or rules
+        proto, port, where = _boot_file_transport(last.boot_file, last.next_server)
+        tftp_rules = [r for r in rules if re.search(rf"\b{port}\b", r)] or rules
         causes = []
-        if last.next_server and ours and last.next_server not in ours:
+        if last.next_server and ours and last.next_server not in ours and proto == "UDP":
             causes.append(f"next-server is {last.next_server}, not this machine")
+        what = "TFTP" if proto == "UDP" else "HTTP"
         if tftp_rules:
-            causes.insert(0, "a firewall rule on this host drops TFTP: " + "; ".join(
+            causes.insert(0, f"a firewall rule on this host drops {what}: " + "; ".join(
                 tftp_rules[:3]))
             fix = ("delete that rule (`nft delete rule FAMILY TABLE CHAIN handle N`) or add "
-                   "an accept rule for UDP 69 on the PXE interface before it")
-        else:
-            causes += [f"the client cannot reach TFTP on {last.next_server or 'us'}: a "
+                   f"an accept rule for {proto} {port} on the PXE interface before it")
+        elif proto == "UDP":
+            causes += [f"the client cannot reach TFTP on {where}: a "
                        "firewall on the way drops UDP 69 (or the replies from the high port)",
                        "the boot file name or next-server did not reach the firmware "
                        "(some firmware wants them in the 4011 answer)",
                        "the firmware gave up after DHCP (watch its screen for PXE-E32/E11)"]
             fix = ("check `nft list ruleset` / `iptables -S` for UDP 69, the plan's "
                    "server_ip, and the client's screen")
+        else:
+            causes += [f"the client cannot reach HTTP on {where}: a firewall on the way "
+                       f"drops TCP {port}, or the client has no route to it",
+                       "the client's iPXE could not resolve or parse the URL (watch its "
+                       "screen for an error code and its https://ipxe.org/ link)",
+                       "the client is still busy after DHCP (iPXE waits up to about 13 s "
+                       "for IPv6 router advertisements before it fetches)"]
+            fix = (f"check `nft list ruleset` / `iptables -S` for TCP {port}, that {where} "
+                   "answers (`curl -I " + last.boot_file + "` from another machine), and "
+                   "the client's screen")
         yield _finding(Severity.error, "ack-no-tftp", tl,
                        f"{_who(tl)} got boot file {last.boot_file} but asked for no file",
                        f"DHCP finished {snap.now - first.ts:.0f} s ago and no TFTP/HTTP "

@@ -217,6 +217,27 @@ def test_ack_but_no_tftp() -> None:
     assert f.rule == "ack-no-tftp" and "69" in f.cause
 
 
+def test_ack_but_no_http_names_http_and_its_port() -> None:
+    """The same stall with an http:// boot file (iPXE chained to boot.ipxe): the cause and
+    the fix speak of HTTP on the URL's host and TCP port, not of TFTP and UDP 69."""
+    dicts = read_jsonl(DATA / "fault-ack-no-tftp.jsonl")
+    for d in dicts:
+        if d.get("boot_file"):
+            d["boot_file"] = "http://10.99.0.1:8080/boot.ipxe"
+    evs = [from_dict(d) for d in dicts]
+    (f,) = diagnose_events(evs, FULL, now=max(e.ts for e in evs) + 30)[1]
+    assert f.rule == "ack-no-tftp" and "http://10.99.0.1:8080/boot.ipxe" in f.title
+    assert "HTTP on 10.99.0.1:8080" in f.cause and "TCP 8080" in f.cause
+    assert "TFTP" not in f.cause.split("request came")[1] and "69" not in f.cause
+    assert "TCP 8080" in f.fix and "curl -I http://10.99.0.1:8080/boot.ipxe" in f.fix
+    # a firewall rule on this host for that port is named as the cause
+    facts = HostFacts(server_ip="10.99.0.1", interface="pxe0", dhcp_mode="full",
+                      firewall=lambda: ["tcp dport 8080 drop", "udp dport 69 accept"])
+    (f,) = diagnose_events(evs, facts, now=max(e.ts for e in evs) + 30)[1]
+    assert "a firewall rule on this host drops HTTP: tcp dport 8080 drop" in f.cause
+    assert "accept rule for TCP 8080" in f.fix
+
+
 def test_stage3_404() -> None:
     (f,) = run("fault-stage3-404", 1)
     assert f.rule == "stage3-failed" and "archisobasedir" in f.cause
