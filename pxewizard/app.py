@@ -13,6 +13,8 @@ rescue console.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import faulthandler
 import logging
 import os
@@ -149,6 +151,33 @@ class PxeWizardApp(App[int]):
         self.theme = "ansi-dark" if self.linux_console else "textual-dark"
         self.push_screen(self.make_screen(self.step))
         self.call_after_refresh(self.first_paint)
+        self._hang_up_quits()
+
+    def _hang_up_quits(self) -> None:
+        """SIGHUP (the SSH session or the terminal went away) and SIGTERM end the wizard
+        as ^q does: the servers stop, a test VM is killed and its tap and tc filters are
+        removed. Left to the default action, the process died at once and a test VM (a
+        process of its own) ran on with its tap wired to the serving NIC."""
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_hang_up, sig)
+        except (RuntimeError, NotImplementedError, ValueError):
+            pass  # not the main thread (a test's app), or no signals here
+
+    def _on_hang_up(self, sig: int) -> None:
+        logging.getLogger("pxewizard.ui").info("signal %d: stopping as ^q does", sig)
+        self.run_worker(self._hang_up(sig), exclusive=True, group="hang-up")
+
+    async def _hang_up(self, sig: int) -> None:
+        await self.stop_everything()
+        if sig == signal.SIGHUP:
+            # The terminal is gone: Textual's exit would restore it through a writer that
+            # then waits forever (seen: the process stayed, its servers already stopped).
+            logging.getLogger("pxewizard.ui").info("terminal gone: exiting now")
+            logging.shutdown()
+            os._exit(128 + sig)
+        self.exit(0)
 
     def first_paint(self) -> None:
         """Log how long the first screen took from process start (the figure in the report)."""
@@ -224,11 +253,15 @@ class PxeWizardApp(App[int]):
 
     async def action_quit(self) -> None:
         """Ctrl+Q anywhere: stop what Live started (servers, a lab VM), then leave."""
+        await self.stop_everything()
+        self.exit(0)
+
+    async def stop_everything(self) -> None:
+        """Stop what Live started (servers, a lab VM and its tap), its log closed."""
         for screen in reversed(self.screen_stack):  # Live may sit under a dialog
             shutdown = getattr(screen, "shutdown", None)
             if shutdown is not None:
                 await shutdown()
-        self.exit(0)
 
 
 def make_app(detector: "Detector | None" = None, **kwargs: Any) -> PxeWizardApp:
@@ -255,6 +288,7 @@ def cli_wizard(args: Any) -> int:
         faulthandler.register(signal.SIGUSR1, file=trace, all_threads=True)  # kill -USR1 PID
     app = make_app(plan=plan, plan_path=plan_path, base=base)
     result = app.run()
-    for line in app.exit_notes:  # the screen is restored: this stays in the terminal
-        print(line)
+    with contextlib.suppress(OSError):  # a terminal gone meanwhile
+        for line in app.exit_notes:  # the screen is restored: this stays in the terminal
+            print(line)
     return int(result or 0)

@@ -230,7 +230,9 @@ def create_tap(tap: str, bridge: str | None, netns: str | None = None) -> None:
     if os.geteuid() != 0:
         raise NeedsRoot("creating a tap device for the virtual client needs root",
                         "run `pxewizard lab` as root")
-    steps = [("tuntap", "add", "dev", tap, "mode", "tap")]
+    steps = [("tuntap", "add", "dev", tap, "mode", "tap"),
+             # who made it: a later lab removes it if this process died without doing so
+             ("link", "set", "dev", tap, "alias", f"{TAP_PREFIX}-pid-{os.getpid()}")]
     if bridge is not None:
         steps.append(("link", "set", tap, "master", bridge))
     steps.append(("link", "set", tap, "up"))
@@ -324,6 +326,57 @@ def unwire_tap(nic: str, qdisc_ours: bool, netns: str | None = None) -> None:
     for direction, pref in (("ingress", TC_PREF), ("ingress", TC_PREF + 1),
                             ("egress", TC_PREF)):
         _tc(netns, "filter", "del", "dev", nic, direction, "pref", str(pref))
+
+
+def with_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run so that it is killed when the process that starts it dies, however it
+    dies (setpriv --pdeathsig, util-linux; ``ip netns exec`` and QEMU keep it across
+    exec): a wizard killed outright leaves no VM running."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+
+
+TAP_PREFIX = "pxwlab"
+"""Name prefix of the lab's taps; the alias of each names the process that made it."""
+
+
+def tap_name() -> str:
+    """A fresh name for a lab VM's tap."""
+    return f"{TAP_PREFIX}{secrets.token_hex(2)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_labs(nic: str | None, netns: str | None = None) -> list[str]:
+    """Remove what a lab killed outright left behind: the taps whose maker (named in the
+    tap's alias by :func:`create_tap`) is gone (a tap is persistent: it outlives its VM)
+    and, once no other lab's tap is left, the lab's tc filters on ``nic``. Taps of a
+    running lab, of another tool, or without our alias are left alone. Returns the taps
+    removed."""
+    out = _ip(netns, "-d", "-o", "link", "show").stdout
+    stale, others = [], 0
+    for line in out.splitlines():
+        m = re.match(rf"\d+: ({TAP_PREFIX}[0-9a-z]+)[:@]", line)
+        if m is None:
+            continue
+        owner = re.search(rf"\balias {TAP_PREFIX}-pid-(\d+)\b", line)
+        if owner is not None and not _alive(int(owner.group(1))):
+            stale.append(m.group(1))
+        else:
+            others += 1
+    for tap in stale:
+        delete_tap(tap, netns)
+    if stale and not others and nic is not None:
+        unwire_tap(nic, False, netns)
+    return stale
 
 
 def delete_tap(tap: str, netns: str | None = None) -> None:
@@ -423,6 +476,7 @@ class LabVM:
 
     async def start(self) -> None:
         argv = self.argv()
+        await asyncio.to_thread(sweep_stale_labs, self.nic, self.netns)
         if self.bridge is not None or self.nic is not None:
             await asyncio.to_thread(create_tap, self.spec.tap, self.bridge, self.netns)
             self._made_tap = True
@@ -432,7 +486,7 @@ class LabVM:
                                                           self.nic, self.spec.mac, self.netns)
             self.started_at = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                *with_death_signal(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, start_new_session=True)
         except BaseException:
             await self._cleanup_tap()
@@ -646,7 +700,7 @@ async def start_lab(plan: "Plan", bus: EventBus, *, firmware: str = "bios", memo
     find_qemu()
     if firmware == "uefi":
         find_ovmf()
-    spec = VmSpec(tap=f"pxwlab{secrets.token_hex(2)}", firmware=firmware, memory=memory,
+    spec = VmSpec(tap=tap_name(), firmware=firmware, memory=memory,
                   nic=nic, romfile=None if nic_rom else "", name=name)
     vm = LabVM(spec, bus=bus, bridge=bridge, nic=wired)
     await vm.start()

@@ -233,6 +233,36 @@ async def test_lab_key_reports_why_no_vm_can_start(wizard: Any, tmp_path: Path) 
         assert live.query_one("#panes", ContentSwitcher).current == "console"
 
 
+async def test_quit_waits_for_the_test_vm_cleanup(wizard: Any, tmp_path: Path,
+                                                  monkeypatch: Any) -> None:
+    """^q with a test VM running: the app leaves only once the VM's cleanup (QEMU killed,
+    tap and tc filters removed: run_vm's finally) has run; before, the exit cut it short
+    and left the tap wired to the serving NIC."""
+    from pxewizard.commands import lab
+
+    cleaned: list[str] = []
+    started = asyncio.Event()
+
+    async def fake_run_vm(spec: Any, **kw: Any) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.3)  # killing QEMU, removing the tap take a moment
+            cleaned.append(spec.tap)
+
+    monkeypatch.setattr(lab, "lab_attachment", lambda interface: (None, interface))
+    monkeypatch.setattr(lab, "run_vm", fake_run_vm)
+    app = wizard(plan=plan_for(tmp_path), lab=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await to_live(pilot)
+        await pilot.press("v")
+        await wait_for(pilot, started.is_set, what="VM started")
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: not app.is_running, what="app exited", timeout=10)
+    assert len(cleaned) == 1 and cleaned[0].startswith(lab.TAP_PREFIX)
+
+
 def test_requests_name_clients_by_mac_once_dhcp_told_us() -> None:
     from pxewizard.screens.live.format import request_row
 

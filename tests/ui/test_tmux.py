@@ -253,3 +253,46 @@ def test_advanced_settings_on_a_linux_console(tmp_path: Path) -> None:
     assert plan.dhcp.allowed_macs == ["52:54:00:12:34:56"]
     bad = {c for cap in tm.captures for c in foreign_chars(cap)}
     assert not bad, f"characters the Linux console font lacks: {sorted(bad)}"
+
+
+def test_a_hang_up_stops_the_servers_as_ctrl_q_does(netpair: NetPair, tmp_path: Path) -> None:
+    """The SSH session drops (SIGHUP) while Live serves: the wizard stops its servers (their
+    ServiceStopped events reach the log) and exits, instead of dying where it stood (a test
+    VM, a process of its own, then ran on with its tap wired to the serving NIC)."""
+    import json
+
+    from pxewizard.plan import plan_from_dict, save_plan
+
+    require("tmux")
+    medium = make_medium(tmp_path / "medium")
+    state = tmp_path / "state"
+    plan_file = tmp_path / "plan.toml"
+    save_plan(plan_from_dict({"interface": "pxe0", "server_ip": "10.99.0.1",
+                              "state_dir": str(state), "dhcp": {"mode": "proxy"},
+                              "boot": {"media": str(medium), "transport": "http"}}), plan_file)
+    argv = ["ip", "netns", "exec", netpair.server.name, "env", "TERM=linux",
+            f"PYTHONPATH={REPO}", sys.executable, "-m", "pxewizard", "wizard",
+            "--plan", str(plan_file)]
+    with tmux_session(argv) as tm:
+        tm.wait_for("Step 7/8: Review")
+        tm.send("C-n")
+        tm.wait_for("1 Requests", "serving", timeout=40)
+        pid = next(int(p) for p in os.popen(
+            f"pgrep -f -- '^{sys.executable} -m pxewizard wizard --plan {plan_file}$'"
+        ).read().split())
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while _running(pid):  # exited: gone, or a zombie tmux keeps (remain-on-exit)
+            assert time.monotonic() < deadline, "the wizard did not exit on SIGHUP"
+            time.sleep(0.1)
+    kinds = [json.loads(line).get("kind") for line in
+             (state / "events.jsonl").read_text().splitlines() if line.strip()]
+    assert "service_stopped" in kinds, kinds[-10:]
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

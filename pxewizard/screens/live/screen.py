@@ -10,8 +10,9 @@ stall keys.
 
 from __future__ import annotations
 
-import os
 import asyncio
+import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
     from ...app import PxeWizardApp
     from ...serve import Running
+
+LAB_STOP_WAIT = 15.0
+"""Seconds a quit waits for the test VM's cleanup (QEMU gets 5 s to stop, then SIGKILL)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,8 +236,12 @@ class LiveScreen(Screen[Any]):
         if isinstance(notes, list) and not notes:
             notes.extend(self.exit_notes())
         if self.lab_worker is not None:
-            self.lab_worker.cancel()
-            self.lab_worker = None
+            # and wait for its cleanup (QEMU killed, its tap and tc filters on the serving
+            # NIC removed): the app exits right after this, which would cut it short
+            worker, self.lab_worker = self.lab_worker, None
+            worker.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(worker.wait(), LAB_STOP_WAIT)
         await self.stop_servers()
         self.bridge.detach()
         self.insight.detach()
@@ -423,7 +431,7 @@ class LiveScreen(Screen[Any]):
         assert plan is not None
         try:
             bridge, nic = lab.lab_attachment(plan.interface)
-            spec = lab.VmSpec(tap=f"pxwlab{int(time.time()) % 100000}", firmware=firmware)
+            spec = lab.VmSpec(tap=lab.tap_name(), firmware=firmware)
             self.bus.publish(LogLine(service="lab", level="info",
                                      message=f"starting a {firmware} test VM on {bridge or nic}"))
             await lab.run_vm(spec, bus=self.bus, bridge=bridge, nic=nic)
