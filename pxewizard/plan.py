@@ -29,8 +29,6 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 IPXE_LOADERS = {"ipxe": {"bios": "undionly.kpxe", "efi_x64": "ipxe.efi"}}
 """boot.loader -> the dhcp.boot_files it implies (pxelinux: BootFiles' own defaults)."""
 LOADERS = ("pxelinux", "ipxe")
-SECURE_BOOT = ("off", "auto", "on")
-"""The values of boot.secure_boot, in the order the wizard offers them."""
 """The values of boot.loader."""
 LOCAL_ENTRY_ID = "local"
 """Id of the "Boot from local disk" menu entry (boot/media.py's LOCAL_ENTRY)."""

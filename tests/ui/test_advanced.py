@@ -288,3 +288,14 @@ async def test_f1_explains_the_advanced_fields(wizard: Any, tmp_path: Path) -> N
         await pilot.pause()
         await pilot.press("escape")  # the text boxes let go of esc: Back to Review
         await wait_for(pilot, lambda: on_step(app, "review"), what="review")
+
+
+def test_the_choices_offer_every_value_the_plan_takes() -> None:
+    from typing import get_args
+
+    from pxewizard.plan import LOADERS
+    from pxewizard.screens.advanced.screen import _LOADER_WORDS, _SECURE_WORDS
+
+    boot = Plan.model_fields["boot"].annotation
+    assert tuple(_LOADER_WORDS) == LOADERS
+    assert set(_SECURE_WORDS) == set(get_args(boot.model_fields["secure_boot"].annotation))

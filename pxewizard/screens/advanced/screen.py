@@ -19,7 +19,6 @@ from textual.widgets import Input, RadioSet, Static, TextArea
 
 from ...boot.loaders import find_loaders
 from ...errors import PlanError
-from ...plan import LOADERS, SECURE_BOOT
 from ..base import WizardScreen
 from ..console import ConsoleRadioButton
 from ..draft import Draft
@@ -95,19 +94,11 @@ class AdvancedScreen(WizardScreen):
         yield Static("only these PCs (and reserved ones) get an answer, in every DHCP mode",
                      classes="hint", markup=False)
         yield Static("", id="err-allowed_macs", classes="field-error", markup=False)
-        with Horizontal(classes="choice-row"):
-            yield Static("loader", classes="label")
-            with ChoiceSet(id="loader"):
-                for name in LOADERS:
-                    yield ConsoleRadioButton(_LOADER_WORDS[name], id=f"loader-{name}",
-                                             value=name == (self.draft.loader or "pxelinux"))
+        yield from self.choices("loader", "loader", _LOADER_WORDS,
+                                self.draft.loader or "pxelinux")
         yield Static("", id="err-loader", classes="field-error", markup=False)
-        with Horizontal(classes="choice-row"):
-            yield Static("Secure Boot", classes="label")
-            with ChoiceSet(id="secure-boot"):
-                for name in SECURE_BOOT:
-                    yield ConsoleRadioButton(_SECURE_WORDS[name], id=f"secure-boot-{name}",
-                                             value=name == (self.draft.secure_boot or "off"))
+        yield from self.choices("Secure Boot", "secure-boot", _SECURE_WORDS,
+                                self.draft.secure_boot or "off")
         yield Static(signed_files_note(), id="signed-files", classes="hint", markup=False)
         yield Static("", id="err-secure_boot", classes="field-error", markup=False)
         yield Static(f"reservations, one client a line: {RESERVATION_SYNTAX}",
@@ -119,6 +110,15 @@ class AdvancedScreen(WizardScreen):
                      classes="hint", markup=False)
         yield TextArea(id="remote-entries", soft_wrap=True, tab_behavior="focus")
         yield Static("", id="err-remote_entries", classes="field-error", markup=False)
+
+    @staticmethod
+    def choices(label: str, set_id: str, words: dict[str, str], current: str) -> ComposeResult:
+        """A labelled radio set: a button ``{set_id}-{value}`` for each value of ``words``."""
+        with Horizontal(classes="choice-row"):
+            yield Static(label, classes="label")
+            with ChoiceSet(id=set_id):
+                for name, text in words.items():
+                    yield ConsoleRadioButton(text, id=f"{set_id}-{name}", value=name == current)
 
     def on_mount(self) -> None:
         self.fill()
