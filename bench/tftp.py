@@ -24,6 +24,10 @@ noise from a shared machine hits all of them alike):
 - 20 concurrent curl downloads of a 16 MiB file at blksize 1468 (aggregate MB/s and
   the slowest client's seconds), and 100 concurrent downloads of a 4 MiB file.
 
+``--only ours tftpd-hpa pyfork`` adds ``bench/tftp_pyfork.py``, the least a Python server
+can do per block (a process per client, lockstep, blocking calls, nothing else): the bound
+a Python design reaches beside the C servers on this machine.
+
 ``--load N`` keeps N CPU-bound processes running for the whole bench (the
 "busy machine" case). Every download of every run is checked by sha256.
 Prints MB/s per run, medians, worst-client seconds, our/peer ratios, server CPU
@@ -310,7 +314,7 @@ def main() -> int:
             f'max_per_client = {cap}\n')
         env = dict(os.environ, PYTHONPATH=str(REPO))
         addrs = {"ours": "127.0.0.1", "tftpd-hpa": "127.0.0.2", "dnsmasq": "127.0.0.3",
-                 "atftpd": "127.0.0.4"}
+                 "atftpd": "127.0.0.4", "pyfork": "127.0.0.5"}
         with bench_namespace() as ns, contextlib.ExitStack() as stack:
             servers = {
                 "ours": lambda: Server("ours", ns, addrs["ours"], [
@@ -329,6 +333,10 @@ def main() -> int:
                     atftpd, "--daemon", "--no-fork", "--bind-address", addrs["atftpd"],
                     "--port", "69", "--user", "nobody", "--group", "nogroup",
                     "--maxthread", str(cap), "--logfile", "/dev/null", "-v0", str(root)]),
+                # a measuring stick (only with --only ... pyfork): a Python process per client
+                "pyfork": lambda: Server("pyfork", ns, addrs["pyfork"], [
+                    sys.executable, str(Path(__file__).with_name("tftp_pyfork.py")),
+                    addrs["pyfork"], str(root)]),
             }
             for i, v in enumerate(args.variant):
                 # an interface of its own (one pxewizard per interface; a veth pair, as
@@ -400,7 +408,8 @@ def main() -> int:
                 print(f"run {run + 1} (load {load()}): " + "  ".join(
                     f"{n}[" + " ".join(f"{t}={res[n][t][-1]:.0f}" for t in tests) + "]"
                     for n in names), flush=True)
-        peers = [n for n in names if not n.startswith("ours")]
+        # the C peers (pyfork, a Python measuring stick, is no peer: it gets a line below)
+        peers = [n for n in names if not n.startswith("ours") and n != "pyfork"]
         ratios = "ours" in names and bool(peers)
         print(f"\nmedians of {args.runs} runs, MB/s (1 MB = 10^6 bytes); --load {args.load}; "
               f"load at end: {load()}; every download checked by sha256")
@@ -415,6 +424,10 @@ def main() -> int:
                 line += "".join(f"{med['ours'] / med[p]:>16.2f}" for p in peers)
                 line += f"{med['ours'] / max(med[p] for p in peers):>11.2f}"
             print(line)
+        if "pyfork" in names and peers:
+            print("pyfork (a Python process per client, bench/tftp_pyfork.py) / best C peer: "
+                  + ", ".join(f"{t} {statistics.median(res['pyfork'][t]) / max(statistics.median(res[p][t]) for p in peers):.2f}"  # noqa: E501
+                              for t in tests))
         print("\nworst client's seconds, concurrent tests (medians; ratio: best peer's / ours, "
               ">= 1 is ours faster)")
         for t, (_, nclients, _) in tests.items():
