@@ -553,10 +553,10 @@ def bridge_forward_delay(snap: Snapshot, facts: HostFacts, th: Thresholds) -> It
 def _boot_file_transport(boot_file: str, next_server: str) -> tuple[str, int, str]:
     """(protocol, port, host in words) a client fetches its DHCP boot file with: an
     http(s):// URL (iPXE, UEFI HTTP boot) over TCP, anything else over TFTP (UDP 69)."""
-    scheme = boot_file.split("://", 1)[0].lower() if "://" in boot_file else ""
+    url = urlsplit(boot_file)
+    scheme = url.scheme.lower()
     if scheme not in ("http", "https"):
         return "UDP", 69, next_server or "us"
-    url = urlsplit(boot_file)
     try:
         port = url.port
     except ValueError:
@@ -589,14 +589,14 @@ def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fi
             continue
         rules = list(facts.firewall()) if facts.firewall is not None else []
         proto, port, where = _boot_file_transport(last.boot_file, last.next_server)
-        tftp_rules = [r for r in rules if re.search(rf"\b{port}\b", r)] or rules
+        port_rules = [r for r in rules if re.search(rf"\b{port}\b", r)] or rules
         causes = []
         if last.next_server and ours and last.next_server not in ours and proto == "UDP":
             causes.append(f"next-server is {last.next_server}, not this machine")
         what = "TFTP" if proto == "UDP" else "HTTP"
-        if tftp_rules:
+        if port_rules:
             causes.insert(0, f"a firewall rule on this host drops {what}: " + "; ".join(
-                tftp_rules[:3]))
+                port_rules[:3]))
             fix = ("delete that rule (`nft delete rule FAMILY TABLE CHAIN handle N`) or add "
                    f"an accept rule for {proto} {port} on the PXE interface before it")
         elif proto == "UDP":
@@ -622,8 +622,8 @@ def ack_no_tftp(snap: Snapshot, facts: HostFacts, th: Thresholds) -> Iterator[Fi
                        f"DHCP finished {snap.now - first.ts:.0f} s ago and no TFTP/HTTP "
                        "request came" + (f" (the client asked DHCP again {len(given) - 1} "
                                          "time(s))" if retried else "")
-                       + ". " + ("Cause: " if tftp_rules else "Likely: ") + "; ".join(causes),
-                       fix, [first, *given[1:][-2:]], details=tftp_rules[:5],
+                       + ". " + ("Cause: " if port_rules else "Likely: ") + "; ".join(causes),
+                       fix, [first, *given[1:][-2:]], details=port_rules[:5],
                        stage=Stage.dhcp, subject=last.boot_file)
 
 

@@ -1,9 +1,9 @@
 """Review > Advanced settings: what a hand edit of the Plan reached before (issue 18).
 
 HTTP port, extra kernel command line, allowed MACs, the loader family, Secure Boot,
-reservations and remote menu entries. Each field shows the draft's value (a loaded Plan's too); Done and
-Back build the Plan with the typed values and stay while it refuses one, the Plan's own
-words next to the field. ctrl+r puts back the values the step was opened with.
+reservations and remote menu entries. Each field shows the draft's value (a loaded Plan's
+too); Done and Back build the Plan with the typed values and stay while it refuses one, the
+Plan's own words next to the field. ctrl+r puts back the values the step was opened with.
 """
 
 from __future__ import annotations

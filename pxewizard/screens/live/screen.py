@@ -240,7 +240,7 @@ class LiveScreen(Screen[Any]):
             # NIC removed): the app exits right after this, which would cut it short
             worker, self.lab_worker = self.lab_worker, None
             worker.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            with contextlib.suppress(Exception):  # WorkerCancelled, a timeout
                 await asyncio.wait_for(worker.wait(), LAB_STOP_WAIT)
         await self.stop_servers()
         self.bridge.detach()
