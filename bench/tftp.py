@@ -203,18 +203,27 @@ class CpuGroup:
                 time.sleep(0.1)
 
 
+def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (ours starts its transfer processes from the
+    engine's thread, and /proc lists a child under the thread that forked it)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
     out: list[int] = []
     todo = [pid]
     while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with contextlib.suppress(OSError):
-                    kids = [int(x) for x in
-                            Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
-                    out += kids
-                    todo += kids
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
     return out
 
 
@@ -225,32 +234,20 @@ class CpuMeter:
 
     def __init__(self, pid: int, group: CpuGroup | None = None) -> None:
         self.group = group
-        self.start = group.usage() if group is not None else 0.0
         self.pid = pid
         self.seen: dict[int, int] = {}
-        self.base = {c: _ticks(c) for c in self._children()}
-        self.own = _ticks(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        if group is not None:
+            self.start = group.usage()
+            return
+        self.base = {c: _ticks(c) for c in _children(pid)}
+        self.own = _ticks(pid)
         self._thread.start()
-
-    def _children(self) -> list[int]:
-        """Children of every thread (ours starts its transfer processes from the engine's
-        thread, and /proc lists a child under the thread that forked it)."""
-        out: list[int] = []
-        try:
-            tasks = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return out
-        for tid in tasks:
-            with contextlib.suppress(OSError):
-                out += [int(x) for x in
-                        Path(f"/proc/{self.pid}/task/{tid}/children").read_text().split()]
-        return out
 
     def _sample(self) -> None:
         while True:
-            for c in self._children():
+            for c in _children(self.pid):
                 t = _ticks(c)
                 if t > self.seen.get(c, 0):
                     self.seen[c] = t
@@ -258,10 +255,10 @@ class CpuMeter:
                 return
 
     def seconds(self) -> float:
-        self._stop.set()
-        self._thread.join()
         if self.group is not None:
             return self.group.usage() - self.start
+        self._stop.set()
+        self._thread.join()
         self._sample()  # one last look
         ticks = _ticks(self.pid) - self.own
         ticks += sum(t - self.base.get(c, 0) for c, t in self.seen.items())
@@ -501,9 +498,12 @@ def main() -> int:
                 line += f"{med['ours'] / max(med[p] for p in peers):>11.2f}"
             print(line)
         if "pyfork" in names and peers:
+            rated = []
+            for t in tests:
+                best = max(statistics.median(res[p][t]) for p in peers)
+                rated.append(f"{t} {statistics.median(res['pyfork'][t]) / best:.2f}")
             print("pyfork (a Python process per client, bench/tftp_pyfork.py) / best C peer: "
-                  + ", ".join(f"{t} {statistics.median(res['pyfork'][t]) / max(statistics.median(res[p][t]) for p in peers):.2f}"  # noqa: E501
-                              for t in tests))
+                  + ", ".join(rated))
         print("\nworst client's seconds, concurrent tests (medians; ratio: best peer's / ours, "
               ">= 1 is ours faster)")
         for t, (_, nclients, _) in tests.items():

@@ -15,7 +15,7 @@ import time
 from pxewizard.commands.lab import (TC_PREF, create_tap, sweep_stale_labs, tap_name,
                                     wire_tap_to_nic, with_death_signal)
 from tests.support.netns import namespace, stub_interface
-from tests.support.tools import require, require_root
+from tests.support.tools import require, require_root, running
 
 
 def _dead_pid() -> int:
@@ -83,22 +83,13 @@ def test_the_vm_process_dies_with_the_process_that_started_it() -> None:
         starter.kill()
         starter.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(child):
+        while running(child):
             assert time.monotonic() < deadline, "the child outlived its starter"
             time.sleep(0.05)
     finally:
         if starter.poll() is None:
             starter.kill()
             starter.wait(10)
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (the child is reparented to init, which reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _comm(pid: int) -> str:

@@ -26,3 +26,13 @@ def require_root() -> None:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child its parent has not reaped:
+    tmux with remain-on-exit, or an orphan before init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -18,7 +18,7 @@ from pathlib import Path
 from pxewizard.screens.console import foreign_chars
 from tests.support.netns import NetPair
 from tests.support.serving import REPO
-from tests.support.tools import require
+from tests.support.tools import require, running
 
 from .tmux import tmux_session
 
@@ -282,17 +282,10 @@ def test_a_hang_up_stops_the_servers_as_ctrl_q_does(netpair: NetPair, tmp_path: 
         ).read().split())
         os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + 30
-        while _running(pid):  # exited: gone, or a zombie tmux keeps (remain-on-exit)
+        while running(pid):  # exited: gone, or a zombie tmux keeps (remain-on-exit)
             assert time.monotonic() < deadline, "the wizard did not exit on SIGHUP"
             time.sleep(0.1)
     kinds = [json.loads(line).get("kind") for line in
              (state / "events.jsonl").read_text().splitlines() if line.strip()]
     assert "service_stopped" in kinds, kinds[-10:]
 
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
